@@ -1,0 +1,93 @@
+/*
+ * model: the model configuration (from config.json or a llama2.c header)
+ * and the weights of one node's slice of the model: a contiguous range of
+ * layers, with or without the token embedding and the output head.
+ *
+ * Architectures: llama (Llama 2/3/3.1/3.2 incl. rope_scaling "llama3",
+ * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases). Tied or untied
+ * embeddings, head_dim given or derived, grouped-query attention.
+ *
+ * Weights are borrowed from the tensor source's mmap when their dtype is the
+ * compute dtype asked for; otherwise converted at load into buffers the model
+ * owns. Norm weights and biases are always F32.
+ */
+#ifndef MDI_MODEL_H
+#define MDI_MODEL_H
+
+#include <jansson.h>
+#include "kernels.h"
+#include "safetensors.h"
+
+#define MODEL_MAX_EOS 8
+
+typedef struct {
+    char model_type[32];     /* "llama", "mistral", "qwen2" */
+    int dim;                 /* hidden_size */
+    int hidden_dim;          /* intermediate_size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_seq_len;         /* max_position_embeddings */
+    float norm_eps;
+    float rope_theta;
+    /* rope_scaling {"rope_type": "llama3", ...}; 0 when absent */
+    int rope_llama3;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int tie_embeddings;
+    int attn_bias;           /* q/k/v biases (qwen2, or attention_bias true) */
+    int bos_id;              /* -1 when none */
+    int eos_ids[MODEL_MAX_EOS];
+    int n_eos;
+} model_config;
+
+/* Parses a config.json object; fname is used in messages. */
+int model_config_from_json(model_config *c, json_t *root, const char *fname, char *err);
+/* Reads DIR/config.json, or the header of a llama2.c .bin. generation_config.json
+ * beside it, when present, overrides bos/eos. */
+int model_config_load(model_config *c, const char *path, char *err);
+/* The config as a config.json-shaped object (new reference). */
+json_t *model_config_to_json(const model_config *c);
+
+typedef struct {
+    mat_t wq, wk, wv, wo;     /* (n_heads*hd, dim) (kv_dim, dim) (kv_dim, dim) (dim, n_heads*hd) */
+    mat_t w_gate, w_up, w_down; /* (hidden, dim) (hidden, dim) (dim, hidden) */
+    const float *bq, *bk, *bv;  /* NULL without attention bias */
+    const float *attn_norm, *ffn_norm; /* (dim,) */
+} layer_weights;
+
+typedef struct {
+    int layer_begin, layer_end; /* global indices [begin, end) */
+    int embed;                  /* load the token embedding */
+    int head;                   /* load the final norm and the output head */
+    dtype_t dtype;              /* compute dtype for matrices: F32 or BF16 (F16 converted to it) */
+} model_slice;
+
+typedef struct {
+    model_config cfg;
+    model_slice slice;
+    mat_t tok_embed;            /* (vocab, dim), when slice.embed */
+    mat_t lm_head;              /* (vocab, dim), when slice.head; shares tok_embed's data when tied */
+    const float *final_norm;    /* (dim,) when slice.head */
+    layer_weights *layers;      /* slice.layer_end - slice.layer_begin entries */
+    size_t weight_bytes;        /* bytes of matrices this slice reads per token */
+    /* private */
+    tensor_source *src;
+    void **owned;
+    int n_owned, cap_owned;
+} model;
+
+/* Loads the slice from path: a Hugging Face folder, a llama2.c .bin, or a
+ * chunk .safetensors (then cfg must be given, e.g. from the run's config;
+ * pass NULL to read config.json from path's folder). Fails with a line that
+ * names the file and the missing tensor or the shape expected vs found. */
+int model_load(model *m, const char *path, const model_config *cfg,
+               const model_slice *slice, char *err);
+void model_free(model *m);
+
+/* Hugging Face tensor names. buf must hold TENSOR_NAME_MAX. */
+void model_tensor_name(char *buf, int layer, const char *suffix);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * safetensors: read (mmap) and write the safetensors format, and the
+ * "tensor source" that presents every checkpoint layout we read as one set
+ * of named tensors with Hugging Face names.
+ *
+ * File layout:
+ *
+ *   +----------------+----------------------------+----------------------+
+ *   | u64 LE: N      | N bytes of JSON header     | raw tensor data      |
+ *   +----------------+----------------------------+----------------------+
+ *   header: {"__metadata__": {"k": "v", ...},
+ *            "name": {"dtype": "F32"|"F16"|"BF16", "shape": [d0, ...],
+ *                     "data_offsets": [begin, end]}, ...}
+ *   offsets are relative to the start of the data section, little-endian
+ *   values, C (row-major) order.
+ *
+ * Tensor sources (tsrc_open) read:
+ *   - a Hugging Face folder: model.safetensors, or model.safetensors.index.json
+ *     with its shards;
+ *   - a single .safetensors file (a chunk written by prepare_model);
+ *   - a llama2.c .bin checkpoint: converted in memory to Hugging Face names
+ *     (q/k rows permuted from interleaved to rotate-half rotary layout).
+ * Data pointers are borrowed from the mmap (or the source's own buffers) and
+ * live until tsrc_close.
+ */
+#ifndef MDI_SAFETENSORS_H
+#define MDI_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "kernels.h"
+
+#define TENSOR_NAME_MAX 160
+#define TENSOR_MAX_DIMS 4
+
+typedef struct {
+    char name[TENSOR_NAME_MAX];
+    dtype_t dtype;
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    const void *data;   /* borrowed */
+    size_t nbytes;
+    const char *file;   /* the file it came from, for error messages */
+} tensor_info;
+
+typedef struct tensor_source tensor_source;
+
+/* Opens path (folder, .safetensors file or llama2.c .bin). On failure returns
+ * NULL with one line in err naming the file and the problem. */
+tensor_source *tsrc_open(const char *path, char *err);
+void tsrc_close(tensor_source *s);
+
+int tsrc_count(const tensor_source *s);
+const tensor_info *tsrc_get(const tensor_source *s, int i);
+const tensor_info *tsrc_find(const tensor_source *s, const char *name);
+
+/* The "__metadata__" object of the (first) safetensors file, borrowed; an
+ * empty object when none. For llama2.c sources, the model config fields
+ * read from its header are placed here too (see model_config_from_tsrc). */
+json_t *tsrc_metadata(const tensor_source *s);
+
+/* For llama2.c sources: the config read from the .bin header, as a
+ * Hugging Face config.json object (borrowed). NULL for safetensors. */
+json_t *tsrc_llama2c_config(const tensor_source *s);
+
+/* Writer. Tensors are added in order, then written in one pass to
+ * path + ".tmp" which is fsync'ed and renamed onto path, so a reader never
+ * sees a half-written file. The writer copies nothing: data pointers must
+ * stay valid until st_writer_finish. */
+typedef struct st_writer st_writer;
+st_writer *st_writer_new(void);
+/* metadata values must be strings (safetensors rule); borrowed until finish */
+void st_writer_set_meta(st_writer *w, const char *key, const char *value);
+/* Adds a tensor stored as `dtype`; src_dtype is the dtype of data. When they
+ * differ the data is converted while writing. */
+int st_writer_add(st_writer *w, const char *name, dtype_t dtype, int ndim,
+                  const int64_t *shape, const void *data, dtype_t src_dtype);
+/* Writes the file; fills sha256 hex (65 bytes) and total size if non-NULL. */
+int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
+                     uint64_t *size_out, char *err);
+void st_writer_free(st_writer *w);
+
+#endif
