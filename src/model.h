@@ -62,7 +62,8 @@ typedef struct {
     int layer_begin, layer_end; /* global indices [begin, end) */
     int embed;                  /* load the token embedding */
     int head;                   /* load the final norm and the output head */
-    dtype_t dtype;              /* compute dtype for matrices: F32 or BF16 (F16 converted to it) */
+    dtype_t dtype;              /* compute dtype for matrices: F32, BF16 or F16; DTYPE_COUNT: as
+                                 * stored (BF16 stays BF16, F16 becomes F32) */
 } model_slice;
 
 typedef struct {

@@ -1,0 +1,51 @@
+/*
+ * cli: the starter's command line, shared by standalone and distributed
+ * mode, and the prompt list (--prompt TEXT, or --prompt FILE:path with one
+ * sample per paragraph, as MDI-LLM does).
+ */
+#ifndef MDI_CLI_H
+#define MDI_CLI_H
+
+#include <stdint.h>
+#include "kernels.h"
+
+typedef struct {
+    const char *ckpt;          /* --ckpt DIR: HF folder, llama2.c .bin, or checkpoints/NAME */
+    const char *prompt;        /* --prompt TEXT | FILE:path */
+    const char *prompt_ids;    /* --prompt-ids 1,2,3 (bypasses the tokenizer) */
+    int n_tokens;              /* --n-tokens: new tokens per sample */
+    float temperature;         /* --temperature (0 = greedy) */
+    int top_k;                 /* --top-k (0 = off) */
+    float top_p;               /* --top-p (1 = off) */
+    uint64_t seed;             /* --seed */
+    int n_threads;             /* --n-threads */
+    dtype_t dtype;             /* --dtype f32|bf16: compute dtype of weights */
+    int chat;                  /* --chat */
+    int max_seq_len;           /* --max-seq-len (0: the model's, capped) */
+    const char *output;        /* --output FILE.json */
+    const char *logits_out;    /* --logits-out FILE: f32 logits of every step (tests) */
+    int quiet;                 /* --quiet: do not stream text to stdout */
+    /* distributed mode */
+    const char *nodes_config;  /* --nodes-config FILE.json */
+    int n_samples;             /* --n-samples (0: number of nodes) */
+    dtype_t wire_dtype;        /* --wire-dtype f32|f16|bf16 */
+    const char *time_run;      /* --time-run FILE.csv */
+    int plots;                 /* --plots */
+    double timeout_s;          /* --timeout seconds before a silent node is declared failed */
+} starter_opts;
+
+/* Fills defaults, then parses argv. Returns 0, 1 when --help was printed,
+ * or MDI_EARG with the reason in err. */
+int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err);
+void cli_usage_starter(const char *argv0);
+
+/* Prompts: --prompt TEXT gives one prompt; FILE:path gives one per
+ * paragraph (blank-line separated, trimmed). When n_samples exceeds the
+ * count, prompts repeat cyclically. Returns a new array of new strings. */
+int cli_load_prompts(const char *arg, char ***prompts, int *n, char *err);
+void cli_free_prompts(char **prompts, int n);
+
+/* "1,2,3" -> new int array. */
+int cli_parse_ids(const char *s, int **ids, int *n, char *err);
+
+#endif

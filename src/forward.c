@@ -1,0 +1,260 @@
+/* forward: the transformer forward pass over a slice; see forward.h. */
+#include "forward.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kv_cache_init(kv_cache *c, const model *m, int max_seq, char *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->n_layers = m->slice.layer_end - m->slice.layer_begin;
+    c->max_seq = max_seq;
+    c->kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
+    size_t n = (size_t)(c->n_layers ? c->n_layers : 1) * (size_t)max_seq * (size_t)c->kv_dim;
+    c->k = malloc(n * sizeof(float));
+    c->v = malloc(n * sizeof(float));
+    if (!c->k || !c->v) {
+        kv_cache_free(c);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for a KV cache of %zu MiB",
+                        2 * n * sizeof(float) >> 20);
+    }
+    return MDI_OK;
+}
+
+void kv_cache_reset(kv_cache *c)
+{
+    c->len = 0;
+}
+
+void kv_cache_free(kv_cache *c)
+{
+    free(c->k);
+    free(c->v);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Llama 3.1 frequency scaling (rope_scaling type "llama3"): long
+ * wavelengths are divided by factor, short ones kept, and the band in
+ * between interpolated smoothly. */
+static double rope_llama3_scale(const model_config *c, double inv_freq)
+{
+    const double pi = 3.14159265358979323846;
+    double old_ctx = c->rope_original_max_pos;
+    double low_wavelen = old_ctx / c->rope_low_freq_factor;
+    double high_wavelen = old_ctx / c->rope_high_freq_factor;
+    double wavelen = 2 * pi / inv_freq;
+    if (wavelen < high_wavelen)
+        return inv_freq;
+    if (wavelen > low_wavelen)
+        return inv_freq / c->rope_factor;
+    double smooth = (old_ctx / wavelen - c->rope_low_freq_factor) /
+                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1 - smooth) * inv_freq / c->rope_factor + smooth * inv_freq;
+}
+
+int forward_state_init(forward_state *s, const model *m, int max_batch, int max_seq, char *err)
+{
+    memset(s, 0, sizeof(*s));
+    const model_config *c = &m->cfg;
+    s->max_batch = max_batch;
+    s->max_seq = max_seq;
+    size_t B = (size_t)max_batch;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int nth = kernels_n_threads();
+    s->xb = malloc(B * c->dim * sizeof(float));
+    s->xb2 = malloc(B * (size_t)(q_dim > c->dim ? q_dim : c->dim) * sizeof(float));
+    s->q = malloc(B * q_dim * sizeof(float));
+    s->k = malloc(B * kv_dim * sizeof(float));
+    s->v = malloc(B * kv_dim * sizeof(float));
+    s->att = malloc((size_t)nth * max_seq * sizeof(float));
+    s->hb = malloc(B * c->hidden_dim * sizeof(float));
+    s->hb2 = malloc(B * c->hidden_dim * sizeof(float));
+    s->rope_inv_freq = malloc((size_t)(c->head_dim / 2) * sizeof(float));
+    if (m->slice.head)
+        s->logits = malloc((size_t)c->vocab_size * sizeof(float));
+    if (!s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_inv_freq ||
+        (m->slice.head && !s->logits)) {
+        forward_state_free(s);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for run buffers (batch %d)", max_batch);
+    }
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (c->rope_llama3)
+            f = rope_llama3_scale(c, f);
+        s->rope_inv_freq[i] = (float)f;
+    }
+    return MDI_OK;
+}
+
+void forward_state_free(forward_state *s)
+{
+    free(s->xb);
+    free(s->xb2);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->hb);
+    free(s->hb2);
+    free(s->logits);
+    free(s->rope_inv_freq);
+    memset(s, 0, sizeof(*s));
+}
+
+void forward_embed(const model *m, const int *tokens, int n, float *x)
+{
+    for (int i = 0; i < n; i++)
+        kernels_get_row(x + (size_t)i * m->cfg.dim, &m->tok_embed, tokens[i]);
+}
+
+/* Rotate-half RoPE (Hugging Face layout) on n_heads vectors of hd at pos:
+ * (x_i, x_{i+hd/2}) rotated by pos * inv_freq_i. */
+static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float angle = (float)pos * inv_freq[i];
+        float cs = cosf(angle), sn = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = v + (size_t)h * hd;
+            float x0 = p[i], x1 = p[i + half];
+            p[i] = x0 * cs - x1 * sn;
+            p[i + half] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+typedef struct {
+    const model *m;
+    forward_state *s;
+    const float *k_cache, *v_cache; /* this layer's (max_seq, kv_dim) */
+    int n, pos;
+} attn_task;
+
+/* Causal attention for every (token, head) pair, split across threads.
+ * q (n, n_heads*hd) -> xb2 (n, n_heads*hd). */
+static void attention_worker(void *arg, int ith, int nth)
+{
+    attn_task *a = arg;
+    const model_config *c = &a->m->cfg;
+    forward_state *s = a->s;
+    int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *att = s->att + (size_t)ith * s->max_seq;
+    int units = a->n * c->n_heads;
+    for (int u = ith; u < units; u += nth) {
+        int i = u / c->n_heads, h = u % c->n_heads;
+        int t_len = a->pos + i + 1;
+        const float *q = s->q + (size_t)i * q_dim + (size_t)h * hd;
+        int kvh = h / group;
+        for (int t = 0; t < t_len; t++)
+            att[t] = kernels_dot_f32(q, a->k_cache + (size_t)t * kv_dim + (size_t)kvh * hd, hd) * scale;
+        kernels_softmax(att, t_len);
+        float *out = s->xb2 + (size_t)i * q_dim + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t < t_len; t++)
+            kernels_axpy_f32(out, att[t], a->v_cache + (size_t)t * kv_dim + (size_t)kvh * hd, hd);
+    }
+}
+
+static void linear(float *y, const mat_t *w, const float *x, int n, const float *bias)
+{
+    if (n == 1) {
+        matvec_job j = { y, w, x, bias };
+        kernels_matvec_batch(&j, 1);
+    } else {
+        kernels_matmul(y, w, x, n, bias);
+    }
+}
+
+void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos)
+{
+    const model_config *c = &m->cfg;
+    int dim = c->dim, hd = c->head_dim, hidden = c->hidden_dim;
+    int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int n_local = m->slice.layer_end - m->slice.layer_begin;
+    CHECK(n >= 1 && n <= s->max_batch && pos + n <= kv->max_seq);
+
+    for (int l = 0; l < n_local; l++) {
+        const layer_weights *w = &m->layers[l];
+        float *k_cache = kv->k + (size_t)l * kv->max_seq * kv_dim;
+        float *v_cache = kv->v + (size_t)l * kv->max_seq * kv_dim;
+
+        /* attention block: xb = rmsnorm(x); q, k, v = xb @ W^T */
+        for (int i = 0; i < n; i++)
+            kernels_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)i * dim, w->attn_norm, dim, c->norm_eps);
+        if (n == 1) {
+            matvec_job jobs[3] = {
+                { s->q, &w->wq, s->xb, w->bq },
+                { s->k, &w->wk, s->xb, w->bk },
+                { s->v, &w->wv, s->xb, w->bv },
+            };
+            kernels_matvec_batch(jobs, 3);
+        } else {
+            kernels_matmul(s->q, &w->wq, s->xb, n, w->bq);
+            kernels_matmul(s->k, &w->wk, s->xb, n, w->bk);
+            kernels_matmul(s->v, &w->wv, s->xb, n, w->bv);
+        }
+        for (int i = 0; i < n; i++) {
+            rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
+            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+        }
+        memcpy(k_cache + (size_t)pos * kv_dim, s->k, (size_t)n * kv_dim * sizeof(float));
+        memcpy(v_cache + (size_t)pos * kv_dim, s->v, (size_t)n * kv_dim * sizeof(float));
+
+        attn_task at = { m, s, k_cache, v_cache, n, pos };
+        kernels_parallel(attention_worker, &at);
+
+        /* x += xb2 @ Wo^T */
+        linear(s->xb, &w->wo, s->xb2, n, NULL);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            x[i] += s->xb[i];
+
+        /* MLP block: x += down(silu(gate(xb)) * up(xb)), xb = rmsnorm(x) */
+        for (int i = 0; i < n; i++)
+            kernels_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)i * dim, w->ffn_norm, dim, c->norm_eps);
+        if (n == 1) {
+            matvec_job jobs[2] = {
+                { s->hb, &w->w_gate, s->xb, NULL },
+                { s->hb2, &w->w_up, s->xb, NULL },
+            };
+            kernels_matvec_batch(jobs, 2);
+        } else {
+            kernels_matmul(s->hb, &w->w_gate, s->xb, n, NULL);
+            kernels_matmul(s->hb2, &w->w_up, s->xb, n, NULL);
+        }
+        kernels_swiglu(s->hb, s->hb2, n * hidden);
+        linear(s->xb, &w->w_down, s->hb, n, NULL);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            x[i] += s->xb[i];
+    }
+    if (pos + n > kv->len)
+        kv->len = pos + n;
+}
+
+float *forward_head(const model *m, forward_state *s, const float *x)
+{
+    CHECK(m->slice.head);
+    kernels_rmsnorm(s->xb, x, m->final_norm, m->cfg.dim, m->cfg.norm_eps);
+    matvec_job j = { s->logits, &m->lm_head, s->xb, NULL };
+    kernels_matvec_batch(&j, 1);
+    return s->logits;
+}
+
+float *forward_tokens(const model *m, forward_state *s, kv_cache *kv, const int *tokens, int n, int pos,
+                      float *x_scratch)
+{
+    int dim = m->cfg.dim;
+    for (int done = 0; done < n;) {
+        int chunk = n - done < s->max_batch ? n - done : s->max_batch;
+        forward_embed(m, tokens + done, chunk, x_scratch);
+        forward_layers(m, s, kv, x_scratch, chunk, pos + done);
+        done += chunk;
+        if (done == n && m->slice.head)
+            return forward_head(m, s, x_scratch + (size_t)(chunk - 1) * dim);
+    }
+    return NULL;
+}

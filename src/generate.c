@@ -1,0 +1,233 @@
+/* generate: see generate.h. */
+#include "generate.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_samples,
+                             sample_result **out, char *err)
+{
+    sample_result *res = calloc((size_t)n_samples, sizeof(*res));
+    if (!res)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc = MDI_OK;
+    if (o->prompt_ids) {
+        int *ids, n;
+        if ((rc = cli_parse_ids(o->prompt_ids, &ids, &n, err))) {
+            free(res);
+            return rc;
+        }
+        if (n == 0) {
+            free(ids);
+            free(res);
+            return mdi_fail(err, MDI_EARG, "--prompt-ids: no ids");
+        }
+        for (int i = 0; i < n_samples; i++) {
+            res[i].prompt_ids = malloc((size_t)n * sizeof(int));
+            memcpy(res[i].prompt_ids, ids, (size_t)n * sizeof(int));
+            res[i].n_prompt = n;
+            res[i].prompt = tokenizer_decode(tok, ids, n);
+        }
+        free(ids);
+    } else {
+        char **prompts;
+        int n_prompts;
+        if ((rc = cli_load_prompts(o->prompt, &prompts, &n_prompts, err))) {
+            free(res);
+            return rc;
+        }
+        for (int i = 0; i < n_samples && !rc; i++) {
+            const char *p = prompts[i % n_prompts];
+            char *wrapped = NULL;
+            int add_bos = tokenizer_adds_bos(tok), special = 0;
+            if (o->chat) {
+                wrapped = tokenizer_apply_chat(tok, p);
+                if (!wrapped) {
+                    rc = mdi_fail(err, MDI_EUNSUPPORTED, "--chat: the tokenizer has no chat template we know "
+                                  "(supported: Llama 3, Llama 2, ChatML)");
+                    break;
+                }
+                add_bos = 0; /* the template writes it */
+                special = 1;
+            }
+            int *ids = NULL;
+            int n = tokenizer_encode(tok, wrapped ? wrapped : p, add_bos, special, &ids);
+            free(wrapped);
+            if (n < 0) {
+                rc = mdi_fail(err, n, "cannot tokenize prompt %d", i);
+                break;
+            }
+            if (n == 0) {
+                free(ids);
+                rc = mdi_fail(err, MDI_EARG, "prompt %d is empty and the tokenizer adds no BOS: nothing to start from", i);
+                break;
+            }
+            res[i].prompt = strdup(p);
+            res[i].prompt_ids = ids;
+            res[i].n_prompt = n;
+        }
+        cli_free_prompts(prompts, n_prompts);
+    }
+    for (int i = 0; i < n_samples && !rc; i++) {
+        res[i].generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int));
+        sample_result_append_text(&res[i], "");
+    }
+    if (rc) {
+        for (int i = 0; i < n_samples; i++)
+            sample_result_free(&res[i]);
+        free(res);
+        return rc;
+    }
+    *out = res;
+    return MDI_OK;
+}
+
+int sample_state_init(sample_state *s, sample_result *res, const starter_opts *o, const tokenizer *tok,
+                      int vocab_size, int index, FILE *echo, char *err)
+{
+    memset(s, 0, sizeof(*s));
+    s->res = res;
+    s->max_new = o->n_tokens;
+    s->echo = echo;
+    if (sampler_init(&s->smp, vocab_size, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index) != 0)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for the sampler");
+    tokenizer_stream_init(&s->stream);
+    /* the prompt goes through the stream too, so that the first generated
+     * piece keeps its leading space */
+    char piece[512];
+    for (int i = 0; i < res->n_prompt; i++) {
+        tokenizer_stream_next(tok, &s->stream, res->prompt_ids[i], piece, sizeof(piece));
+        if (echo && !o->chat)
+            fputs(piece, echo);
+    }
+    if (echo)
+        fflush(echo);
+    s->done = s->max_new <= 0;
+    return MDI_OK;
+}
+
+void sample_state_free(sample_state *s)
+{
+    sampler_free(&s->smp);
+}
+
+int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, double t)
+{
+    sample_result *r = s->res;
+    int id = sampler_sample(&s->smp, logits);
+    if (r->n_generated == 0)
+        r->t_first_token = t;
+    r->generated_ids[r->n_generated++] = id;
+    char piece[512];
+    if (!tokenizer_is_eos(tok, id)) {
+        tokenizer_stream_next(tok, &s->stream, id, piece, sizeof(piece));
+        sample_result_append_text(r, piece);
+        if (s->echo) {
+            fputs(piece, s->echo);
+            fflush(s->echo);
+        }
+    }
+    if (tokenizer_is_eos(tok, id) || r->n_generated >= s->max_new) {
+        s->done = 1;
+        r->t_done = t;
+        return 0;
+    }
+    s->next_token = id;
+    return 1;
+}
+
+int generate_max_seq(const starter_opts *o, const model_config *c, const sample_result *r, int n)
+{
+    int longest = 0;
+    for (int i = 0; i < n; i++)
+        if (r[i].n_prompt > longest)
+            longest = r[i].n_prompt;
+    int need = o->max_seq_len ? o->max_seq_len : longest + o->n_tokens;
+    if (need > c->max_seq_len)
+        need = c->max_seq_len;
+    return need;
+}
+
+/* Prefill chunk: prompts longer than this are processed in pieces. */
+#define GENERATE_MAX_BATCH 256
+
+int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
+                        sample_result *results, int n_samples, run_stats *st, char *err)
+{
+    const model_config *c = &m->cfg;
+    int max_seq = generate_max_seq(o, c, results, n_samples);
+    for (int i = 0; i < n_samples; i++)
+        if (results[i].n_prompt >= max_seq)
+            return mdi_fail(err, MDI_EARG, "sample %d: prompt of %d tokens does not fit the context of %d",
+                            i, results[i].n_prompt, max_seq);
+    int longest = 0;
+    for (int i = 0; i < n_samples; i++)
+        longest = results[i].n_prompt > longest ? results[i].n_prompt : longest;
+    int max_batch = longest < GENERATE_MAX_BATCH ? longest : GENERATE_MAX_BATCH;
+    forward_state fs;
+    kv_cache kv;
+    int rc;
+    if ((rc = forward_state_init(&fs, m, max_batch, max_seq, err)))
+        return rc;
+    if ((rc = kv_cache_init(&kv, m, max_seq, err))) {
+        forward_state_free(&fs);
+        return rc;
+    }
+    float *x = malloc((size_t)max_batch * c->dim * sizeof(float));
+    FILE *logits_f = NULL;
+    if (o->logits_out && !(logits_f = fopen(o->logits_out, "wb")))
+        rc = mdi_fail(err, MDI_EIO, "%s: cannot create", o->logits_out);
+
+    double t0 = time_now(), prefill_time = 0, decode_time = 0;
+    long prefill_tokens = 0, decode_tokens = 0;
+    FILE *echo = (o->quiet || n_samples > 1) ? NULL : stdout;
+    for (int i = 0; i < n_samples && !rc; i++) {
+        sample_state ss;
+        if ((rc = sample_state_init(&ss, &results[i], o, tok, c->vocab_size, i, echo, err)))
+            break;
+        kv_cache_reset(&kv);
+        double ta = time_now();
+        float *logits = forward_tokens(m, &fs, &kv, results[i].prompt_ids, results[i].n_prompt, 0, x);
+        double tb = time_now();
+        prefill_time += tb - ta;
+        prefill_tokens += results[i].n_prompt;
+        ss.pos = results[i].n_prompt;
+        int going = !ss.done;
+        while (going) {
+            if (logits_f)
+                fwrite(logits, sizeof(float), (size_t)c->vocab_size, logits_f);
+            going = sample_state_accept(&ss, tok, logits, time_now() - t0);
+            if (going && ss.pos >= max_seq) {
+                ss.done = 1;
+                results[i].t_done = time_now() - t0;
+                going = 0;
+            }
+            if (!going)
+                break;
+            double td = time_now();
+            logits = forward_tokens(m, &fs, &kv, &ss.next_token, 1, ss.pos, x);
+            ss.pos++;
+            decode_time += time_now() - td;
+            decode_tokens++;
+        }
+        if (echo)
+            fputc('\n', echo);
+        else if (!o->quiet)
+            printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : results[i].prompt, results[i].text);
+        sample_state_free(&ss);
+    }
+    if (logits_f)
+        fclose(logits_f);
+    memset(st, 0, sizeof(*st));
+    st->total_s = time_now() - t0;
+    st->ttft_s = n_samples ? results[0].t_first_token : 0;
+    st->prefill_tok_s = prefill_time > 0 ? prefill_tokens / prefill_time : 0;
+    st->decode_tok_s = decode_time > 0 ? decode_tokens / decode_time : 0;
+    for (int i = 0; i < n_samples; i++)
+        st->tokens_generated += results[i].n_generated;
+    free(x);
+    kv_cache_free(&kv);
+    forward_state_free(&fs);
+    return rc;
+}

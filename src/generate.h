@@ -1,0 +1,54 @@
+/*
+ * generate: what the starter does around the forward pass, in both modes:
+ * turning prompts into token ids, picking each next token, deciding when a
+ * sample is done, streaming its text; and standalone mode itself (one node
+ * runs every layer), used when the nodes configuration lists no
+ * secondaries or none is given.
+ */
+#ifndef MDI_GENERATE_H
+#define MDI_GENERATE_H
+
+#include <stdio.h>
+#include "cli.h"
+#include "forward.h"
+#include "report.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+/* One sample in flight. */
+typedef struct {
+    sample_result *res;      /* borrowed */
+    sampler smp;
+    tokenizer_stream stream;
+    int max_new;             /* --n-tokens */
+    int pos;                 /* tokens in the KV cache */
+    int next_token;          /* the token to feed next */
+    int done;
+    FILE *echo;              /* stream the text here (NULL: do not) */
+} sample_state;
+
+/* Builds n_samples results from the options: prompts (cycled) tokenized
+ * with BOS as the tokenizer says, or --prompt-ids. *out is a new array. */
+int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_samples,
+                             sample_result **out, char *err);
+
+/* Sets up a sample's sampler (seeded with o->seed + index) and stream, and
+ * echoes its prompt when echo is given. */
+int sample_state_init(sample_state *s, sample_result *res, const starter_opts *o, const tokenizer *tok,
+                      int vocab_size, int index, FILE *echo, char *err);
+void sample_state_free(sample_state *s);
+
+/* Takes the logits after the sample's last fed token at time t (seconds
+ * since the run started): samples, records, streams. Returns 1 when the
+ * sample goes on (next_token is set), 0 when it just finished (EOS or
+ * --n-tokens reached). */
+int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, double t);
+
+/* The KV length a run needs: longest prompt + n_tokens, capped. */
+int generate_max_seq(const starter_opts *o, const model_config *c, const sample_result *r, int n);
+
+/* Standalone mode: runs every sample in turn. Fills results and stats. */
+int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
+                        sample_result *results, int n_samples, run_stats *st, char *err);
+
+#endif

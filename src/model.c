@@ -1,0 +1,430 @@
+/* model: configuration and weights of one node's slice; see model.h. */
+#include "model.h"
+#include "util.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- configuration ---- */
+
+static int get_int(json_t *root, const char *key, int required, int dflt, int *out,
+                   const char *fname, char *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (required)
+            return mdi_fail(err, MDI_EFORMAT, "%s: missing field \"%s\"", fname, key);
+        *out = dflt;
+        return MDI_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30))
+        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be a non-negative integer", fname, key);
+    *out = (int)json_integer_value(v);
+    return MDI_OK;
+}
+
+static int get_num(json_t *root, const char *key, double dflt, float *out, const char *fname, char *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = (float)dflt;
+        return MDI_OK;
+    }
+    if (!json_is_number(v))
+        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be a number", fname, key);
+    *out = (float)json_number_value(v);
+    return MDI_OK;
+}
+
+static void set_eos(model_config *c, json_t *v)
+{
+    if (json_is_integer(v)) {
+        c->eos_ids[0] = (int)json_integer_value(v);
+        c->n_eos = 1;
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        c->n_eos = 0;
+        json_array_foreach(v, i, e) {
+            if (json_is_integer(e) && c->n_eos < MODEL_MAX_EOS)
+                c->eos_ids[c->n_eos++] = (int)json_integer_value(e);
+        }
+    }
+}
+
+int model_config_from_json(model_config *c, json_t *root, const char *fname, char *err)
+{
+    memset(c, 0, sizeof(*c));
+    if (!json_is_object(root))
+        return mdi_fail(err, MDI_EFORMAT, "%s: not a JSON object", fname);
+    json_t *mt = json_object_get(root, "model_type");
+    if (!json_is_string(mt))
+        return mdi_fail(err, MDI_EFORMAT, "%s: missing field \"model_type\"", fname);
+    const char *type = json_string_value(mt);
+    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2"))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2)",
+                        fname, type);
+    snprintf(c->model_type, sizeof(c->model_type), "%s", type);
+    int rc;
+    if ((rc = get_int(root, "hidden_size", 1, 0, &c->dim, fname, err)) ||
+        (rc = get_int(root, "intermediate_size", 1, 0, &c->hidden_dim, fname, err)) ||
+        (rc = get_int(root, "num_hidden_layers", 1, 0, &c->n_layers, fname, err)) ||
+        (rc = get_int(root, "num_attention_heads", 1, 0, &c->n_heads, fname, err)) ||
+        (rc = get_int(root, "vocab_size", 1, 0, &c->vocab_size, fname, err)) ||
+        (rc = get_int(root, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, fname, err)) ||
+        (rc = get_int(root, "max_position_embeddings", 0, 2048, &c->max_seq_len, fname, err)))
+        return rc;
+    if (c->dim == 0 || c->hidden_dim == 0 || c->n_layers == 0 || c->n_heads == 0 || c->vocab_size == 0 ||
+        c->n_kv_heads == 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: hidden_size, intermediate_size, num_hidden_layers, "
+                        "num_attention_heads, num_key_value_heads and vocab_size must be positive", fname);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                        fname, c->n_heads, c->n_kv_heads);
+    if ((rc = get_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, fname, err)))
+        return rc;
+    if (c->head_dim == 0 || c->head_dim % 2 != 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: head_dim %d must be positive and even", fname, c->head_dim);
+    if ((rc = get_num(root, "rms_norm_eps", 1e-6, &c->norm_eps, fname, err)) ||
+        (rc = get_num(root, "rope_theta", 10000.0, &c->rope_theta, fname, err)))
+        return rc;
+    json_t *act = json_object_get(root, "hidden_act");
+    if (json_is_string(act) && strcmp(json_string_value(act), "silu"))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: hidden_act \"%s\" (supported: silu)", fname, json_string_value(act));
+    json_t *rs = json_object_get(root, "rope_scaling");
+    if (rs && !json_is_null(rs)) {
+        json_t *rt = json_object_get(rs, "rope_type");
+        if (!rt)
+            rt = json_object_get(rs, "type");
+        const char *rts = json_is_string(rt) ? json_string_value(rt) : "?";
+        if (!strcmp(rts, "llama3")) {
+            c->rope_llama3 = 1;
+            if ((rc = get_num(rs, "factor", 8.0, &c->rope_factor, fname, err)) ||
+                (rc = get_num(rs, "low_freq_factor", 1.0, &c->rope_low_freq_factor, fname, err)) ||
+                (rc = get_num(rs, "high_freq_factor", 4.0, &c->rope_high_freq_factor, fname, err)) ||
+                (rc = get_int(rs, "original_max_position_embeddings", 0, 8192, &c->rope_original_max_pos, fname, err)))
+                return rc;
+        } else if (strcmp(rts, "default")) {
+            return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3)", fname, rts);
+        }
+    }
+    json_t *tie = json_object_get(root, "tie_word_embeddings");
+    c->tie_embeddings = json_is_true(tie);
+    c->attn_bias = !strcmp(type, "qwen2");
+    json_t *ab = json_object_get(root, "attention_bias");
+    if (json_is_true(ab) && strcmp(type, "qwen2"))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: attention_bias true (o_proj bias) is not supported for %s", fname, type);
+    if (json_is_true(json_object_get(root, "mlp_bias")))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: mlp_bias true is not supported", fname);
+    json_t *bos = json_object_get(root, "bos_token_id");
+    c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+    set_eos(c, json_object_get(root, "eos_token_id"));
+    return MDI_OK;
+}
+
+int model_config_load(model_config *c, const char *path, char *err)
+{
+    char p[4096], dir[4096];
+    int rc;
+    if (dir_exists(path)) {
+        snprintf(dir, sizeof(dir), "%s", path);
+    } else {
+        snprintf(p, sizeof(p), "%s", path);
+        snprintf(dir, sizeof(dir), "%s", dirname(p));
+    }
+    if (path_join(p, sizeof(p), dir, "config.json") != 0)
+        return mdi_fail(err, MDI_EARG, "%s: path too long", dir);
+    if (file_exists(p)) {
+        json_error_t jerr;
+        json_t *root = json_load_file(p, 0, &jerr);
+        if (!root)
+            return mdi_fail(err, MDI_EFORMAT, "%s: JSON error at line %d column %d: %s", p, jerr.line,
+                            jerr.column, jerr.text);
+        rc = model_config_from_json(c, root, p, err);
+        json_decref(root);
+    } else {
+        /* a llama2.c checkpoint carries its config in its header */
+        char st[4096];
+        if (dir_exists(path) && path_join(st, sizeof(st), dir, "model.safetensors") == 0 &&
+            (file_exists(st) || (path_join(st, sizeof(st), dir, "model.safetensors.index.json") == 0 && file_exists(st))))
+            return mdi_fail(err, MDI_EIO, "%s: missing config.json beside the safetensors weights", dir);
+        tensor_source *s = tsrc_open(path, err);
+        if (!s)
+            return MDI_EFORMAT;
+        json_t *lc = tsrc_llama2c_config(s);
+        if (!lc) {
+            tsrc_close(s);
+            return mdi_fail(err, MDI_EIO, "%s: missing config.json", dir);
+        }
+        rc = model_config_from_json(c, lc, path, err);
+        tsrc_close(s);
+    }
+    if (rc)
+        return rc;
+    if (path_join(p, sizeof(p), dir, "generation_config.json") == 0 && file_exists(p)) {
+        json_t *g = json_load_file(p, 0, NULL);
+        if (g) {
+            json_t *b = json_object_get(g, "bos_token_id");
+            if (json_is_integer(b))
+                c->bos_id = (int)json_integer_value(b);
+            json_t *e = json_object_get(g, "eos_token_id");
+            if (json_is_integer(e) || json_is_array(e))
+                set_eos(c, e);
+            json_decref(g);
+        }
+    }
+    return MDI_OK;
+}
+
+json_t *model_config_to_json(const model_config *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "model_type", json_string(c->model_type));
+    json_object_set_new(o, "hidden_size", json_integer(c->dim));
+    json_object_set_new(o, "intermediate_size", json_integer(c->hidden_dim));
+    json_object_set_new(o, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(o, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(o, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(o, "max_position_embeddings", json_integer(c->max_seq_len));
+    json_object_set_new(o, "rms_norm_eps", json_real(c->norm_eps));
+    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+    if (c->rope_llama3)
+        json_object_set_new(o, "rope_scaling",
+                            json_pack("{s:s, s:f, s:f, s:f, s:i}", "rope_type", "llama3", "factor",
+                                      (double)c->rope_factor, "low_freq_factor", (double)c->rope_low_freq_factor,
+                                      "high_freq_factor", (double)c->rope_high_freq_factor,
+                                      "original_max_position_embeddings", c->rope_original_max_pos));
+    else
+        json_object_set_new(o, "rope_scaling", json_null());
+    json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+    json_object_set_new(o, "hidden_act", json_string("silu"));
+    json_object_set_new(o, "bos_token_id", c->bos_id >= 0 ? json_integer(c->bos_id) : json_null());
+    json_t *eos = json_array();
+    for (int i = 0; i < c->n_eos; i++)
+        json_array_append_new(eos, json_integer(c->eos_ids[i]));
+    json_object_set_new(o, "eos_token_id", eos);
+    return o;
+}
+
+/* ---- weights ---- */
+
+void model_tensor_name(char *buf, int layer, const char *suffix)
+{
+    snprintf(buf, TENSOR_NAME_MAX, "model.layers.%d.%s", layer, suffix);
+}
+
+static void *model_own(model *m, size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        return NULL;
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 32;
+        void **o = realloc(m->owned, (size_t)cap * sizeof(void *));
+        if (!o) {
+            free(p);
+            return NULL;
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+static int find_checked(const model *m, const char *path, const char *name, int64_t d0, int64_t d1,
+                        const tensor_info **out, char *err)
+{
+    const tensor_info *t = tsrc_find(m->src, name);
+    if (!t) {
+        int n = tsrc_count(m->src);
+        const char *file = n ? tsrc_get(m->src, 0)->file : path;
+        const char *last = n ? tsrc_get(m->src, n - 1)->file : path;
+        return mdi_fail(err, MDI_EFORMAT, "%s: missing tensor %s (looked in %s%s)", path, name, file,
+                        strcmp(file, last) ? " and the other shards" : "");
+    }
+    int want_ndim = d1 ? 2 : 1;
+    int ok = t->ndim == want_ndim && t->shape[0] == d0 && (want_ndim == 1 || t->shape[1] == d1);
+    if (!ok) {
+        char found[96] = "[";
+        for (int i = 0; i < t->ndim; i++) {
+            size_t l = strlen(found);
+            snprintf(found + l, sizeof(found) - l, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        }
+        strncat(found, "]", sizeof(found) - strlen(found) - 1);
+        if (d1)
+            return mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: shape mismatch: expected [%lld, %lld], found %s (%s)",
+                            path, name, (long long)d0, (long long)d1, found, t->file);
+        return mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: shape mismatch: expected [%lld], found %s (%s)", path,
+                        name, (long long)d0, found, t->file);
+    }
+    *out = t;
+    return MDI_OK;
+}
+
+static float elem_f32(const void *p, dtype_t t, size_t i)
+{
+    if (t == DTYPE_F32) return ((const float *)p)[i];
+    if (t == DTYPE_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
+    return f16_to_f32(((const uint16_t *)p)[i]);
+}
+
+/* A matrix in the compute dtype: borrowed when stored so, else converted. */
+static int load_mat(model *m, const char *path, const char *name, int rows, int cols, mat_t *out, char *err)
+{
+    const tensor_info *t;
+    int rc = find_checked(m, path, name, rows, cols, &t, err);
+    if (rc)
+        return rc;
+    out->rows = rows;
+    out->cols = cols;
+    out->dtype = m->slice.dtype;
+    if (t->dtype == m->slice.dtype) {
+        out->data = t->data;
+        return MDI_OK;
+    }
+    size_t n = (size_t)rows * cols;
+    void *buf = model_own(m, n * dtype_size(m->slice.dtype));
+    if (!buf)
+        return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
+    for (size_t i = 0; i < n; i++) {
+        float v = elem_f32(t->data, t->dtype, i);
+        if (m->slice.dtype == DTYPE_F32)
+            ((float *)buf)[i] = v;
+        else if (m->slice.dtype == DTYPE_BF16)
+            ((uint16_t *)buf)[i] = f32_to_bf16(v);
+        else
+            ((uint16_t *)buf)[i] = f32_to_f16(v);
+    }
+    out->data = buf;
+    return MDI_OK;
+}
+
+/* A vector, always F32. */
+static int load_vec(model *m, const char *path, const char *name, int n, const float **out, char *err)
+{
+    const tensor_info *t;
+    int rc = find_checked(m, path, name, n, 0, &t, err);
+    if (rc)
+        return rc;
+    if (t->dtype == DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = t->data;
+        return MDI_OK;
+    }
+    float *buf = model_own(m, (size_t)n * sizeof(float));
+    if (!buf)
+        return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
+    for (int i = 0; i < n; i++)
+        buf[i] = elem_f32(t->data, t->dtype, (size_t)i);
+    *out = buf;
+    return MDI_OK;
+}
+
+static size_t mat_bytes(const mat_t *w)
+{
+    return (size_t)w->rows * (size_t)w->cols * dtype_size(w->dtype);
+}
+
+int model_load(model *m, const char *path, const model_config *cfg, const model_slice *slice, char *err)
+{
+    memset(m, 0, sizeof(*m));
+    int rc;
+    if (cfg) {
+        m->cfg = *cfg;
+    } else if ((rc = model_config_load(&m->cfg, path, err))) {
+        return rc;
+    }
+    m->slice = *slice;
+    const model_config *c = &m->cfg;
+    if (slice->layer_begin < 0 || slice->layer_end < slice->layer_begin || slice->layer_end > c->n_layers)
+        return mdi_fail(err, MDI_EARG, "%s: layer range [%d, %d) outside the model's %d layers", path,
+                        slice->layer_begin, slice->layer_end, c->n_layers);
+    m->src = tsrc_open(path, err);
+    if (!m->src)
+        return MDI_EFORMAT;
+    if (slice->dtype == DTYPE_COUNT) {
+        /* auto: compute in the stored dtype of the matrices, F16 as F32 */
+        dtype_t stored = DTYPE_F32;
+        for (int i = 0; i < tsrc_count(m->src); i++) {
+            const tensor_info *t = tsrc_get(m->src, i);
+            if (t->ndim == 2) {
+                stored = t->dtype;
+                break;
+            }
+        }
+        m->slice.dtype = stored == DTYPE_BF16 ? DTYPE_BF16 : DTYPE_F32;
+    } else if (slice->dtype != DTYPE_F32 && slice->dtype != DTYPE_BF16 && slice->dtype != DTYPE_F16) {
+        rc = mdi_fail(err, MDI_EARG, "%s: unsupported compute dtype", path);
+        goto fail;
+    }
+
+    int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int n_local = slice->layer_end - slice->layer_begin;
+    m->layers = calloc((size_t)(n_local ? n_local : 1), sizeof(layer_weights));
+    if (!m->layers) {
+        rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
+        goto fail;
+    }
+    char name[TENSOR_NAME_MAX];
+    if (slice->embed || (slice->head && c->tie_embeddings)) {
+        if ((rc = load_mat(m, path, "model.embed_tokens.weight", c->vocab_size, dim, &m->tok_embed, err)))
+            goto fail;
+    }
+    for (int i = 0; i < n_local; i++) {
+        int l = slice->layer_begin + i;
+        layer_weights *w = &m->layers[i];
+#define MAT(field, suffix, r, cc)                                          \
+        model_tensor_name(name, l, suffix);                                \
+        if ((rc = load_mat(m, path, name, (r), (cc), &w->field, err)))     \
+            goto fail;                                                     \
+        m->weight_bytes += mat_bytes(&w->field);
+#define VEC(field, suffix, n)                                              \
+        model_tensor_name(name, l, suffix);                                \
+        if ((rc = load_vec(m, path, name, (n), &w->field, err)))           \
+            goto fail;
+        MAT(wq, "self_attn.q_proj.weight", q_dim, dim)
+        MAT(wk, "self_attn.k_proj.weight", kv_dim, dim)
+        MAT(wv, "self_attn.v_proj.weight", kv_dim, dim)
+        MAT(wo, "self_attn.o_proj.weight", dim, q_dim)
+        MAT(w_gate, "mlp.gate_proj.weight", c->hidden_dim, dim)
+        MAT(w_up, "mlp.up_proj.weight", c->hidden_dim, dim)
+        MAT(w_down, "mlp.down_proj.weight", dim, c->hidden_dim)
+        VEC(attn_norm, "input_layernorm.weight", dim)
+        VEC(ffn_norm, "post_attention_layernorm.weight", dim)
+        if (c->attn_bias) {
+            VEC(bq, "self_attn.q_proj.bias", q_dim)
+            VEC(bk, "self_attn.k_proj.bias", kv_dim)
+            VEC(bv, "self_attn.v_proj.bias", kv_dim)
+        }
+#undef MAT
+#undef VEC
+    }
+    if (slice->head) {
+        if ((rc = load_vec(m, path, "model.norm.weight", dim, &m->final_norm, err)))
+            goto fail;
+        if (c->tie_embeddings) {
+            m->lm_head = m->tok_embed;
+        } else if ((rc = load_mat(m, path, "lm_head.weight", c->vocab_size, dim, &m->lm_head, err))) {
+            goto fail;
+        }
+        m->weight_bytes += mat_bytes(&m->lm_head);
+    }
+    return MDI_OK;
+fail:
+    model_free(m);
+    return rc;
+}
+
+void model_free(model *m)
+{
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    tsrc_close(m->src);
+    memset(m, 0, sizeof(*m));
+}

@@ -1,0 +1,702 @@
+/* safetensors: see safetensors.h for the file layout. */
+#include "safetensors.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Headers above this are certainly corrupt (the format caps them at 100 MB). */
+#define ST_MAX_HEADER (100u * 1024 * 1024)
+
+typedef struct {
+    char *path;
+    void *map;
+    size_t size;
+} mapped_file;
+
+struct tensor_source {
+    mapped_file *files;
+    int n_files;
+    tensor_info *tensors;
+    int n_tensors, cap_tensors;
+    json_t *metadata;
+    json_t *llama2c_config;
+    void **owned; /* buffers of converted llama2.c tensors */
+    int n_owned;
+};
+
+static int parse_dtype(const char *s, dtype_t *out)
+{
+    if (!strcmp(s, "F32")) *out = DTYPE_F32;
+    else if (!strcmp(s, "F16")) *out = DTYPE_F16;
+    else if (!strcmp(s, "BF16")) *out = DTYPE_BF16;
+    else return -1;
+    return 0;
+}
+
+static const char *dtype_st_name(dtype_t t)
+{
+    switch (t) {
+    case DTYPE_F32: return "F32";
+    case DTYPE_F16: return "F16";
+    case DTYPE_BF16: return "BF16";
+    default: return "?";
+    }
+}
+
+static tensor_info *add_tensor(tensor_source *s)
+{
+    if (s->n_tensors == s->cap_tensors) {
+        int cap = s->cap_tensors ? s->cap_tensors * 2 : 64;
+        tensor_info *t = realloc(s->tensors, (size_t)cap * sizeof(*t));
+        if (!t)
+            return NULL;
+        s->tensors = t;
+        s->cap_tensors = cap;
+    }
+    tensor_info *t = &s->tensors[s->n_tensors++];
+    memset(t, 0, sizeof(*t));
+    return t;
+}
+
+static int map_file(mapped_file *mf, const char *path, char *err)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return mdi_fail(err, MDI_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mdi_fail(err, MDI_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    mf->size = (size_t)st.st_size;
+    mf->map = NULL;
+    if (mf->size > 0) {
+        mf->map = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (mf->map == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            mf->map = NULL;
+            return mdi_fail(err, MDI_EIO, "%s: cannot mmap: %s", path, strerror(e));
+        }
+    }
+    close(fd);
+    mf->path = strdup(path);
+    return MDI_OK;
+}
+
+/* Parses one safetensors file already mapped as s->files[fi]. */
+static int parse_safetensors(tensor_source *s, int fi, char *err)
+{
+    mapped_file *mf = &s->files[fi];
+    const char *path = mf->path;
+    if (mf->size < 8)
+        return mdi_fail(err, MDI_EFORMAT, "%s: truncated file (%zu bytes, no header length)", path, mf->size);
+    uint64_t hlen = 0;
+    memcpy(&hlen, mf->map, 8); /* little-endian hosts only, as the format */
+    if (hlen == 0 || hlen > ST_MAX_HEADER || hlen > mf->size - 8)
+        return mdi_fail(err, MDI_EFORMAT,
+                        "%s: bad header: header length %llu at byte 0 exceeds the file (%zu bytes)",
+                        path, (unsigned long long)hlen, mf->size);
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)mf->map + 8, (size_t)hlen, 0, &jerr);
+    if (!root)
+        return mdi_fail(err, MDI_EFORMAT, "%s: bad header: JSON error at byte %d: %s", path,
+                        8 + jerr.position, jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return mdi_fail(err, MDI_EFORMAT, "%s: bad header: not a JSON object", path);
+    }
+    const uint8_t *data = (const uint8_t *)mf->map + 8 + hlen;
+    size_t data_size = mf->size - 8 - (size_t)hlen;
+    const char *key;
+    json_t *val;
+    int rc = MDI_OK;
+    json_object_foreach(root, key, val) {
+        if (!strcmp(key, "__metadata__")) {
+            if (fi == 0 && json_is_object(val)) {
+                json_decref(s->metadata);
+                s->metadata = json_incref(val);
+            }
+            continue;
+        }
+        if (strlen(key) >= TENSOR_NAME_MAX) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor name too long: %.60s...", path, key);
+            break;
+        }
+        json_t *jd = json_object_get(val, "dtype");
+        json_t *js = json_object_get(val, "shape");
+        json_t *jo = json_object_get(val, "data_offsets");
+        if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) || json_array_size(jo) != 2) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: bad header: tensor %s lacks dtype, shape or data_offsets", path, key);
+            break;
+        }
+        dtype_t dt;
+        if (parse_dtype(json_string_value(jd), &dt) != 0) {
+            rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: tensor %s has dtype %s (supported: F32, F16, BF16)",
+                          path, key, json_string_value(jd));
+            break;
+        }
+        size_t ndim = json_array_size(js);
+        if (ndim > TENSOR_MAX_DIMS) {
+            rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: tensor %s has %zu dimensions", path, key, ndim);
+            break;
+        }
+        tensor_info *t = add_tensor(s);
+        if (!t) {
+            rc = mdi_fail(err, MDI_ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        snprintf(t->name, sizeof(t->name), "%s", key);
+        t->dtype = dt;
+        t->ndim = (int)ndim;
+        uint64_t n_elem = 1;
+        for (size_t d = 0; d < ndim; d++) {
+            json_t *x = json_array_get(js, d);
+            if (!json_is_integer(x) || json_integer_value(x) < 0) {
+                rc = mdi_fail(err, MDI_EFORMAT, "%s: bad header: tensor %s has a bad shape", path, key);
+                break;
+            }
+            t->shape[d] = json_integer_value(x);
+            n_elem *= (uint64_t)t->shape[d];
+        }
+        if (rc)
+            break;
+        json_t *b = json_array_get(jo, 0), *e = json_array_get(jo, 1);
+        if (!json_is_integer(b) || !json_is_integer(e)) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: bad header: tensor %s has bad data_offsets", path, key);
+            break;
+        }
+        json_int_t begin = json_integer_value(b), end = json_integer_value(e);
+        if (begin < 0 || end < begin || (uint64_t)end > data_size) {
+            rc = mdi_fail(err, MDI_EFORMAT,
+                          "%s: truncated file: tensor %s needs data bytes [%lld, %lld) at file offset %llu but only %zu data bytes exist",
+                          path, key, (long long)begin, (long long)end,
+                          (unsigned long long)(8 + hlen + (uint64_t)begin), data_size);
+            break;
+        }
+        if ((uint64_t)(end - begin) != n_elem * dtype_size(dt)) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: %lld data bytes for %llu elements of %s",
+                          path, key, (long long)(end - begin), (unsigned long long)n_elem, dtype_st_name(dt));
+            break;
+        }
+        t->data = data + begin;
+        t->nbytes = (size_t)(end - begin);
+        t->file = path;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static int open_st_file(tensor_source *s, const char *path, char *err)
+{
+    mapped_file *f = realloc(s->files, (size_t)(s->n_files + 1) * sizeof(*f));
+    if (!f)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    s->files = f;
+    memset(&s->files[s->n_files], 0, sizeof(mapped_file));
+    int rc = map_file(&s->files[s->n_files], path, err);
+    if (rc)
+        return rc;
+    s->n_files++;
+    return parse_safetensors(s, s->n_files - 1, err);
+}
+
+static int open_index(tensor_source *s, const char *dir, const char *index_path, char *err)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(index_path, 0, &jerr);
+    if (!root)
+        return mdi_fail(err, MDI_EFORMAT, "%s: JSON error at line %d: %s", index_path, jerr.line, jerr.text);
+    json_t *wm = json_object_get(root, "weight_map");
+    if (!json_is_object(wm)) {
+        json_decref(root);
+        return mdi_fail(err, MDI_EFORMAT, "%s: no \"weight_map\" object", index_path);
+    }
+    /* unique shard names, in first-seen order */
+    const char *key;
+    json_t *val;
+    json_t *seen = json_object();
+    int rc = MDI_OK;
+    json_object_foreach(wm, key, val) {
+        if (!json_is_string(val)) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: weight_map[%s] is not a file name", index_path, key);
+            break;
+        }
+        const char *shard = json_string_value(val);
+        if (json_object_get(seen, shard))
+            continue;
+        json_object_set_new(seen, shard, json_true());
+        if (strchr(shard, '/')) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: shard name %s must be a plain file name", index_path, shard);
+            break;
+        }
+        char p[4096];
+        if (path_join(p, sizeof(p), dir, shard) != 0) {
+            rc = mdi_fail(err, MDI_EARG, "%s: path too long", dir);
+            break;
+        }
+        rc = open_st_file(s, p, err);
+        if (rc)
+            break;
+    }
+    if (!rc) {
+        json_object_foreach(wm, key, val) {
+            if (!tsrc_find(s, key)) {
+                rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor %s listed in the index is missing from %s",
+                              index_path, key, json_string_value(val));
+                break;
+            }
+        }
+    }
+    json_decref(seen);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- llama2.c ---- */
+
+/* llama2.c's legacy .bin: 7 int32 (dim, hidden_dim, n_layers, n_heads,
+ * n_kv_heads, vocab_size (negative: untied classifier follows), seq_len),
+ * then F32 arrays: token_embedding (vocab, dim), rms_att (L, dim), wq (L, dim,
+ * dim), wk (L, kv_dim, dim), wv (L, kv_dim, dim), wo (L, dim, dim), rms_ffn
+ * (L, dim), w1 (L, hidden, dim), w2 (L, dim, hidden), w3 (L, hidden, dim),
+ * rms_final (dim), freq_cis_real and _imag (seq_len, head_size/2) each,
+ * [wcls (vocab, dim)]. */
+static float *own_copy(tensor_source *s, const float *src, size_t n)
+{
+    float *p = malloc(n * sizeof(float));
+    if (!p)
+        return NULL;
+    if (src)
+        memcpy(p, src, n * sizeof(float));
+    void **o = realloc(s->owned, (size_t)(s->n_owned + 1) * sizeof(void *));
+    if (!o) {
+        free(p);
+        return NULL;
+    }
+    s->owned = o;
+    s->owned[s->n_owned++] = p;
+    return p;
+}
+
+/* llama2.c rotates interleaved pairs (2i, 2i+1) of each head; Hugging Face
+ * rotates halves (i, i + hd/2). Row h*hd + 2i + p becomes h*hd + p*hd/2 + i. */
+static void permute_rows(float *dst, const float *src, int n_heads, int hd, int cols)
+{
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < hd / 2; i++)
+            for (int p = 0; p < 2; p++)
+                memcpy(dst + ((size_t)h * hd + (size_t)p * hd / 2 + i) * cols,
+                       src + ((size_t)h * hd + 2 * i + p) * cols, (size_t)cols * sizeof(float));
+}
+
+static int add_l2c(tensor_source *s, const char *name, const float *data, int64_t d0, int64_t d1)
+{
+    tensor_info *t = add_tensor(s);
+    if (!t)
+        return MDI_ENOMEM;
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->dtype = DTYPE_F32;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = data;
+    t->nbytes = (size_t)d0 * (size_t)(d1 ? d1 : 1) * sizeof(float);
+    t->file = s->files[0].path;
+    return MDI_OK;
+}
+
+static int open_llama2c(tensor_source *s, const char *path, char *err)
+{
+    s->files = calloc(1, sizeof(mapped_file));
+    if (!s->files)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc = map_file(&s->files[0], path, err);
+    if (rc)
+        return rc;
+    s->n_files = 1;
+    mapped_file *mf = &s->files[0];
+    if (mf->size < 28)
+        return mdi_fail(err, MDI_EFORMAT, "%s: truncated llama2.c checkpoint: %zu bytes, header needs 28", path, mf->size);
+    int32_t h[7];
+    memcpy(h, mf->map, sizeof(h));
+    int dim = h[0], hidden = h[1], L = h[2], nh = h[3], nkv = h[4], vocab = h[5], seq = h[6];
+    int shared = vocab > 0;
+    if (vocab < 0)
+        vocab = -vocab;
+    if (dim <= 0 || hidden <= 0 || L <= 0 || nh <= 0 || nkv <= 0 || vocab <= 0 || seq <= 0 ||
+        dim % nh != 0 || nh % nkv != 0 || dim > (1 << 20) || L > 4096 || vocab > (1 << 24))
+        return mdi_fail(err, MDI_EFORMAT,
+                        "%s: bad llama2.c header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, seq %d)",
+                        path, dim, hidden, L, nh, nkv, vocab, seq);
+    int hd = dim / nh, kv_dim = nkv * hd;
+    size_t need = (size_t)vocab * dim + (size_t)L * dim + (size_t)L * dim * dim + 2 * (size_t)L * kv_dim * dim +
+                  (size_t)L * dim * dim + (size_t)L * dim + 3 * (size_t)L * hidden * dim + dim +
+                  (size_t)seq * hd + (shared ? 0 : (size_t)vocab * dim);
+    if (mf->size < 28 + need * sizeof(float))
+        return mdi_fail(err, MDI_EFORMAT, "%s: truncated llama2.c checkpoint: %zu bytes, the header implies %zu",
+                        path, mf->size, 28 + need * sizeof(float));
+    const float *p = (const float *)((const char *)mf->map + 28);
+    const float *emb = p; p += (size_t)vocab * dim;
+    const float *rms_att = p; p += (size_t)L * dim;
+    const float *wq = p; p += (size_t)L * dim * dim;
+    const float *wk = p; p += (size_t)L * kv_dim * dim;
+    const float *wv = p; p += (size_t)L * kv_dim * dim;
+    const float *wo = p; p += (size_t)L * dim * dim;
+    const float *rms_ffn = p; p += (size_t)L * dim;
+    const float *w1 = p; p += (size_t)L * hidden * dim;
+    const float *w2 = p; p += (size_t)L * dim * hidden;
+    const float *w3 = p; p += (size_t)L * hidden * dim;
+    const float *rms_final = p; p += dim;
+    p += (size_t)seq * hd; /* freq_cis_real, freq_cis_imag: recomputed, not read */
+    const float *wcls = shared ? emb : p;
+
+    /* mmap'ed data is unaligned (28-byte header): the compute path handles
+     * that, but copy the permuted q/k into owned buffers anyway. */
+    rc = add_l2c(s, "model.embed_tokens.weight", emb, vocab, dim);
+    char name[TENSOR_NAME_MAX];
+    for (int l = 0; l < L && !rc; l++) {
+        float *q = own_copy(s, NULL, (size_t)dim * dim);
+        float *k = own_copy(s, NULL, (size_t)kv_dim * dim);
+        if (!q || !k)
+            return mdi_fail(err, MDI_ENOMEM, "%s: out of memory", path);
+        permute_rows(q, wq + (size_t)l * dim * dim, nh, hd, dim);
+        permute_rows(k, wk + (size_t)l * kv_dim * dim, nkv, hd, dim);
+#define L2C(suffix, ptr, d0, d1)                                   \
+        snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix); \
+        if (!rc) rc = add_l2c(s, name, ptr, d0, d1);
+        L2C("input_layernorm.weight", rms_att + (size_t)l * dim, dim, 0)
+        L2C("self_attn.q_proj.weight", q, dim, dim)
+        L2C("self_attn.k_proj.weight", k, kv_dim, dim)
+        L2C("self_attn.v_proj.weight", wv + (size_t)l * kv_dim * dim, kv_dim, dim)
+        L2C("self_attn.o_proj.weight", wo + (size_t)l * dim * dim, dim, dim)
+        L2C("post_attention_layernorm.weight", rms_ffn + (size_t)l * dim, dim, 0)
+        L2C("mlp.gate_proj.weight", w1 + (size_t)l * hidden * dim, hidden, dim)
+        L2C("mlp.down_proj.weight", w2 + (size_t)l * dim * hidden, dim, hidden)
+        L2C("mlp.up_proj.weight", w3 + (size_t)l * hidden * dim, hidden, dim)
+#undef L2C
+    }
+    if (!rc)
+        rc = add_l2c(s, "model.norm.weight", rms_final, dim, 0);
+    if (!rc && !shared)
+        rc = add_l2c(s, "lm_head.weight", wcls, vocab, dim);
+    if (rc)
+        return mdi_fail(err, rc, "%s: out of memory", path);
+
+    json_t *c = json_object();
+    json_object_set_new(c, "architectures", json_pack("[s]", "LlamaForCausalLM"));
+    json_object_set_new(c, "model_type", json_string("llama"));
+    json_object_set_new(c, "hidden_size", json_integer(dim));
+    json_object_set_new(c, "intermediate_size", json_integer(hidden));
+    json_object_set_new(c, "num_hidden_layers", json_integer(L));
+    json_object_set_new(c, "num_attention_heads", json_integer(nh));
+    json_object_set_new(c, "num_key_value_heads", json_integer(nkv));
+    json_object_set_new(c, "head_dim", json_integer(hd));
+    json_object_set_new(c, "vocab_size", json_integer(vocab));
+    json_object_set_new(c, "max_position_embeddings", json_integer(seq));
+    json_object_set_new(c, "rms_norm_eps", json_real(1e-5));
+    json_object_set_new(c, "rope_theta", json_real(10000.0));
+    json_object_set_new(c, "tie_word_embeddings", json_boolean(shared));
+    json_object_set_new(c, "bos_token_id", json_integer(1));
+    json_object_set_new(c, "eos_token_id", json_integer(2));
+    json_object_set_new(c, "hidden_act", json_string("silu"));
+    s->llama2c_config = c;
+    return MDI_OK;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* A llama2.c checkpoint in a folder: the one .bin file that is not a tokenizer. */
+static int find_llama2c_bin(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!has_suffix(e->d_name, ".bin") || !strncmp(e->d_name, "tok", 3))
+            continue;
+        if (path_join(out, cap, dir, e->d_name) == 0) {
+            found = 1;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+tensor_source *tsrc_open(const char *path, char *err)
+{
+    tensor_source *s = calloc(1, sizeof(*s));
+    if (!s) {
+        mdi_fail(err, MDI_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->metadata = json_object();
+    int rc;
+    char p[4096];
+    if (dir_exists(path)) {
+        char bin[4096];
+        if (path_join(p, sizeof(p), path, "model.safetensors.index.json") == 0 && file_exists(p)) {
+            rc = open_index(s, path, p, err);
+        } else if (path_join(p, sizeof(p), path, "model.safetensors") == 0 && file_exists(p)) {
+            rc = open_st_file(s, p, err);
+        } else if (find_llama2c_bin(path, bin, sizeof(bin))) {
+            rc = open_llama2c(s, bin, err);
+        } else {
+            rc = mdi_fail(err, MDI_EIO, "%s: no model.safetensors, model.safetensors.index.json or llama2.c .bin in this folder", path);
+        }
+    } else if (has_suffix(path, ".safetensors")) {
+        rc = open_st_file(s, path, err);
+    } else if (has_suffix(path, ".bin")) {
+        rc = open_llama2c(s, path, err);
+    } else if (!file_exists(path)) {
+        rc = mdi_fail(err, MDI_EIO, "%s: no such file or folder", path);
+    } else {
+        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: not a checkpoint folder, .safetensors or llama2.c .bin file", path);
+    }
+    if (rc) {
+        tsrc_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void tsrc_close(tensor_source *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->n_files; i++) {
+        if (s->files[i].map)
+            munmap(s->files[i].map, s->files[i].size);
+        free(s->files[i].path);
+    }
+    free(s->files);
+    for (int i = 0; i < s->n_owned; i++)
+        free(s->owned[i]);
+    free(s->owned);
+    free(s->tensors);
+    json_decref(s->metadata);
+    json_decref(s->llama2c_config);
+    free(s);
+}
+
+int tsrc_count(const tensor_source *s) { return s->n_tensors; }
+const tensor_info *tsrc_get(const tensor_source *s, int i) { return &s->tensors[i]; }
+json_t *tsrc_metadata(const tensor_source *s) { return s->metadata; }
+json_t *tsrc_llama2c_config(const tensor_source *s) { return s->llama2c_config; }
+
+const tensor_info *tsrc_find(const tensor_source *s, const char *name)
+{
+    for (int i = 0; i < s->n_tensors; i++)
+        if (!strcmp(s->tensors[i].name, name))
+            return &s->tensors[i];
+    return NULL;
+}
+
+/* ---- writer ---- */
+
+typedef struct {
+    char name[TENSOR_NAME_MAX];
+    dtype_t dtype, src_dtype;
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    const void *data;
+    size_t n_elem;
+} st_pending;
+
+struct st_writer {
+    st_pending *t;
+    int n, cap;
+    json_t *meta;
+};
+
+st_writer *st_writer_new(void)
+{
+    st_writer *w = calloc(1, sizeof(*w));
+    if (w)
+        w->meta = json_object();
+    return w;
+}
+
+void st_writer_set_meta(st_writer *w, const char *key, const char *value)
+{
+    json_object_set_new(w->meta, key, json_string(value));
+}
+
+int st_writer_add(st_writer *w, const char *name, dtype_t dtype, int ndim,
+                  const int64_t *shape, const void *data, dtype_t src_dtype)
+{
+    if (ndim < 0 || ndim > TENSOR_MAX_DIMS || strlen(name) >= TENSOR_NAME_MAX)
+        return MDI_EARG;
+    if (w->n == w->cap) {
+        int cap = w->cap ? w->cap * 2 : 64;
+        st_pending *t = realloc(w->t, (size_t)cap * sizeof(*t));
+        if (!t)
+            return MDI_ENOMEM;
+        w->t = t;
+        w->cap = cap;
+    }
+    st_pending *p = &w->t[w->n++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->dtype = dtype;
+    p->src_dtype = src_dtype;
+    p->ndim = ndim;
+    p->n_elem = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->n_elem *= (size_t)shape[d];
+    }
+    p->data = data;
+    return MDI_OK;
+}
+
+static float load_elem(const void *data, dtype_t t, size_t i)
+{
+    switch (t) {
+    case DTYPE_F32: return ((const float *)data)[i];
+    case DTYPE_BF16: return bf16_to_f32(((const uint16_t *)data)[i]);
+    case DTYPE_F16: return f16_to_f32(((const uint16_t *)data)[i]);
+    default: return 0;
+    }
+}
+
+typedef struct {
+    FILE *f;
+    sha256_ctx sha;
+    uint64_t size;
+    int failed;
+} out_stream;
+
+static void out_write(out_stream *o, const void *p, size_t n)
+{
+    if (o->failed || n == 0)
+        return;
+    if (fwrite(p, 1, n, o->f) != n) {
+        o->failed = errno ? errno : EIO;
+        return;
+    }
+    sha256_update(&o->sha, p, n);
+    o->size += n;
+}
+
+int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
+                     uint64_t *size_out, char *err)
+{
+    json_t *hdr = json_object();
+    if (json_object_size(w->meta))
+        json_object_set(hdr, "__metadata__", w->meta);
+    uint64_t off = 0;
+    for (int i = 0; i < w->n; i++) {
+        st_pending *p = &w->t[i];
+        json_t *shape = json_array();
+        for (int d = 0; d < p->ndim; d++)
+            json_array_append_new(shape, json_integer(p->shape[d]));
+        uint64_t nb = p->n_elem * dtype_size(p->dtype);
+        json_object_set_new(hdr, p->name,
+                            json_pack("{s:s, s:o, s:[I,I]}", "dtype", dtype_st_name(p->dtype), "shape", shape,
+                                      "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
+        off += nb;
+    }
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    json_decref(hdr);
+    if (!text)
+        return mdi_fail(err, MDI_ENOMEM, "%s: cannot build header", path);
+    size_t tlen = strlen(text);
+    size_t padded = (tlen + 7) & ~(size_t)7; /* keeps tensor data 8-byte aligned */
+
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        free(text);
+        return mdi_fail(err, MDI_EARG, "%s: path too long", path);
+    }
+    out_stream o = { 0 };
+    sha256_init(&o.sha);
+    o.f = fopen(tmp, "wb");
+    if (!o.f) {
+        int e = errno;
+        free(text);
+        return mdi_fail(err, MDI_EIO, "%s: cannot create: %s", tmp, strerror(e));
+    }
+    uint64_t hlen = padded;
+    out_write(&o, &hlen, 8);
+    out_write(&o, text, tlen);
+    for (size_t i = tlen; i < padded; i++)
+        out_write(&o, " ", 1);
+    free(text);
+
+    enum { CONV_BLOCK = 1 << 16 };
+    static __thread uint8_t conv[CONV_BLOCK * 4];
+    for (int i = 0; i < w->n && !o.failed; i++) {
+        st_pending *p = &w->t[i];
+        if (p->dtype == p->src_dtype) {
+            out_write(&o, p->data, p->n_elem * dtype_size(p->dtype));
+            continue;
+        }
+        for (size_t b = 0; b < p->n_elem && !o.failed; b += CONV_BLOCK) {
+            size_t n = p->n_elem - b < CONV_BLOCK ? p->n_elem - b : CONV_BLOCK;
+            for (size_t j = 0; j < n; j++) {
+                float v = load_elem(p->data, p->src_dtype, b + j);
+                if (p->dtype == DTYPE_F32)
+                    ((float *)conv)[j] = v;
+                else if (p->dtype == DTYPE_BF16)
+                    ((uint16_t *)conv)[j] = f32_to_bf16(v);
+                else
+                    ((uint16_t *)conv)[j] = f32_to_f16(v);
+            }
+            out_write(&o, conv, n * dtype_size(p->dtype));
+        }
+    }
+    if (!o.failed && fflush(o.f) != 0)
+        o.failed = errno ? errno : EIO;
+    if (!o.failed && fsync(fileno(o.f)) != 0)
+        o.failed = errno ? errno : EIO;
+    if (fclose(o.f) != 0 && !o.failed)
+        o.failed = errno ? errno : EIO;
+    if (o.failed) {
+        unlink(tmp);
+        return mdi_fail(err, MDI_EIO, "%s: write failed: %s", path, strerror(o.failed));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mdi_fail(err, MDI_EIO, "%s: cannot rename from %s: %s", path, tmp, strerror(e));
+    }
+    if (sha256_out) {
+        uint8_t d[32];
+        sha256_final(&o.sha, d);
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 0; i < 32; i++) {
+            sha256_out[2 * i] = hex[d[i] >> 4];
+            sha256_out[2 * i + 1] = hex[d[i] & 15];
+        }
+        sha256_out[64] = 0;
+    }
+    if (size_out)
+        *size_out = o.size;
+    return MDI_OK;
+}
+
+void st_writer_free(st_writer *w)
+{
+    if (!w)
+        return;
+    free(w->t);
+    json_decref(w->meta);
+    free(w);
+}

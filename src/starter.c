@@ -1,0 +1,147 @@
+/*
+ * starter: the node that holds the embedding, the first layers, the final
+ * norm and the output head. It tokenizes the prompts, samples the tokens and
+ * prints the text. Alone (no --nodes-config, or one that lists no
+ * secondaries) it runs every layer itself; otherwise it drives the ring.
+ */
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "generate.h"
+#include "kernels.h"
+#include "model.h"
+#include "pipeline.h"
+#include "report.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* The tokenizer sits beside the weights: in the folder, or beside the file. */
+static tokenizer *load_tokenizer(const char *ckpt, char *err)
+{
+    if (dir_exists(ckpt))
+        return tokenizer_load(ckpt, err);
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", ckpt);
+    return tokenizer_load(dirname(buf), err);
+}
+
+/* A prepared checkpoints/NAME folder holds config.json and chunks only; one
+ * node alone runs its 1-node chunk. */
+static const char *standalone_weights(const char *ckpt, char *buf, size_t cap)
+{
+    char p[4096];
+    if (!dir_exists(ckpt))
+        return ckpt;
+    if ((path_join(p, sizeof(p), ckpt, "model.safetensors") == 0 && file_exists(p)) ||
+        (path_join(p, sizeof(p), ckpt, "model.safetensors.index.json") == 0 && file_exists(p)))
+        return ckpt;
+    if (path_join(buf, cap, ckpt, "chunks/1nodes/model_starter.safetensors") == 0 && file_exists(buf))
+        return buf;
+    return ckpt;
+}
+
+int main(int argc, char **argv)
+{
+    kernels_fix_openblas_coretype(argv);
+    log_set_tag("starter");
+    char err[MDI_ERR_LEN];
+    starter_opts o;
+    int rc = cli_parse_starter(&o, argc, argv, err);
+    if (rc == 1)
+        return 0;
+    if (rc) {
+        log_error("%s", err);
+        return 2;
+    }
+    if (kernels_init(o.n_threads) != 0) {
+        log_error("cannot start %d threads", o.n_threads);
+        return 1;
+    }
+
+    int status = 1;
+    model m = { 0 };
+    tokenizer *tok = NULL;
+    sample_result *results = NULL;
+    json_t *nodes = NULL;
+    int n_nodes = 1;
+    if (o.nodes_config && (n_nodes = pipeline_count_nodes(o.nodes_config, err)) < 0) {
+        log_error("%s", err);
+        kernels_shutdown();
+        return 1;
+    }
+    int n_samples = o.n_samples ? o.n_samples : n_nodes;
+
+    if (!(tok = load_tokenizer(o.ckpt, err))) {
+        log_error("%s", err);
+        goto done;
+    }
+    model_config cfg;
+    if ((rc = model_config_load(&cfg, o.ckpt, err))) {
+        log_error("%s", err);
+        goto done;
+    }
+    if ((rc = generate_prepare_samples(&o, tok, n_samples, &results, err))) {
+        log_error("%s", err);
+        goto done;
+    }
+    for (int i = 0; i < n_samples; i++)
+        for (int j = 0; j < results[i].n_prompt; j++)
+            if (results[i].prompt_ids[j] < 0 || results[i].prompt_ids[j] >= cfg.vocab_size) {
+                log_error("sample %d: token id %d outside the vocabulary of %d", i, results[i].prompt_ids[j],
+                          cfg.vocab_size);
+                goto done;
+            }
+    run_stats st;
+    if (n_nodes > 1) {
+        if ((rc = pipeline_run(&o, tok, results, n_samples, &st, &nodes, err))) {
+            log_error("%s", err);
+            goto done;
+        }
+        for (int i = 0; i < n_samples && !o.quiet; i++)
+            printf("%s--- sample %d ---\n%s%s\n", i ? "\n" : "", i, o.chat ? "" : results[i].prompt,
+                   results[i].text);
+    } else {
+        char weights_buf[4096];
+        const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
+        model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype };
+        if ((rc = model_load(&m, weights, &cfg, &slice, err))) {
+            log_error("%s", err);
+            goto done;
+        }
+        if ((rc = generate_standalone(&o, &m, tok, results, n_samples, &st, err))) {
+            log_error("%s", err);
+            goto done;
+        }
+        st.weight_bytes_per_token = m.weight_bytes;
+        st.dtype = dtype_name(m.slice.dtype);
+    }
+    st.peak_rss_bytes = mem_peak_rss();
+    st.blas_core = kernels_blas_core();
+    st.simd = kernels_simd_name();
+    st.n_threads = o.n_threads;
+    log_info("%ld tokens, prefill %.1f tok/s, decode %.2f tok/s, first token after %.3f s, peak RSS %zu MiB, "
+             "BLAS core %s, %s",
+             st.tokens_generated, st.prefill_tok_s, st.decode_tok_s, st.ttft_s, st.peak_rss_bytes >> 20,
+             st.blas_core, st.simd);
+    if (o.output &&
+        (rc = report_write_json(o.output, o.ckpt, n_nodes > 1 ? "distributed" : "standalone", n_nodes, results,
+                                n_samples, &st, nodes, err))) {
+        nodes = NULL;
+        log_error("%s", err);
+        goto done;
+    }
+    nodes = o.output ? NULL : nodes;
+    status = 0;
+done:
+    for (int i = 0; results && i < n_samples; i++)
+        sample_result_free(&results[i]);
+    free(results);
+    model_free(&m);
+    tokenizer_free(tok);
+    json_decref(nodes);
+    kernels_shutdown();
+    return status;
+}

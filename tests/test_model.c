@@ -1,0 +1,288 @@
+/*
+ * test_model: loading checkpoints (both layouts of stories260K agree) and
+ * every malformed input of the Loading section failing with one line that
+ * names the file and the problem.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "model.h"
+#include "safetensors.h"
+#include "test.h"
+#include "util.h"
+
+static char tmpdir[256];
+
+static void write_file(const char *name, const void *data, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static char *read_shared(const char *rel, size_t *len)
+{
+    char p[512], err[MDI_ERR_LEN];
+    char *buf;
+    TEST_PATH(p, rel);
+    if (file_read_all(p, &buf, len, err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    return buf;
+}
+
+/* A fresh checkpoint folder: stories260K's files with optional edits. */
+static void make_ckpt(const char *config_from, const char *config_to)
+{
+    size_t n;
+    char *cfg = read_shared("models/stories260K/config.json", &n);
+    if (config_from) {
+        char *at = strstr(cfg, config_from);
+        if (!at) {
+            fprintf(stderr, "config has no %s\n", config_from);
+            exit(1);
+        }
+        char out[8192];
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - cfg), cfg, config_to, at + strlen(config_from));
+        write_file("config.json", out, strlen(out));
+    } else {
+        write_file("config.json", cfg, n);
+    }
+    free(cfg);
+    char *st = read_shared("models/stories260K/model.safetensors", &n);
+    write_file("model.safetensors", st, n);
+    free(st);
+}
+
+static int expect_load_error(const char *name, const char *path, const char *want1, const char *want2)
+{
+    model m;
+    char err[MDI_ERR_LEN] = "";
+    model_slice sl = { 0, 5, 1, 1, DTYPE_F32 };
+    int rc = model_load(&m, path, NULL, &sl, err);
+    int ok = rc != 0 && strstr(err, want1) && (!want2 || strstr(err, want2)) && !strchr(err, '\n');
+    test_result(ok, name, "rc %d, message \"%s\" (wanted \"%s\"%s%s)", rc, err, want1, want2 ? " and " : "",
+                want2 ? want2 : "");
+    if (!rc)
+        model_free(&m);
+    else
+        printf("   message: %s\n", err);
+    return ok;
+}
+
+static void test_layouts_agree(void)
+{
+    char hf[512], l2c[512], err[MDI_ERR_LEN];
+    TEST_PATH(hf, "models/stories260K");
+    TEST_PATH(l2c, "models/stories260K-llama2c/stories260K.bin");
+    model a, b;
+    model_slice sl = { 0, 5, 1, 1, DTYPE_F32 };
+    if (model_load(&a, hf, NULL, &sl, err)) {
+        test_result(0, "load stories260K (HF)", "%s", err);
+        return;
+    }
+    if (model_load(&b, l2c, NULL, &sl, err)) {
+        test_result(0, "load stories260K (llama2.c)", "%s", err);
+        model_free(&a);
+        return;
+    }
+    test_result(a.cfg.dim == b.cfg.dim && a.cfg.n_kv_heads == b.cfg.n_kv_heads && a.cfg.head_dim == b.cfg.head_dim &&
+                    a.cfg.vocab_size == b.cfg.vocab_size && a.cfg.tie_embeddings == b.cfg.tie_embeddings,
+                "configs agree", "dim %d/%d kv %d/%d", a.cfg.dim, b.cfg.dim, a.cfg.n_kv_heads, b.cfg.n_kv_heads);
+    /* the HF file was made by permuting llama2.c's q/k rows; our loader
+     * permutes the same way, so every weight is bit-identical */
+    int same = 1;
+    for (int l = 0; l < 5 && same; l++) {
+        const mat_t *ma[] = { &a.layers[l].wq, &a.layers[l].wk, &a.layers[l].wv, &a.layers[l].w_down };
+        const mat_t *mb[] = { &b.layers[l].wq, &b.layers[l].wk, &b.layers[l].wv, &b.layers[l].w_down };
+        for (int j = 0; j < 4; j++)
+            same &= !memcmp(ma[j]->data, mb[j]->data, (size_t)ma[j]->rows * ma[j]->cols * sizeof(float));
+    }
+    test_result(same, "llama2.c weights permuted to the rotate-half layout match the HF file", "differ");
+
+    forward_state sa, sb;
+    kv_cache ka, kb;
+    forward_state_init(&sa, &a, 4, 16, err);
+    forward_state_init(&sb, &b, 4, 16, err);
+    kv_cache_init(&ka, &a, 16, err);
+    kv_cache_init(&kb, &b, 16, err);
+    float xa[4 * 64], xb[4 * 64];
+    int toks[3] = { 1, 403, 407 };
+    float *la = forward_tokens(&a, &sa, &ka, toks, 3, 0, xa);
+    float *lb = forward_tokens(&b, &sb, &kb, toks, 3, 0, xb);
+    test_result(!memcmp(la, lb, 512 * sizeof(float)), "both layouts give identical logits", "differ");
+    forward_state_free(&sa);
+    forward_state_free(&sb);
+    kv_cache_free(&ka);
+    kv_cache_free(&kb);
+    model_free(&a);
+    model_free(&b);
+}
+
+static void test_slices(void)
+{
+    char hf[512], err[MDI_ERR_LEN];
+    TEST_PATH(hf, "models/stories260K");
+    /* running layers [0,2) then [2,5) equals running [0,5) */
+    model full, p1, p2;
+    model_slice s_full = { 0, 5, 1, 1, DTYPE_F32 }, s1 = { 0, 2, 1, 0, DTYPE_F32 }, s2 = { 2, 5, 0, 1, DTYPE_F32 };
+    if (model_load(&full, hf, NULL, &s_full, err) || model_load(&p1, hf, NULL, &s1, err) ||
+        model_load(&p2, hf, NULL, &s2, err)) {
+        test_result(0, "slices load", "%s", err);
+        return;
+    }
+    test_result(p2.tok_embed.data != NULL && p1.final_norm == NULL, "tied head slice holds the embedding",
+                "embed %p", p2.tok_embed.data);
+    forward_state f, f1, f2;
+    kv_cache k, k1, k2;
+    forward_state_init(&f, &full, 8, 32, err);
+    forward_state_init(&f1, &p1, 8, 32, err);
+    forward_state_init(&f2, &p2, 8, 32, err);
+    kv_cache_init(&k, &full, 32, err);
+    kv_cache_init(&k1, &p1, 32, err);
+    kv_cache_init(&k2, &p2, 32, err);
+    int toks[5] = { 1, 403, 407, 261, 378 };
+    float x[8 * 64], y[8 * 64];
+    float *l_full = forward_tokens(&full, &f, &k, toks, 5, 0, x);
+    forward_embed(&p1, toks, 5, y);
+    forward_layers(&p1, &f1, &k1, y, 5, 0);
+    forward_layers(&p2, &f2, &k2, y, 5, 0);
+    float *l_split = forward_head(&p2, &f2, y + 4 * 64);
+    test_result(!memcmp(l_full, l_split, 512 * sizeof(float)), "layers [0,2)+[2,5) equal [0,5), prefill", "differ");
+    int next = 300;
+    l_full = forward_tokens(&full, &f, &k, &next, 1, 5, x);
+    forward_embed(&p1, &next, 1, y);
+    forward_layers(&p1, &f1, &k1, y, 1, 5);
+    forward_layers(&p2, &f2, &k2, y, 1, 5);
+    l_split = forward_head(&p2, &f2, y);
+    test_result(!memcmp(l_full, l_split, 512 * sizeof(float)), "layers [0,2)+[2,5) equal [0,5), decode", "differ");
+    forward_state_free(&f);
+    forward_state_free(&f1);
+    forward_state_free(&f2);
+    kv_cache_free(&k);
+    kv_cache_free(&k1);
+    kv_cache_free(&k2);
+    model_free(&full);
+    model_free(&p1);
+    model_free(&p2);
+}
+
+static void test_malformed(void)
+{
+    char p[512];
+    make_ckpt("\"model_type\": \"llama\"", "\"model_type\": \"gpt2\"");
+    expect_load_error("unknown model_type", tmpdir, "unknown model_type \"gpt2\"", "config.json");
+
+    make_ckpt("\"intermediate_size\": 172", "\"intermediate_size\": 170");
+    expect_load_error("shape mismatch", tmpdir, "expected [170, 64], found [172, 64]", "mlp.gate_proj.weight");
+
+    make_ckpt("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}");
+    expect_load_error("unsupported rope scaling", tmpdir, "rope_scaling type \"yarn\"", "config.json");
+
+    make_ckpt("\"num_hidden_layers\": 5", "\"num_hidden_layers\": \"five\"");
+    expect_load_error("config field of the wrong type", tmpdir, "num_hidden_layers", "config.json");
+
+    /* missing tensor: rewrite the file without one of them */
+    make_ckpt(NULL, NULL);
+    {
+        char err[MDI_ERR_LEN];
+        snprintf(p, sizeof(p), "%s/model.safetensors", tmpdir);
+        tensor_source *src = tsrc_open(p, err);
+        st_writer *w = st_writer_new();
+        for (int i = 0; i < tsrc_count(src); i++) {
+            const tensor_info *t = tsrc_get(src, i);
+            if (strcmp(t->name, "model.layers.3.mlp.up_proj.weight"))
+                st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->dtype);
+        }
+        char out[512];
+        snprintf(out, sizeof(out), "%s/model2.safetensors", tmpdir);
+        int rc = st_writer_finish(w, out, NULL, NULL, err);
+        st_writer_free(w);
+        tsrc_close(src);
+        rename(out, p);
+        test_result(rc == 0, "writer writes a safetensors file", "%s", err);
+        expect_load_error("missing tensor", tmpdir, "missing tensor model.layers.3.mlp.up_proj.weight",
+                          "model.safetensors");
+    }
+
+    /* truncated: cut the file in half */
+    make_ckpt(NULL, NULL);
+    snprintf(p, sizeof(p), "%s/model.safetensors", tmpdir);
+    if (truncate(p, 500000) != 0)
+        perror("truncate");
+    expect_load_error("truncated safetensors", tmpdir, "truncated", "model.safetensors");
+
+    /* bad header: a length that runs past the end, and one that is not JSON */
+    {
+        uint64_t big = 1ull << 40;
+        char buf[64];
+        memcpy(buf, &big, 8);
+        memcpy(buf + 8, "{}", 2);
+        write_file("model.safetensors", buf, 10);
+        expect_load_error("header length past the end", tmpdir, "bad header", "model.safetensors");
+        uint64_t n = 12;
+        memcpy(buf, &n, 8);
+        memcpy(buf + 8, "{not json!!}", 12);
+        write_file("model.safetensors", buf, 20);
+        expect_load_error("header not JSON", tmpdir, "bad header: JSON error", "model.safetensors");
+        write_file("model.safetensors", buf, 5);
+        expect_load_error("file shorter than its length field", tmpdir, "truncated", "model.safetensors");
+        const char *hdr = "{\"model.embed_tokens.weight\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}";
+        n = strlen(hdr);
+        char big_buf[256];
+        memcpy(big_buf, &n, 8);
+        memcpy(big_buf + 8, hdr, n);
+        memset(big_buf + 8 + n, 0, 8);
+        write_file("model.safetensors", big_buf, 16 + n);
+        expect_load_error("unsupported dtype", tmpdir, "dtype I64", "model.embed_tokens.weight");
+    }
+
+    /* missing config.json */
+    snprintf(p, sizeof(p), "%s/config.json", tmpdir);
+    unlink(p);
+    expect_load_error("missing config.json", tmpdir, "config.json", NULL);
+
+    /* truncated llama2.c checkpoint */
+    {
+        size_t n;
+        char *bin = read_shared("models/stories260K-llama2c/stories260K.bin", &n);
+        snprintf(p, sizeof(p), "%s/model.bin", tmpdir);
+        FILE *f = fopen(p, "wb");
+        fwrite(bin, 1, n / 3, f);
+        fclose(f);
+        expect_load_error("truncated llama2.c .bin", p, "truncated llama2.c checkpoint", "model.bin");
+        int32_t *h = (int32_t *)bin;
+        h[3] = 7; /* heads that do not divide dim */
+        f = fopen(p, "wb");
+        fwrite(bin, 1, n, f);
+        fclose(f);
+        expect_load_error("bad llama2.c header", p, "bad llama2.c header", "model.bin");
+        free(bin);
+    }
+    expect_load_error("no such path", "/nonexistent/ckpt", "/nonexistent/ckpt", NULL);
+}
+
+int main(void)
+{
+    kernels_init(2);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/mdi_test_model_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_layouts_agree();
+    test_slices();
+    test_malformed();
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", tmpdir);
+    kernels_shutdown();
+    return test_failures;
+}
