@@ -74,6 +74,10 @@ int main(int argc, char **argv)
     }
     int n_samples = o.n_samples ? o.n_samples : n_nodes;
 
+    if (!dir_exists(o.ckpt) && !file_exists(o.ckpt)) {
+        log_error("%s: no such checkpoint folder or file", o.ckpt);
+        goto done;
+    }
     if (!(tok = load_tokenizer(o.ckpt, err))) {
         log_error("%s", err);
         goto done;

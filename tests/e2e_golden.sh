@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Golden outputs: greedy decoding of the real stories260K model, from both
+# of its layouts (Hugging Face and llama2.c), must give exactly the texts
+# published in $MDI_SHARED/models/README.md ("### Golden output" section):
+# 200 new tokens from BOS alone, and 120 tokens in all from BOS + "The dog".
+set -u
+BIN=${BIN:-bin}
+SHARED=${MDI_SHARED:-../shared}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The README's first two ``` blocks after "### Golden output".
+/usr/bin/python3 - "$SHARED/models/README.md" "$tmp" <<'PY'
+import sys, re
+text = open(sys.argv[1], encoding="utf-8").read()
+section = text[text.index("### Golden output"):]
+blocks = re.findall(r"```\n(.*?)```", section, re.S)
+for i, b in enumerate(blocks[:2]):
+    open(f"{sys.argv[2]}/golden{i}.txt", "w", encoding="utf-8").write(b[:-1] if b.endswith("\n") else b)
+PY
+
+check() { # name, expected file, got file
+    if cmp -s "$2" "$3"; then
+        echo "PASS: $1"
+    else
+        echo "FAIL: $1: output differs from the golden text"
+        diff "$2" "$3" | head -n 10
+    fi
+}
+
+json_text() { # output.json -> prompt + generated text of sample 0
+    /usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["samples"][0]; sys.stdout.write(s["prompt"]+s["text"])' "$1"
+}
+
+for layout in stories260K stories260K-llama2c; do
+    ckpt="$SHARED/models/$layout"
+    if ! "$BIN/starter" --ckpt "$ckpt" --temperature 0 --n-tokens 200 --output "$tmp/a.json" \
+        >"$tmp/a.out" 2>"$tmp/a.err"; then
+        echo "FAIL: golden from BOS ($layout): starter exited with $?: $(tail -n 1 "$tmp/a.err")"
+        continue
+    fi
+    json_text "$tmp/a.json" >"$tmp/a.txt"
+    check "golden greedy text from BOS, 200 tokens ($layout, --output JSON)" "$tmp/golden0.txt" "$tmp/a.txt"
+    printf '\n' >>"$tmp/a.txt"
+    check "golden greedy text from BOS, 200 tokens ($layout, streamed stdout)" "$tmp/a.txt" "$tmp/a.out"
+
+    # BOS + "The dog" is 4 prompt tokens (<s> ▁The ▁d og). "120 tokens in all"
+    # counts forward steps as llama2.c's -n does: 4 prompt positions and 116
+    # fed-back tokens, each step producing one: 117 new tokens.
+    if ! "$BIN/starter" --ckpt "$ckpt" --temperature 0 --prompt "The dog" --n-tokens 117 --quiet \
+        --output "$tmp/b.json" >/dev/null 2>"$tmp/b.err"; then
+        echo "FAIL: golden with prompt ($layout): starter exited with $?: $(tail -n 1 "$tmp/b.err")"
+        continue
+    fi
+    n_prompt=$(/usr/bin/python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["samples"][0]["prompt_ids"]))' "$tmp/b.json")
+    [ "$n_prompt" = 4 ] && echo "PASS: \"The dog\" is BOS + 3 tokens ($layout)" || echo "FAIL: \"The dog\" gave $n_prompt prompt tokens ($layout)"
+    json_text "$tmp/b.json" >"$tmp/b.txt"
+    check "golden greedy text from \"The dog\", 120 tokens in all ($layout)" "$tmp/golden1.txt" "$tmp/b.txt"
+done
+
+# Same seed, same output; sampling with temperature differs from greedy.
+ckpt="$SHARED/models/stories260K"
+"$BIN/starter" --ckpt "$ckpt" --temperature 1.0 --top-p 0.9 --seed 7 --n-tokens 60 --quiet --output "$tmp/s1.json" 2>/dev/null
+"$BIN/starter" --ckpt "$ckpt" --temperature 1.0 --top-p 0.9 --seed 7 --n-tokens 60 --quiet --output "$tmp/s2.json" 2>/dev/null
+"$BIN/starter" --ckpt "$ckpt" --temperature 1.0 --top-p 0.9 --seed 8 --n-tokens 60 --quiet --output "$tmp/s3.json" 2>/dev/null
+ids() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["samples"][0]["generated_ids"])' "$1"; }
+[ -s "$tmp/s1.json" ] && [ "$(ids "$tmp/s1.json")" = "$(ids "$tmp/s2.json")" ] \
+    && echo "PASS: same seed gives the same sampled tokens" || echo "FAIL: same seed gave different tokens"
+[ -s "$tmp/s3.json" ] && [ "$(ids "$tmp/s1.json")" != "$(ids "$tmp/s3.json")" ] \
+    && echo "PASS: another seed gives other tokens" || echo "FAIL: seeds 7 and 8 gave the same tokens"
+
+# Stats in the output JSON.
+/usr/bin/python3 - "$tmp/a.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))["stats"]
+need = ["ttft_s", "prefill_tok_s", "decode_tok_s", "peak_rss_bytes", "blas_core", "simd"]
+missing = [k for k in need if k not in st]
+ok = not missing and st["decode_tok_s"] > 0 and st["peak_rss_bytes"] > 0 and st["blas_core"]
+print(("PASS: --output stats present (blas_core %s, simd %s)" % (st.get("blas_core"), st.get("simd"))) if ok
+      else "FAIL: --output stats incomplete: missing %s in %s" % (missing, st))
+PY
+
+# Prompts from a file, one per paragraph: each sample gets its own.
+printf 'The dog\n\nOnce upon a time\n' >"$tmp/prompts.txt"
+"$BIN/starter" --ckpt "$ckpt" --temperature 0 --prompt "FILE:$tmp/prompts.txt" --n-samples 2 --n-tokens 10 \
+    --quiet --output "$tmp/f.json" 2>/dev/null
+/usr/bin/python3 - "$tmp/f.json" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))["samples"]
+    ok = [x["prompt"] for x in s] == ["The dog", "Once upon a time"] and all(len(x["generated_ids"]) == 10 for x in s)
+except Exception as e:
+    ok, s = False, e
+print("PASS: --prompt FILE: gives one sample per paragraph" if ok else "FAIL: --prompt FILE: %s" % s)
+PY
+
+# Bad input: one clear line, non-zero exit, nothing on stdout.
+"$BIN/starter" --ckpt /nonexistent --prompt x >"$tmp/e.out" 2>"$tmp/e.err"; rc=$?
+if [ $rc -ne 0 ] && [ ! -s "$tmp/e.out" ] && [ "$(wc -l <"$tmp/e.err")" -eq 1 ] && grep -q /nonexistent "$tmp/e.err"; then
+    echo "PASS: missing checkpoint: one line naming it, exit $rc"
+else
+    echo "FAIL: missing checkpoint: exit $rc, stderr: $(cat "$tmp/e.err")"
+fi
+"$BIN/starter" --ckpt "$ckpt" --n-tokens many >/dev/null 2>"$tmp/e.err"; rc=$?
+[ $rc -ne 0 ] && grep -q -- "--n-tokens" "$tmp/e.err" && echo "PASS: bad flag value named" || echo "FAIL: bad flag value: $(cat "$tmp/e.err")"
+exit 0
