@@ -4,6 +4,7 @@
 #   make test       build and run every test; closing line "N passed, N failed"
 #   make asan       the same under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks, CSV under plots/
+#   make demo       generate with ../shared/models/stories260K (or MODEL=DIR), 1 then 3 nodes
 #   make deps       install the Debian packages we build against (root)
 
 CC      ?= cc
@@ -24,7 +25,7 @@ TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_BIN  := $(patsubst tools/%.c,$(BIN)/%,$(TOOL_SRC))
 
-.PHONY: all test asan bench deps clean
+.PHONY: all test asan bench deps clean demo
 all: $(BIN)/starter $(BIN)/secondary $(TOOL_BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
@@ -55,6 +56,9 @@ asan:
 
 bench: all
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench.sh
+
+demo: all
+	@BIN=$(BIN) MODEL=$(MODEL) tools/demo.sh
 
 deps:
 	apt-get install -y --no-install-recommends build-essential pkg-config \
