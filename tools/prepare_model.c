@@ -1,0 +1,177 @@
+/*
+ * prepare_model: splits a checkpoint into one chunk per node, or shows what
+ * a chunk or manifest holds. The work is done by src/prepare.c.
+ *
+ *   prepare_model SOURCE --n-nodes N [--layers a,b,...] [--dtype f32|bf16|f16]
+ *                 [--out checkpoints/NAME] [--hf-token TOKEN] [--revision REV]
+ *                 [--hub-files PATH,PATH,...] [--no-progress]
+ *   prepare_model --inspect PATH [--verify]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prepare.h"
+#include "util.h"
+
+static void usage(FILE *f, const char *argv0)
+{
+    fprintf(f,
+            "usage: %s SOURCE --n-nodes N [options]\n"
+            "       %s --inspect PATH [--verify]\n"
+            "\n"
+            "Splits a checkpoint into one chunk per node under OUT/chunks/<N>nodes/.\n"
+            "SOURCE: a Hugging Face checkpoint folder, a llama2.c .bin (or its folder, with\n"
+            "its tokenizer .bin), or a hub repository id owner/name (downloaded to OUT/source/).\n"
+            "\n"
+            "  --n-nodes N          number of nodes: the starter and N-1 secondaries (1..layers)\n"
+            "  --layers a,b,...     layers per node, starter first (default: balanced by compute)\n"
+            "  --dtype f32|bf16|f16 store weight matrices as this dtype (default: as stored)\n"
+            "  --out DIR            output folder (default: checkpoints/NAME, NAME from SOURCE)\n"
+            "  --hf-token TOKEN     hub token for gated models (default: $HF_TOKEN)\n"
+            "  --revision REV       hub revision (default: main)\n"
+            "  --hub-files A,B,...  download only these repository files (llama2.c repos),\n"
+            "                       e.g. stories260K/stories260K.bin,stories260K/tok512.bin\n"
+            "  --no-progress        no download progress bar\n"
+            "  --inspect PATH       print a chunk's, a manifest's or checkpoints/NAME's contents\n"
+            "  --verify             with --inspect: check every chunk's sha256\n"
+            "\n"
+            "The hub base URL comes from $HF_ENDPOINT (default https://huggingface.co).\n",
+            argv0, argv0);
+}
+
+/* "a,b,c" -> new array of new strings. */
+static int split_list(const char *s, char ***out, int *n)
+{
+    int cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    char **v = calloc((size_t)cap, sizeof(char *));
+    char *copy = strdup(s);
+    if (!v || !copy) {
+        free(v);
+        free(copy);
+        return -1;
+    }
+    int k = 0;
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ","))
+        v[k++] = strdup(tok);
+    free(copy);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    log_set_tag("prepare_model");
+    prepare_opts o;
+    memset(&o, 0, sizeof(o));
+    o.progress = 1;
+    const char *inspect = NULL, *layers = NULL;
+    int verify = 0;
+    char **hub_files = NULL;
+    int n_hub_files = 0;
+    char err[MDI_ERR_LEN] = "";
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+#define NEED_VALUE()                                                          \
+    if (!has_val) {                                                           \
+        fprintf(stderr, "prepare_model: %s needs a value (see --help)\n", a); \
+        return 2;                                                             \
+    }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout, argv[0]);
+            return 0;
+        } else if (!strcmp(a, "--n-nodes")) {
+            NEED_VALUE();
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > 100000) {
+                fprintf(stderr, "prepare_model: --n-nodes \"%s\": expected a positive integer\n", argv[i]);
+                return 2;
+            }
+            o.n_nodes = (int)v;
+        } else if (!strcmp(a, "--layers")) {
+            NEED_VALUE();
+            layers = argv[++i];
+        } else if (!strcmp(a, "--dtype")) {
+            NEED_VALUE();
+            if (dtype_parse(argv[++i], &o.dtype) != 0) {
+                fprintf(stderr, "prepare_model: --dtype \"%s\": expected f32, bf16 or f16\n", argv[i]);
+                return 2;
+            }
+            o.convert = 1;
+        } else if (!strcmp(a, "--out")) {
+            NEED_VALUE();
+            o.out_dir = argv[++i];
+        } else if (!strcmp(a, "--hf-token")) {
+            NEED_VALUE();
+            o.hf_token = argv[++i];
+        } else if (!strcmp(a, "--revision")) {
+            NEED_VALUE();
+            o.revision = argv[++i];
+        } else if (!strcmp(a, "--hub-files")) {
+            NEED_VALUE();
+            if (split_list(argv[++i], &hub_files, &n_hub_files) != 0) {
+                fprintf(stderr, "prepare_model: out of memory\n");
+                return 1;
+            }
+        } else if (!strcmp(a, "--no-progress")) {
+            o.progress = 0;
+        } else if (!strcmp(a, "--inspect")) {
+            NEED_VALUE();
+            inspect = argv[++i];
+        } else if (!strcmp(a, "--verify")) {
+            verify = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "prepare_model: unknown option %s (see --help)\n", a);
+            return 2;
+        } else if (!o.source) {
+            o.source = a;
+        } else {
+            fprintf(stderr, "prepare_model: unexpected argument \"%s\" (one SOURCE only)\n", a);
+            return 2;
+        }
+#undef NEED_VALUE
+    }
+
+    if (inspect) {
+        int rc = prepare_inspect(inspect, verify, stdout, err);
+        if (rc) {
+            fprintf(stderr, "prepare_model: %s\n", err);
+            return 1;
+        }
+        return 0;
+    }
+    if (!o.source || !o.n_nodes) {
+        usage(stderr, argv[0]);
+        fprintf(stderr, "prepare_model: %s\n", !o.source ? "no SOURCE given" : "--n-nodes is required");
+        return 2;
+    }
+    int *counts = NULL;
+    if (layers) {
+        if (prepare_parse_layers(layers, &counts, &o.n_layers_given, err) != 0) {
+            fprintf(stderr, "prepare_model: %s\n", err);
+            return 2;
+        }
+        o.layers = counts;
+    }
+    o.hub_files = (const char *const *)hub_files;
+    o.n_hub_files = n_hub_files;
+
+    prepare_manifest m;
+    int rc = prepare_run(&o, &m, err);
+    if (rc)
+        fprintf(stderr, "prepare_model: %s\n", err);
+    else
+        printf("%s/%s\n", m.dir, PREPARE_MANIFEST);
+    prepare_manifest_free(&m);
+    free(counts);
+    for (int i = 0; i < n_hub_files; i++)
+        free(hub_files[i]);
+    free(hub_files);
+    return rc ? 1 : 0;
+}
