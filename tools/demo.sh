@@ -15,8 +15,9 @@ if [ -z "$MODEL" ]; then
     else
         # karpathy/tinyllamas keeps stories260K (llama2.c format) in a folder
         echo "../shared/models/stories260K not found: fetching karpathy/tinyllamas/stories260K from the hub"
-        "$BIN/prepare_model" karpathy/tinyllamas/stories260K --n-nodes 3 --out checkpoints/stories260K
-        MODEL=checkpoints/stories260K
+        "$BIN/prepare_model" karpathy/tinyllamas --hub-files stories260K/stories260K.bin,stories260K/tok512.bin \
+            --n-nodes 3 --out checkpoints/stories260K
+        MODEL=checkpoints/stories260K/source
     fi
 fi
 echo "== standalone: $MODEL"
