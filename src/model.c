@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ---- configuration ---- */
 
@@ -273,6 +275,64 @@ static float elem_f32(const void *p, dtype_t t, size_t i)
     return f16_to_f32(((const uint16_t *)p)[i]);
 }
 
+/* dst (n, dst_t) = src (n, src_t). The common pairs get tight loops:
+ * converting a 1B model is a few billion elements. */
+static void convert(void *dst, dtype_t dst_t, const void *src, dtype_t src_t, size_t n)
+{
+    if (dst_t == DTYPE_F32 && src_t == DTYPE_BF16) {
+        const uint16_t *s = src;
+        float *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = bf16_to_f32(s[i]);
+    } else if (dst_t == DTYPE_BF16 && src_t == DTYPE_F32) {
+        const float *s = src;
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = f32_to_bf16(s[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float v = elem_f32(src, src_t, i);
+            if (dst_t == DTYPE_F32)
+                ((float *)dst)[i] = v;
+            else if (dst_t == DTYPE_BF16)
+                ((uint16_t *)dst)[i] = f32_to_bf16(v);
+            else
+                ((uint16_t *)dst)[i] = f32_to_f16(v);
+        }
+    }
+}
+
+/* Once a mapped tensor has been converted its pages are never read again:
+ * drop them so that resident memory holds one copy of the weights, not two.
+ * Only whole pages inside the tensor are released (MADV_DONTNEED on a
+ * private read-only file mapping just forgets the cached pages). */
+static void release_pages(const void *data, size_t nbytes)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)data + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)data + nbytes) & ~(page - 1);
+    if (end > begin)
+        madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+typedef struct {
+    void *dst;
+    dtype_t dst_t;
+    const void *src;
+    dtype_t src_t;
+    size_t n;
+} convert_task;
+
+static void convert_worker(void *arg, int ith, int nth)
+{
+    convert_task *c = arg;
+    size_t per = (c->n + (size_t)nth - 1) / (size_t)nth;
+    size_t begin = per * (size_t)ith, end = begin + per < c->n ? begin + per : c->n;
+    if (begin < end)
+        convert((char *)c->dst + begin * dtype_size(c->dst_t), c->dst_t,
+                (const char *)c->src + begin * dtype_size(c->src_t), c->src_t, end - begin);
+}
+
 /* A matrix in the compute dtype: borrowed when stored so, else converted. */
 static int load_mat(model *m, const char *path, const char *name, int rows, int cols, mat_t *out, char *err)
 {
@@ -291,16 +351,11 @@ static int load_mat(model *m, const char *path, const char *name, int rows, int 
     void *buf = model_own(m, n * dtype_size(m->slice.dtype));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    for (size_t i = 0; i < n; i++) {
-        float v = elem_f32(t->data, t->dtype, i);
-        if (m->slice.dtype == DTYPE_F32)
-            ((float *)buf)[i] = v;
-        else if (m->slice.dtype == DTYPE_BF16)
-            ((uint16_t *)buf)[i] = f32_to_bf16(v);
-        else
-            ((uint16_t *)buf)[i] = f32_to_f16(v);
-    }
+    convert_task ct = { buf, m->slice.dtype, t->data, t->dtype, n };
+    kernels_parallel(convert_worker, &ct);
     out->data = buf;
+    if (t->mapped)
+        release_pages(t->data, t->nbytes);
     return MDI_OK;
 }
 

@@ -191,6 +191,7 @@ static int parse_safetensors(tensor_source *s, int fi, char *err)
         t->data = data + begin;
         t->nbytes = (size_t)(end - begin);
         t->file = path;
+        t->mapped = 1;
     }
     json_decref(root);
     return rc;

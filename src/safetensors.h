@@ -42,6 +42,7 @@ typedef struct {
     const void *data;   /* borrowed */
     size_t nbytes;
     const char *file;   /* the file it came from, for error messages */
+    int mapped;         /* data lies in a read-only file mapping (not a converted copy) */
 } tensor_info;
 
 typedef struct tensor_source tensor_source;
