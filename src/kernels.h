@@ -103,4 +103,10 @@ void kernels_fix_openblas_coretype(char **argv);
 /* openblas_get_corename(), e.g. "SkylakeX". */
 const char *kernels_blas_core(void);
 
+/* Read bandwidth of main memory in bytes/s, measured with the pool's
+ * threads summing a buffer of `bytes` (0: 1 GiB), best of several runs.
+ * Allocates and frees its buffer; not for the hot path. The decode bound of
+ * a model is its weight bytes per token divided by this. */
+double kernels_measure_bandwidth(size_t bytes);
+
 #endif

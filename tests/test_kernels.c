@@ -1,0 +1,692 @@
+/*
+ * test_kernels: every kernel against a naive double-precision loop.
+ *
+ * Error measure: max |y - ref| / (max |ref| + 1e-30) over the output, where
+ * ref is computed in double from the same (already rounded) weights that the
+ * kernel sees, so BF16/F16 cases measure the kernel and not the rounding.
+ * Bound 1e-5 for every float-accumulated result (F32 has 24 bits, sums of at
+ * most a few thousand terms lose well under that).
+ *
+ * Thread-count independence is checked bit for bit: a matvec with 1, 2 and 3
+ * threads, and a batch against single calls, must give identical floats.
+ */
+#include "kernels.h"
+#include "util.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BOUND 1e-5
+
+/* "[avx2] " when this run re-executed itself with MDI_SIMD=avx2 to cover the
+ * AVX2 path on an AVX-512 machine; prefixes every check's name. */
+static const char *simd_tag = "";
+
+static void check(int ok, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void check(int ok, const char *name, const char *fmt, ...)
+{
+    if (ok) {
+        printf("PASS: %s%s\n", simd_tag, name);
+    } else {
+        va_list ap;
+        printf("FAIL: %s%s: ", simd_tag, name);
+        va_start(ap, fmt);
+        vprintf(fmt, ap);
+        va_end(ap);
+        printf("\n");
+        test_failures++;
+    }
+    fflush(stdout);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float rand_uniform(void) /* [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+}
+
+static void fill_uniform(float *v, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = rand_uniform() * scale;
+}
+
+static double max_abs(const double *v, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(v[i]) > m)
+            m = fabs(v[i]);
+    return m;
+}
+
+/* Normalised error of y against ref. */
+static double norm_err(const float *y, const double *ref, size_t n)
+{
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (d > e || isnan(d))
+            e = isnan(d) ? INFINITY : d;
+    }
+    return e / (max_abs(ref, n) + 1e-30);
+}
+
+static double norm_err_f(const float *y, const float *ref, size_t n)
+{
+    double *r = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++)
+        r[i] = ref[i];
+    double e = norm_err(y, r, n);
+    free(r);
+    return e;
+}
+
+/* A random matrix stored as dtype, plus its exact F32 values. */
+typedef struct {
+    mat_t m;
+    void *storage;
+    float *values; /* (rows, cols): what the stored weights mean */
+} test_mat;
+
+static void test_mat_make(test_mat *t, dtype_t dt, int rows, int cols)
+{
+    size_t n = (size_t)rows * (size_t)cols;
+    t->values = malloc((n ? n : 1) * sizeof(float));
+    t->storage = malloc((n ? n : 1) * dtype_size(dt));
+    fill_uniform(t->values, n, 1.0f);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == DTYPE_BF16) {
+            uint16_t h = f32_to_bf16(t->values[i]);
+            ((uint16_t *)t->storage)[i] = h;
+            t->values[i] = bf16_to_f32(h);
+        } else if (dt == DTYPE_F16) {
+            uint16_t h = f32_to_f16(t->values[i]);
+            ((uint16_t *)t->storage)[i] = h;
+            t->values[i] = f16_to_f32(h);
+        } else {
+            ((float *)t->storage)[i] = t->values[i];
+        }
+    }
+    t->m.dtype = dt;
+    t->m.rows = rows;
+    t->m.cols = cols;
+    t->m.data = t->storage;
+}
+
+static void test_mat_free(test_mat *t)
+{
+    free(t->values);
+    free(t->storage);
+}
+
+/* ref (n, rows) = X (n, cols) @ W^T (+ bias), in double. */
+static void naive_matmul(double *ref, const test_mat *t, const float *x, int n, const float *bias)
+{
+    int rows = t->m.rows, cols = t->m.cols;
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < rows; r++) {
+            double s = bias ? bias[r] : 0.0;
+            for (int c = 0; c < cols; c++)
+                s += (double)t->values[(size_t)r * cols + c] * (double)x[(size_t)i * cols + c];
+            ref[(size_t)i * rows + r] = s;
+        }
+}
+
+/* ---- conversions ---- */
+
+static int same_bits(float a, float b)
+{
+    uint32_t ua, ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    return ua == ub;
+}
+
+static void test_conversions(void)
+{
+    /* bf16 special values */
+    int ok = f32_to_bf16(0.0f) == 0x0000 && f32_to_bf16(-0.0f) == 0x8000 &&
+             f32_to_bf16(INFINITY) == 0x7f80 && f32_to_bf16(-INFINITY) == 0xff80 &&
+             isnan(bf16_to_f32(f32_to_bf16(NAN))) && f32_to_bf16(1.0f) == 0x3f80;
+    check(ok, "bf16 zero/inf/nan", "0x%04x 0x%04x 0x%04x", f32_to_bf16(-0.0f),
+                f32_to_bf16(INFINITY), f32_to_bf16(NAN));
+    /* 1 + 2^-8 is half-way between 1 and 1 + 2^-7: ties go to the even 1.
+     * 1 + 3*2^-8 is half-way between 1 + 2^-7 and 1 + 2^-6: goes to the
+     * latter, whose last mantissa bit is 0. */
+    ok = f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80 && f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82 &&
+         f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81;
+    check(ok, "bf16 round to nearest even", "0x%04x 0x%04x", f32_to_bf16(1.0f + 0x1p-8f),
+                f32_to_bf16(1.0f + 3 * 0x1p-8f));
+    float sub = 0x1p-130f; /* an F32 subnormal that bf16 holds exactly */
+    check(same_bits(bf16_to_f32(f32_to_bf16(sub)), sub), "bf16 subnormal", "got %g",
+                (double)bf16_to_f32(f32_to_bf16(sub)));
+    int bad = -1;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = bf16_to_f32((uint16_t)h);
+        if (isnan(f) ? !isnan(bf16_to_f32(f32_to_bf16(f))) : f32_to_bf16(f) != h) {
+            bad = (int)h;
+            break;
+        }
+    }
+    check(bad < 0, "bf16 round trip of all 65536 values", "fails at 0x%04x", bad);
+
+    /* f16 */
+    ok = f32_to_f16(0.0f) == 0x0000 && f32_to_f16(-0.0f) == 0x8000 && f32_to_f16(INFINITY) == 0x7c00 &&
+         f32_to_f16(-INFINITY) == 0xfc00 && isnan(f16_to_f32(f32_to_f16(NAN))) &&
+         f32_to_f16(65504.0f) == 0x7bff && f16_to_f32(0x7bff) == 65504.0f &&
+         f32_to_f16(65519.0f) == 0x7bff && f32_to_f16(65520.0f) == 0x7c00 && f32_to_f16(1e6f) == 0x7c00;
+    check(ok, "f16 zero/inf/nan/65504", "65504->0x%04x 65520->0x%04x", f32_to_f16(65504.0f),
+                f32_to_f16(65520.0f));
+    ok = f32_to_f16(0x1p-24f) == 0x0001 && f16_to_f32(0x0001) == 0x1p-24f &&
+         f32_to_f16(0x1p-25f) == 0x0000 &&          /* tie between 0 and 1 ulp: even 0 */
+         f32_to_f16(3 * 0x1p-25f) == 0x0002 &&      /* tie between 1 and 2 ulp: even 2 */
+         f32_to_f16(0x1p-25f * 1.0001f) == 0x0001 && /* just above the tie */
+         f32_to_f16(0x1p-14f) == 0x0400 && f16_to_f32(0x03ff) == 0x3ffp-24f;
+    check(ok, "f16 subnormals", "2^-24->0x%04x 2^-25->0x%04x 3*2^-25->0x%04x", f32_to_f16(0x1p-24f),
+                f32_to_f16(0x1p-25f), f32_to_f16(3 * 0x1p-25f));
+    ok = f32_to_f16(1.0f + 0x1p-11f) == 0x3c00 && f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02;
+    check(ok, "f16 round to nearest even", "0x%04x 0x%04x", f32_to_f16(1.0f + 0x1p-11f),
+                f32_to_f16(1.0f + 3 * 0x1p-11f));
+    bad = -1;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        if (isnan(f) ? !isnan(f16_to_f32(f32_to_f16(f))) : f32_to_f16(f) != h) {
+            bad = (int)h;
+            break;
+        }
+    }
+    check(bad < 0, "f16 round trip of all 65536 values", "fails at 0x%04x", bad);
+
+    /* The SIMD widening (get_row) agrees with the portable one on every
+     * 16-bit pattern; NaNs only need to stay NaN. */
+    uint16_t *all = malloc(65536 * sizeof(uint16_t));
+    float *row = malloc(65536 * sizeof(float));
+    for (uint32_t h = 0; h < 65536; h++)
+        all[h] = (uint16_t)h;
+    for (int d = 0; d < 2; d++) {
+        dtype_t dt = d ? DTYPE_F16 : DTYPE_BF16;
+        mat_t m = { dt, 1, 65536, all };
+        kernels_get_row(row, &m, 0);
+        bad = -1;
+        for (uint32_t h = 0; h < 65536 && bad < 0; h++) {
+            float want = dt == DTYPE_F16 ? f16_to_f32((uint16_t)h) : bf16_to_f32((uint16_t)h);
+            if (isnan(want) ? !isnan(row[h]) : !same_bits(row[h], want))
+                bad = (int)h;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "get_row %s widening of all 65536 values", dtype_name(dt));
+        check(bad < 0, name, "fails at 0x%04x", bad);
+    }
+    free(all);
+    free(row);
+}
+
+static void test_dtypes(void)
+{
+    dtype_t t;
+    int ok = dtype_size(DTYPE_F32) == 4 && dtype_size(DTYPE_BF16) == 2 && dtype_size(DTYPE_F16) == 2 &&
+             strcmp(dtype_name(DTYPE_BF16), "bf16") == 0 && strcmp(dtype_name(DTYPE_F16), "f16") == 0 &&
+             strcmp(dtype_name(DTYPE_F32), "f32") == 0;
+    ok = ok && dtype_parse("bfloat16", &t) == 0 && t == DTYPE_BF16 && dtype_parse("F16", &t) == 0 &&
+         t == DTYPE_F16 && dtype_parse("float32", &t) == 0 && t == DTYPE_F32 && dtype_parse("BF16", &t) == 0 &&
+         t == DTYPE_BF16 && dtype_parse("q8", &t) == -1 && dtype_parse("", &t) == -1;
+    check(ok, "dtype size/name/parse", "mismatch");
+}
+
+/* ---- thread pool ---- */
+
+typedef struct {
+    atomic_int visits[8];
+    atomic_int bad_nth;
+    int expect_nth;
+} pool_probe;
+
+static void pool_probe_run(void *p, int ith, int nth)
+{
+    pool_probe *t = p;
+    if (nth != t->expect_nth || ith < 0 || ith >= 8)
+        atomic_fetch_add(&t->bad_nth, 1);
+    else
+        atomic_fetch_add(&t->visits[ith], 1);
+}
+
+static void empty_task(void *p, int ith, int nth)
+{
+    (void)p, (void)ith, (void)nth;
+}
+
+static void test_pool(int nt)
+{
+    char name[96];
+    int rc = kernels_init(nt);
+    snprintf(name, sizeof(name), "pool init %d threads", nt);
+    check(rc == 0 && kernels_n_threads() == nt, name, "rc %d n_threads %d", rc, kernels_n_threads());
+
+    pool_probe probe;
+    memset(&probe, 0, sizeof(probe));
+    probe.expect_nth = nt;
+    int rounds = 20000;
+    for (int i = 0; i < rounds; i++) {
+        kernels_parallel(pool_probe_run, &probe);
+        if (i % 5000 == 4999)
+            usleep(20000); /* long enough for the workers to go to sleep */
+    }
+    int ok = atomic_load(&probe.bad_nth) == 0;
+    for (int i = 0; i < nt; i++)
+        ok = ok && atomic_load(&probe.visits[i]) == rounds;
+    snprintf(name, sizeof(name), "pool %d threads: every thread runs every dispatch once", nt);
+    check(ok, name, "thread 0 ran %d of %d, bad nth %d", atomic_load(&probe.visits[0]), rounds,
+                atomic_load(&probe.bad_nth));
+
+    double t0 = time_now();
+    int n = 10000;
+    for (int i = 0; i < n; i++)
+        kernels_parallel(empty_task, NULL);
+    printf("info: dispatch latency with %d threads: %.2f us\n", nt, (time_now() - t0) / n * 1e6);
+}
+
+/* ---- matvec ---- */
+
+static const int mv_cols[] = { 1, 7, 64, 257, 1000 };
+static const int mv_rows[] = { 1, 3, 17, 300 };
+#define N_MV_COLS (int)(sizeof(mv_cols) / sizeof(mv_cols[0]))
+#define N_MV_ROWS (int)(sizeof(mv_rows) / sizeof(mv_rows[0]))
+#define N_MV_CASES (DTYPE_COUNT * N_MV_COLS * N_MV_ROWS)
+
+static test_mat mv_mats[N_MV_CASES];
+static float *mv_x[N_MV_CASES];
+static float *mv_bias[N_MV_CASES];
+static float *mv_first[N_MV_CASES]; /* result with 1 thread */
+
+static void matvec_setup(void)
+{
+    int k = 0;
+    for (int d = 0; d < DTYPE_COUNT; d++)
+        for (int c = 0; c < N_MV_COLS; c++)
+            for (int r = 0; r < N_MV_ROWS; r++, k++) {
+                test_mat_make(&mv_mats[k], (dtype_t)d, mv_rows[r], mv_cols[c]);
+                mv_x[k] = malloc((size_t)mv_cols[c] * sizeof(float));
+                fill_uniform(mv_x[k], (size_t)mv_cols[c], 1.0f);
+                mv_bias[k] = malloc((size_t)mv_rows[r] * sizeof(float));
+                fill_uniform(mv_bias[k], (size_t)mv_rows[r], 1.0f);
+                mv_first[k] = malloc((size_t)mv_rows[r] * sizeof(float));
+            }
+}
+
+static void matvec_teardown(void)
+{
+    for (int k = 0; k < N_MV_CASES; k++) {
+        test_mat_free(&mv_mats[k]);
+        free(mv_x[k]);
+        free(mv_bias[k]);
+        free(mv_first[k]);
+    }
+}
+
+static void test_matvec_threads(int nt)
+{
+    kernels_init(nt);
+    double worst[DTYPE_COUNT] = { 0 };
+    int differ[DTYPE_COUNT] = { 0 };
+    for (int k = 0; k < N_MV_CASES; k++) {
+        test_mat *t = &mv_mats[k];
+        int rows = t->m.rows;
+        float *y = malloc((size_t)rows * sizeof(float));
+        double *ref = malloc((size_t)rows * sizeof(double));
+        kernels_matvec(y, &t->m, mv_x[k]);
+        naive_matmul(ref, t, mv_x[k], 1, NULL);
+        double e = norm_err(y, ref, (size_t)rows);
+        if (e > worst[t->m.dtype])
+            worst[t->m.dtype] = e;
+        if (nt == 1)
+            memcpy(mv_first[k], y, (size_t)rows * sizeof(float));
+        else if (memcmp(mv_first[k], y, (size_t)rows * sizeof(float)) != 0)
+            differ[t->m.dtype]++;
+        free(y);
+        free(ref);
+    }
+    for (int d = 0; d < DTYPE_COUNT; d++) {
+        char name[96];
+        snprintf(name, sizeof(name), "matvec %s %d threads vs naive (err %.2e)", dtype_name((dtype_t)d), nt,
+                 worst[d]);
+        check(worst[d] <= BOUND, name, "normalised error %.3e > %.0e", worst[d], BOUND);
+        if (nt > 1) {
+            snprintf(name, sizeof(name), "matvec %s %d threads bit-identical to 1 thread", dtype_name((dtype_t)d),
+                     nt);
+            check(differ[d] == 0, name, "%d of %d shapes differ", differ[d], N_MV_CASES / DTYPE_COUNT);
+        }
+    }
+}
+
+/* A batch mixing every dtype and shape, with biases, against single calls. */
+static void test_matvec_batch(int nt)
+{
+    kernels_init(nt);
+    matvec_job jobs[N_MV_CASES];
+    float *outs[N_MV_CASES];
+    for (int k = 0; k < N_MV_CASES; k++) {
+        outs[k] = malloc((size_t)mv_mats[k].m.rows * sizeof(float));
+        jobs[k] = (matvec_job){ outs[k], &mv_mats[k].m, mv_x[k], (k % 2) ? mv_bias[k] : NULL };
+    }
+    kernels_matvec_batch(jobs, N_MV_CASES);
+    int differ = 0;
+    double worst = 0;
+    for (int k = 0; k < N_MV_CASES; k++) {
+        int rows = mv_mats[k].m.rows;
+        float *y = malloc((size_t)rows * sizeof(float));
+        double *ref = malloc((size_t)rows * sizeof(double));
+        kernels_matvec(y, &mv_mats[k].m, mv_x[k]);
+        if (jobs[k].bias)
+            for (int r = 0; r < rows; r++)
+                y[r] += jobs[k].bias[r];
+        if (memcmp(y, outs[k], (size_t)rows * sizeof(float)) != 0)
+            differ++;
+        naive_matmul(ref, &mv_mats[k], mv_x[k], 1, jobs[k].bias);
+        double e = norm_err(outs[k], ref, (size_t)rows);
+        if (e > worst)
+            worst = e;
+        free(y);
+        free(ref);
+        free(outs[k]);
+    }
+    char name[96];
+    snprintf(name, sizeof(name), "matvec_batch %d threads bit-identical to single calls", nt);
+    check(differ == 0, name, "%d of %d jobs differ", differ, N_MV_CASES);
+    snprintf(name, sizeof(name), "matvec_batch %d threads with bias vs naive (err %.2e)", nt, worst);
+    check(worst <= BOUND, name, "normalised error %.3e", worst);
+}
+
+/* The portable path against the SIMD path, on the same inputs. */
+static void test_matvec_scalar_vs_simd(void)
+{
+    kernels_init(2);
+    double worst = 0;
+    double worst_ref = 0;
+    for (int k = 0; k < N_MV_CASES; k++) {
+        int rows = mv_mats[k].m.rows;
+        float *ys = malloc((size_t)rows * sizeof(float));
+        double *ref = malloc((size_t)rows * sizeof(double));
+        kernels_force_scalar(1);
+        kernels_matvec(ys, &mv_mats[k].m, mv_x[k]);
+        kernels_force_scalar(0);
+        double e = norm_err_f(ys, mv_first[k], (size_t)rows);
+        if (e > worst)
+            worst = e;
+        naive_matmul(ref, &mv_mats[k], mv_x[k], 1, NULL);
+        e = norm_err(ys, ref, (size_t)rows);
+        if (e > worst_ref)
+            worst_ref = e;
+        free(ys);
+        free(ref);
+    }
+    char name[128];
+    snprintf(name, sizeof(name), "matvec %s vs scalar path (err %.2e)", kernels_simd_name(), worst);
+    check(worst <= BOUND, name, "normalised difference %.3e", worst);
+    snprintf(name, sizeof(name), "matvec scalar path vs naive (err %.2e)", worst_ref);
+    check(worst_ref <= BOUND, name, "normalised error %.3e", worst_ref);
+}
+
+/* ---- matmul ---- */
+
+static void test_matmul(void)
+{
+    static const int ns[] = { 1, 5, 33 };
+    static const int shapes[][2] = { { 300, 257 }, { 1100, 1000 } }; /* the second spans 3 panels */
+    kernels_init(2);
+    for (int d = 0; d < DTYPE_COUNT; d++)
+        for (int s = 0; s < 2; s++) {
+            test_mat t;
+            int rows = shapes[s][0], cols = shapes[s][1];
+            test_mat_make(&t, (dtype_t)d, rows, cols);
+            float *bias = malloc((size_t)rows * sizeof(float));
+            fill_uniform(bias, (size_t)rows, 1.0f);
+            for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+                int n = ns[ni];
+                float *x = malloc((size_t)n * cols * sizeof(float));
+                float *y = malloc((size_t)n * rows * sizeof(float));
+                double *ref = malloc((size_t)n * rows * sizeof(double));
+                fill_uniform(x, (size_t)n * cols, 1.0f);
+                for (int b = 0; b < 2; b++) {
+                    const float *bp = b ? bias : NULL;
+                    kernels_matmul(y, &t.m, x, n, bp);
+                    naive_matmul(ref, &t, x, n, bp);
+                    double e = norm_err(y, ref, (size_t)n * rows);
+                    char name[128];
+                    snprintf(name, sizeof(name), "matmul %s n=%d %dx%d%s (err %.2e)", dtype_name((dtype_t)d), n,
+                             rows, cols, b ? " +bias" : "", e);
+                    check(e <= BOUND, name, "normalised error %.3e", e);
+                }
+                free(x);
+                free(y);
+                free(ref);
+            }
+            free(bias);
+            test_mat_free(&t);
+        }
+}
+
+/* ---- element-wise ---- */
+
+static void test_rmsnorm(void)
+{
+    int n = 2048;
+    float *x = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    double *ref = malloc(n * sizeof(double));
+    fill_uniform(x, n, 3.0f);
+    fill_uniform(w, n, 1.0f);
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    double inv = 1.0 / sqrt(ss / n + 1e-5);
+    for (int i = 0; i < n; i++)
+        ref[i] = w[i] * (x[i] * inv);
+    kernels_rmsnorm(y, x, w, n, 1e-5f);
+    double e = norm_err(y, ref, n);
+    check(e <= BOUND, "rmsnorm vs naive", "normalised error %.3e", e);
+    kernels_rmsnorm(x, x, w, n, 1e-5f); /* in place */
+    check(memcmp(x, y, n * sizeof(float)) == 0, "rmsnorm in place", "differs from out of place");
+    free(x);
+    free(w);
+    free(y);
+    free(ref);
+}
+
+static void test_softmax(void)
+{
+    int sizes[] = { 1, 7, 100, 4096 };
+    for (int s = 0; s < 4; s++) {
+        int n = sizes[s];
+        float *x = malloc(n * sizeof(float));
+        double *ref = malloc(n * sizeof(double));
+        fill_uniform(x, n, 20.0f);
+        x[n / 2] = 1000.0f; /* would overflow expf without the max subtraction */
+        double max = x[0], sum = 0;
+        for (int i = 0; i < n; i++)
+            max = x[i] > max ? x[i] : max;
+        for (int i = 0; i < n; i++)
+            sum += ref[i] = exp(x[i] - max);
+        for (int i = 0; i < n; i++)
+            ref[i] /= sum;
+        kernels_softmax(x, n);
+        double total = 0;
+        for (int i = 0; i < n; i++)
+            total += x[i];
+        double e = norm_err(x, ref, n);
+        char name[64];
+        snprintf(name, sizeof(name), "softmax n=%d vs naive, sums to 1", n);
+        check(e <= BOUND && fabs(total - 1.0) <= 1e-5, name, "error %.3e, sum %.8f", e, total);
+        free(x);
+        free(ref);
+    }
+    int n = 64;
+    float x[64];
+    for (int i = 0; i < n; i++)
+        x[i] = 5.0f;
+    kernels_softmax(x, n);
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        ok = ok && fabsf(x[i] - 1.0f / 64) < 1e-7f;
+    check(ok, "softmax of equal values is uniform", "x[0] %g", (double)x[0]);
+}
+
+static void test_swiglu(void)
+{
+    int n = 5632;
+    float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+    double *ref = malloc(n * sizeof(double));
+    fill_uniform(g, n, 8.0f);
+    fill_uniform(u, n, 2.0f);
+    g[0] = -100.0f; /* expf(100) is inf: silu must give -0, not NaN */
+    for (int i = 0; i < n; i++)
+        ref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    kernels_swiglu(g, u, n);
+    double e = norm_err(g, ref, n);
+    check(e <= BOUND && !isnan(g[0]), "swiglu vs naive", "normalised error %.3e g[0] %g", e, (double)g[0]);
+    free(g);
+    free(u);
+    free(ref);
+}
+
+static void test_get_row(void)
+{
+    for (int d = 0; d < DTYPE_COUNT; d++) {
+        test_mat t;
+        test_mat_make(&t, (dtype_t)d, 5, 259);
+        float row[259];
+        int ok = 1;
+        for (int r = 0; r < 5; r++) {
+            kernels_get_row(row, &t.m, r);
+            ok = ok && memcmp(row, t.values + (size_t)r * 259, sizeof(row)) == 0;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "get_row %s exact", dtype_name((dtype_t)d));
+        check(ok, name, "row differs");
+        test_mat_free(&t);
+    }
+}
+
+static void test_dot_axpy(void)
+{
+    int sizes[] = { 0, 1, 7, 16, 33, 64, 100, 1000 };
+    double worst_dot = 0, worst_axpy = 0, worst_scalar = 0;
+    for (int s = 0; s < 8; s++) {
+        int n = sizes[s];
+        float a[1000], b[1000], y[1000], ys[1000];
+        double ref[1000];
+        fill_uniform(a, n, 1.0f);
+        fill_uniform(b, n, 1.0f);
+        fill_uniform(y, n, 1.0f);
+        double dref = 0;
+        for (int i = 0; i < n; i++)
+            dref += (double)a[i] * b[i];
+        float d = kernels_dot_f32(a, b, n);
+        kernels_force_scalar(1);
+        float dscalar = kernels_dot_f32(a, b, n);
+        kernels_force_scalar(0);
+        /* A single dot can cancel to almost nothing; scale by the sum of |a*b|. */
+        double mag = 1e-30;
+        for (int i = 0; i < n; i++)
+            mag += fabs((double)a[i] * b[i]);
+        double e = fabs(d - dref) / mag;
+        if (e > worst_dot)
+            worst_dot = e;
+        e = fabs((double)d - dscalar) / mag;
+        if (e > worst_scalar)
+            worst_scalar = e;
+
+        memcpy(ys, y, sizeof(float) * n);
+        for (int i = 0; i < n; i++)
+            ref[i] = y[i] + 0.37 * a[i];
+        kernels_axpy_f32(y, 0.37f, a, n);
+        e = n ? norm_err(y, ref, n) : 0;
+        if (e > worst_axpy)
+            worst_axpy = e;
+        kernels_force_scalar(1);
+        kernels_axpy_f32(ys, 0.37f, a, n);
+        kernels_force_scalar(0);
+        e = n ? norm_err_f(ys, y, n) : 0;
+        if (e > worst_scalar)
+            worst_scalar = e;
+    }
+    check(worst_dot <= BOUND, "dot_f32 vs naive", "error %.3e", worst_dot);
+    check(worst_axpy <= BOUND, "axpy_f32 vs naive", "error %.3e", worst_axpy);
+    check(worst_scalar <= BOUND, "dot/axpy SIMD vs scalar", "error %.3e", worst_scalar);
+}
+
+static void test_bandwidth(void)
+{
+    kernels_init(2);
+    double bw = kernels_measure_bandwidth((size_t)64 << 20);
+    printf("info: read bandwidth (64 MiB, 2 threads): %.1f GB/s\n", bw / 1e9);
+    check(bw > 1e8 && bw < 1e13, "measure_bandwidth gives a plausible figure", "%.3g B/s", bw);
+}
+
+/* Runs this program again with the SIMD level capped at AVX2; its PASS/FAIL
+ * lines go to the same stdout. Returns its failure count. */
+static int rerun_with_avx2(char **argv)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        setenv("MDI_SIMD", "avx2", 1);
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+        return 1;
+    return WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    kernels_fix_openblas_coretype(argv);
+    const char *cap = getenv("MDI_SIMD");
+    if (cap && strcmp(cap, "avx2") == 0)
+        simd_tag = "[avx2] ";
+    printf("info: %ssimd %s, blas core %s\n", simd_tag, kernels_simd_name(), kernels_blas_core());
+    kernels_force_scalar(1);
+    check(strcmp(kernels_simd_name(), "scalar") == 0, "force_scalar selects the portable path", "%s",
+                kernels_simd_name());
+    kernels_force_scalar(0);
+
+    test_dtypes();
+    test_conversions();
+    for (int nt = 1; nt <= 3; nt++)
+        test_pool(nt);
+
+    matvec_setup();
+    for (int nt = 1; nt <= 3; nt++)
+        test_matvec_threads(nt);
+    for (int nt = 1; nt <= 3; nt++)
+        test_matvec_batch(nt);
+    test_matvec_scalar_vs_simd();
+    matvec_teardown();
+
+    test_matmul();
+    test_rmsnorm();
+    test_softmax();
+    test_swiglu();
+    test_get_row();
+    test_dot_axpy();
+    test_bandwidth();
+
+    kernels_shutdown();
+    if (strcmp(kernels_simd_name(), "avx512") == 0 && !cap) {
+        printf("info: running again with MDI_SIMD=avx2\n");
+        test_failures += rerun_with_avx2(argv);
+    }
+    return test_failures;
+}
