@@ -73,6 +73,22 @@ static double time_matvec(const mat_t *mats, int n_copies, const float *x, float
 int main(int argc, char **argv)
 {
     kernels_fix_openblas_coretype(argv);
+    /* --bandwidth-only: print "bandwidth_bytes_per_s_<T>t <bytes/s>" for 1
+     * and 2 threads and stop (tools/bench.sh reads it for the decode bound). */
+    int bandwidth_only = argc > 1 && !strcmp(argv[1], "--bandwidth-only");
+    if (bandwidth_only) {
+        for (int nt = 1; nt <= 2; nt++) {
+            kernels_init(nt);
+            double best = 0;
+            for (int r = 0; r < 3; r++) {
+                double bw = kernels_measure_bandwidth(STREAM_BYTES);
+                best = bw > best ? bw : best;
+            }
+            printf("bandwidth_bytes_per_s_%dt %.6g\n", nt, best);
+            kernels_shutdown();
+        }
+        return 0;
+    }
     const char *csv_path = argc > 1 ? argv[1] : "plots/bench_kernels.csv";
     csv = fopen(csv_path, "w");
     if (!csv)
