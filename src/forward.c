@@ -150,13 +150,32 @@ static void attention_worker(void *arg, int ith, int nth)
         int t_len = a->pos + i + 1;
         const float *q = s->q + (size_t)i * q_dim + (size_t)h * hd;
         int kvh = h / group;
-        for (int t = 0; t < t_len; t++)
-            att[t] = kernels_dot_f32(q, a->k_cache + (size_t)t * kv_dim + (size_t)kvh * hd, hd) * scale;
-        kernels_softmax(att, t_len);
+        const float *kc = a->k_cache + (size_t)kvh * hd, *vc = a->v_cache + (size_t)kvh * hd;
         float *out = s->xb2 + (size_t)i * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
+        if (hd < 32) {
+            /* tiny heads (stories260K has 8): a call per position costs
+             * more than the arithmetic, so the loops stay inline */
+            for (int t = 0; t < t_len; t++) {
+                const float *k = kc + (size_t)t * kv_dim;
+                float dot = 0.0f;
+                for (int j = 0; j < hd; j++)
+                    dot += q[j] * k[j];
+                att[t] = dot * scale;
+            }
+            kernels_softmax(att, t_len);
+            for (int t = 0; t < t_len; t++) {
+                const float *v = vc + (size_t)t * kv_dim;
+                for (int j = 0; j < hd; j++)
+                    out[j] += att[t] * v[j];
+            }
+            continue;
+        }
         for (int t = 0; t < t_len; t++)
-            kernels_axpy_f32(out, att[t], a->v_cache + (size_t)t * kv_dim + (size_t)kvh * hd, hd);
+            att[t] = kernels_dot_f32(q, kc + (size_t)t * kv_dim, hd) * scale;
+        kernels_softmax(att, t_len);
+        for (int t = 0; t < t_len; t++)
+            kernels_axpy_f32(out, att[t], vc + (size_t)t * kv_dim, hd);
     }
 }
 

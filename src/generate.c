@@ -149,8 +149,6 @@ int generate_max_seq(const starter_opts *o, const model_config *c, const sample_
     return need;
 }
 
-/* Prefill chunk: prompts longer than this are processed in pieces. */
-#define GENERATE_MAX_BATCH 256
 
 int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
                         sample_result *results, int n_samples, run_stats *st, char *err)

@@ -15,6 +15,11 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
+/* Prefill chunk: prompts longer than this are processed in pieces of this
+ * many tokens. Standalone and distributed mode must chunk alike for their
+ * outputs to be bit-for-bit equal, so both use this one constant. */
+#define GENERATE_MAX_BATCH 256
+
 /* One sample in flight. */
 typedef struct {
     sample_result *res;      /* borrowed */

@@ -138,9 +138,20 @@ static void simd_detect(void)
         simd_level = SIMD_SCALAR;
 }
 
-static int simd_get(void)
+static atomic_int simd_ready;
+
+static void simd_detect_once(void)
 {
-    pthread_once(&simd_once, simd_detect);
+    simd_detect();
+    atomic_store_explicit(&simd_ready, 1, memory_order_release);
+}
+
+/* Called on every small kernel (attention runs one per cached position):
+ * after the first call this is one load, not a pthread_once call. */
+static inline int simd_get(void)
+{
+    if (__builtin_expect(!atomic_load_explicit(&simd_ready, memory_order_acquire), 0))
+        pthread_once(&simd_once, simd_detect_once);
     return simd_forced_scalar ? SIMD_SCALAR : simd_level;
 }
 
@@ -156,7 +167,7 @@ const char *kernels_simd_name(void)
 
 void kernels_force_scalar(int on)
 {
-    pthread_once(&simd_once, simd_detect);
+    pthread_once(&simd_once, simd_detect_once);
     simd_forced_scalar = on ? 1 : 0;
 }
 
@@ -281,7 +292,7 @@ static size_t matmul_scratch_cap; /* floats */
 
 int kernels_init(int n_threads)
 {
-    pthread_once(&simd_once, simd_detect);
+    pthread_once(&simd_once, simd_detect_once);
     kernels_shutdown();
     if (n_threads < 1)
         n_threads = 1;

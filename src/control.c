@@ -1,0 +1,807 @@
+/*
+ * control: HTTP control plane, server (libmicrohttpd) and client (libcurl).
+ * Endpoints and states are described in control.h.
+ */
+#include "control.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "net.h"
+#include "util.h"
+
+/* ---- run configuration ---- */
+
+static json_t *cc_addr_json(const char *addr, int port)
+{
+    return json_pack("{s:s, s:i}", "addr", addr, "port", port);
+}
+
+json_t *run_config_to_json(const run_config *rc)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "role", json_string("secondary"));
+    json_object_set_new(o, "node_index", json_integer(rc->node_index));
+    json_object_set_new(o, "n_nodes", json_integer(rc->n_nodes));
+    json_object_set_new(o, "model", json_string(rc->model_name));
+    json_object_set_new(o, "model_config", model_config_to_json(&rc->cfg));
+    json_object_set_new(o, "layers", json_pack("[i, i]", rc->layer_begin, rc->layer_end));
+    json_object_set_new(o, "dtype", json_string(rc->dtype == DTYPE_COUNT ? "auto" : dtype_name(rc->dtype)));
+    json_object_set_new(o, "wire_dtype", json_string(dtype_name(rc->wire_dtype)));
+    json_object_set_new(o, "n_samples", json_integer(rc->n_samples));
+    json_object_set_new(o, "max_seq", json_integer(rc->max_seq));
+    json_object_set_new(o, "max_batch", json_integer(rc->max_batch));
+    json_object_set_new(o, "is_last", json_boolean(rc->is_last));
+    json_object_set_new(o, "prev", cc_addr_json(rc->prev_addr, rc->prev_port));
+    json_object_set_new(o, "next", cc_addr_json(rc->next_addr, rc->next_port));
+    json_object_set_new(o, "chunk_sha256", json_string(rc->chunk_sha256));
+    json_object_set_new(o, "chunk_size", json_integer((json_int_t)rc->chunk_size));
+    json_object_set_new(o, "timeout_s", json_real(rc->timeout_s));
+    return o;
+}
+
+static int rc_int(json_t *o, const char *key, int lo, int hi, int *out, char *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected an integer in %d..%d", key, lo, hi);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int rc_str(json_t *o, const char *key, char *out, size_t cap, char *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || json_string_length(v) >= cap)
+        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected a string shorter than %zu", key, cap);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int rc_dtype(json_t *o, const char *key, dtype_t *out, char *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || dtype_parse(json_string_value(v), out) != 0)
+        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected \"f32\", \"f16\" or \"bf16\"", key);
+    return 0;
+}
+
+/* The compute dtype may also be "auto": as the chunk stores it. */
+static int rc_compute_dtype(json_t *o, dtype_t *out, char *err)
+{
+    json_t *v = json_object_get(o, "dtype");
+    if (json_is_string(v) && !strcmp(json_string_value(v), "auto")) {
+        *out = DTYPE_COUNT;
+        return 0;
+    }
+    return rc_dtype(o, "dtype", out, err);
+}
+
+static int rc_addr(json_t *o, const char *key, char *addr, int *port, char *err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_object(v)) return mdi_fail(err, MDI_EARG, "run configuration: %s: expected {\"addr\", \"port\"}", key);
+    int rc = rc_str(v, "addr", addr, CONTROL_HOST_LEN, err);
+    if (!rc) rc = rc_int(v, "port", 1, 65535, port, err);
+    if (rc) return mdi_fail(err, MDI_EARG, "run configuration: %s: expected {\"addr\": string, \"port\": 1..65535}", key);
+    return 0;
+}
+
+int run_config_from_json(run_config *rc, json_t *o, char *err)
+{
+    memset(rc, 0, sizeof(*rc));
+    if (!json_is_object(o)) return mdi_fail(err, MDI_EARG, "run configuration: expected a JSON object");
+    int r;
+    json_t *layers = json_object_get(o, "layers");
+    if ((r = rc_int(o, "node_index", 0, 1 << 20, &rc->node_index, err)) ||
+        (r = rc_int(o, "n_nodes", 2, 1 << 20, &rc->n_nodes, err)) ||
+        (r = rc_str(o, "model", rc->model_name, sizeof(rc->model_name), err)) ||
+        (r = rc_compute_dtype(o, &rc->dtype, err)) ||
+        (r = rc_dtype(o, "wire_dtype", &rc->wire_dtype, err)) ||
+        (r = rc_int(o, "n_samples", 1, 1 << 16, &rc->n_samples, err)) ||
+        (r = rc_int(o, "max_seq", 1, 1 << 24, &rc->max_seq, err)) ||
+        (r = rc_int(o, "max_batch", 1, 1 << 16, &rc->max_batch, err)) ||
+        (r = rc_addr(o, "prev", rc->prev_addr, &rc->prev_port, err)) ||
+        (r = rc_addr(o, "next", rc->next_addr, &rc->next_port, err)) ||
+        (r = rc_str(o, "chunk_sha256", rc->chunk_sha256, sizeof(rc->chunk_sha256), err)))
+        return r;
+    if (!json_is_array(layers) || json_array_size(layers) != 2 ||
+        !json_is_integer(json_array_get(layers, 0)) || !json_is_integer(json_array_get(layers, 1)))
+        return mdi_fail(err, MDI_EARG, "run configuration: layers: expected [begin, end]");
+    rc->layer_begin = (int)json_integer_value(json_array_get(layers, 0));
+    rc->layer_end = (int)json_integer_value(json_array_get(layers, 1));
+    rc->is_last = json_is_true(json_object_get(o, "is_last"));
+    json_t *size = json_object_get(o, "chunk_size");
+    if (!json_is_integer(size) || json_integer_value(size) < 0)
+        return mdi_fail(err, MDI_EARG, "run configuration: chunk_size: expected a byte count");
+    rc->chunk_size = (uint64_t)json_integer_value(size);
+    json_t *to = json_object_get(o, "timeout_s");
+    rc->timeout_s = json_is_number(to) ? json_number_value(to) : 10.0;
+    if (rc->timeout_s <= 0) return mdi_fail(err, MDI_EARG, "run configuration: timeout_s: expected > 0");
+    if (strlen(rc->chunk_sha256) != 64 || strspn(rc->chunk_sha256, "0123456789abcdef") != 64)
+        return mdi_fail(err, MDI_EARG, "run configuration: chunk_sha256: expected 64 lowercase hex digits");
+    char why[MDI_ERR_LEN];
+    if ((r = model_config_from_json(&rc->cfg, json_object_get(o, "model_config"), "model_config", why)))
+        return mdi_fail(err, MDI_EARG, "run configuration: %s", why);
+    if (rc->layer_begin < 0 || rc->layer_end <= rc->layer_begin || rc->layer_end > rc->cfg.n_layers)
+        return mdi_fail(err, MDI_EARG, "run configuration: layers [%d, %d) outside the model's %d layers",
+                        rc->layer_begin, rc->layer_end, rc->cfg.n_layers);
+    if (rc->max_seq > rc->cfg.max_seq_len)
+        return mdi_fail(err, MDI_EARG, "run configuration: max_seq %d exceeds the model's %d",
+                        rc->max_seq, rc->cfg.max_seq_len);
+    return 0;
+}
+
+/* ---- server ---- */
+
+struct control_server {
+    struct MHD_Daemon *daemon;
+    int listen_fd, port, node_index;
+    char *secret, *cache_dir, *local_chunk;
+    char local_sha[65];
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    control_state state;
+    char last_error[MDI_ERR_LEN];
+    int has_init, have_chunk, upload_active;
+    run_config cfg;
+    char chunk_path[PATH_MAX];
+    control_cmd cmd;
+    long chunks_received, runs, requests_rejected;
+    json_t *stats;
+    size_t memory_bytes;
+};
+
+enum { REQ_STATUS = 1, REQ_INIT, REQ_CHUNK, REQ_START, REQ_STOP };
+
+/* Per-request state kept between libmicrohttpd's calls. */
+typedef struct {
+    int kind;
+    int answered;          /* a response was queued before the body */
+    char *body;
+    size_t body_len;
+    int too_big;
+    int fd;                /* PUT /chunk */
+    char part_path[PATH_MAX];
+    sha256_ctx sha;
+    uint64_t n_bytes;
+    int write_failed;
+    char peer[NET_ADDR_LEN];
+} cs_request;
+
+static const char *cs_state_name(control_state st)
+{
+    switch (st) {
+    case CONTROL_LOADING: return "loading";
+    case CONTROL_RUNNING: return "running";
+    default: return "idle";
+    }
+}
+
+static enum MHD_Result cs_reply(struct MHD_Connection *c, unsigned code, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *r = text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE)
+                                  : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result cs_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result cs_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
+{
+    char msg[MDI_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return cs_reply(c, code, json_pack("{s:s}", "error", msg));
+}
+
+/* Status JSON; called with s->mu held. */
+static json_t *cs_status_locked(control_server *s)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "role", json_string("secondary"));
+    json_object_set_new(o, "index", json_integer(s->node_index));
+    json_object_set_new(o, "state", json_string(cs_state_name(s->state)));
+    json_object_set_new(o, "init", json_boolean(s->has_init));
+    if (s->has_init) {
+        json_object_set_new(o, "model", json_string(s->cfg.model_name));
+        json_object_set_new(o, "layers", json_pack("[i, i]", s->cfg.layer_begin, s->cfg.layer_end));
+        json_object_set_new(o, "n_samples", json_integer(s->cfg.n_samples));
+        json_object_set_new(o, "wire_dtype", json_string(dtype_name(s->cfg.wire_dtype)));
+    }
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)s->memory_bytes));
+    json_object_set_new(o, "rss_bytes", json_integer((json_int_t)mem_current_rss()));
+    json_object_set_new(o, "chunks_received", json_integer(s->chunks_received));
+    json_object_set_new(o, "runs", json_integer(s->runs));
+    json_object_set_new(o, "requests_rejected", json_integer(s->requests_rejected));
+    json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
+    json_object_set_new(o, "stats", s->stats ? json_deep_copy(s->stats) : json_object());
+    return o;
+}
+
+static int cs_authorized(control_server *s, struct MHD_Connection *c)
+{
+    if (!s->secret || !s->secret[0]) return 1;
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, CONTROL_SECRET_HEADER);
+    if (!given) return 0;
+    size_t a = strlen(given), b = strlen(s->secret);
+    unsigned diff = (unsigned)(a != b);
+    for (size_t i = 0; i < a; i++) diff |= (unsigned)(given[i] ^ (i < b ? s->secret[i] : 0));
+    return diff == 0;
+}
+
+static void cs_peer(struct MHD_Connection *c, char *out)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, NET_ADDR_LEN, "?");
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
+        char host[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(out, NET_ADDR_LEN, "%s:%d", host, ntohs(in->sin_port));
+    }
+}
+
+/* The cached copy of a chunk, named by its digest. */
+static void cs_cache_path(const control_server *s, const char *sha, const char *ext, char *out)
+{
+    snprintf(out, PATH_MAX, "%s/%s%s", s->cache_dir, sha, ext);
+}
+
+static enum MHD_Result cs_handle_init(control_server *s, struct MHD_Connection *c, cs_request *r)
+{
+    json_error_t je;
+    json_t *body = json_loadb(r->body ? r->body : "", r->body_len, 0, &je);
+    if (!body) return cs_error(c, 400, "POST /init: body is not JSON: %s (line %d)", je.text, je.line);
+    run_config cfg;
+    char why[MDI_ERR_LEN];
+    int rc = run_config_from_json(&cfg, body, why);
+    json_decref(body);
+    if (rc) return cs_error(c, 400, "POST /init: %s", why);
+    if (cfg.node_index != s->node_index)
+        return cs_error(c, 400, "POST /init: the run configuration is for secondary %d, this is secondary %d",
+                        cfg.node_index, s->node_index);
+
+    pthread_mutex_lock(&s->mu);
+    if (s->state != CONTROL_IDLE || s->cmd != CONTROL_CMD_NONE || s->upload_active) {
+        const char *st = cs_state_name(s->state);
+        pthread_mutex_unlock(&s->mu);
+        return cs_error(c, 409, "POST /init: busy (state %s); PUT /stop first", st);
+    }
+    s->cfg = cfg;
+    s->has_init = 1;
+    s->have_chunk = 0;
+    char cached[PATH_MAX];
+    cs_cache_path(s, cfg.chunk_sha256, ".safetensors", cached);
+    struct stat stt;
+    if (s->local_chunk && strcmp(s->local_sha, cfg.chunk_sha256) == 0) {
+        snprintf(s->chunk_path, sizeof(s->chunk_path), "%s", s->local_chunk);
+        s->have_chunk = 1;
+    } else if (stat(cached, &stt) == 0 && (uint64_t)stt.st_size == cfg.chunk_size) {
+        snprintf(s->chunk_path, sizeof(s->chunk_path), "%s", cached);
+        s->have_chunk = 1;
+    }
+    int have = s->have_chunk;
+    s->last_error[0] = 0;
+    pthread_mutex_unlock(&s->mu);
+    log_info("init from %s: %s layers [%d, %d), %d samples, wire %s, chunk %.12s... %s",
+             r->peer, cfg.model_name, cfg.layer_begin, cfg.layer_end, cfg.n_samples,
+             dtype_name(cfg.wire_dtype), cfg.chunk_sha256, have ? "held" : "needed");
+    return cs_reply(c, 200, json_pack("{s:b}", "have_chunk", have));
+}
+
+/* First call of PUT /chunk: open the part file. */
+static int cs_chunk_begin(control_server *s, cs_request *r, char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    int ok = s->has_init && !s->have_chunk && !s->upload_active && s->state == CONTROL_IDLE;
+    if (!ok) {
+        snprintf(why, MDI_ERR_LEN, "%s", !s->has_init ? "PUT /chunk before POST /init"
+                 : s->have_chunk ? "the chunk is already held" : "busy");
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    s->upload_active = 1;
+    cs_cache_path(s, s->cfg.chunk_sha256, ".part", r->part_path);
+    pthread_mutex_unlock(&s->mu);
+    r->fd = open(r->part_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (r->fd < 0) {
+        mdi_fail(why, MDI_EIO, "cannot create %s: %s", r->part_path, strerror(errno));
+        pthread_mutex_lock(&s->mu);
+        s->upload_active = 0;
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    sha256_init(&r->sha);
+    return 0;
+}
+
+static enum MHD_Result cs_chunk_finish(control_server *s, struct MHD_Connection *c, cs_request *r)
+{
+    uint8_t digest[32];
+    char hex[65];
+    sha256_final(&r->sha, digest);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    int fail = r->write_failed || fsync(r->fd) != 0;
+    close(r->fd);
+    r->fd = -1;
+    pthread_mutex_lock(&s->mu);
+    s->upload_active = 0;
+    run_config cfg = s->cfg;
+    pthread_mutex_unlock(&s->mu);
+    if (fail) {
+        unlink(r->part_path);
+        return cs_error(c, 500, "PUT /chunk: writing %s failed", r->part_path);
+    }
+    if (strcmp(hex, cfg.chunk_sha256) != 0 || r->n_bytes != cfg.chunk_size) {
+        unlink(r->part_path);
+        log_warn("chunk from %s rejected: sha256 %s, %llu bytes; expected %s, %llu bytes",
+                 r->peer, hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
+                 (unsigned long long)cfg.chunk_size);
+        return cs_error(c, 400, "chunk hash mismatch: received sha256 %s (%llu bytes), expected %s (%llu bytes)",
+                        hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
+                        (unsigned long long)cfg.chunk_size);
+    }
+    char final_path[PATH_MAX];
+    cs_cache_path(s, hex, ".safetensors", final_path);
+    if (rename(r->part_path, final_path) != 0) {
+        unlink(r->part_path);
+        return cs_error(c, 500, "PUT /chunk: rename to %s: %s", final_path, strerror(errno));
+    }
+    pthread_mutex_lock(&s->mu);
+    s->have_chunk = 1;
+    s->chunks_received++;
+    snprintf(s->chunk_path, sizeof(s->chunk_path), "%s", final_path);
+    pthread_mutex_unlock(&s->mu);
+    log_info("chunk received from %s: %llu bytes, sha256 verified, stored as %s",
+             r->peer, (unsigned long long)r->n_bytes, final_path);
+    return cs_reply(c, 200, json_pack("{s:b, s:I}", "ok", 1, "bytes", (json_int_t)r->n_bytes));
+}
+
+static enum MHD_Result cs_handle_start(control_server *s, struct MHD_Connection *c)
+{
+    pthread_mutex_lock(&s->mu);
+    const char *why = !s->has_init ? "POST /start before POST /init"
+                      : !s->have_chunk ? "POST /start before the chunk was uploaded"
+                      : s->state != CONTROL_IDLE || s->cmd != CONTROL_CMD_NONE ? "busy" : NULL;
+    if (!why) {
+        s->cmd = CONTROL_CMD_START;
+        s->state = CONTROL_LOADING;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (why) return cs_error(c, 409, "%s", why);
+    return cs_reply(c, 202, json_pack("{s:s}", "state", "loading"));
+}
+
+/* Waits (bounded) for the main thread to bring the node back to idle, so
+ * that the answer carries the run's final figures. */
+static enum MHD_Result cs_handle_stop(control_server *s, struct MHD_Connection *c)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->state != CONTROL_IDLE || s->cmd == CONTROL_CMD_START) {
+        s->cmd = CONTROL_CMD_STOP;
+        pthread_cond_broadcast(&s->cv);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 10;
+        while (s->state != CONTROL_IDLE || s->cmd != CONTROL_CMD_NONE)
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT) break;
+    }
+    s->has_init = 0;
+    json_t *st = cs_status_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return cs_reply(c, 200, st);
+}
+
+static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    control_server *s = cls;
+    cs_request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r) return MHD_NO;
+        r->fd = -1;
+        *con_cls = r;
+        cs_peer(c, r->peer);
+        if (!cs_authorized(s, c)) {
+            pthread_mutex_lock(&s->mu);
+            s->requests_rejected++;
+            pthread_mutex_unlock(&s->mu);
+            log_warn("HTTP %s %s from %s: wrong or missing secret (401)", method, url, r->peer);
+            r->answered = 1;
+            return cs_error(c, 401, "wrong or missing secret (header %s)", CONTROL_SECRET_HEADER);
+        }
+        int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), put = !strcmp(method, "PUT");
+        if (!strcmp(url, "/") && get) r->kind = REQ_STATUS;
+        else if (!strcmp(url, "/init") && post) r->kind = REQ_INIT;
+        else if (!strcmp(url, "/chunk") && put) r->kind = REQ_CHUNK;
+        else if (!strcmp(url, "/start") && post) r->kind = REQ_START;
+        else if (!strcmp(url, "/stop") && (put || post)) r->kind = REQ_STOP;
+        if (!r->kind) {
+            log_warn("HTTP %s %s from %s: no such endpoint (404)", method, url, r->peer);
+            r->answered = 1;
+            return cs_error(c, 404, "no endpoint %s %s (GET /, POST /init, PUT /chunk, POST /start, PUT /stop)",
+                            method, url);
+        }
+        if (r->kind == REQ_CHUNK) {
+            char why[MDI_ERR_LEN];
+            if (cs_chunk_begin(s, r, why) != 0) {
+                r->answered = 1;
+                return cs_error(c, 409, "PUT /chunk: %s", why);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->answered) return MHD_YES;   /* discard what follows an early answer */
+        if (r->kind == REQ_CHUNK) {
+            sha256_update(&r->sha, upload_data, n);
+            r->n_bytes += n;
+            for (size_t off = 0; off < n && !r->write_failed;) {
+                ssize_t k = write(r->fd, upload_data + off, n - off);
+                if (k < 0 && errno == EINTR) continue;
+                if (k <= 0) r->write_failed = 1;
+                else off += (size_t)k;
+            }
+        } else if (r->body_len + n > CONTROL_BODY_MAX) {
+            r->too_big = 1;
+        } else if (!r->too_big) {
+            char *b = realloc(r->body, r->body_len + n + 1);
+            if (!b) return MHD_NO;
+            memcpy(b + r->body_len, upload_data, n);
+            r->body = b;
+            r->body_len += n;
+            b[r->body_len] = 0;
+        }
+        return MHD_YES;
+    }
+    if (r->answered) return MHD_YES;
+    r->answered = 1;
+    if (r->too_big) return cs_error(c, 413, "%s: body larger than %d bytes", url, CONTROL_BODY_MAX);
+    switch (r->kind) {
+    case REQ_STATUS: {
+        pthread_mutex_lock(&s->mu);
+        json_t *st = cs_status_locked(s);
+        pthread_mutex_unlock(&s->mu);
+        return cs_reply(c, 200, st);
+    }
+    case REQ_INIT: return cs_handle_init(s, c, r);
+    case REQ_CHUNK: return cs_chunk_finish(s, c, r);
+    case REQ_START: return cs_handle_start(s, c);
+    case REQ_STOP: return cs_handle_stop(s, c);
+    }
+    return MHD_NO;
+}
+
+/* A request that ends early (client gone mid-upload) leaves no part file. */
+static void cs_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    (void)toe;
+    control_server *s = cls;
+    cs_request *r = *con_cls;
+    if (!r) return;
+    if (r->fd >= 0) {
+        close(r->fd);
+        unlink(r->part_path);
+        log_warn("chunk upload from %s ended after %llu bytes; discarded", r->peer,
+                 (unsigned long long)r->n_bytes);
+        pthread_mutex_lock(&s->mu);
+        s->upload_active = 0;
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void cs_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[MDI_ERR_LEN];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    log_warn("HTTP: %s", msg);
+}
+
+control_server *control_server_start(const control_server_opts *o, char *err)
+{
+    control_server *s = calloc(1, sizeof(*s));
+    if (!s) { mdi_fail(err, MDI_ENOMEM, "out of memory"); return NULL; }
+    s->listen_fd = -1;
+    s->node_index = o->node_index;
+    s->secret = o->secret && o->secret[0] ? strdup(o->secret) : NULL;
+    s->cache_dir = strdup(o->cache_dir);
+    s->local_chunk = o->local_chunk ? strdup(o->local_chunk) : NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    char why[MDI_ERR_LEN];
+    if (mkdir_p(s->cache_dir, why) != 0) {
+        mdi_fail(err, MDI_EIO, "cache folder %s: %s", s->cache_dir, why);
+        goto fail;
+    }
+    if (s->local_chunk) {
+        if (sha256_file_hex(s->local_chunk, s->local_sha, why) != 0) {
+            mdi_fail(err, MDI_EIO, "--chunk %s: %s", s->local_chunk, why);
+            goto fail;
+        }
+        log_info("local chunk %s: sha256 %s", s->local_chunk, s->local_sha);
+    }
+    /* Our own socket, so that a busy port gets a clear message. */
+    s->listen_fd = net_listen(o->port, 64, why);
+    if (s->listen_fd < 0) {
+        mdi_fail(err, MDI_ENET, "HTTP control port: %s", why);
+        goto fail;
+    }
+    s->port = net_local_port(s->listen_fd);
+    s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                                     MHD_USE_ERROR_LOG,
+                                 0, NULL, NULL, &cs_handler, s,
+                                 MHD_OPTION_EXTERNAL_LOGGER, &cs_mhd_log, NULL,
+                                 MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                 MHD_OPTION_NOTIFY_COMPLETED, &cs_completed, s,
+                                 MHD_OPTION_END);
+    if (!s->daemon) {
+        mdi_fail(err, MDI_ENET, "cannot start the HTTP server on port %d", s->port);
+        goto fail;
+    }
+    return s;
+fail:
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    s->listen_fd = -1;
+    control_server_stop(s);
+    return NULL;
+}
+
+void control_server_stop(control_server *s)
+{
+    if (!s) return;
+    if (s->daemon) {
+        MHD_stop_daemon(s->daemon);
+        close(s->listen_fd);
+    }
+    json_decref(s->stats);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->secret);
+    free(s->cache_dir);
+    free(s->local_chunk);
+    free(s);
+}
+
+int control_server_port(const control_server *s) { return s->port; }
+
+control_cmd control_wait_command(control_server *s, double timeout_s, run_config *cfg, char *chunk_path)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->cmd == CONTROL_CMD_NONE && timeout_s > 0) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        long long ns = dl.tv_nsec + (long long)(timeout_s * 1e9);
+        dl.tv_sec += (time_t)(ns / 1000000000LL);
+        dl.tv_nsec = (long)(ns % 1000000000LL);
+        while (s->cmd == CONTROL_CMD_NONE)
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT) break;
+    }
+    control_cmd cmd = s->cmd;
+    if (cmd == CONTROL_CMD_START) {
+        *cfg = s->cfg;
+        snprintf(chunk_path, PATH_MAX, "%s", s->chunk_path);
+        s->runs++;
+    }
+    s->cmd = CONTROL_CMD_NONE;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return cmd;
+}
+
+void control_set_state(control_server *s, control_state st, const char *error)
+{
+    pthread_mutex_lock(&s->mu);
+    s->state = st;
+    if (error) snprintf(s->last_error, sizeof(s->last_error), "%s", error);
+    if (st == CONTROL_IDLE) {
+        s->has_init = 0;
+        s->memory_bytes = 0;
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void control_set_stats(control_server *s, json_t *stats)
+{
+    pthread_mutex_lock(&s->mu);
+    json_decref(s->stats);
+    s->stats = stats;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void control_set_memory(control_server *s, size_t bytes)
+{
+    pthread_mutex_lock(&s->mu);
+    s->memory_bytes = bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- client ---- */
+
+void control_client_global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+} cc_buffer;
+
+static size_t cc_write(char *p, size_t size, size_t nmemb, void *ud)
+{
+    cc_buffer *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n > CONTROL_BODY_MAX) return 0;
+    char *d = realloc(b->data, b->len + n + 1);
+    if (!d) return 0;
+    memcpy(d + b->len, p, n);
+    b->data = d;
+    b->len += n;
+    d[b->len] = 0;
+    return n;
+}
+
+/* One request. body (may be NULL) is sent as JSON; upload (may be NULL)
+ * streams a file. *resp (may be NULL) gets the parsed answer. */
+static int cc_request(const char *method, const char *host, int port, const char *path,
+                      const char *secret, const char *body, FILE *upload, uint64_t upload_size,
+                      double timeout_s, json_t **resp, char *err)
+{
+    char url[CONTROL_HOST_LEN + 64];
+    snprintf(url, sizeof(url), "http://%s:%d%s", host, port, path);
+    CURL *h = curl_easy_init();
+    if (!h) return mdi_fail(err, MDI_ENOMEM, "curl_easy_init failed");
+    cc_buffer b = {0};
+    struct curl_slist *hdr = NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    long ms = (long)(timeout_s * 1000);
+    if (ms < 1) ms = 1;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cc_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    if (secret && secret[0]) {
+        char line[NET_ADDR_LEN + 300];
+        snprintf(line, sizeof(line), "%s: %s", CONTROL_SECRET_HEADER, secret);
+        hdr = curl_slist_append(hdr, line);
+    }
+    if (upload) {
+        hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READDATA, upload);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)upload_size);
+        /* A large upload may take long; what must not happen is a stall. */
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(timeout_s < 1 ? 1 : timeout_s));
+    } else {
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
+        if (body) {
+            hdr = curl_slist_append(hdr, "Content-Type: application/json");
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        }
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        if (!strcmp(method, "PUT") && !body) {
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        }
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    CURLcode cr = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    int rc = 0;
+    if (cr != CURLE_OK) {
+        int kind = cr == CURLE_OPERATION_TIMEDOUT ? MDI_ETIMEOUT : MDI_ENET;
+        const char *what = cr == CURLE_COULDNT_CONNECT ? "cannot connect" :
+                           cr == CURLE_OPERATION_TIMEDOUT ? "no answer in time" : "HTTP request failed";
+        rc = mdi_fail(err, kind, "%s %s: %s (%s)", method, path, what, errbuf[0] ? errbuf : curl_easy_strerror(cr));
+        goto done;
+    }
+    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    if (code >= 300) {
+        const char *msg = json_is_object(j) ? json_string_value(json_object_get(j, "error")) : NULL;
+        int kind = code == 401 ? MDI_EAUTH : code == 409 ? MDI_ESTATE : code == 400 ? MDI_EFORMAT : MDI_ENET;
+        rc = mdi_fail(err, kind, "%s %s: HTTP %ld: %s", method, path, code,
+                      msg ? msg : (b.data ? b.data : "(no body)"));
+        json_decref(j);
+        goto done;
+    }
+    if (!j) {
+        rc = mdi_fail(err, MDI_EPROTO, "%s %s: HTTP %ld with an answer that is not JSON: %.80s",
+                      method, path, code, b.data ? b.data : "");
+        goto done;
+    }
+    if (resp) *resp = j;
+    else json_decref(j);
+done:
+    free(b.data);
+    return rc;
+}
+
+int control_client_status(const char *host, int port, const char *secret, double timeout_s,
+                          json_t **status, char *err)
+{
+    return cc_request("GET", host, port, "/", secret, NULL, NULL, 0, timeout_s, status, err);
+}
+
+int control_client_init(const char *host, int port, const char *secret, double timeout_s,
+                        const run_config *rc, int *have_chunk, char *err)
+{
+    json_t *o = run_config_to_json(rc);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!body) return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    json_t *resp = NULL;
+    int r = cc_request("POST", host, port, "/init", secret, body, NULL, 0, timeout_s, &resp, err);
+    free(body);
+    if (r) return r;
+    *have_chunk = json_is_true(json_object_get(resp, "have_chunk"));
+    json_decref(resp);
+    return 0;
+}
+
+int control_client_upload_chunk(const char *host, int port, const char *secret, double timeout_s,
+                                const char *path, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return mdi_fail(err, MDI_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    fstat(fileno(f), &st);
+    int r = cc_request("PUT", host, port, "/chunk", secret, NULL, f, (uint64_t)st.st_size, timeout_s, NULL, err);
+    fclose(f);
+    return r;
+}
+
+int control_client_start(const char *host, int port, const char *secret, double timeout_s, char *err)
+{
+    return cc_request("POST", host, port, "/start", secret, "{}", NULL, 0, timeout_s, NULL, err);
+}
+
+int control_client_stop(const char *host, int port, const char *secret, double timeout_s,
+                        json_t **status, char *err)
+{
+    return cc_request("PUT", host, port, "/stop", secret, NULL, NULL, 0, timeout_s, status, err);
+}

@@ -1,0 +1,66 @@
+/*
+ * nodes_config: the nodes configuration file, in MDI-LLM's JSON shape so
+ * that its users can bring their files, plus optional fields of ours:
+ *
+ *   {"secret": "s3cr3t",                         (optional, ours)
+ *    "nodes": {
+ *      "starter":  {"addr": "10.0.0.2",
+ *                   "communication": {"port": 8088},          (optional)
+ *                   "inference": {"port_in": 5088, "port_out": 5089},
+ *                   "n_layers": 2, "n_threads": 4},           (optional, ours)
+ *      "secondary": [
+ *        {"addr": "10.0.0.3",
+ *         "communication": {"starter_addr": "10.0.0.2", "port": 8089},
+ *         "inference": {"port_in": 5090, "port_out": 5091},
+ *         "n_layers": 3, "n_threads": 4}, ...]}}
+ *
+ * communication.port is a secondary's HTTP control port; the starter runs
+ * no HTTP server, so its own is accepted and unused. inference.port_in is
+ * where a node listens for frames from the previous node of the ring; it
+ * connects to the next node's port_in from an ephemeral port, so port_out
+ * (which MDI-LLM binds as the source port) is accepted and unused: binding
+ * fixed source ports would make a quick second run fail on TIME_WAIT.
+ * starter_addr is informational. n_layers, when given for every node, must
+ * match the layer split of the chunks; n_threads sets a secondary's threads
+ * unless its command line says otherwise.
+ */
+#ifndef MDI_NODES_CONFIG_H
+#define MDI_NODES_CONFIG_H
+
+#include <jansson.h>
+
+#define NODES_MAX_SECONDARY 31
+#define NODES_ADDR_LEN 128
+#define NODES_SECRET_LEN 256
+
+typedef struct {
+    char addr[NODES_ADDR_LEN];
+    int http_port;      /* communication.port; 0 when absent (starter) */
+    int port_in;        /* inference.port_in */
+    int port_out;       /* inference.port_out; 0 when absent; unused */
+    char starter_addr[NODES_ADDR_LEN]; /* secondary only; "" when absent */
+    int n_layers;       /* 0 when absent */
+    int n_threads;      /* 0 when absent */
+} node_entry;
+
+typedef struct {
+    node_entry starter;
+    node_entry secondary[NODES_MAX_SECONDARY];
+    int n_secondary;
+    char secret[NODES_SECRET_LEN + 1]; /* "" when none */
+} nodes_config;
+
+/* Parses root (borrowed); fname names the file in messages, which name the
+ * field and the node ("cfg.json: nodes.secondary[1].inference.port_in:
+ * expected an integer in 1..65535"). Returns 0 or MDI_EARG. */
+int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *err);
+/* Reads and parses a file. Returns 0, MDI_EIO, MDI_EFORMAT (bad JSON, with
+ * line and column) or MDI_EARG. */
+int nodes_config_load(nodes_config *c, const char *path, char *err);
+
+static inline int nodes_config_n_nodes(const nodes_config *c) { return 1 + c->n_secondary; }
+
+/* "starter (10.0.0.2)" or "secondary 1 (10.0.0.3:8089)" into out. */
+void nodes_config_describe(const nodes_config *c, int secondary_index, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * proto: the frames of the data plane (the TCP ring).
+ *
+ * Every frame is a fixed 40-byte little-endian header and a payload:
+ *
+ *   offset size field
+ *        0    4 magic        "MDIR" (0x5249444d read as LE u32)
+ *        4    2 version      PROTO_VERSION
+ *        6    2 type         HELLO, DATA, RELEASE, STOP, ERROR
+ *        8    4 sample_id    which sequence (DATA, RELEASE); sender's
+ *                            node index in HELLO (0 starter, 1 + i secondary i)
+ *       12    4 pos          position of the first token (DATA)
+ *       16    4 n_tokens     rows of the payload (DATA)
+ *       20    2 dtype        payload element type: f32, f16, bf16 (DATA)
+ *       22    2 flags        PROTO_FLAG_*
+ *       24    8 payload_len  bytes that follow the header
+ *       32    4 seq          per-connection frame counter (diagnostics)
+ *       36    4 reserved     zero
+ *       40      payload      DATA: activations (n_tokens, dim) in dtype;
+ *                            HELLO: the shared secret (may be empty);
+ *                            ERROR: UTF-8 text saying what went wrong.
+ *
+ * A connection opens with HELLO from the connecting side; the accepting
+ * side answers HELLO (accepted) or ERROR (wrong version or secret) and
+ * closes. Frames are validated before their payload is read: a frame with a
+ * wrong magic, version, type or dtype, or a length beyond what its
+ * n_tokens and the model's dim allow, ends the connection with a message
+ * that names the peer, the field and the byte values.
+ */
+#ifndef MDI_PROTO_H
+#define MDI_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels.h"
+
+#define PROTO_MAGIC 0x5249444du /* bytes 'M' 'D' 'I' 'R' */
+#define PROTO_VERSION 1
+#define PROTO_HEADER_SIZE 40
+#define PROTO_SECRET_MAX 256
+#define PROTO_TEXT_MAX 4096
+/* Hard ceiling of one payload whatever the model: 1 GiB. */
+#define PROTO_PAYLOAD_MAX ((uint64_t)1 << 30)
+
+typedef enum {
+    PROTO_HELLO = 1,
+    PROTO_DATA = 2,
+    PROTO_RELEASE = 3,  /* the sample finished: free its KV cache */
+    PROTO_STOP = 4,     /* the run is over: forward it, then tear down */
+    PROTO_ERROR = 5,    /* text payload: a node saw a fault */
+    PROTO_TYPE_END
+} proto_type;
+
+/* DATA flag: the last chunk of a prompt or a decode step, whose last row
+ * the starter turns into logits. */
+#define PROTO_FLAG_LOGITS 0x1
+
+typedef struct __attribute__((packed)) {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;
+    uint32_t sample_id;
+    uint32_t pos;
+    uint32_t n_tokens;
+    uint16_t dtype;
+    uint16_t flags;
+    uint64_t payload_len;
+    uint32_t seq;
+    uint32_t reserved;
+} proto_header;
+
+_Static_assert(sizeof(proto_header) == PROTO_HEADER_SIZE, "proto_header must be 40 bytes");
+
+/* A frame with a payload buffer of cap bytes that it owns. */
+typedef struct {
+    proto_header h;
+    uint8_t *payload;
+    size_t cap;
+} proto_frame;
+
+/* What a receiver accepts; dim == 0 skips the DATA shape check. */
+typedef struct {
+    int dim;
+    int max_batch;
+    uint32_t n_samples;     /* 0: any sample id */
+} proto_limits;
+
+const char *proto_type_name(int type);
+
+void proto_header_encode(const proto_header *h, uint8_t out[PROTO_HEADER_SIZE]);
+void proto_header_decode(proto_header *h, const uint8_t in[PROTO_HEADER_SIZE]);
+/* A header with magic, version and type set, the rest zero. */
+proto_header proto_header_make(int type);
+
+/* Checks a decoded header against the limits. Returns 0 or MDI_EPROTO
+ * with the field and its value in err. */
+int proto_header_check(const proto_header *h, const proto_limits *lim, char *err);
+
+/* New frame with a payload capacity of cap bytes (NULL on no memory). */
+proto_frame *proto_frame_new(size_t cap);
+void proto_frame_free(proto_frame *f);
+/* Sets an ERROR or HELLO text payload (truncated to the frame's cap). */
+void proto_frame_set_text(proto_frame *f, int type, const char *text);
+
+/* Reads one frame into f. Waits up to idle_timeout_s (< 0: no limit) for
+ * its first byte, then up to body_timeout_s for the rest. The header is
+ * checked before the payload is read; a payload larger than f->cap is a
+ * protocol error. Returns 0, MDI_EPROTO, MDI_ENET (closed or broken),
+ * MDI_ETIMEOUT, or MDI_ESTATE when *cancel became set. */
+int proto_read_frame(int fd, proto_frame *f, const proto_limits *lim,
+                     double idle_timeout_s, double body_timeout_s,
+                     const volatile int *cancel, char *err);
+int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
+                      const volatile int *cancel, char *err);
+
+/* Connecting side: sends HELLO (node_index, secret) and waits up to
+ * timeout_s for the answer. Returns 0, MDI_EAUTH (the peer refused the
+ * secret), MDI_EPROTO or a network error, with the peer's words in err. */
+int proto_hello_send(int fd, uint32_t node_index, const char *secret,
+                     double timeout_s, char *err);
+/* Accepting side: reads the HELLO within timeout_s, checks the version
+ * and the secret (NULL or "" accepts only an empty one), answers.
+ * *node_index receives the sender's index. */
+int proto_hello_accept(int fd, const char *secret, double timeout_s,
+                       uint32_t *node_index, char *err);
+
+/* Activations to and from the wire: count elements. */
+void proto_pack(const float *x, size_t count, dtype_t dtype, void *out);
+void proto_unpack(const void *in, size_t count, dtype_t dtype, float *x);
+
+#endif

@@ -1,0 +1,506 @@
+/*
+ * ring: a node's receiving, compute and sending threads (see ring.h).
+ */
+#include "ring.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "net.h"
+#include "util.h"
+
+#define RING_QUEUE_CAP 64
+#define RING_HELLO_TIMEOUT_S 5.0
+
+/* Records the first failure, and wakes whoever waits on the ring. The
+ * input queue is closed so that the compute thread (or the starter) sees
+ * the failure at its next pop, after the frames already queued. */
+static void ring_fail(ring *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ring_fail(ring *r, const char *fmt, ...)
+{
+    char msg[MDI_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&r->mu);
+    int first = !r->failed && !r->cancel;
+    if (first) {
+        r->failed = 1;
+        snprintf(r->error, sizeof(r->error), "%s", msg);
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (first) log_error("%s", msg);
+    queue_close(&r->in_q);
+}
+
+/* ---- receiving thread ---- */
+
+/* Accepts until the expected previous node greets us properly. */
+static int ring_accept_prev(ring *r)
+{
+    if (r->o.accepted_fd > 0) {
+        pthread_mutex_lock(&r->mu);
+        r->in_fd = r->o.accepted_fd;
+        r->rx_ready = 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    double deadline = time_now() + r->o.accept_timeout_s;
+    char err[MDI_ERR_LEN], peer[NET_ADDR_LEN];
+    for (;;) {
+        double left = deadline - time_now();
+        if (left <= 0) {
+            ring_fail(r, "%s: %s never connected within %.0f s", r->o.name, r->o.prev_name,
+                      r->o.accept_timeout_s);
+            return -1;
+        }
+        int fd = net_accept(r->o.listen_fd, left, &r->cancel, peer, err);
+        if (fd == MDI_ESTATE) return -1;
+        if (fd < 0) {
+            if (fd == MDI_ETIMEOUT) continue;
+            ring_fail(r, "%s: accepting the connection from %s: %s", r->o.name, r->o.prev_name, err);
+            return -1;
+        }
+        uint32_t index = 0;
+        double hello_to = r->o.timeout_s < RING_HELLO_TIMEOUT_S ? r->o.timeout_s : RING_HELLO_TIMEOUT_S;
+        int rc = proto_hello_accept(fd, r->o.secret, hello_to, &index, err);
+        if (rc == 0 && (int)index != r->o.prev_index) {
+            rc = MDI_EPROTO;
+            snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", index, r->o.prev_index);
+        }
+        if (rc) {
+            log_warn("%s: ring port: rejected connection from %s: %s", r->o.name, peer, err);
+            net_close(fd);
+            continue;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->in_fd = fd;
+        r->rx_ready = 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        log_debug("%s: connected from %s (%s)", r->o.name, r->o.prev_name, peer);
+        return 0;
+    }
+}
+
+static void *ring_rx_main(void *arg)
+{
+    ring *r = arg;
+    char err[MDI_ERR_LEN];
+    if (ring_accept_prev(r) != 0) return NULL;
+    for (;;) {
+        void *item;
+        if (queue_pop(&r->free_q, &item, -1) != 0) return NULL;
+        proto_frame *f = item;
+        int rc = proto_read_frame(r->in_fd, f, &r->o.limits, -1, r->o.timeout_s, &r->cancel, err);
+        if (rc) {
+            queue_push(&r->free_q, f, 0);
+            if (rc != MDI_ESTATE)
+                ring_fail(r, "%s: receiving from %s: %s", r->o.name, r->o.prev_name, err);
+            return NULL;
+        }
+        int type = f->h.type;
+        if (type == PROTO_HELLO) {
+            queue_push(&r->free_q, f, 0);
+            ring_fail(r, "%s: receiving from %s: unexpected HELLO in the middle of a run",
+                      r->o.name, r->o.prev_name);
+            return NULL;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->stats.bytes_received += PROTO_HEADER_SIZE + f->h.payload_len;
+        r->stats.frames_received++;
+        pthread_mutex_unlock(&r->mu);
+        if (queue_push(&r->in_q, f, -1) != 0) {
+            queue_push(&r->free_q, f, 0);
+            return NULL;
+        }
+        /* Nothing follows a STOP or an ERROR on this connection. */
+        if (type == PROTO_STOP || type == PROTO_ERROR) return NULL;
+    }
+}
+
+/* ---- sending thread ---- */
+
+static void *ring_tx_main(void *arg)
+{
+    ring *r = arg;
+    char err[MDI_ERR_LEN];
+    /* The next node may still be starting: retry refused connections
+     * until the deadline. */
+    double deadline = time_now() + r->o.accept_timeout_s;
+    int fd = -1;
+    while (!r->cancel) {
+        fd = net_connect(r->o.next_host, r->o.next_port, r->o.timeout_s, err);
+        if (fd >= 0) break;
+        if (time_now() > deadline) {
+            ring_fail(r, "%s: cannot connect to %s at %s:%d: %s", r->o.name, r->o.next_name,
+                      r->o.next_host, r->o.next_port, err);
+            return NULL;
+        }
+        for (int i = 0; i < 2 && !r->cancel; i++) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (fd < 0) return NULL;
+    int rc = proto_hello_send(fd, (uint32_t)r->o.node_index, r->o.secret, r->o.timeout_s, err);
+    if (rc) {
+        net_close(fd);
+        ring_fail(r, "%s: handshake with %s at %s:%d: %s", r->o.name, r->o.next_name,
+                  r->o.next_host, r->o.next_port, err);
+        return NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->out_fd = fd;
+    r->tx_ready = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    for (;;) {
+        void *item;
+        rc = queue_pop(&r->out_q, &item, 0.2);
+        if (rc == MDI_ETIMEOUT) {
+            /* Nothing to send: make sure the next node is still there. It
+             * never writes on this connection after its HELLO, so anything
+             * readable means it closed or reset the connection. */
+            struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+            if (poll(&pfd, 1, 0) > 0) {
+                ring_fail(r, "%s: %s closed the connection", r->o.name, r->o.next_name);
+                queue_close(&r->out_q);
+                return NULL;
+            }
+            continue;
+        }
+        if (rc != 0) return NULL;
+        proto_frame *f = item;
+        int type = f->h.type;
+        rc = proto_write_frame(fd, f, r->o.timeout_s, &r->cancel, err);
+        uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len;
+        queue_push(&r->free_q, f, 0);
+        if (rc) {
+            if (rc != MDI_ESTATE)
+                ring_fail(r, "%s: sending to %s: %s", r->o.name, r->o.next_name, err);
+            queue_close(&r->out_q);
+            return NULL;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->stats.bytes_sent += n;
+        r->stats.frames_sent++;
+        pthread_mutex_unlock(&r->mu);
+        if (type == PROTO_STOP || type == PROTO_ERROR) return NULL;
+    }
+}
+
+/* ---- compute thread (secondary) ---- */
+
+/* Sends an ERROR frame on towards the starter, reusing f. */
+static void ring_forward_error(ring *r, proto_frame *f, const char *text)
+{
+    proto_frame_set_text(f, PROTO_ERROR, text);
+    if (queue_push(&r->out_q, f, r->o.timeout_s) != 0) queue_push(&r->free_q, f, 0);
+}
+
+/* Runs the slice's layers on one DATA frame, in place. Returns 0 or -1
+ * with the reason in why. */
+static int ring_compute_data(ring *r, proto_frame *f, char *why)
+{
+    const model *m = r->o.m;
+    int dim = m->cfg.dim;
+    uint32_t s = f->h.sample_id;
+    int n = (int)f->h.n_tokens, pos = (int)f->h.pos;
+    kv_cache *kv = &r->kv[s];
+    if (!kv->k) {
+        if (pos != 0)
+            return mdi_fail(why, -1, "first frame of sample %u starts at position %d, not 0", s, pos);
+        if (kv_cache_init(kv, m, r->o.max_seq, why) != 0) return -1;
+        pthread_mutex_lock(&r->mu);
+        r->kv_bytes += 2 * (size_t)kv->n_layers * kv->max_seq * kv->kv_dim * sizeof(float);
+        if (r->kv_bytes > r->kv_bytes_peak) r->kv_bytes_peak = r->kv_bytes;
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (pos != kv->len)
+        return mdi_fail(why, -1, "frame of sample %u at position %d, but its cache holds %d positions",
+                        s, pos, kv->len);
+    if (pos + n > r->o.max_seq)
+        return mdi_fail(why, -1, "frame of sample %u reaches position %d, beyond max_seq %d",
+                        s, pos + n, r->o.max_seq);
+    proto_unpack(f->payload, (size_t)n * dim, (dtype_t)f->h.dtype, r->x);
+    forward_layers(m, &r->fs, kv, r->x, n, pos);
+    const float *out = r->x;
+    if (r->o.is_last && n > 1) {
+        /* The starter needs only the last row for the head. */
+        out = r->x + (size_t)(n - 1) * dim;
+        f->h.pos = (uint32_t)(pos + n - 1);
+        f->h.n_tokens = 1;
+        n = 1;
+    }
+    f->h.dtype = (uint16_t)r->o.wire_dtype;
+    f->h.payload_len = (uint64_t)n * dim * dtype_size(r->o.wire_dtype);
+    proto_pack(out, (size_t)n * dim, r->o.wire_dtype, f->payload);
+    pthread_mutex_lock(&r->mu);
+    r->stats.tokens += f->h.n_tokens;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+static void ring_release_sample(ring *r, uint32_t s)
+{
+    kv_cache *kv = &r->kv[s];
+    if (!kv->k) return;
+    pthread_mutex_lock(&r->mu);
+    r->kv_bytes -= 2 * (size_t)kv->n_layers * kv->max_seq * kv->kv_dim * sizeof(float);
+    pthread_mutex_unlock(&r->mu);
+    kv_cache_free(kv);
+    memset(kv, 0, sizeof(*kv));
+}
+
+static void *ring_compute_main(void *arg)
+{
+    ring *r = arg;
+    char why[MDI_ERR_LEN], text[MDI_ERR_LEN + 80];
+    for (;;) {
+        double t0 = time_now();
+        void *item;
+        int rc = queue_pop(&r->in_q, &item, -1);
+        double t1 = time_now();
+        if (rc != 0) {
+            /* The receiver failed (its error is recorded) or we were
+             * stopped: tell the nodes downstream when we can. */
+            if (!r->cancel) {
+                proto_frame *f = ring_frame_get(r, 0.5);
+                if (f) {
+                    ring_error(r, why);
+                    ring_forward_error(r, f, why);
+                }
+            }
+            break;
+        }
+        proto_frame *f = item;
+        int type = f->h.type;
+        int stop = 0;
+        if (type == PROTO_DATA) {
+            if (ring_compute_data(r, f, why) != 0) {
+                snprintf(text, sizeof(text), "%s: %s", r->o.name, why);
+                ring_fail(r, "%s", text);
+                ring_forward_error(r, f, text);
+                stop = 1;
+                f = NULL;
+            }
+        } else if (type == PROTO_RELEASE) {
+            ring_release_sample(r, f->h.sample_id);
+        } else if (type == PROTO_STOP) {
+            stop = 1;
+        } else if (type == PROTO_ERROR) {
+            /* An upstream node failed: pass its words on and end. */
+            int n = (int)f->h.payload_len;
+            snprintf(text, sizeof(text), "%.*s", n, (const char *)f->payload);
+            ring_fail(r, "%s", text);
+            stop = 1;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->stats.wait_s += t1 - t0;
+        r->stats.compute_s += time_now() - t1;
+        pthread_mutex_unlock(&r->mu);
+        if (f && queue_push(&r->out_q, f, -1) != 0) {
+            queue_push(&r->free_q, f, 0);
+            break;
+        }
+        if (stop) break;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->finished = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int ring_start(ring *r, const ring_opts *o, char *err)
+{
+    memset(r, 0, sizeof(*r));
+    r->o = *o;
+    r->in_fd = r->out_fd = -1;
+    if (r->o.queue_cap <= 0) r->o.queue_cap = RING_QUEUE_CAP;
+    if (r->o.accept_timeout_s <= 0) r->o.accept_timeout_s = 120;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    int cap = r->o.queue_cap;
+    r->n_frames = 2 * cap + 8;
+    int rc;
+    if ((rc = queue_init(&r->in_q, cap, err)) || (rc = queue_init(&r->out_q, cap, err)) ||
+        (rc = queue_init(&r->free_q, r->n_frames, err)))
+        goto fail;
+    size_t frame_cap = (size_t)r->o.limits.max_batch * (size_t)r->o.limits.dim * sizeof(float);
+    if (frame_cap < PROTO_TEXT_MAX) frame_cap = PROTO_TEXT_MAX;
+    r->frames = calloc((size_t)r->n_frames, sizeof(*r->frames));
+    if (!r->frames) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto fail; }
+    for (int i = 0; i < r->n_frames; i++) {
+        r->frames[i] = proto_frame_new(frame_cap);
+        if (!r->frames[i]) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory for the frame pool"); goto fail; }
+        queue_push(&r->free_q, r->frames[i], 0);
+    }
+    if (r->o.m) {
+        const model *m = r->o.m;
+        if ((rc = forward_state_init(&r->fs, m, r->o.limits.max_batch, r->o.max_seq, err))) goto fail;
+        r->kv = calloc(r->o.limits.n_samples, sizeof(kv_cache));
+        r->x = malloc((size_t)r->o.limits.max_batch * m->cfg.dim * sizeof(float));
+        if (!r->kv || !r->x) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto fail; }
+    }
+    if (pthread_create(&r->rx, NULL, ring_rx_main, r) != 0) {
+        rc = mdi_fail(err, MDI_ENOMEM, "cannot start the receiving thread");
+        goto fail;
+    }
+    r->has_rx = 1;
+    if (pthread_create(&r->tx, NULL, ring_tx_main, r) != 0) {
+        rc = mdi_fail(err, MDI_ENOMEM, "cannot start the sending thread");
+        goto fail;
+    }
+    r->has_tx = 1;
+    if (r->o.m) {
+        if (pthread_create(&r->compute, NULL, ring_compute_main, r) != 0) {
+            rc = mdi_fail(err, MDI_ENOMEM, "cannot start the compute thread");
+            goto fail;
+        }
+        r->has_compute = 1;
+    }
+    return 0;
+fail:
+    ring_stop(r);
+    return rc;
+}
+
+int ring_wait_connected(ring *r, double timeout_s, char *err)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    long long ns = dl.tv_nsec + (long long)(timeout_s * 1e9);
+    dl.tv_sec += (time_t)(ns / 1000000000LL);
+    dl.tv_nsec = (long)(ns % 1000000000LL);
+    pthread_mutex_lock(&r->mu);
+    while (!r->failed && !(r->rx_ready && r->tx_ready))
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0) break;
+    int rc = 0;
+    if (r->failed) rc = mdi_fail(err, MDI_ENET, "%s", r->error);
+    else if (!(r->rx_ready && r->tx_ready))
+        rc = mdi_fail(err, MDI_ETIMEOUT, "%s: ring not closed within %.1f s (%s)", r->o.name, timeout_s,
+                      !r->tx_ready ? "no handshake with the next node" : "the previous node did not connect");
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+proto_frame *ring_frame_get(ring *r, double timeout_s)
+{
+    void *item;
+    if (queue_pop(&r->free_q, &item, timeout_s) != 0) return NULL;
+    return item;
+}
+
+int ring_send(ring *r, proto_frame *f, char *err)
+{
+    if (queue_push(&r->out_q, f, r->o.timeout_s) != 0) {
+        queue_push(&r->free_q, f, 0);
+        if (ring_error(r, err)) return MDI_ENET;
+        return mdi_fail(err, MDI_ETIMEOUT, "%s: the output queue stayed full for %.1f s (sending to %s)",
+                        r->o.name, r->o.timeout_s, r->o.next_name);
+    }
+    return 0;
+}
+
+int ring_recv(ring *r, proto_frame **f, double timeout_s, char *err)
+{
+    void *item;
+    int rc = queue_pop(&r->in_q, &item, timeout_s);
+    if (rc == 0) {
+        *f = item;
+        return 0;
+    }
+    if (ring_error(r, err)) return MDI_ENET;
+    if (rc == MDI_ETIMEOUT)
+        return mdi_fail(err, MDI_ETIMEOUT, "nothing came back from %s within %.1f s", r->o.prev_name, timeout_s);
+    return mdi_fail(err, MDI_ESTATE, "%s: the ring was stopped", r->o.name);
+}
+
+void ring_frame_put(ring *r, proto_frame *f)
+{
+    queue_push(&r->free_q, f, 0);
+}
+
+int ring_finished(ring *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int f = r->finished;
+    pthread_mutex_unlock(&r->mu);
+    return f;
+}
+
+int ring_error(ring *r, char *err)
+{
+    pthread_mutex_lock(&r->mu);
+    int failed = r->failed;
+    if (failed && err) snprintf(err, MDI_ERR_LEN, "%s", r->error);
+    pthread_mutex_unlock(&r->mu);
+    return failed;
+}
+
+void ring_get_stats(ring *r, ring_stats *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->stats;
+    pthread_mutex_unlock(&r->mu);
+}
+
+size_t ring_memory_bytes(ring *r, int peak)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = peak ? r->kv_bytes_peak : r->kv_bytes;
+    pthread_mutex_unlock(&r->mu);
+    size_t frame_cap = (size_t)r->o.limits.max_batch * (size_t)r->o.limits.dim * sizeof(float);
+    return n + (size_t)r->n_frames * (frame_cap > PROTO_TEXT_MAX ? frame_cap : PROTO_TEXT_MAX);
+}
+
+void ring_stop(ring *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->cancel = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->in_q.items) queue_close(&r->in_q);
+    if (r->out_q.items) queue_close(&r->out_q);
+    if (r->free_q.items) queue_close(&r->free_q);
+    /* shutdown(2) wakes a thread blocked in poll on either socket. */
+    pthread_mutex_lock(&r->mu);
+    if (r->in_fd >= 0) shutdown(r->in_fd, SHUT_RDWR);
+    if (r->out_fd >= 0) shutdown(r->out_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&r->mu);
+    if (r->has_rx) pthread_join(r->rx, NULL);
+    if (r->has_tx) pthread_join(r->tx, NULL);
+    if (r->has_compute) pthread_join(r->compute, NULL);
+    r->has_rx = r->has_tx = r->has_compute = 0;
+    if (r->in_fd < 0 && r->o.accepted_fd > 0) net_close(r->o.accepted_fd);
+    r->o.accepted_fd = -1;
+    net_close(r->in_fd);
+    net_close(r->out_fd);
+    r->in_fd = r->out_fd = -1;
+    if (r->frames) {
+        for (int i = 0; i < r->n_frames; i++) proto_frame_free(r->frames[i]);
+        free(r->frames);
+        r->frames = NULL;
+    }
+    if (r->kv) {
+        for (uint32_t i = 0; i < r->o.limits.n_samples; i++) kv_cache_free(&r->kv[i]);
+        free(r->kv);
+        r->kv = NULL;
+    }
+    if (r->o.m && r->fs.xb) forward_state_free(&r->fs);
+    free(r->x);
+    r->x = NULL;
+    queue_free(&r->in_q);
+    queue_free(&r->out_q);
+    queue_free(&r->free_q);
+}

@@ -1,0 +1,123 @@
+/*
+ * ring: one node's data-plane runtime on the TCP ring.
+ *
+ *   previous node --TCP--> [receiving thread] -> input queue
+ *        -> [compute thread] -> output queue -> [sending thread] --TCP--> next node
+ *
+ * The node listens on its inference.port_in (a socket the caller opened,
+ * so that a busy port is reported before anything starts) and accepts the
+ * previous node's connection; it connects to the next node's port_in. Each
+ * connection opens with a HELLO (protocol version, secret, sender's node
+ * index); connections that fail it are logged and dropped, and the node
+ * keeps waiting for the right peer.
+ *
+ * Frames live in a pool allocated at start (payload room for max_batch
+ * rows of dim floats): the receiver takes a free frame, fills it, queues
+ * it; the compute thread transforms it in place; the sender writes it and
+ * gives it back. Queues are bounded; nothing allocates per frame.
+ *
+ * A secondary passes its model (ring_opts.m) and the ring runs the compute
+ * thread itself: it keeps one KV cache per sample, created at the sample's
+ * first frame and freed when its RELEASE passes; the node whose next hop is
+ * the starter sends only the last row of each frame. The starter passes no
+ * model and is its own compute thread, through ring_recv / ring_send.
+ *
+ * Any failure (peer gone, garbage, timeout) is recorded once
+ * (ring_error), becomes an ERROR frame that travels on towards the
+ * starter when it can, and ends the node's part of the run; ring_stop
+ * always returns promptly and leaves nothing running.
+ */
+#ifndef MDI_RING_H
+#define MDI_RING_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include "forward.h"
+#include "proto.h"
+#include "queue.h"
+#include "util.h"
+
+typedef struct {
+    int node_index;            /* 0 starter, 1 + i secondary i */
+    char name[64];             /* "secondary 0", for messages */
+    int listen_fd;             /* borrowed; listening on port_in */
+    int accepted_fd;           /* > 0: the previous node's connection, already
+                                  greeted (taken over); otherwise accept one */
+    int prev_index;            /* node index expected in the incoming HELLO */
+    char prev_name[160];       /* "starter (10.0.0.2)", for messages */
+    char next_host[128];
+    int next_port;
+    char next_name[160];
+    const char *secret;        /* borrowed */
+    proto_limits limits;       /* dim, max_batch, n_samples */
+    int queue_cap;             /* each queue; 0: 64 */
+    double timeout_s;          /* a frame's body, connect, handshake */
+    double accept_timeout_s;   /* waiting for the previous node */
+    /* secondary compute (m == NULL: the caller computes) */
+    const model *m;            /* borrowed */
+    int max_seq;
+    dtype_t wire_dtype;
+    int is_last;
+} ring_opts;
+
+typedef struct {
+    uint64_t bytes_sent, bytes_received;
+    uint64_t frames_sent, frames_received;
+    double compute_s;          /* compute thread busy */
+    double wait_s;             /* compute thread waiting for input */
+    uint64_t tokens;           /* rows run through the layers */
+} ring_stats;
+
+typedef struct {
+    ring_opts o;
+    int in_fd, out_fd;
+    queue in_q, out_q, free_q;
+    proto_frame **frames;
+    int n_frames;
+    pthread_t rx, tx, compute;
+    int has_rx, has_tx, has_compute;
+    volatile int cancel;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rx_ready, tx_ready;    /* handshakes done */
+    int finished;              /* compute thread ended (STOP or error) */
+    int failed;
+    char error[MDI_ERR_LEN];
+    ring_stats stats;
+    /* compute state (secondary) */
+    forward_state fs;
+    kv_cache *kv;              /* n_samples entries */
+    float *x;                  /* (max_batch, dim) */
+    size_t kv_bytes, kv_bytes_peak;
+} ring;
+
+/* Allocates the pool and starts the threads. Returns 0 or an error (no
+ * threads left running). */
+int ring_start(ring *r, const ring_opts *o, char *err);
+/* Waits until both connections are open and greeted, the ring failed, or
+ * timeout_s passed. 0, MDI_ETIMEOUT, or the ring's error. */
+int ring_wait_connected(ring *r, double timeout_s, char *err);
+
+/* Starter side. A free frame from the pool (NULL when the ring stopped or
+ * none came within timeout_s); to send it (ownership passes to the ring);
+ * to receive the next frame (0, MDI_ETIMEOUT, or the ring's error); and to
+ * give a received frame back. */
+proto_frame *ring_frame_get(ring *r, double timeout_s);
+int ring_send(ring *r, proto_frame *f, char *err);
+int ring_recv(ring *r, proto_frame **f, double timeout_s, char *err);
+void ring_frame_put(ring *r, proto_frame *f);
+
+/* 1 once the compute thread ended (secondary): STOP passed or a failure. */
+int ring_finished(ring *r);
+/* 1 and the first error's text when the ring failed. */
+int ring_error(ring *r, char *err);
+void ring_get_stats(ring *r, ring_stats *out);
+/* Memory the run holds beyond the weights: KV caches and the frame pool,
+ * now or at its peak. */
+size_t ring_memory_bytes(ring *r, int peak);
+
+/* Cancels, wakes and joins every thread, closes both connections, frees
+ * the pool and the compute state. Safe on a ring that failed to start. */
+void ring_stop(ring *r);
+
+#endif

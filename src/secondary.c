@@ -1,0 +1,311 @@
+/*
+ * secondary: a worker node. It serves the HTTP control plane, and for each
+ * run the starter configures it loads its chunk (a contiguous range of
+ * layers) and joins the TCP ring; after the run it is idle again and
+ * serves the next one, with the same or another model.
+ *
+ *   bin/secondary settings-distr/config.json 0
+ *   bin/secondary --nodes-config settings-distr/config.json 0 [--chunk PATH]
+ *                 [--cache-dir DIR] [--n-threads N] [--secret S]
+ */
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "kernels.h"
+#include "model.h"
+#include "net.h"
+#include "nodes_config.h"
+#include "proto.h"
+#include "ring.h"
+#include "util.h"
+
+/* How often the main thread looks at commands, signals and the ring. */
+#define SECONDARY_TICK_S 0.1
+
+typedef struct {
+    const char *nodes_config;
+    int index;
+    const char *chunk;
+    const char *cache_dir;
+    int n_threads;
+    const char *secret;
+} secondary_opts;
+
+static volatile sig_atomic_t quit_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    quit_requested = 1;
+}
+
+static void usage(FILE *f, const char *argv0)
+{
+    fprintf(f,
+            "usage: %s [--nodes-config] CONFIG.json INDEX [options]\n"
+            "\n"
+            "Runs secondary node INDEX (its place in the configuration's \"secondary\" list).\n"
+            "\n"
+            "  --chunk PATH       this node's chunk, given locally (never uploaded then)\n"
+            "  --cache-dir DIR    where uploaded chunks are kept (default cache/secondaryINDEX)\n"
+            "  --n-threads N      compute threads (default: the configuration's n_threads, else all cores)\n"
+            "  --secret S         shared secret (default: the configuration's \"secret\")\n",
+            argv0);
+}
+
+static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
+{
+    memset(o, 0, sizeof(*o));
+    o->index = -1;
+    const char *positional[2] = {NULL, NULL};
+    int n_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout, argv[0]);
+            return 1;
+        }
+        int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
+                    !strcmp(a, "--n-threads") || !strcmp(a, "--secret");
+        if (takes) {
+            if (i + 1 >= argc) return mdi_fail(err, MDI_EARG, "%s: missing value", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--nodes-config")) o->nodes_config = v;
+            else if (!strcmp(a, "--chunk")) o->chunk = v;
+            else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
+            else if (!strcmp(a, "--secret")) o->secret = v;
+            else {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*end || n < 1 || n > 512) return mdi_fail(err, MDI_EARG, "--n-threads: expected 1..512, got %s", v);
+                o->n_threads = (int)n;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            return mdi_fail(err, MDI_EARG, "unknown option %s (see --help)", a);
+        } else if (n_pos < 2) {
+            positional[n_pos++] = a;
+        } else {
+            return mdi_fail(err, MDI_EARG, "unexpected argument %s", a);
+        }
+    }
+    const char *index_s = NULL;
+    if (o->nodes_config) index_s = positional[0];
+    else {
+        o->nodes_config = positional[0];
+        index_s = positional[1];
+    }
+    if (!o->nodes_config || !index_s)
+        return mdi_fail(err, MDI_EARG, "expected the nodes configuration and this node's index (see --help)");
+    char *end;
+    long idx = strtol(index_s, &end, 10);
+    if (*end || idx < 0 || idx >= NODES_MAX_SECONDARY)
+        return mdi_fail(err, MDI_EARG, "INDEX: expected 0..%d, got %s", NODES_MAX_SECONDARY - 1, index_s);
+    o->index = (int)idx;
+    return 0;
+}
+
+static json_t *run_stats_json(ring *r, const model *m, double load_s)
+{
+    ring_stats rs;
+    ring_get_stats(r, &rs);
+    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+                     "compute_s", rs.compute_s, "wait_s", rs.wait_s,
+                     "bytes_sent", (json_int_t)rs.bytes_sent, "bytes_received", (json_int_t)rs.bytes_received,
+                     "frames_sent", (json_int_t)rs.frames_sent, "frames_received", (json_int_t)rs.frames_received,
+                     "tokens", (json_int_t)rs.tokens, "weight_bytes", (json_int_t)m->weight_bytes,
+                     "memory_bytes", (json_int_t)ring_memory_bytes(r, 1), "load_s", load_s);
+}
+
+/* One run: load the chunk, join the ring, serve until STOP, a failure or
+ * PUT /stop, and return to idle. */
+static void serve_run(control_server *srv, const nodes_config *nc, int index, int ring_fd, int early_fd,
+                      const run_config *cfg, const char *chunk_path)
+{
+    char err[MDI_ERR_LEN];
+    model m;
+    memset(&m, 0, sizeof(m));
+    double t0 = time_now();
+    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, cfg->dtype};
+    if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
+        if (early_fd >= 0) net_close(early_fd);
+        log_error("loading %s: %s", chunk_path, err);
+        char msg[MDI_ERR_LEN + 64];
+        snprintf(msg, sizeof(msg), "loading the chunk: %s", err);
+        control_set_state(srv, CONTROL_IDLE, msg);
+        return;
+    }
+    double load_s = time_now() - t0;
+
+    ring_opts ro;
+    memset(&ro, 0, sizeof(ro));
+    ro.node_index = index + 1;
+    snprintf(ro.name, sizeof(ro.name), "secondary %d", index);
+    ro.listen_fd = ring_fd;
+    ro.accepted_fd = early_fd;
+    ro.prev_index = index;
+    nodes_config_describe(nc, index - 1, ro.prev_name, sizeof(ro.prev_name));
+    snprintf(ro.next_host, sizeof(ro.next_host), "%s", cfg->next_addr);
+    ro.next_port = cfg->next_port;
+    nodes_config_describe(nc, cfg->is_last ? -1 : index + 1, ro.next_name, sizeof(ro.next_name));
+    ro.secret = nc->secret;
+    ro.limits.dim = cfg->cfg.dim;
+    ro.limits.max_batch = cfg->max_batch;
+    ro.limits.n_samples = (uint32_t)cfg->n_samples;
+    ro.timeout_s = cfg->timeout_s;
+    ro.m = &m;
+    ro.max_seq = cfg->max_seq;
+    ro.wire_dtype = cfg->wire_dtype;
+    ro.is_last = cfg->is_last;
+    ring r;
+    if (ring_start(&r, &ro, err) != 0) {
+        log_error("%s", err);
+        model_free(&m);
+        control_set_state(srv, CONTROL_IDLE, err);
+        return;
+    }
+    control_set_state(srv, CONTROL_RUNNING, NULL);
+    log_info("running layers [%d, %d) of %s, %d samples, wire %s (loaded in %.2f s)", cfg->layer_begin,
+             cfg->layer_end, cfg->model_name, cfg->n_samples, dtype_name(cfg->wire_dtype), load_s);
+    run_config unused;
+    char unused_path[PATH_MAX];
+    const char *why = "stopped";
+    for (;;) {
+        control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &unused, unused_path);
+        control_set_stats(srv, run_stats_json(&r, &m, load_s));
+        control_set_memory(srv, ring_memory_bytes(&r, 0) + m.weight_bytes);
+        if (cmd == CONTROL_CMD_STOP) { why = "PUT /stop"; break; }
+        if (ring_finished(&r)) { why = "the ring ended"; break; }
+        if (ring_error(&r, NULL)) { why = "a ring failure"; break; }
+        if (quit_requested) { why = "a signal"; break; }
+    }
+    int failed = ring_error(&r, err);
+    ring_stop(&r);
+    control_set_stats(srv, run_stats_json(&r, &m, load_s));
+    model_free(&m);
+    control_set_state(srv, CONTROL_IDLE, failed ? err : NULL);
+    log_info("run over (%s)%s%s; idle", why, failed ? ": " : "", failed ? err : "");
+}
+
+/* Between runs the previous node of the next run may connect before this
+ * node has handled its /start (the starter starts the nodes one after the
+ * other): a connection whose HELLO comes from the previous node is kept for
+ * the run; anything else is refused with a log line. Returns the kept
+ * connection (the old one replaced) or early_fd unchanged. */
+static int accept_early(int ring_fd, int index, const char *secret, int early_fd)
+{
+    char peer[NET_ADDR_LEN], err[MDI_ERR_LEN];
+    int fd;
+    while ((fd = net_accept(ring_fd, 0.001, NULL, peer, NULL)) >= 0) {
+        uint32_t from = 0;
+        int rc = proto_hello_accept(fd, secret, 1.0, &from, err);
+        if (rc == 0 && (int)from == index) {
+            if (early_fd >= 0) net_close(early_fd);
+            early_fd = fd;
+            continue;
+        }
+        if (rc == 0) snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", from, index);
+        log_warn("ring port: rejected connection from %s: %s", peer, err);
+        net_close(fd);
+    }
+    return early_fd;
+}
+
+/* A kept connection whose peer has gone since (closed or reset) is no use.
+ * Frames already waiting on it are fine: the previous node may have begun. */
+static int early_alive(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+int main(int argc, char **argv)
+{
+    kernels_fix_openblas_coretype(argv);
+    char err[MDI_ERR_LEN];
+    secondary_opts o;
+    int rc = parse_args(&o, argc, argv, err);
+    if (rc == 1) return 0;
+    char tag[32];
+    snprintf(tag, sizeof(tag), "secondary%d", o.index < 0 ? 0 : o.index);
+    log_set_tag(tag);
+    if (rc) {
+        log_error("%s", err);
+        return 2;
+    }
+    nodes_config nc;
+    if (nodes_config_load(&nc, o.nodes_config, err) != 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    if (o.index >= nc.n_secondary) {
+        log_error("%s lists %d secondary nodes; there is no secondary %d", o.nodes_config, nc.n_secondary, o.index);
+        return 2;
+    }
+    if (o.secret) snprintf(nc.secret, sizeof(nc.secret), "%s", o.secret);
+    const node_entry *self = &nc.secondary[o.index];
+    char name[160];
+    nodes_config_describe(&nc, o.index, name, sizeof(name));
+    int n_threads = o.n_threads ? o.n_threads : self->n_threads;
+    if (!n_threads) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = ncpu > 0 ? (int)ncpu : 1;
+    }
+    char cache_default[64];
+    snprintf(cache_default, sizeof(cache_default), "cache/secondary%d", o.index);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (kernels_init(n_threads) != 0) {
+        log_error("cannot start %d threads", n_threads);
+        return 1;
+    }
+    int status = 1;
+    control_server *srv = NULL;
+    int ring_fd = net_listen(self->port_in, 8, err);
+    if (ring_fd < 0) {
+        log_error("%s: inference.port_in: %s", name, err);
+        goto done;
+    }
+    control_server_opts co = {self->http_port, o.index, nc.secret,
+                              o.cache_dir ? o.cache_dir : cache_default, o.chunk};
+    if (!(srv = control_server_start(&co, err))) {
+        log_error("%s: %s", name, err);
+        goto done;
+    }
+    log_info("%s ready: HTTP port %d, ring port %d, %d threads%s", name, self->http_port, self->port_in,
+             n_threads, nc.secret[0] ? ", secret required" : "");
+    int early_fd = -1;
+    while (!quit_requested) {
+        run_config cfg;
+        char chunk_path[PATH_MAX];
+        control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
+        early_fd = accept_early(ring_fd, o.index, nc.secret, early_fd);
+        if (cmd == CONTROL_CMD_START) {
+            if (early_fd >= 0 && !early_alive(early_fd)) {
+                net_close(early_fd);
+                early_fd = -1;
+            }
+            serve_run(srv, &nc, o.index, ring_fd, early_fd, &cfg, chunk_path);
+            early_fd = -1;
+        }
+    }
+    if (early_fd >= 0) net_close(early_fd);
+    log_info("shutting down");
+    status = 0;
+done:
+    control_server_stop(srv);
+    if (ring_fd >= 0) net_close(ring_fd);
+    kernels_shutdown();
+    return status;
+}

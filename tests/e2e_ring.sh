@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# e2e_ring: the distributed ring on 127.0.0.1 gives, token for token, the
+# greedy output of standalone mode: 2 and 3 nodes, 1 to 5 samples, one
+# prompt for all and one prompt per sample, a prompt longer than a prefill
+# chunk, on stories260K and a synthetic checkpoint; secondaries serve runs
+# in a row (and another model) without restarting, and a chunk crosses the
+# network once.
+set -u
+cd "$(dirname "$0")/.."
+. tests/ring_lib.sh
+
+STORIES="$MDI_SHARED/models/stories260K"
+if [ ! -d "$STORIES" ]; then echo "SKIP: e2e_ring: $STORIES missing"; exit 0; fi
+CK="$TMP/ck/stories260K"
+if ! prepare "$STORIES" "$CK" 1 2 3; then
+    fail "e2e_ring prepare stories260K" "$(tail -3 "$TMP/prepare.log")"; exit 1
+fi
+SYN_SRC="$TMP/syn-src"
+SYN="$TMP/ck/tiny-llama"
+have_syn=0
+if $PY tools/gen_synthetic.py --shape tiny-llama --out "$SYN_SRC" >>"$TMP/prepare.log" 2>&1 &&
+    prepare "$SYN_SRC" "$SYN" 1 2 3; then have_syn=1; fi
+
+printf 'Once upon a time\n\nThe little dog ran to the\n\nLily saw a big red ball. She\n\nTom was sad because\n\nOne day, a bird\n' >"$TMP/prompts.txt"
+PROMPT="Once upon a time, there was a"
+COMMON=(--temperature 0 --quiet --n-threads 1)
+
+# Standalone references: 5 samples of each prompt set.
+"$BIN/starter" --ckpt "$CK" --prompt "$PROMPT" --n-tokens 40 --n-samples 5 "${COMMON[@]}" \
+    --output "$TMP/ref_one.json" 2>>"$TMP/starter.log" || fail "e2e_ring standalone reference" "exit $?"
+"$BIN/starter" --ckpt "$CK" --prompt "FILE:$TMP/prompts.txt" --n-tokens 40 --n-samples 5 "${COMMON[@]}" \
+    --output "$TMP/ref_many.json" 2>>"$TMP/starter.log" || fail "e2e_ring standalone reference, many prompts" "exit $?"
+
+for nodes in 2 3; do
+    nsec=$((nodes - 1))
+    cfg="$TMP/cfg$nodes.json"
+    mkcfg "$cfg" $nsec
+    ok=0
+    for ((i = 0; i < nsec; i++)); do start_secondary "$cfg" $i || ok=1; done
+    check "e2e_ring $nodes nodes: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
+    for s in 1 2 3 4 5; do
+        out="$TMP/d${nodes}_$s.json"
+        run_with_timeout 30 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "$PROMPT" --n-tokens 40 \
+            --n-samples $s "${COMMON[@]}" --output "$out" 2>>"$TMP/starter.log"
+        rc=$?
+        msg=$(same_ids "$TMP/ref_one.json" "$out" $s 2>&1); same=$?
+        [ $rc -ne 0 ] && msg="starter exit $rc: $(tail -3 "$TMP/starter.log")"
+        check "e2e_ring $nodes nodes, $s samples, one prompt: equal to standalone" $((rc | same)) "$msg"
+    done
+    for s in 3 5; do
+        out="$TMP/dm${nodes}_$s.json"
+        run_with_timeout 30 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "FILE:$TMP/prompts.txt" \
+            --n-tokens 40 --n-samples $s "${COMMON[@]}" --output "$out" 2>>"$TMP/starter.log"
+        rc=$?
+        msg=$(same_ids "$TMP/ref_many.json" "$out" $s 2>&1); same=$?
+        [ $rc -ne 0 ] && msg="starter exit $rc: $(tail -3 "$TMP/starter.log")"
+        check "e2e_ring $nodes nodes, $s samples, a prompt each: equal to standalone" $((rc | same)) "$msg"
+    done
+    # Each secondary received its chunk once over all those runs.
+    for ((i = 0; i < nsec; i++)); do
+        c=$(status_field $i chunks_received); r=$(status_field $i runs); st=$(status_field $i state)
+        [ "$c" = 1 ] && [ "$r" = 7 ] && [ "$st" = idle ]
+        check "e2e_ring $nodes nodes: secondary $i served 7 runs, chunk sent once, idle" $? \
+            "chunks_received $c, runs $r, state $st"
+    done
+    # Another model on the same secondaries, without restarting them.
+    if [ $have_syn = 1 ]; then
+        "$BIN/starter" --ckpt "$SYN" --prompt "Hello world" --n-tokens 24 --n-samples 3 "${COMMON[@]}" \
+            --output "$TMP/syn_ref.json" 2>>"$TMP/starter.log"
+        run_with_timeout 30 "$BIN/starter" --ckpt "$SYN" --nodes-config "$cfg" --prompt "Hello world" --n-tokens 24 \
+            --n-samples 3 "${COMMON[@]}" --output "$TMP/syn_$nodes.json" 2>>"$TMP/starter.log"
+        rc=$?
+        msg=$(same_ids "$TMP/syn_ref.json" "$TMP/syn_$nodes.json" 2>&1); same=$?
+        check "e2e_ring $nodes nodes: synthetic tiny-llama on the same secondaries equal to standalone" \
+            $((rc | same)) "$msg"
+    else
+        echo "SKIP: e2e_ring synthetic checkpoint: tools/gen_synthetic.py failed"
+    fi
+    stop_secondaries
+    check "e2e_ring $nodes nodes: secondaries exit on SIGTERM" $? "a secondary outlived SIGTERM"
+done
+
+# A prompt longer than one prefill chunk (256 tokens), f32 wire: exact.
+cfg="$TMP/cfg_long.json"
+mkcfg "$cfg" 2
+start_secondary "$cfg" 0 && start_secondary "$cfg" 1
+ids=$($PY -c "import random; random.seed(7); print(','.join(['1'] + [str(random.randrange(3, 500)) for _ in range(299)]))")
+"$BIN/starter" --ckpt "$CK" --prompt-ids "$ids" --n-tokens 20 --n-samples 2 "${COMMON[@]}" \
+    --output "$TMP/long_ref.json" 2>>"$TMP/starter.log"
+run_with_timeout 30 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt-ids "$ids" --n-tokens 20 --n-samples 2 \
+    "${COMMON[@]}" --output "$TMP/long.json" --time-run "$TMP/times.csv" 2>>"$TMP/starter.log"
+rc=$?
+msg=$(same_ids "$TMP/long_ref.json" "$TMP/long.json" 2>&1); same=$?
+check "e2e_ring 300-token prompt (two prefill chunks) equal to standalone" $((rc | same)) "$msg"
+
+# Half-precision wires run and stay close (not bit-exact by design).
+for w in f16 bf16; do
+    run_with_timeout 30 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "$PROMPT" --n-tokens 40 \
+        --n-samples 3 --wire-dtype $w "${COMMON[@]}" --output "$TMP/w_$w.json" --time-run "$TMP/times.csv" \
+        2>>"$TMP/starter.log"
+    rc=$?
+    check "e2e_ring --wire-dtype $w runs" $rc "exit $rc: $(tail -3 "$TMP/starter.log")"
+done
+rows=$(wc -l <"$TMP/times.csv" 2>/dev/null)
+check "e2e_ring --time-run appends one row per run" $([ "$rows" = 4 ]; echo $?) "$rows lines"
+bin_abs=$(cd "$BIN" && pwd)
+(cd "$TMP" && run_with_timeout 30 "$bin_abs/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "$PROMPT" \
+    --n-tokens 30 --n-samples 3 "${COMMON[@]}" --plots 2>>"$TMP/starter.log")
+rc=$?
+csv=$(ls "$TMP"/logs/tokens_time_*.csv 2>/dev/null | head -1)
+[ $rc -eq 0 ] && [ -n "$csv" ] && [ "$(wc -l <"$csv")" -ge 90 ]
+check "e2e_ring --plots writes the tokens-versus-time CSV" $? "exit $rc, csv '$csv'"
+if command -v gnuplot >/dev/null; then
+    ls "$TMP"/plots/tokens_time_*.png >/dev/null 2>&1
+    check "e2e_ring --plots draws the PNG" $? "no PNG under plots/"
+fi
+stop_secondaries
+
+# Chunks given locally (--chunk): nothing is uploaded.
+cfg="$TMP/cfg_local.json"
+mkcfg "$cfg" 1
+rm -rf "$TMP/cache0"
+start_secondary "$cfg" 0 --chunk "$CK/chunks/2nodes/model_secondary0.safetensors"
+run_with_timeout 30 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "$PROMPT" --n-tokens 40 --n-samples 2 \
+    "${COMMON[@]}" --output "$TMP/local.json" 2>>"$TMP/starter.log"
+rc=$?
+msg=$(same_ids "$TMP/ref_one.json" "$TMP/local.json" 2 2>&1); same=$?
+c=$(status_field 0 chunks_received)
+check "e2e_ring --chunk on the secondary: equal output, nothing uploaded" $((rc | same)) "exit $rc, $msg"
+check "e2e_ring --chunk: chunks_received stays 0" $([ "$c" = 0 ]; echo $?) "chunks_received $c"
+stop_secondaries
+exit 0

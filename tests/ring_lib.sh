@@ -1,0 +1,126 @@
+# ring_lib.sh: helpers the end-to-end ring tests source: free ports, node
+# configurations, secondaries started and reaped, results compared.
+# Every process a test starts is recorded in $PIDS and killed on exit, so
+# that no test leaves anything behind even when it fails.
+
+BIN=${BIN:-bin}
+MDI_SHARED=${MDI_SHARED:-$(cd .. && pwd)/shared}
+PY=/usr/bin/python3
+PIDS=""
+TMP=$(mktemp -d /tmp/mdi_e2e_XXXXXX)
+
+cleanup() {
+    for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap "exit 143" TERM INT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1: $2"; }
+check() { # check NAME CONDITION-STATUS DETAIL
+    if [ "$2" -eq 0 ]; then pass "$1"; else fail "$1" "$3"; fi
+}
+
+# N distinct free TCP ports (bound at once, so they differ).
+free_ports() {
+    $PY - "$1" <<'PYEOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PYEOF
+}
+
+# mkcfg FILE N_SECONDARIES [SECRET]: a fresh configuration on 127.0.0.1
+# with free ports; sets STARTER_PORT, HTTP_PORT[i], RING_PORT[i].
+mkcfg() {
+    local file=$1 n=$2 secret=${3:-}
+    local ports=($(free_ports $((2 * n + 1))))
+    STARTER_PORT=${ports[0]}
+    HTTP_PORT=(); RING_PORT=()
+    local sec="" i
+    for ((i = 0; i < n; i++)); do
+        HTTP_PORT[$i]=${ports[$((1 + 2 * i))]}
+        RING_PORT[$i]=${ports[$((2 + 2 * i))]}
+        [ -n "$sec" ] && sec="$sec,"
+        sec="$sec{\"addr\": \"127.0.0.1\", \"communication\": {\"starter_addr\": \"127.0.0.1\", \"port\": ${HTTP_PORT[$i]}}, \"inference\": {\"port_in\": ${RING_PORT[$i]}, \"port_out\": 1}}"
+    done
+    local sfield=""
+    [ -n "$secret" ] && sfield="\"secret\": \"$secret\","
+    cat >"$file" <<JSON
+{$sfield "nodes": {"starter": {"addr": "127.0.0.1", "communication": {"port": 1}, "inference": {"port_in": $STARTER_PORT, "port_out": 1}},
+ "secondary": [$sec]}}
+JSON
+}
+
+# start_secondary CFG INDEX [extra args...]: starts it in the background
+# (log in $TMP/secINDEX.log) and waits until its HTTP port answers.
+start_secondary() {
+    local cfg=$1 idx=$2; shift 2
+    "$BIN/secondary" "$cfg" "$idx" --cache-dir "$TMP/cache$idx" --n-threads 1 "$@" >>"$TMP/sec$idx.log" 2>&1 &
+    local pid=$!
+    PIDS="$PIDS $pid"
+    eval "SEC_PID_$idx=$pid"
+    local port=${HTTP_PORT[$idx]}
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+sec_pid() { eval "echo \$SEC_PID_$1"; }
+
+# status_field IDX FIELD [SECRET]: one field of secondary IDX's GET /.
+status_field() {
+    local h=()
+    [ -n "${3:-}" ] && h=(-H "X-MDI-Secret: $3")
+    curl -s --max-time 2 "${h[@]}" "http://127.0.0.1:${HTTP_PORT[$1]}/" |
+        $PY -c "import json,sys; v=json.load(sys.stdin).get('$2'); print(v)" 2>/dev/null
+}
+
+# stop_secondaries: SIGTERM to each started secondary; they must exit in 5 s.
+stop_secondaries() {
+    local ok=0 p
+    for p in $PIDS; do kill -TERM "$p" 2>/dev/null; done
+    for p in $PIDS; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$p" 2>/dev/null; then ok=1; fi
+    done
+    wait 2>/dev/null
+    PIDS=""
+    return $ok
+}
+
+# same_ids A.json B.json [N]: samples[i].generated_ids equal for i < N
+# (default all of A's samples).
+same_ids() {
+    $PY - "$@" <<'PYEOF'
+import json, sys
+a = json.load(open(sys.argv[1]))["samples"]
+b = json.load(open(sys.argv[2]))["samples"]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else len(a)
+for i in range(n):
+    if a[i]["generated_ids"] != b[i]["generated_ids"]:
+        print("sample %d differs:\n  %s\n  %s" % (i, a[i]["generated_ids"], b[i]["generated_ids"]))
+        sys.exit(1)
+    if not a[i]["generated_ids"]:
+        print("sample %d generated nothing" % i); sys.exit(1)
+PYEOF
+}
+
+# prepare CKPT_SOURCE OUT N...: chunks for each node count.
+prepare() {
+    local src=$1 out=$2; shift 2
+    local n
+    for n in "$@"; do
+        "$BIN/prepare_model" "$src" --n-nodes "$n" --out "$out" --no-progress >>"$TMP/prepare.log" 2>&1 || return 1
+    done
+}
+
+# run_with_timeout SECONDS CMD...: the command, killed after SECONDS (exit 124).
+run_with_timeout() { timeout -k 2 "$@"; }

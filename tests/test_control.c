@@ -1,0 +1,257 @@
+/* test_control: the secondary's HTTP control plane driven by the
+ * starter's libcurl client on 127.0.0.1 (port 0, read back): status, the
+ * run configuration, chunk upload with hash check and cache reuse, a
+ * locally given chunk, start/stop hand-over, the shared secret, garbage. */
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "net.h"
+#include "test.h"
+#include "util.h"
+
+static char tmp_dir[64];
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    fputs(text, f);
+    fclose(f);
+}
+
+static void make_config(run_config *rc, const char *chunk_text)
+{
+    memset(rc, 0, sizeof(*rc));
+    rc->node_index = 0;
+    rc->n_nodes = 2;
+    snprintf(rc->cfg.model_type, sizeof(rc->cfg.model_type), "llama");
+    rc->cfg.dim = 64;
+    rc->cfg.hidden_dim = 172;
+    rc->cfg.n_layers = 5;
+    rc->cfg.n_heads = 8;
+    rc->cfg.n_kv_heads = 4;
+    rc->cfg.head_dim = 8;
+    rc->cfg.vocab_size = 512;
+    rc->cfg.max_seq_len = 512;
+    rc->cfg.norm_eps = 1e-5f;
+    rc->cfg.rope_theta = 10000;
+    rc->cfg.bos_id = 1;
+    rc->cfg.eos_ids[0] = 2;
+    rc->cfg.n_eos = 1;
+    snprintf(rc->model_name, sizeof(rc->model_name), "stories260K");
+    rc->layer_begin = 2;
+    rc->layer_end = 5;
+    rc->dtype = DTYPE_COUNT;
+    rc->wire_dtype = DTYPE_BF16;
+    rc->n_samples = 3;
+    rc->max_seq = 100;
+    rc->max_batch = 16;
+    rc->is_last = 1;
+    snprintf(rc->prev_addr, sizeof(rc->prev_addr), "127.0.0.1");
+    rc->prev_port = 5000;
+    snprintf(rc->next_addr, sizeof(rc->next_addr), "127.0.0.1");
+    rc->next_port = 5000;
+    sha256_hex(chunk_text, strlen(chunk_text), rc->chunk_sha256);
+    rc->chunk_size = strlen(chunk_text);
+    rc->timeout_s = 3;
+}
+
+static long status_int(int port, const char *secret, const char *key)
+{
+    json_t *st = NULL;
+    if (control_client_status("127.0.0.1", port, secret, 2, &st, NULL) != 0) return -1;
+    long v = (long)json_integer_value(json_object_get(st, key));
+    json_decref(st);
+    return v;
+}
+
+static int status_is(int port, const char *secret, const char *key, const char *want)
+{
+    json_t *st = NULL;
+    if (control_client_status("127.0.0.1", port, secret, 2, &st, NULL) != 0) return 0;
+    const char *v = json_string_value(json_object_get(st, key));
+    int ok = v && !strcmp(v, want);
+    json_decref(st);
+    return ok;
+}
+
+static void test_run_config_json(void)
+{
+    run_config a, b;
+    make_config(&a, "abc");
+    json_t *j = run_config_to_json(&a);
+    char err[MDI_ERR_LEN];
+    int rc = run_config_from_json(&b, j, err);
+    test_result(rc == 0 && b.layer_begin == 2 && b.layer_end == 5 && b.wire_dtype == DTYPE_BF16 &&
+                b.dtype == DTYPE_COUNT && b.is_last && b.cfg.dim == 64 && b.cfg.norm_eps == a.cfg.norm_eps &&
+                !strcmp(b.chunk_sha256, a.chunk_sha256) && b.chunk_size == 3,
+                "control run configuration JSON round trip", "rc %d: %s", rc, err);
+    json_object_set_new(j, "layers", json_pack("[i, i]", 4, 9));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "layers [4, 9)"), "control run configuration bad layers", "rc %d: %s", rc, err);
+    json_object_set_new(j, "chunk_sha256", json_string("xyz"));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "chunk_sha256"), "control run configuration bad hash", "rc %d: %s", rc, err);
+    json_decref(j);
+}
+
+/* Plays the secondary's main thread for one start/stop cycle. */
+static void *main_thread(void *arg)
+{
+    control_server *s = arg;
+    run_config cfg;
+    char path[PATH_MAX];
+    for (int i = 0; i < 50; i++) {
+        control_cmd c = control_wait_command(s, 0.1, &cfg, path);
+        if (c == CONTROL_CMD_START) control_set_state(s, CONTROL_RUNNING, NULL);
+        if (c == CONTROL_CMD_STOP) {
+            control_set_stats(s, json_pack("{s:f}", "compute_s", 1.5));
+            control_set_state(s, CONTROL_IDLE, NULL);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_server(void)
+{
+    char err[MDI_ERR_LEN], cache[256], good[256], bad[256];
+    snprintf(cache, sizeof(cache), "%s/cache", tmp_dir);
+    snprintf(good, sizeof(good), "%s/good.bin", tmp_dir);
+    snprintf(bad, sizeof(bad), "%s/bad.bin", tmp_dir);
+    const char *chunk = "the bytes of a chunk, standing in for a safetensors file";
+    write_file(good, chunk);
+    write_file(bad, "something else entirely, of another length");
+    control_server_opts so = {0, 0, NULL, cache, NULL};
+    control_server *s = control_server_start(&so, err);
+    test_result(s != NULL, "control server starts on a free port", "%s", err);
+    if (!s) return;
+    int port = control_server_port(s);
+
+    test_result(status_is(port, NULL, "state", "idle"), "control GET / says idle", "status not idle");
+    int have = -1;
+    run_config rc;
+    make_config(&rc, chunk);
+    rc.node_index = 1;
+    int r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    test_result(r == MDI_EFORMAT && strstr(err, "for secondary 1, this is secondary 0"),
+                "control /init for another node refused", "rc %d: %s", r, err);
+    rc.node_index = 0;
+    r = control_client_start("127.0.0.1", port, NULL, 2, err);
+    test_result(r == MDI_ESTATE && strstr(err, "before POST /init"), "control /start before /init refused", "rc %d: %s", r, err);
+    r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    test_result(r == 0 && have == 0, "control /init asks for the chunk", "rc %d have %d: %s", r, have, err);
+    r = control_client_upload_chunk("127.0.0.1", port, NULL, 2, bad, err);
+    test_result(r == MDI_EFORMAT && strstr(err, "chunk hash mismatch") && strstr(err, rc.chunk_sha256),
+                "control chunk hash mismatch refused", "rc %d: %s", r, err);
+    char part[PATH_MAX];
+    snprintf(part, sizeof(part), "%s/%s.part", cache, rc.chunk_sha256);
+    test_result(!file_exists(part), "control refused chunk leaves no file", "%s exists", part);
+    r = control_client_upload_chunk("127.0.0.1", port, NULL, 2, good, err);
+    test_result(r == 0 && status_int(port, NULL, "chunks_received") == 1, "control chunk upload verified", "rc %d: %s", r, err);
+    char cached[PATH_MAX];
+    snprintf(cached, sizeof(cached), "%s/%s.safetensors", cache, rc.chunk_sha256);
+    test_result(file_exists(cached), "control chunk cached under its hash", "%s missing", cached);
+
+    pthread_t th;
+    pthread_create(&th, NULL, main_thread, s);
+    r = control_client_start("127.0.0.1", port, NULL, 2, err);
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    test_result(r == 0 && status_is(port, NULL, "state", "running"), "control /start hands over to the main thread",
+                "rc %d: %s", r, err);
+    r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    test_result(r == MDI_ESTATE && strstr(err, "busy"), "control /init while running refused", "rc %d: %s", r, err);
+    json_t *st = NULL;
+    r = control_client_stop("127.0.0.1", port, NULL, 5, &st, err);
+    pthread_join(th, NULL);
+    const char *state = json_string_value(json_object_get(st, "state"));
+    double cs = json_number_value(json_object_get(json_object_get(st, "stats"), "compute_s"));
+    test_result(r == 0 && state && !strcmp(state, "idle") && cs == 1.5, "control /stop answers once idle, with figures",
+                "rc %d state %s: %s", r, state ? state : "?", err);
+    json_decref(st);
+
+    r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    test_result(r == 0 && have == 1, "control second run finds the cached chunk", "rc %d have %d: %s", r, have, err);
+
+    /* Garbage on the HTTP port: the node answers or drops it and stays up. */
+    int fd = net_connect("127.0.0.1", port, 1, err);
+    const char junk[] = "\x16\x03\x01\x02\x00garbage\r\n\r\n\xff\xfe";
+    if (fd >= 0) {
+        if (write(fd, junk, sizeof(junk)) < 0) {}
+        char buf[256];
+        net_read_full(fd, buf, sizeof(buf), 1, NULL, NULL, NULL);
+        net_close(fd);
+    }
+    test_result(status_is(port, NULL, "state", "idle"), "control survives garbage on its port", "no status after garbage");
+    r = control_client_stop("127.0.0.1", port, NULL, 2, NULL, err);
+    control_server_stop(s);
+
+    /* Port in use. */
+    int lfd = net_listen(0, 4, err);
+    so.port = net_local_port(lfd);
+    s = control_server_start(&so, err);
+    test_result(!s && strstr(err, "already in use"), "control busy port named", "%s", s ? "started" : err);
+    if (s) control_server_stop(s);
+    net_close(lfd);
+
+    /* A local chunk is used without any upload. */
+    so.port = 0;
+    so.local_chunk = good;
+    snprintf(cache, sizeof(cache), "%s/cache2", tmp_dir);
+    so.cache_dir = cache;
+    s = control_server_start(&so, err);
+    port = s ? control_server_port(s) : 0;
+    r = s ? control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err) : -1;
+    test_result(r == 0 && have == 1, "control --chunk given locally is used", "rc %d have %d: %s", r, have, err);
+    if (s) control_server_stop(s);
+}
+
+static void test_secret(void)
+{
+    char err[MDI_ERR_LEN], cache[256];
+    snprintf(cache, sizeof(cache), "%s/cache3", tmp_dir);
+    control_server_opts so = {0, 0, "open sesame", cache, NULL};
+    control_server *s = control_server_start(&so, err);
+    if (!s) {
+        test_result(0, "control server with secret", "%s", err);
+        return;
+    }
+    int port = control_server_port(s);
+    json_t *st = NULL;
+    int r = control_client_status("127.0.0.1", port, NULL, 2, &st, err);
+    test_result(r == MDI_EAUTH && strstr(err, "401"), "control request without secret gets 401", "rc %d: %s", r, err);
+    run_config rc;
+    make_config(&rc, "x");
+    int have;
+    r = control_client_init("127.0.0.1", port, "wrong", 2, &rc, &have, err);
+    test_result(r == MDI_EAUTH, "control /init with a wrong secret gets 401", "rc %d: %s", r, err);
+    r = control_client_status("127.0.0.1", port, "open sesame", 2, &st, err);
+    int init = r == 0 && json_is_false(json_object_get(st, "init"));
+    long rejected = r == 0 ? (long)json_integer_value(json_object_get(st, "requests_rejected")) : -1;
+    json_decref(st);
+    test_result(init && rejected == 2, "control refused requests change nothing", "rc %d, rejected %ld: %s", r, rejected, err);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/upload.bin", tmp_dir);
+    write_file(path, "x");
+    r = control_client_upload_chunk("127.0.0.1", port, "wrong", 2, path, err);
+    test_result(r == MDI_EAUTH, "control upload with a wrong secret gets 401", "rc %d: %s", r, err);
+    control_server_stop(s);
+}
+
+int main(void)
+{
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/mdi_test_control_XXXXXX");
+    if (!mkdtemp(tmp_dir)) return 1;
+    control_client_global_init();
+    test_run_config_json();
+    test_server();
+    test_secret();
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp_dir);
+    if (system(cmd) != 0) {}
+    return test_failures;
+}

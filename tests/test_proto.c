@@ -1,0 +1,222 @@
+/* test_proto: ring frames: layout, validation, reading from real sockets
+ * (truncated, garbage, stalled), the HELLO handshake, wire dtypes. */
+#include <math.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto.h"
+#include "test.h"
+#include "util.h"
+
+static proto_limits lim = {.dim = 8, .max_batch = 4, .n_samples = 3};
+
+static void test_layout(void)
+{
+    proto_header h = proto_header_make(PROTO_DATA);
+    h.sample_id = 2;
+    h.pos = 0x01020304;
+    h.n_tokens = 3;
+    h.dtype = DTYPE_BF16;
+    h.flags = PROTO_FLAG_LOGITS;
+    h.payload_len = 0x1122334455ull;
+    h.seq = 7;
+    uint8_t raw[PROTO_HEADER_SIZE];
+    proto_header_encode(&h, raw);
+    test_result(!memcmp(raw, "MDIR", 4), "proto magic bytes", "got %02x %02x %02x %02x", raw[0], raw[1], raw[2], raw[3]);
+    test_result(raw[12] == 4 && raw[15] == 1, "proto little-endian pos", "bytes %02x..%02x", raw[12], raw[15]);
+    test_result(raw[24] == 0x55 && raw[28] == 0x11, "proto payload_len at offset 24", "%02x %02x", raw[24], raw[28]);
+    proto_header d;
+    proto_header_decode(&d, raw);
+    test_result(!memcmp(&d, &h, sizeof(h)), "proto header round trip", "decoded header differs");
+}
+
+static void expect_reject(proto_header h, const char *name, const char *needle)
+{
+    char err[MDI_ERR_LEN] = "";
+    int rc = proto_header_check(&h, &lim, err);
+    test_result(rc == MDI_EPROTO && strstr(err, needle), name, "rc %d, err \"%s\" (wanted \"%s\")", rc, err, needle);
+}
+
+static void test_check(void)
+{
+    proto_header ok = proto_header_make(PROTO_DATA);
+    ok.n_tokens = 2;
+    ok.dtype = DTYPE_F16;
+    ok.payload_len = 2 * 8 * 2;
+    char err[MDI_ERR_LEN];
+    test_result(proto_header_check(&ok, &lim, err) == 0, "proto valid DATA accepted", "%s", err);
+    proto_header h = ok;
+    h.magic = 0xdeadbeef;
+    expect_reject(h, "proto bad magic", "bad magic 0xdeadbeef");
+    h = ok;
+    h.version = 9;
+    expect_reject(h, "proto wrong version", "version 9");
+    h = ok;
+    h.type = 77;
+    expect_reject(h, "proto unknown type", "type 77");
+    h = ok;
+    h.dtype = 9;
+    expect_reject(h, "proto unknown dtype", "dtype 9");
+    h = ok;
+    h.payload_len = 1000;
+    expect_reject(h, "proto DATA length not n_tokens x dim", "expected 32");
+    h = ok;
+    h.payload_len = (uint64_t)1 << 40;
+    expect_reject(h, "proto oversized payload", "exceeds the maximum");
+    h = ok;
+    h.n_tokens = 5;
+    h.payload_len = 5 * 8 * 2;
+    expect_reject(h, "proto n_tokens beyond max_batch", "max_batch 4");
+    h = ok;
+    h.sample_id = 3;
+    expect_reject(h, "proto sample id out of range", "sample 3");
+    h = proto_header_make(PROTO_RELEASE);
+    h.payload_len = 4;
+    expect_reject(h, "proto RELEASE with payload", "expected 0");
+    h = proto_header_make(PROTO_ERROR);
+    h.payload_len = PROTO_TEXT_MAX + 1;
+    expect_reject(h, "proto oversized ERROR text", "exceeds");
+}
+
+static void write_raw(int fd, const void *p, size_t n)
+{
+    if (write(fd, p, n) != (ssize_t)n) abort();
+}
+
+static void test_read(void)
+{
+    int sv[2];
+    char err[MDI_ERR_LEN];
+    proto_frame *f = proto_frame_new(4 * 8 * 4);
+    proto_frame *g = proto_frame_new(4 * 8 * 4);
+
+    /* A valid frame goes through unchanged. */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    f->h = proto_header_make(PROTO_DATA);
+    f->h.n_tokens = 2;
+    f->h.dtype = DTYPE_F32;
+    f->h.payload_len = 2 * 8 * 4;
+    for (int i = 0; i < 16; i++) ((float *)f->payload)[i] = (float)i * 0.5f;
+    int rc = proto_write_frame(sv[0], f, 1, NULL, err);
+    rc = rc ? rc : proto_read_frame(sv[1], g, &lim, 1, 1, NULL, err);
+    test_result(rc == 0 && g->h.n_tokens == 2 && !memcmp(g->payload, f->payload, 64), "proto frame over a socket",
+                "rc %d: %s", rc, err);
+
+    /* Truncated header, then the peer leaves. */
+    uint8_t raw[PROTO_HEADER_SIZE];
+    proto_header_encode(&f->h, raw);
+    write_raw(sv[0], raw, 10);
+    close(sv[0]);
+    rc = proto_read_frame(sv[1], g, &lim, 1, 1, NULL, err);
+    test_result(rc == MDI_ENET && strstr(err, "truncated frame header"), "proto truncated header", "rc %d: %s", rc, err);
+    close(sv[1]);
+
+    /* Truncated payload. */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    write_raw(sv[0], raw, PROTO_HEADER_SIZE);
+    write_raw(sv[0], f->payload, 20);
+    close(sv[0]);
+    rc = proto_read_frame(sv[1], g, &lim, 1, 1, NULL, err);
+    test_result(rc == MDI_ENET && strstr(err, "truncated DATA frame payload (20 of 64"), "proto truncated payload",
+                "rc %d: %s", rc, err);
+    close(sv[1]);
+
+    /* Garbage: refused before any payload is read. */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    const char *junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n....................";
+    write_raw(sv[0], junk, strlen(junk));
+    rc = proto_read_frame(sv[1], g, &lim, 1, 1, NULL, err);
+    test_result(rc == MDI_EPROTO && strstr(err, "bad magic") && strstr(err, "47 45 54"), "proto garbage named with bytes",
+                "rc %d: %s", rc, err);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* A peer that stalls mid-frame is given up on in bounded time. */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    write_raw(sv[0], raw, 10);
+    double t = time_now();
+    rc = proto_read_frame(sv[1], g, &lim, 1, 0.3, NULL, err);
+    t = time_now() - t;
+    test_result(rc == MDI_ETIMEOUT && t < 1.5, "proto stalled peer times out", "rc %d after %.2f s: %s", rc, t, err);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* Idle wait honours a cancel flag. */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    volatile int cancel = 1;
+    rc = proto_read_frame(sv[1], g, &lim, -1, 1, &cancel, err);
+    test_result(rc == MDI_ESTATE, "proto idle read cancelled", "rc %d", rc);
+    close(sv[0]);
+    close(sv[1]);
+    proto_frame_free(f);
+    proto_frame_free(g);
+}
+
+typedef struct {
+    int fd;
+    const char *secret;
+    int rc;
+    uint32_t index;
+    char err[MDI_ERR_LEN];
+} hello_side;
+
+static void *hello_acceptor(void *arg)
+{
+    hello_side *h = arg;
+    h->rc = proto_hello_accept(h->fd, h->secret, 1, &h->index, h->err);
+    return NULL;
+}
+
+static void hello_case(const char *sent, const char *wanted, int expect_rc, const char *name)
+{
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    hello_side acc = {.fd = sv[1], .secret = wanted};
+    pthread_t th;
+    pthread_create(&th, NULL, hello_acceptor, &acc);
+    char err[MDI_ERR_LEN] = "";
+    int rc = proto_hello_send(sv[0], 3, sent, 1, err);
+    pthread_join(th, NULL);
+    int ok = rc == expect_rc && acc.rc == expect_rc && (expect_rc || acc.index == 3);
+    test_result(ok, name, "sender rc %d (%s), acceptor rc %d (%s)", rc, err, acc.rc, acc.err);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_hello(void)
+{
+    hello_case("s3cret", "s3cret", 0, "proto HELLO with the right secret");
+    hello_case("", NULL, 0, "proto HELLO without secret");
+    hello_case("guess", "s3cret", MDI_EAUTH, "proto HELLO wrong secret refused on both sides");
+    hello_case("", "s3cret", MDI_EAUTH, "proto HELLO missing secret refused");
+}
+
+static void test_pack(void)
+{
+    float x[5] = {1.0f, -2.5f, 3.14159f, 1e-3f, 65504.0f}, y[5];
+    uint8_t buf[20];
+    proto_pack(x, 5, DTYPE_F32, buf);
+    proto_unpack(buf, 5, DTYPE_F32, y);
+    test_result(!memcmp(x, y, sizeof(x)), "proto f32 wire is exact", "differs");
+    proto_pack(x, 5, DTYPE_BF16, buf);
+    proto_unpack(buf, 5, DTYPE_BF16, y);
+    float worst = 0;
+    for (int i = 0; i < 5; i++) worst = fmaxf(worst, fabsf(y[i] - x[i]) / fabsf(x[i]));
+    test_result(worst < 1.0f / 128, "proto bf16 wire within rounding", "relative error %g", worst);
+    proto_pack(x, 5, DTYPE_F16, buf);
+    proto_unpack(buf, 5, DTYPE_F16, y);
+    worst = 0;
+    for (int i = 0; i < 5; i++) worst = fmaxf(worst, fabsf(y[i] - x[i]) / fabsf(x[i]));
+    test_result(worst < 1.0f / 1024, "proto f16 wire within rounding", "relative error %g", worst);
+}
+
+int main(void)
+{
+    test_layout();
+    test_check();
+    test_read();
+    test_hello();
+    test_pack();
+    return test_failures;
+}
