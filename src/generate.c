@@ -209,8 +209,10 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
             decode_time += time_now() - td;
             decode_tokens++;
         }
-        if (echo)
+        if (echo) {
             fputc('\n', echo);
+            fflush(echo);
+        }
         else if (!o->quiet)
             printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : results[i].prompt, results[i].text);
         sample_state_free(&ss);

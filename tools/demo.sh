@@ -28,13 +28,13 @@ echo
 echo "== prepare_model: 3 chunks under checkpoints/$name"
 "$BIN/prepare_model" "$MODEL" --n-nodes 3 --out "checkpoints/$name"
 echo
-echo "== 3 nodes on 127.0.0.1 (settings-distr/config-3nodes-local.json), 3 samples"
+echo "== 3 nodes on 127.0.0.1 (settings-distr/config-3nodes-localhost.json), 3 samples"
 logs=$(mktemp -d)
-"$BIN/secondary" settings-distr/config-3nodes-local.json 0 >"$logs/s0.log" 2>&1 &
+"$BIN/secondary" settings-distr/config-3nodes-localhost.json 0 >"$logs/s0.log" 2>&1 &
 s0=$!
-"$BIN/secondary" settings-distr/config-3nodes-local.json 1 >"$logs/s1.log" 2>&1 &
+"$BIN/secondary" settings-distr/config-3nodes-localhost.json 1 >"$logs/s1.log" 2>&1 &
 s1=$!
 trap 'kill $s0 $s1 2>/dev/null; wait 2>/dev/null; rm -rf "$logs"' EXIT
 sleep 0.5
-"$BIN/starter" --ckpt "checkpoints/$name" --nodes-config settings-distr/config-3nodes-local.json \
+"$BIN/starter" --ckpt "checkpoints/$name" --nodes-config settings-distr/config-3nodes-localhost.json \
     --n-samples 3 --n-tokens 120 --temperature 0.8 --prompt "$PROMPT"
