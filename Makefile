@@ -11,7 +11,9 @@ CC      ?= cc
 PKGS    := openblas jansson libmicrohttpd libcurl libpcre2-8
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# CFLAGS and LDFLAGS stay the user's (make asan sets them); what the build
+# needs regardless goes in MDI_CFLAGS.
+MDI_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
 BUILD   ?= build
@@ -29,19 +31,19 @@ TOOL_BIN  := $(patsubst tools/%.c,$(BIN)/%,$(TOOL_SRC))
 all: $(BIN)/starter $(BIN)/secondary $(TOOL_BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(MDI_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libmdi.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BIN)/%: $(BUILD)/%.o $(BUILD)/libmdi.a | $(BIN)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(MDI_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BIN)/%: tools/%.c $(BUILD)/libmdi.a $(wildcard src/*.h) | $(BIN)
-	$(CC) $(CFLAGS) -Isrc $< $(BUILD)/libmdi.a -o $@ $(LDLIBS)
+	$(CC) $(MDI_CFLAGS) $(CFLAGS) $(LDFLAGS) -Isrc $< $(BUILD)/libmdi.a -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libmdi.a $(wildcard src/*.h) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Isrc -Itests $< $(BUILD)/libmdi.a -o $@ $(LDLIBS)
+	$(CC) $(MDI_CFLAGS) $(CFLAGS) $(LDFLAGS) -Isrc -Itests $< $(BUILD)/libmdi.a -o $@ $(LDLIBS)
 
 $(BUILD) $(BUILD)/tests $(BIN):
 	mkdir -p $@
