@@ -298,21 +298,6 @@ static size_t hub_on_header(char *buf, size_t size, size_t nmemb, void *user)
     return len;
 }
 
-static int hub_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Empties the .part file: the next bytes are the start of the file. */
 static int hub_part_truncate(hub_xfer *x)
 {
@@ -350,7 +335,7 @@ static size_t hub_on_body(char *buf, size_t size, size_t nmemb, void *user)
             return 0;
         }
     }
-    if (hub_write_all(x->fd, buf, len) != 0) {
+    if (fd_write_all(x->fd, buf, len) != 0) {
         x->io_errno = errno;
         x->abort_reason = HUB_ABORT_IO;
         return 0;
@@ -540,15 +525,6 @@ static int hub_hash_prefix(const char *path, int64_t n, sha256_ctx *sha, char *e
     return MDI_OK;
 }
 
-static void hub_hex(const uint8_t d[32], char out[65])
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[64] = 0;
-}
 
 /* 1 when dest already holds the file the hub describes (HEAD): same size
  * and, when the hub gives a sha256, same hash. 0 when it must be fetched
@@ -756,10 +732,8 @@ int hub_download_file(const hub_opts *o, const char *repo, const char *file,
     const char *etag = x.linked_etag[0] ? x.linked_etag : x.etag;
     int hashed = hub_is_sha256(etag);
     if (hashed) {
-        uint8_t d[32];
         char got[65];
-        sha256_final(&x.sha, d);
-        hub_hex(d, got);
+        sha256_final_hex(&x.sha, got);
         if (strcasecmp(got, etag) != 0) {
             rc = mdi_fail(err, MDI_EPROTO, "%s: sha256 mismatch: expected %s, got %s (%s)", file, etag,
                           got, url);

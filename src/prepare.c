@@ -26,22 +26,6 @@ static int has_suffix(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The folder part of path ("." when it has none). */
 static void path_dirname(const char *path, char *dir, size_t cap)
 {
@@ -94,7 +78,7 @@ static int file_write_atomic(const char *path, const void *data, size_t len, cha
     if (fd < 0)
         return mdi_fail(err, MDI_EIO, "%s: cannot create: %s", tmp, strerror(errno));
     int failed = 0;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0)
+    if (fd_write_all(fd, data, len) != 0 || fsync(fd) != 0)
         failed = errno ? errno : EIO;
     if (close(fd) != 0 && !failed)
         failed = errno ? errno : EIO;
@@ -759,14 +743,7 @@ static void source_fingerprint(source *s)
             snprintf(line, sizeof(line), "%s\t?\n", base);
         sha256_update(&c, line, strlen(line));
     }
-    uint8_t d[32];
-    sha256_final(&c, d);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        s->fingerprint[2 * i] = hex[d[i] >> 4];
-        s->fingerprint[2 * i + 1] = hex[d[i] & 15];
-    }
-    s->fingerprint[64] = 0;
+    sha256_final_hex(&c, s->fingerprint);
 }
 
 /* Tokenizer and generation files copied beside config.json, when present. */

@@ -678,16 +678,8 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
         unlink(tmp);
         return mdi_fail(err, MDI_EIO, "%s: cannot rename from %s: %s", path, tmp, strerror(e));
     }
-    if (sha256_out) {
-        uint8_t d[32];
-        sha256_final(&o.sha, d);
-        static const char hex[] = "0123456789abcdef";
-        for (int i = 0; i < 32; i++) {
-            sha256_out[2 * i] = hex[d[i] >> 4];
-            sha256_out[2 * i + 1] = hex[d[i] & 15];
-        }
-        sha256_out[64] = 0;
-    }
+    if (sha256_out)
+        sha256_final_hex(&o.sha, sha256_out);
     if (size_out)
         *size_out = o.size;
     return MDI_OK;

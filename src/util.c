@@ -254,6 +254,22 @@ int mkdir_p(const char *path, char *err)
     return MDI_OK;
 }
 
+int fd_write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int path_join(char *dst, size_t cap, const char *dir, const char *name)
 {
     int n = snprintf(dst, cap, "%s/%s", dir, name);
@@ -365,6 +381,13 @@ static void to_hex(const uint8_t d[32], char out[65])
         out[2 * i + 1] = hex[d[i] & 15];
     }
     out[64] = 0;
+}
+
+void sha256_final_hex(sha256_ctx *c, char out[65])
+{
+    uint8_t d[32];
+    sha256_final(c, d);
+    to_hex(d, out);
 }
 
 void sha256_hex(const void *data, size_t len, char out[65])

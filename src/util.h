@@ -80,6 +80,8 @@ int dir_exists(const char *path);
 int mkdir_p(const char *path, char *err);
 /* dst = dir + "/" + name, truncation is an error (returns -1). */
 int path_join(char *dst, size_t cap, const char *dir, const char *name);
+/* write() until all n bytes are out, retrying on EINTR; 0 or -1 (errno set). */
+int fd_write_all(int fd, const void *data, size_t n);
 
 /* SHA-256 (FIPS 180-4), incremental. */
 typedef struct {
@@ -91,6 +93,8 @@ typedef struct {
 void sha256_init(sha256_ctx *c);
 void sha256_update(sha256_ctx *c, const void *data, size_t len);
 void sha256_final(sha256_ctx *c, uint8_t out[32]);
+/* Ends c and writes the hex digest (65 bytes with NUL). */
+void sha256_final_hex(sha256_ctx *c, char out[65]);
 /* Hex digest (65 bytes with NUL) of a buffer or a whole file. */
 void sha256_hex(const void *data, size_t len, char out[65]);
 int sha256_file_hex(const char *path, char out[65], char *err);
