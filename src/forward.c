@@ -147,10 +147,14 @@ static void attention_worker(void *arg, int ith, int nth)
     int units = a->n * c->n_heads;
     for (int u = ith; u < units; u += nth) {
         int i = u / c->n_heads, h = u % c->n_heads;
-        int t_len = a->pos + i + 1;
+        /* positions [t0, pos+i]: all before, or the latest sliding_window */
+        int t_end = a->pos + i + 1;
+        int t0 = c->sliding_window && t_end > c->sliding_window ? t_end - c->sliding_window : 0;
+        int t_len = t_end - t0;
         const float *q = s->q + (size_t)i * q_dim + (size_t)h * hd;
         int kvh = h / group;
-        const float *kc = a->k_cache + (size_t)kvh * hd, *vc = a->v_cache + (size_t)kvh * hd;
+        const float *kc = a->k_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
+        const float *vc = a->v_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
         float *out = s->xb2 + (size_t)i * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         if (hd < 32) {

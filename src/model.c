@@ -120,6 +120,13 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
         return mdi_fail(err, MDI_EUNSUPPORTED, "%s: attention_bias true (o_proj bias) is not supported for %s", fname, type);
     if (json_is_true(json_object_get(root, "mlp_bias")))
         return mdi_fail(err, MDI_EUNSUPPORTED, "%s: mlp_bias true is not supported", fname);
+    /* Mistral's sliding window; Qwen2 lists one but uses it only with
+     * use_sliding_window, and then on some layers only: not supported. */
+    json_t *sw = json_object_get(root, "sliding_window");
+    if (!strcmp(type, "mistral") && json_is_integer(sw) && json_integer_value(sw) > 0)
+        c->sliding_window = (int)json_integer_value(sw);
+    if (!strcmp(type, "qwen2") && json_is_true(json_object_get(root, "use_sliding_window")))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for qwen2", fname);
     json_t *bos = json_object_get(root, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
     set_eos(c, json_object_get(root, "eos_token_id"));
@@ -203,6 +210,8 @@ json_t *model_config_to_json(const model_config *c)
     else
         json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+    if (c->sliding_window)
+        json_object_set_new(o, "sliding_window", json_integer(c->sliding_window));
     json_object_set_new(o, "hidden_act", json_string("silu"));
     json_object_set_new(o, "bos_token_id", c->bos_id >= 0 ? json_integer(c->bos_id) : json_null());
     json_t *eos = json_array();

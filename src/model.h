@@ -38,6 +38,7 @@ typedef struct {
     int rope_original_max_pos;
     int tie_embeddings;
     int attn_bias;           /* q/k/v biases (qwen2, or attention_bias true) */
+    int sliding_window;      /* attend to this many latest positions (Mistral); 0: all */
     int bos_id;              /* -1 when none */
     int eos_ids[MODEL_MAX_EOS];
     int n_eos;

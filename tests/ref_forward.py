@@ -144,6 +144,12 @@ class Config:
         self.rope_scaling = c.get("rope_scaling")
         self.tied = bool(c.get("tie_word_embeddings", False))
         self.bias = self.model_type == "qwen2" or bool(c.get("attention_bias", False))
+        # Mistral attends to the last sliding_window positions (itself
+        # included); Qwen2 only when use_sliding_window says so.
+        sw = c.get("sliding_window")
+        if self.model_type == "qwen2" and not c.get("use_sliding_window", False):
+            sw = None
+        self.sliding_window = sw
 
 
 def rope_inv_freq(cfg, apply_scaling=True):
@@ -213,6 +219,8 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
         raise ValueError("token id out of range [0, %d)" % emb.shape[0])
     x = emb[ids].copy()                                 # (n, dim)
     mask = np.triu(np.full((n, n), -np.inf), k=1)       # (n, n) causal
+    if cfg.sliding_window:                              # j <= i - window: out
+        mask += np.tril(np.full((n, n), -np.inf), k=-cfg.sliding_window)
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         h = rmsnorm(x, V(p + "input_layernorm.weight"), cfg.eps)

@@ -82,6 +82,13 @@ SHAPES = {
                                           original_max_position_embeddings=64),
                         tokenizer="llama3", bos=128000,
                         eos=[128001, 128008, 128009], std=0.25),
+    # Mistral: llama's layout with a sliding attention window; the window is
+    # shrunk to 16 positions so that a test prompt of 40 tokens crosses it.
+    "tiny-mistral": dict(family="mistral", hidden=64, inter=160, layers=2,
+                         heads=4, kv_heads=2, head_dim=None, vocab=32000,
+                         tied=False, theta=10000.0, eps=1e-5, max_pos=32768,
+                         rope_scaling=None, tokenizer="mistral", bos=1, eos=2,
+                         std=0.25, sliding_window=16),
 }
 
 DTYPES = {"f32": ("F32", 4), "bf16": ("BF16", 2), "f16": ("F16", 2)}
@@ -91,9 +98,9 @@ TORCH_DTYPE = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 def config_json(s, dtype):
     """The config.json of the family with the shape's numbers."""
     hd = s["head_dim"]
-    if s["family"] == "llama":
+    if s["family"] in ("llama", "mistral"):
         c = {
-            "architectures": ["LlamaForCausalLM"],
+            "architectures": ["MistralForCausalLM" if s["family"] == "mistral" else "LlamaForCausalLM"],
             "attention_bias": False,
             "attention_dropout": 0.0,
             "bos_token_id": s["bos"],
@@ -108,7 +115,7 @@ def config_json(s, dtype):
             "intermediate_size": s["inter"],
             "max_position_embeddings": s["max_pos"],
             "mlp_bias": False,
-            "model_type": "llama",
+            "model_type": s["family"],
             "num_attention_heads": s["heads"],
             "num_hidden_layers": s["layers"],
             "num_key_value_heads": s["kv_heads"],
@@ -121,6 +128,10 @@ def config_json(s, dtype):
             "use_cache": True,
             "vocab_size": s["vocab"],
         })
+        if s["family"] == "mistral":
+            for k in ("attention_bias", "mlp_bias", "pretraining_tp"):
+                c.pop(k, None)
+            c["sliding_window"] = s["sliding_window"]
     else:
         c = {
             "architectures": ["Qwen2ForCausalLM"],
