@@ -354,6 +354,7 @@ static int load_mat(model *m, const char *path, const char *name, int rows, int 
     out->dtype = m->slice.dtype;
     if (t->dtype == m->slice.dtype) {
         out->data = t->data;
+        tsrc_prefault(t->data, t->nbytes);
         return MDI_OK;
     }
     size_t n = (size_t)rows * cols;

@@ -496,6 +496,32 @@ void tsrc_close(tensor_source *s)
     free(s);
 }
 
+typedef struct {
+    const volatile uint8_t *data;
+    size_t nbytes, page;
+    volatile unsigned sink;
+} prefault_task;
+
+static void prefault_worker(void *arg, int ith, int nth)
+{
+    prefault_task *t = arg;
+    size_t n_pages = (t->nbytes + t->page - 1) / t->page;
+    size_t per = (n_pages + (size_t)nth - 1) / (size_t)nth;
+    size_t begin = per * (size_t)ith, end = begin + per < n_pages ? begin + per : n_pages;
+    unsigned acc = 0;
+    for (size_t i = begin; i < end; i++)
+        acc += t->data[i * t->page];
+    t->sink += acc; /* racy on purpose: only keeps the reads alive */
+}
+
+void tsrc_prefault(const void *data, size_t nbytes)
+{
+    if (!data || !nbytes)
+        return;
+    prefault_task t = { data, nbytes, (size_t)sysconf(_SC_PAGESIZE), 0 };
+    kernels_parallel(prefault_worker, &t);
+}
+
 int tsrc_count(const tensor_source *s) { return s->n_tensors; }
 const tensor_info *tsrc_get(const tensor_source *s, int i) { return &s->tensors[i]; }
 json_t *tsrc_metadata(const tensor_source *s) { return s->metadata; }

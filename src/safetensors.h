@@ -61,6 +61,11 @@ const tensor_info *tsrc_find(const tensor_source *s, const char *name);
  * read from its header are placed here too (see model_config_from_tsrc). */
 json_t *tsrc_metadata(const tensor_source *s);
 
+/* Reads every page of [data, data + nbytes) once, with the kernels' thread
+ * pool, so that the first forward pass does not pay for page faults of the
+ * mapping (a cold 4 GB file otherwise slows the first prefill many times). */
+void tsrc_prefault(const void *data, size_t nbytes);
+
 /* For llama2.c sources: the config read from the .bin header, as a
  * Hugging Face config.json object (borrowed). NULL for safetensors. */
 json_t *tsrc_llama2c_config(const tensor_source *s);
