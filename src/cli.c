@@ -16,7 +16,8 @@ void cli_usage_starter(const char *argv0)
             "\n"
             "model and prompt:\n"
             "  --ckpt PATH          checkpoint: Hugging Face folder, llama2.c .bin (or its folder),\n"
-            "                       or a prepared checkpoints/NAME folder\n"
+            "                       or a prepared checkpoints/NAME folder (default: the only model\n"
+            "                       under checkpoints/ prepared for this number of nodes)\n"
             "  --prompt TEXT        the prompt; FILE:path reads one prompt per paragraph\n"
             "  --prompt-ids LIST    comma-separated token ids instead of a prompt (no BOS added)\n"
             "  --chat               wrap the prompt in the model's chat template\n"
@@ -131,8 +132,6 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     }
     if (rc)
         return rc;
-    if (!o->ckpt)
-        return mdi_fail(err, MDI_EARG, "--ckpt is required (see --help)");
     if (o->prompt && o->prompt_ids)
         return mdi_fail(err, MDI_EARG, "--prompt and --prompt-ids exclude each other");
     return MDI_OK;

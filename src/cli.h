@@ -10,7 +10,8 @@
 #include "kernels.h"
 
 typedef struct {
-    const char *ckpt;          /* --ckpt DIR: HF folder, llama2.c .bin, or checkpoints/NAME */
+    const char *ckpt;          /* --ckpt DIR: HF folder, llama2.c .bin, or checkpoints/NAME;
+                                * NULL: the starter looks for the one prepared model */
     const char *prompt;        /* --prompt TEXT | FILE:path */
     const char *prompt_ids;    /* --prompt-ids 1,2,3 (bypasses the tokenizer) */
     int n_tokens;              /* --n-tokens: new tokens per sample */

@@ -4,6 +4,7 @@
  * prints the text. Alone (no --nodes-config, or one that lists no
  * secondaries) it runs every layer itself; otherwise it drives the ring.
  */
+#include <dirent.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,40 @@
 #include "report.h"
 #include "tokenizer.h"
 #include "util.h"
+
+/* Without --ckpt: the one folder under checkpoints/ that prepare_model split
+ * for this many nodes. Fails, listing the candidates, when there are none or
+ * several. */
+static int find_prepared(char *out, size_t cap, int n_nodes, char *err)
+{
+    const char *root = "checkpoints";
+    DIR *d = opendir(root);
+    if (!d)
+        return mdi_fail(err, MDI_EARG, "no --ckpt given and no %s/ folder to look in", root);
+    char found[1024] = "";
+    int n_found = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char manifest[4096];
+        snprintf(manifest, sizeof(manifest), "%s/%s/chunks/%dnodes/manifest.json", root, e->d_name, n_nodes);
+        if (!file_exists(manifest))
+            continue;
+        if (n_found++ == 0)
+            snprintf(out, cap, "%s/%s", root, e->d_name);
+        size_t l = strlen(found);
+        snprintf(found + l, sizeof(found) - l, "%s%s/%s", l ? ", " : "", root, e->d_name);
+    }
+    closedir(d);
+    if (n_found == 1)
+        return MDI_OK;
+    if (n_found == 0)
+        return mdi_fail(err, MDI_EARG, "no --ckpt given and no model under %s/ is prepared for %d node%s "
+                        "(tools/prepare_model SOURCE --n-nodes %d)", root, n_nodes, n_nodes > 1 ? "s" : "", n_nodes);
+    return mdi_fail(err, MDI_EARG, "no --ckpt given and several models are prepared for %d nodes: %s; pick one",
+                    n_nodes, found);
+}
 
 /* The tokenizer sits beside the weights: in the folder, or beside the file. */
 static tokenizer *load_tokenizer(const char *ckpt, char *err)
@@ -73,6 +108,16 @@ int main(int argc, char **argv)
         return 1;
     }
     int n_samples = o.n_samples ? o.n_samples : n_nodes;
+    char ckpt_buf[4096];
+    if (!o.ckpt) {
+        if (find_prepared(ckpt_buf, sizeof(ckpt_buf), n_nodes, err)) {
+            log_error("%s", err);
+            kernels_shutdown();
+            return 2;
+        }
+        o.ckpt = ckpt_buf;
+        log_info("model: %s", o.ckpt);
+    }
 
     if (!dir_exists(o.ckpt) && !file_exists(o.ckpt)) {
         log_error("%s: no such checkpoint folder or file", o.ckpt);

@@ -94,6 +94,21 @@ except Exception as e:
 print("PASS: --prompt FILE: gives one sample per paragraph" if ok else "FAIL: --prompt FILE: %s" % s)
 PY
 
+# Without --ckpt the starter takes the one model under checkpoints/ that is
+# prepared for its number of nodes (here 1), and says which it took.
+mkdir -p "$tmp/cwd"
+"$BIN/prepare_model" "$ckpt" --n-nodes 1 --out "$tmp/cwd/checkpoints/stories" >/dev/null 2>&1
+top=$(pwd)
+case "$BIN" in /*) abs_bin=$BIN ;; *) abs_bin=$top/$BIN ;; esac
+(cd "$tmp/cwd" && "$abs_bin/starter" --temperature 0 --n-tokens 200 --quiet --output "$tmp/n.json" 2>"$tmp/n.err")
+json_text "$tmp/n.json" >"$tmp/n.txt" 2>/dev/null
+grep -q "checkpoints/stories" "$tmp/n.err" && check "no --ckpt: the one prepared model is used (golden text)" "$tmp/golden0.txt" "$tmp/n.txt" \
+    || echo "FAIL: no --ckpt: $(cat "$tmp/n.err")"
+"$BIN/prepare_model" "$ckpt" --n-nodes 1 --out "$tmp/cwd/checkpoints/other" >/dev/null 2>&1
+(cd "$tmp/cwd" && "$abs_bin/starter" --n-tokens 2 --quiet 2>"$tmp/n.err"); rc=$?
+[ $rc -ne 0 ] && grep -q "several models" "$tmp/n.err" && echo "PASS: no --ckpt with two candidates: refused, naming them" \
+    || echo "FAIL: no --ckpt with two candidates: exit $rc, $(cat "$tmp/n.err")"
+
 # Bad input: one clear line, non-zero exit, nothing on stdout.
 "$BIN/starter" --ckpt /nonexistent --prompt x >"$tmp/e.out" 2>"$tmp/e.err"; rc=$?
 if [ $rc -ne 0 ] && [ ! -s "$tmp/e.out" ] && [ "$(wc -l <"$tmp/e.err")" -eq 1 ] && grep -q /nonexistent "$tmp/e.err"; then
