@@ -2,7 +2,6 @@
 #include "model.h"
 #include "util.h"
 
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,8 +139,7 @@ int model_config_load(model_config *c, const char *path, char *err)
     if (dir_exists(path)) {
         snprintf(dir, sizeof(dir), "%s", path);
     } else {
-        snprintf(p, sizeof(p), "%s", path);
-        snprintf(dir, sizeof(dir), "%s", dirname(p));
+        path_dirname(path, dir, sizeof(dir));
     }
     if (path_join(p, sizeof(p), dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", dir);

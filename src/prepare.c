@@ -20,25 +20,6 @@
 
 /* ---- small file helpers ---- */
 
-static int has_suffix(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-/* The folder part of path ("." when it has none). */
-static void path_dirname(const char *path, char *dir, size_t cap)
-{
-    snprintf(dir, cap, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, cap, ".");
-    else if (slash == dir)
-        dir[1] = 0;
-    else
-        *slash = 0;
-}
-
 /* The last component of path, trailing slashes ignored. */
 static void path_basename(const char *path, char *out, size_t cap)
 {
@@ -122,7 +103,7 @@ static void remove_tmp_files(const char *dir)
     struct dirent *e;
     char p[PATH_CAP];
     while ((e = readdir(d))) {
-        if (has_suffix(e->d_name, ".tmp") && path_join(p, sizeof(p), dir, e->d_name) == 0 &&
+        if (str_has_suffix(e->d_name, ".tmp") && path_join(p, sizeof(p), dir, e->d_name) == 0 &&
             file_exists(p)) {
             if (unlink(p) == 0)
                 log_info("removed %s, left by an unfinished run", p);
@@ -269,7 +250,7 @@ void prepare_default_name(const prepare_opts *o, char *name, size_t cap)
     }
     path_basename(o->source, name, cap);
     size_t len = strlen(name);
-    if (len > 4 && has_suffix(name, ".bin"))
+    if (len > 4 && str_has_suffix(name, ".bin"))
         name[len - 4] = 0;
     if (!name[0] || !strcmp(name, ".") || !strcmp(name, ".."))
         snprintf(name, cap, "model");
@@ -654,7 +635,7 @@ static int source_locate(const prepare_opts *o, const char *out_dir, source *s, 
         for (int i = 0; i < o->n_hub_files; i++) {
             char base[256];
             path_basename(o->hub_files[i], base, sizeof(base));
-            if (has_suffix(base, ".bin") && strncmp(base, "tok", 3) != 0 &&
+            if (str_has_suffix(base, ".bin") && strncmp(base, "tok", 3) != 0 &&
                 path_join(s->weights, sizeof(s->weights), s->dir, base) == 0)
                 break;
         }
@@ -666,7 +647,7 @@ static int source_locate(const prepare_opts *o, const char *out_dir, source *s, 
         return MDI_OK;
     }
     if (file_exists(o->source)) {
-        if (!has_suffix(o->source, ".bin"))
+        if (!str_has_suffix(o->source, ".bin"))
             return mdi_fail(err, MDI_EARG, "%s: SOURCE must be a checkpoint folder, a llama2.c .bin or a hub repository id",
                             o->source);
         path_dirname(o->source, s->dir, sizeof(s->dir));
@@ -685,7 +666,7 @@ static int source_open(source *s, char *err)
     int rc;
     if (path_join(cfg_path, sizeof(cfg_path), s->dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", s->dir);
-    int have_cfg = file_exists(cfg_path) && !has_suffix(s->weights, ".bin");
+    int have_cfg = file_exists(cfg_path) && !str_has_suffix(s->weights, ".bin");
     if (have_cfg) {
         if ((rc = model_config_load(&s->cfg, s->dir, err)))
             return rc;
@@ -767,7 +748,7 @@ static int copy_side_files(const source *s, const char *out_dir, char *err)
         DIR *d = opendir(s->dir);
         struct dirent *e;
         while (d && (e = readdir(d))) {
-            if (!has_suffix(e->d_name, ".bin") || strncmp(e->d_name, "tok", 3) != 0)
+            if (!str_has_suffix(e->d_name, ".bin") || strncmp(e->d_name, "tok", 3) != 0)
                 continue;
             if (path_join(src, sizeof(src), s->dir, e->d_name) != 0 || !file_exists(src) ||
                 path_join(dst, sizeof(dst), out_dir, e->d_name) != 0)
@@ -809,14 +790,14 @@ static int tensor_kind(const char *name, int *layer)
 {
     *layer = layer_of(name);
     if (*layer >= 0)
-        return has_suffix(name, ".rotary_emb.inv_freq") ? T_DROP : T_LAYER;
+        return str_has_suffix(name, ".rotary_emb.inv_freq") ? T_DROP : T_LAYER;
     if (!strcmp(name, "model.embed_tokens.weight"))
         return T_EMBED;
     if (!strcmp(name, "model.norm.weight"))
         return T_NORM;
     if (!strcmp(name, "lm_head.weight"))
         return T_HEAD;
-    if (has_suffix(name, "rotary_emb.inv_freq")) /* a buffer some exports keep; recomputed */
+    if (str_has_suffix(name, "rotary_emb.inv_freq")) /* a buffer some exports keep; recomputed */
         return T_DROP;
     return T_OTHER;
 }
@@ -1474,7 +1455,7 @@ int prepare_inspect(const char *path, int verify, FILE *out, char *err)
     }
     if (!file_exists(path))
         return mdi_fail(err, MDI_EIO, "%s: no such file or folder", path);
-    if (has_suffix(path, ".json"))
+    if (str_has_suffix(path, ".json"))
         return inspect_manifest(path, verify, out, err);
     return inspect_tensors(path, out, err);
 }

@@ -414,12 +414,6 @@ static int open_llama2c(tensor_source *s, const char *path, char *err)
     return MDI_OK;
 }
 
-static int has_suffix(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 /* A llama2.c checkpoint in a folder: the one .bin file that is not a tokenizer. */
 static int find_llama2c_bin(const char *dir, char *out, size_t cap)
 {
@@ -429,7 +423,7 @@ static int find_llama2c_bin(const char *dir, char *out, size_t cap)
     int found = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (!has_suffix(e->d_name, ".bin") || !strncmp(e->d_name, "tok", 3))
+        if (!str_has_suffix(e->d_name, ".bin") || !strncmp(e->d_name, "tok", 3))
             continue;
         if (path_join(out, cap, dir, e->d_name) == 0) {
             found = 1;
@@ -461,9 +455,9 @@ tensor_source *tsrc_open(const char *path, char *err)
         } else {
             rc = mdi_fail(err, MDI_EIO, "%s: no model.safetensors, model.safetensors.index.json or llama2.c .bin in this folder", path);
         }
-    } else if (has_suffix(path, ".safetensors")) {
+    } else if (str_has_suffix(path, ".safetensors")) {
         rc = open_st_file(s, path, err);
-    } else if (has_suffix(path, ".bin")) {
+    } else if (str_has_suffix(path, ".bin")) {
         rc = open_llama2c(s, path, err);
     } else if (!file_exists(path)) {
         rc = mdi_fail(err, MDI_EIO, "%s: no such file or folder", path);

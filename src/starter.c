@@ -5,7 +5,6 @@
  * secondaries) it runs every layer itself; otherwise it drives the ring.
  */
 #include <dirent.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,9 +57,9 @@ static tokenizer *load_tokenizer(const char *ckpt, char *err)
 {
     if (dir_exists(ckpt))
         return tokenizer_load(ckpt, err);
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", ckpt);
-    return tokenizer_load(dirname(buf), err);
+    char dir[4096];
+    path_dirname(ckpt, dir, sizeof(dir));
+    return tokenizer_load(dir, err);
 }
 
 /* A prepared checkpoints/NAME folder holds config.json and chunks only; one

@@ -254,6 +254,24 @@ int mkdir_p(const char *path, char *err)
     return MDI_OK;
 }
 
+int str_has_suffix(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+void path_dirname(const char *path, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+}
+
 int fd_write_all(int fd, const void *data, size_t n)
 {
     const char *p = data;

@@ -80,6 +80,10 @@ int dir_exists(const char *path);
 int mkdir_p(const char *path, char *err);
 /* dst = dir + "/" + name, truncation is an error (returns -1). */
 int path_join(char *dst, size_t cap, const char *dir, const char *name);
+/* Whether s ends with suffix. */
+int str_has_suffix(const char *s, const char *suffix);
+/* The folder part of path into dir ("." when it has none, "/" for the root). */
+void path_dirname(const char *path, char *dir, size_t cap);
 /* write() until all n bytes are out, retrying on EINTR; 0 or -1 (errno set). */
 int fd_write_all(int fd, const void *data, size_t n);
 
