@@ -12,16 +12,18 @@
 #include <stdarg.h>
 
 static int test_failures;
+/* Prefixes every check's name (a test that runs twice, e.g. per SIMD level). */
+static const char *test_name_prefix = "";
 
 static void test_result(int ok, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), unused));
 static void test_result(int ok, const char *name, const char *fmt, ...)
 {
     if (ok) {
-        printf("PASS: %s\n", name);
+        printf("PASS: %s%s\n", test_name_prefix, name);
     } else {
         va_list ap;
-        printf("FAIL: %s: ", name);
+        printf("FAIL: %s%s: ", test_name_prefix, name);
         va_start(ap, fmt);
         vprintf(fmt, ap);
         va_end(ap);

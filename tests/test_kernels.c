@@ -22,27 +22,6 @@
 
 #define BOUND 1e-5
 
-/* "[avx2] " when this run re-executed itself with MDI_SIMD=avx2 to cover the
- * AVX2 path on an AVX-512 machine; prefixes every check's name. */
-static const char *simd_tag = "";
-
-static void check(int ok, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void check(int ok, const char *name, const char *fmt, ...)
-{
-    if (ok) {
-        printf("PASS: %s%s\n", simd_tag, name);
-    } else {
-        va_list ap;
-        printf("FAIL: %s%s: ", simd_tag, name);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        printf("\n");
-        test_failures++;
-    }
-    fflush(stdout);
-}
-
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static float rand_uniform(void) /* [-1, 1) */
@@ -157,17 +136,17 @@ static void test_conversions(void)
     int ok = f32_to_bf16(0.0f) == 0x0000 && f32_to_bf16(-0.0f) == 0x8000 &&
              f32_to_bf16(INFINITY) == 0x7f80 && f32_to_bf16(-INFINITY) == 0xff80 &&
              isnan(bf16_to_f32(f32_to_bf16(NAN))) && f32_to_bf16(1.0f) == 0x3f80;
-    check(ok, "bf16 zero/inf/nan", "0x%04x 0x%04x 0x%04x", f32_to_bf16(-0.0f),
+    test_result(ok, "bf16 zero/inf/nan", "0x%04x 0x%04x 0x%04x", f32_to_bf16(-0.0f),
                 f32_to_bf16(INFINITY), f32_to_bf16(NAN));
     /* 1 + 2^-8 is half-way between 1 and 1 + 2^-7: ties go to the even 1.
      * 1 + 3*2^-8 is half-way between 1 + 2^-7 and 1 + 2^-6: goes to the
      * latter, whose last mantissa bit is 0. */
     ok = f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80 && f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82 &&
          f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81;
-    check(ok, "bf16 round to nearest even", "0x%04x 0x%04x", f32_to_bf16(1.0f + 0x1p-8f),
+    test_result(ok, "bf16 round to nearest even", "0x%04x 0x%04x", f32_to_bf16(1.0f + 0x1p-8f),
                 f32_to_bf16(1.0f + 3 * 0x1p-8f));
     float sub = 0x1p-130f; /* an F32 subnormal that bf16 holds exactly */
-    check(same_bits(bf16_to_f32(f32_to_bf16(sub)), sub), "bf16 subnormal", "got %g",
+    test_result(same_bits(bf16_to_f32(f32_to_bf16(sub)), sub), "bf16 subnormal", "got %g",
                 (double)bf16_to_f32(f32_to_bf16(sub)));
     int bad = -1;
     for (uint32_t h = 0; h < 65536; h++) {
@@ -177,24 +156,24 @@ static void test_conversions(void)
             break;
         }
     }
-    check(bad < 0, "bf16 round trip of all 65536 values", "fails at 0x%04x", bad);
+    test_result(bad < 0, "bf16 round trip of all 65536 values", "fails at 0x%04x", bad);
 
     /* f16 */
     ok = f32_to_f16(0.0f) == 0x0000 && f32_to_f16(-0.0f) == 0x8000 && f32_to_f16(INFINITY) == 0x7c00 &&
          f32_to_f16(-INFINITY) == 0xfc00 && isnan(f16_to_f32(f32_to_f16(NAN))) &&
          f32_to_f16(65504.0f) == 0x7bff && f16_to_f32(0x7bff) == 65504.0f &&
          f32_to_f16(65519.0f) == 0x7bff && f32_to_f16(65520.0f) == 0x7c00 && f32_to_f16(1e6f) == 0x7c00;
-    check(ok, "f16 zero/inf/nan/65504", "65504->0x%04x 65520->0x%04x", f32_to_f16(65504.0f),
+    test_result(ok, "f16 zero/inf/nan/65504", "65504->0x%04x 65520->0x%04x", f32_to_f16(65504.0f),
                 f32_to_f16(65520.0f));
     ok = f32_to_f16(0x1p-24f) == 0x0001 && f16_to_f32(0x0001) == 0x1p-24f &&
          f32_to_f16(0x1p-25f) == 0x0000 &&          /* tie between 0 and 1 ulp: even 0 */
          f32_to_f16(3 * 0x1p-25f) == 0x0002 &&      /* tie between 1 and 2 ulp: even 2 */
          f32_to_f16(0x1p-25f * 1.0001f) == 0x0001 && /* just above the tie */
          f32_to_f16(0x1p-14f) == 0x0400 && f16_to_f32(0x03ff) == 0x3ffp-24f;
-    check(ok, "f16 subnormals", "2^-24->0x%04x 2^-25->0x%04x 3*2^-25->0x%04x", f32_to_f16(0x1p-24f),
+    test_result(ok, "f16 subnormals", "2^-24->0x%04x 2^-25->0x%04x 3*2^-25->0x%04x", f32_to_f16(0x1p-24f),
                 f32_to_f16(0x1p-25f), f32_to_f16(3 * 0x1p-25f));
     ok = f32_to_f16(1.0f + 0x1p-11f) == 0x3c00 && f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02;
-    check(ok, "f16 round to nearest even", "0x%04x 0x%04x", f32_to_f16(1.0f + 0x1p-11f),
+    test_result(ok, "f16 round to nearest even", "0x%04x 0x%04x", f32_to_f16(1.0f + 0x1p-11f),
                 f32_to_f16(1.0f + 3 * 0x1p-11f));
     bad = -1;
     for (uint32_t h = 0; h < 65536; h++) {
@@ -204,7 +183,7 @@ static void test_conversions(void)
             break;
         }
     }
-    check(bad < 0, "f16 round trip of all 65536 values", "fails at 0x%04x", bad);
+    test_result(bad < 0, "f16 round trip of all 65536 values", "fails at 0x%04x", bad);
 
     /* The SIMD widening (get_row) agrees with the portable one on every
      * 16-bit pattern; NaNs only need to stay NaN. */
@@ -224,7 +203,7 @@ static void test_conversions(void)
         }
         char name[64];
         snprintf(name, sizeof(name), "get_row %s widening of all 65536 values", dtype_name(dt));
-        check(bad < 0, name, "fails at 0x%04x", bad);
+        test_result(bad < 0, name, "fails at 0x%04x", bad);
     }
     free(all);
     free(row);
@@ -239,7 +218,7 @@ static void test_dtypes(void)
     ok = ok && dtype_parse("bfloat16", &t) == 0 && t == DTYPE_BF16 && dtype_parse("F16", &t) == 0 &&
          t == DTYPE_F16 && dtype_parse("float32", &t) == 0 && t == DTYPE_F32 && dtype_parse("BF16", &t) == 0 &&
          t == DTYPE_BF16 && dtype_parse("q8", &t) == -1 && dtype_parse("", &t) == -1;
-    check(ok, "dtype size/name/parse", "mismatch");
+    test_result(ok, "dtype size/name/parse", "mismatch");
 }
 
 /* ---- thread pool ---- */
@@ -269,7 +248,7 @@ static void test_pool(int nt)
     char name[96];
     int rc = kernels_init(nt);
     snprintf(name, sizeof(name), "pool init %d threads", nt);
-    check(rc == 0 && kernels_n_threads() == nt, name, "rc %d n_threads %d", rc, kernels_n_threads());
+    test_result(rc == 0 && kernels_n_threads() == nt, name, "rc %d n_threads %d", rc, kernels_n_threads());
 
     pool_probe probe;
     memset(&probe, 0, sizeof(probe));
@@ -284,7 +263,7 @@ static void test_pool(int nt)
     for (int i = 0; i < nt; i++)
         ok = ok && atomic_load(&probe.visits[i]) == rounds;
     snprintf(name, sizeof(name), "pool %d threads: every thread runs every dispatch once", nt);
-    check(ok, name, "thread 0 ran %d of %d, bad nth %d", atomic_load(&probe.visits[0]), rounds,
+    test_result(ok, name, "thread 0 ran %d of %d, bad nth %d", atomic_load(&probe.visits[0]), rounds,
                 atomic_load(&probe.bad_nth));
 
     double t0 = time_now();
@@ -358,11 +337,11 @@ static void test_matvec_threads(int nt)
         char name[96];
         snprintf(name, sizeof(name), "matvec %s %d threads vs naive (err %.2e)", dtype_name((dtype_t)d), nt,
                  worst[d]);
-        check(worst[d] <= BOUND, name, "normalised error %.3e > %.0e", worst[d], BOUND);
+        test_result(worst[d] <= BOUND, name, "normalised error %.3e > %.0e", worst[d], BOUND);
         if (nt > 1) {
             snprintf(name, sizeof(name), "matvec %s %d threads bit-identical to 1 thread", dtype_name((dtype_t)d),
                      nt);
-            check(differ[d] == 0, name, "%d of %d shapes differ", differ[d], N_MV_CASES / DTYPE_COUNT);
+            test_result(differ[d] == 0, name, "%d of %d shapes differ", differ[d], N_MV_CASES / DTYPE_COUNT);
         }
     }
 }
@@ -400,9 +379,9 @@ static void test_matvec_batch(int nt)
     }
     char name[96];
     snprintf(name, sizeof(name), "matvec_batch %d threads bit-identical to single calls", nt);
-    check(differ == 0, name, "%d of %d jobs differ", differ, N_MV_CASES);
+    test_result(differ == 0, name, "%d of %d jobs differ", differ, N_MV_CASES);
     snprintf(name, sizeof(name), "matvec_batch %d threads with bias vs naive (err %.2e)", nt, worst);
-    check(worst <= BOUND, name, "normalised error %.3e", worst);
+    test_result(worst <= BOUND, name, "normalised error %.3e", worst);
 }
 
 /* The portable path against the SIMD path, on the same inputs. */
@@ -430,9 +409,9 @@ static void test_matvec_scalar_vs_simd(void)
     }
     char name[128];
     snprintf(name, sizeof(name), "matvec %s vs scalar path (err %.2e)", kernels_simd_name(), worst);
-    check(worst <= BOUND, name, "normalised difference %.3e", worst);
+    test_result(worst <= BOUND, name, "normalised difference %.3e", worst);
     snprintf(name, sizeof(name), "matvec scalar path vs naive (err %.2e)", worst_ref);
-    check(worst_ref <= BOUND, name, "normalised error %.3e", worst_ref);
+    test_result(worst_ref <= BOUND, name, "normalised error %.3e", worst_ref);
 }
 
 /* ---- matmul ---- */
@@ -463,7 +442,7 @@ static void test_matmul(void)
                     char name[128];
                     snprintf(name, sizeof(name), "matmul %s n=%d %dx%d%s (err %.2e)", dtype_name((dtype_t)d), n,
                              rows, cols, b ? " +bias" : "", e);
-                    check(e <= BOUND, name, "normalised error %.3e", e);
+                    test_result(e <= BOUND, name, "normalised error %.3e", e);
                 }
                 free(x);
                 free(y);
@@ -491,9 +470,9 @@ static void test_rmsnorm(void)
         ref[i] = w[i] * (x[i] * inv);
     kernels_rmsnorm(y, x, w, n, 1e-5f);
     double e = norm_err(y, ref, n);
-    check(e <= BOUND, "rmsnorm vs naive", "normalised error %.3e", e);
+    test_result(e <= BOUND, "rmsnorm vs naive", "normalised error %.3e", e);
     kernels_rmsnorm(x, x, w, n, 1e-5f); /* in place */
-    check(memcmp(x, y, n * sizeof(float)) == 0, "rmsnorm in place", "differs from out of place");
+    test_result(memcmp(x, y, n * sizeof(float)) == 0, "rmsnorm in place", "differs from out of place");
     free(x);
     free(w);
     free(y);
@@ -523,7 +502,7 @@ static void test_softmax(void)
         double e = norm_err(x, ref, n);
         char name[64];
         snprintf(name, sizeof(name), "softmax n=%d vs naive, sums to 1", n);
-        check(e <= BOUND && fabs(total - 1.0) <= 1e-5, name, "error %.3e, sum %.8f", e, total);
+        test_result(e <= BOUND && fabs(total - 1.0) <= 1e-5, name, "error %.3e, sum %.8f", e, total);
         free(x);
         free(ref);
     }
@@ -535,7 +514,7 @@ static void test_softmax(void)
     int ok = 1;
     for (int i = 0; i < n; i++)
         ok = ok && fabsf(x[i] - 1.0f / 64) < 1e-7f;
-    check(ok, "softmax of equal values is uniform", "x[0] %g", (double)x[0]);
+    test_result(ok, "softmax of equal values is uniform", "x[0] %g", (double)x[0]);
 }
 
 static void test_swiglu(void)
@@ -550,7 +529,7 @@ static void test_swiglu(void)
         ref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
     kernels_swiglu(g, u, n);
     double e = norm_err(g, ref, n);
-    check(e <= BOUND && !isnan(g[0]), "swiglu vs naive", "normalised error %.3e g[0] %g", e, (double)g[0]);
+    test_result(e <= BOUND && !isnan(g[0]), "swiglu vs naive", "normalised error %.3e g[0] %g", e, (double)g[0]);
     free(g);
     free(u);
     free(ref);
@@ -569,7 +548,7 @@ static void test_get_row(void)
         }
         char name[64];
         snprintf(name, sizeof(name), "get_row %s exact", dtype_name((dtype_t)d));
-        check(ok, name, "row differs");
+        test_result(ok, name, "row differs");
         test_mat_free(&t);
     }
 }
@@ -617,9 +596,9 @@ static void test_dot_axpy(void)
         if (e > worst_scalar)
             worst_scalar = e;
     }
-    check(worst_dot <= BOUND, "dot_f32 vs naive", "error %.3e", worst_dot);
-    check(worst_axpy <= BOUND, "axpy_f32 vs naive", "error %.3e", worst_axpy);
-    check(worst_scalar <= BOUND, "dot/axpy SIMD vs scalar", "error %.3e", worst_scalar);
+    test_result(worst_dot <= BOUND, "dot_f32 vs naive", "error %.3e", worst_dot);
+    test_result(worst_axpy <= BOUND, "axpy_f32 vs naive", "error %.3e", worst_axpy);
+    test_result(worst_scalar <= BOUND, "dot/axpy SIMD vs scalar", "error %.3e", worst_scalar);
 }
 
 static void test_bandwidth(void)
@@ -627,7 +606,7 @@ static void test_bandwidth(void)
     kernels_init(2);
     double bw = kernels_measure_bandwidth((size_t)64 << 20);
     printf("info: read bandwidth (64 MiB, 2 threads): %.1f GB/s\n", bw / 1e9);
-    check(bw > 1e8 && bw < 1e13, "measure_bandwidth gives a plausible figure", "%.3g B/s", bw);
+    test_result(bw > 1e8 && bw < 1e13, "measure_bandwidth gives a plausible figure", "%.3g B/s", bw);
 }
 
 /* Runs this program again with the SIMD level capped at AVX2; its PASS/FAIL
@@ -655,10 +634,10 @@ int main(int argc, char **argv)
     kernels_fix_openblas_coretype(argv);
     const char *cap = getenv("MDI_SIMD");
     if (cap && strcmp(cap, "avx2") == 0)
-        simd_tag = "[avx2] ";
-    printf("info: %ssimd %s, blas core %s\n", simd_tag, kernels_simd_name(), kernels_blas_core());
+        test_name_prefix = "[avx2] ";
+    printf("info: %ssimd %s, blas core %s\n", test_name_prefix, kernels_simd_name(), kernels_blas_core());
     kernels_force_scalar(1);
-    check(strcmp(kernels_simd_name(), "scalar") == 0, "force_scalar selects the portable path", "%s",
+    test_result(strcmp(kernels_simd_name(), "scalar") == 0, "force_scalar selects the portable path", "%s",
                 kernels_simd_name());
     kernels_force_scalar(0);
 
