@@ -29,7 +29,7 @@ void cli_usage_starter(const char *argv0)
             "  --top-p P            nucleus sampling threshold (default 0.95; 1: off)\n"
             "  --seed S             random seed (default 42)\n"
             "compute:\n"
-            "  --n-threads N        threads (default: the number of CPUs)\n"
+            "  --n-threads N        threads (default: the nodes configuration's, else the CPUs)\n"
             "  --dtype f32|bf16|f16 weights in memory (default auto: as stored, f16 as f32)\n"
             "output:\n"
             "  --output FILE.json   samples and statistics as JSON\n"
@@ -74,8 +74,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     o->temperature = 0.8f;
     o->top_p = 0.95f;
     o->seed = 42;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    o->n_threads = ncpu > 0 ? (int)ncpu : 1;
+    o->n_threads = 0; /* auto: the nodes configuration's, else every CPU */
     o->dtype = DTYPE_COUNT; /* auto */
     o->wire_dtype = DTYPE_F32;
     o->timeout_s = 10.0;

@@ -19,7 +19,8 @@ typedef struct {
     int top_k;                 /* --top-k (0 = off) */
     float top_p;               /* --top-p (1 = off) */
     uint64_t seed;             /* --seed */
-    int n_threads;             /* --n-threads */
+    int n_threads;             /* --n-threads; 0: the nodes configuration's starter
+                                * n_threads, else the number of CPUs */
     dtype_t dtype;             /* --dtype f32|bf16: compute dtype of weights */
     int chat;                  /* --chat */
     int max_seq_len;           /* --max-seq-len (0: the model's, capped) */

@@ -60,14 +60,6 @@ typedef struct {
     long curve_len, curve_cap;
 } pipeline;
 
-int pipeline_count_nodes(const char *path, char *err)
-{
-    nodes_config nc;
-    int rc = nodes_config_load(&nc, path, err);
-    if (rc) return rc;
-    return nodes_config_n_nodes(&nc);
-}
-
 static void pl_node_name(const pipeline *p, int i, char *out, size_t cap)
 {
     nodes_config_describe(&p->nc, i, out, cap);

@@ -38,11 +38,6 @@
 #include "report.h"
 #include "tokenizer.h"
 
-/* Number of nodes (starter + secondaries) in a nodes configuration file,
- * so that the caller can default --n-samples to it before loading prompts.
- * Returns the count (>= 1) or a negative MDI_E* code with the reason in err. */
-int pipeline_count_nodes(const char *nodes_config_path, char *err);
-
 /* Runs distributed generation of n_samples samples.
  *
  * The caller has called kernels_init(o->n_threads) and loaded the

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "generate.h"
 #include "kernels.h"
 #include "model.h"
+#include "nodes_config.h"
 #include "pipeline.h"
 #include "report.h"
 #include "tokenizer.h"
@@ -90,6 +92,21 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
+    int n_nodes = 1;
+    if (o.nodes_config) {
+        nodes_config nc;
+        if (nodes_config_load(&nc, o.nodes_config, err)) {
+            log_error("%s", err);
+            return 1;
+        }
+        n_nodes = nodes_config_n_nodes(&nc);
+        if (!o.n_threads)
+            o.n_threads = nc.starter.n_threads;
+    }
+    if (!o.n_threads) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        o.n_threads = ncpu > 0 ? (int)ncpu : 1;
+    }
     if (kernels_init(o.n_threads) != 0) {
         log_error("cannot start %d threads", o.n_threads);
         return 1;
@@ -100,12 +117,6 @@ int main(int argc, char **argv)
     tokenizer *tok = NULL;
     sample_result *results = NULL;
     json_t *nodes = NULL;
-    int n_nodes = 1;
-    if (o.nodes_config && (n_nodes = pipeline_count_nodes(o.nodes_config, err)) < 0) {
-        log_error("%s", err);
-        kernels_shutdown();
-        return 1;
-    }
     int n_samples = o.n_samples ? o.n_samples : n_nodes;
     char ckpt_buf[4096];
     if (!o.ckpt) {
