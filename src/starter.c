@@ -103,6 +103,10 @@ int main(int argc, char **argv)
         if (!o.n_threads)
             o.n_threads = nc.starter.n_threads;
     }
+    if (n_nodes > 1 && o.logits_out) {
+        log_error("--logits-out works in standalone mode only (the nodes configuration lists %d nodes)", n_nodes);
+        return 2;
+    }
     if (!o.n_threads) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         o.n_threads = ncpu > 0 ? (int)ncpu : 1;
