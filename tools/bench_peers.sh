@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# bench_peers: decode speed of our standalone engine beside a peer, llama2.c's
-# run.c, on the same machine, in the same run, on the same weights.
+# bench_peers: our standalone engine beside peers on the same machine, in the
+# same run, on the same weights: llama2.c's run.c (decode) and llama.cpp's CPU
+# backend through its llama-bench (prefill and decode, F32 and BF16).
 #
 #   LLAMA2C_RUN=/path/to/llama2.c/run tools/bench_peers.sh
 #   BENCH_PEERS_MODELS=stories260K BENCH_PEERS_REPS=5 LLAMA2C_RUN=... tools/bench_peers.sh
+#   LLAMACPP_BENCH=/path/to/llama-bench LLAMACPP_GGUF_F32=tl-f32.gguf \
+#       LLAMACPP_GGUF_BF16=tl-bf16.gguf [LLAMACPP_SIMPLE=/path/to/llama-simple] tools/bench_peers.sh
 #
-# The peer is not part of this project: build it wherever you keep it, e.g.
-# gcc -Ofast -fopenmp -march=native run.c -lm -o run (OpenMP, as its README
-# recommends), and name the binary in LLAMA2C_RUN; without it the script
-# prints a SKIP line and exits 0.
+# The peers are not part of this project: build them wherever you keep them
+# and name the binaries in the variables above; a peer whose variable is unset
+# gets a SKIP line, and with neither the script exits 0 having run nothing.
+#
+# ---- llama2.c
+# Build it e.g. with gcc -Ofast -fopenmp -march=native run.c -lm -o run
+# (OpenMP, as its README recommends), and name the binary in LLAMA2C_RUN.
 #
 # Models:
 #   stories260K     real weights: ../shared/models/stories260K (ours) and
@@ -32,16 +38,46 @@
 # (BENCH_PEERS_STEPS, BENCH_PEERS_STEPS_LARGE).
 # For each model and thread count the two programs alternate, REPS times
 # (the one to go first swaps every repetition); the median of each is
-# reported with ratio = ours / llama2.c (above 1: we are faster). The load
+# reported with ratio = ours / peer (above 1: we are faster). The load
 # average is printed with every repetition: on a shared machine other work
-# skews the 2-thread figures most. Writes plots/bench_peers.csv:
-#
-#   model,synthetic,threads,ours_tok_s,llama2c_tok_s,ratio
+# skews the 2-thread figures most.
 #
 # It also cross-checks correctness: our greedy tokens, decoded with the
 # peer's tokenizer as run.c prints them, against the peer's text. On the real
 # stories260K they must agree on every token (PASS/FAIL line); on synthetic
 # weights, where near-ties between logits are common, the agreement is shown.
+#
+# ---- llama.cpp
+# Build its llama-bench (and llama-simple, for the greedy check) with its
+# CMake, CPU backend, native flags, Release; name them in LLAMACPP_BENCH and
+# LLAMACPP_SIMPLE. LLAMACPP_GGUF_F32 and LLAMACPP_GGUF_BF16 are GGUF files
+# (architecture llama, tensors F32, or BF16 with F32 norms) holding the same
+# weights as checkpoints/synthetic-tinyllama-1.1b-f32 and -bf16, with the
+# q and k rows in llama.cpp's interleaved rotary order, as its own converter
+# writes them (BENCH_PEERS_LLAMACPP_CKPT names another pair of folders,
+# without the -f32/-bf16). A dtype whose file is not given is skipped.
+# For each dtype and thread count, alternating, REPS times:
+#
+#   llama-bench -m F.gguf -p 128 -n 32 -t T -r 1 -o csv        avg_ts of pp128, tg32
+#   bin/starter --ckpt DIR-DTYPE --prompt-ids <128 ids> --n-tokens 32 --temperature 0
+#               --n-threads T --dtype DTYPE --quiet --output out.json
+#                                           stats.prefill_tok_s, stats.decode_tok_s
+#
+# Both count the 128-token prefill as one batch and each decode step as one
+# forward pass of one token (llama-bench decodes from an empty cache, ours
+# after the 128 prompt tokens: a 1B model's attention over 160 positions is
+# under 1% of its matvec work). llama-bench warms up once in every run
+# (BENCH_PEERS_LLAMACPP_R sets its own repetitions, default 1); llama.cpp
+# keeps its KV cache in f16, ours in f32. With LLAMACPP_SIMPLE the greedy
+# continuation of a fixed text prompt is compared as text (shown, not judged:
+# random weights).
+#
+# Writes plots/bench_peers.csv, replacing only the rows of the peers that ran
+# (rows of the older layout, without the peer column, are kept as llama2.c's):
+#
+#   peer,model,synthetic,dtype,threads,phase,ours_tok_s,peer_tok_s,ratio
+#
+# phase: decode (both peers) or prefill (llama.cpp, 128 tokens).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BIN:-bin}
@@ -55,15 +91,27 @@ STEPS_LARGE=${BENCH_PEERS_STEPS_LARGE:-64}
 CSV=plots/bench_peers.csv
 STARTER=$BIN/starter
 PEER=${LLAMA2C_RUN:-}
+LLAMACPP=${LLAMACPP_BENCH:-}
+LLAMACPP_CKPT=${BENCH_PEERS_LLAMACPP_CKPT:-checkpoints/synthetic-tinyllama-1.1b}
+LLAMACPP_R=${BENCH_PEERS_LLAMACPP_R:-1}
+CSV_HEADER="peer,model,synthetic,dtype,threads,phase,ours_tok_s,peer_tok_s,ratio"
 
+run_llama2c=yes run_llamacpp=yes
 if [ -z "$PEER" ]; then
     echo "SKIP: bench_peers: LLAMA2C_RUN is not set (path to a built llama2.c run)"
-    exit 0
-fi
-if [ ! -x "$PEER" ]; then
+    run_llama2c=no
+elif [ ! -x "$PEER" ]; then
     echo "SKIP: bench_peers: LLAMA2C_RUN=$PEER is not an executable"
-    exit 0
+    run_llama2c=no
 fi
+if [ -z "$LLAMACPP" ]; then
+    echo "SKIP: bench_peers: LLAMACPP_BENCH is not set (path to a built llama.cpp llama-bench)"
+    run_llamacpp=no
+elif [ ! -x "$LLAMACPP" ]; then
+    echo "SKIP: bench_peers: LLAMACPP_BENCH=$LLAMACPP is not an executable"
+    run_llamacpp=no
+fi
+[ "$run_llama2c" = yes ] || [ "$run_llamacpp" = yes ] || exit 0
 if [ ! -x "$STARTER" ]; then
     echo "bench_peers: $STARTER not built (make first)" >&2
     exit 1
@@ -176,45 +224,178 @@ print(k, len(ids))
 EOF
 }
 
-echo "model,synthetic,threads,ours_tok_s,llama2c_tok_s,ratio" >"$CSV"
-start=$(date +%s)
-echo "bench_peers: ours $STARTER, peer $PEER; $REPS repetitions, programs alternating"
-for m in $MODELS; do
-    prepare_model "$m" || { failures=$((failures + 1)); continue; }
-    label=$m; [ "$SYNTH" = yes ] && label="synthetic-$m"
-    # Bring both weight files into the page cache so neither run pays the disk.
-    cat "$OURS_DIR"/*.safetensors "$PEER_BIN" >/dev/null
-    for t in $THREADS; do
-        ours=(); peer=()
-        for r in $(seq 1 "$REPS"); do
-            if [ $(( r % 2 )) = 1 ]; then
-                o=$(run_ours "$t" "$STEPS") && p=$(run_peer "$t" "$STEPS") || { failures=$((failures + 1)); break; }
+# ---- CSV: this layout's header, then the rows of the peers that do not run
+# now (rows of the older layout, without the peer column, are llama2.c's).
+csv_prepare() {
+    local old=$tmp/old.csv
+    if [ -f "$CSV" ]; then cp "$CSV" "$old"; else : >"$old"; fi
+    echo "$CSV_HEADER" >"$CSV"
+    $PY - "$old" "$run_llama2c" "$run_llamacpp" >>"$CSV" <<'EOF'
+import csv, sys
+path, l2c, lcpp = sys.argv[1:4]
+rows = list(csv.reader(open(path)))
+head, rows = (rows[0], rows[1:]) if rows else ([], [])
+for r in rows:
+    if head[:1] != ["peer"]:
+        r = ["llama2.c", r[0], r[1], "f32", r[2], "decode"] + r[3:6]
+    if (r[0] == "llama2.c" and l2c == "yes") or (r[0] == "llama.cpp" and lcpp == "yes"):
+        continue
+    print(",".join(r))
+EOF
+}
+
+bench_llama2c() {
+    local m t r o p mo mp ratio k n label ours peer
+    echo "bench_peers: ours $STARTER, peer $PEER; $REPS repetitions, programs alternating"
+    for m in $MODELS; do
+        prepare_model "$m" || { failures=$((failures + 1)); continue; }
+        label=$m; [ "$SYNTH" = yes ] && label="synthetic-$m"
+        # Bring both weight files into the page cache so neither run pays the disk.
+        cat "$OURS_DIR"/*.safetensors "$PEER_BIN" >/dev/null
+        for t in $THREADS; do
+            ours=(); peer=()
+            for r in $(seq 1 "$REPS"); do
+                if [ $(( r % 2 )) = 1 ]; then
+                    o=$(run_ours "$t" "$STEPS") && p=$(run_peer "$t" "$STEPS") || { failures=$((failures + 1)); break; }
+                else
+                    p=$(run_peer "$t" "$STEPS") && o=$(run_ours "$t" "$STEPS") || { failures=$((failures + 1)); break; }
+                fi
+                ours+=("$o"); peer+=("$p")
+                echo "  $label ${t}t rep $r: ours $o tok/s, llama2.c $p tok/s (load average $(cut -d' ' -f1 /proc/loadavg))"
+            done
+            [ "${#ours[@]}" -gt 0 ] || continue
+            mo=$(median "${ours[@]}"); mp=$(median "${peer[@]}")
+            ratio=$(awk -v a="$mo" -v b="$mp" 'BEGIN {printf "%.3f", (b > 0) ? a / b : 0}')
+            echo "llama2.c,$label,$SYNTH,f32,$t,decode,$mo,$mp,$ratio" >>"$CSV"
+            read -r k n < <(agreement)
+            if [ "$SYNTH" = no ]; then
+                if [ "$k" = "$n" ]; then
+                    echo "PASS: greedy tokens agree with llama2.c on $m, ${t}t ($k/$n)"
+                else
+                    echo "FAIL: greedy tokens part from llama2.c on $m, ${t}t after $k of $n"
+                    failures=$((failures + 1))
+                fi
             else
-                p=$(run_peer "$t" "$STEPS") && o=$(run_ours "$t" "$STEPS") || { failures=$((failures + 1)); break; }
+                echo "  greedy agreement with llama2.c on $label, ${t}t: $k/$n tokens (random weights: near-ties expected)"
             fi
-            ours+=("$o"); peer+=("$p")
-            echo "  $label ${t}t rep $r: ours $o tok/s, llama2.c $p tok/s (load average $(cut -d' ' -f1 /proc/loadavg))"
         done
-        [ "${#ours[@]}" -gt 0 ] || continue
-        mo=$(median "${ours[@]}"); mp=$(median "${peer[@]}")
-        ratio=$(awk -v a="$mo" -v b="$mp" 'BEGIN {printf "%.3f", (b > 0) ? a / b : 0}')
-        echo "$label,$SYNTH,$t,$mo,$mp,$ratio" >>"$CSV"
-        read -r k n < <(agreement)
-        if [ "$SYNTH" = no ]; then
-            if [ "$k" = "$n" ]; then
-                echo "PASS: greedy tokens agree with llama2.c on $m, ${t}t ($k/$n)"
+    done
+}
+
+# ---- llama.cpp: one run of each program. Ours is given 128 prompt ids, BOS
+# and then ids spread over the vocabulary (llama-bench draws them at random:
+# the work does not depend on them).
+prompt_ids() { # dir -> 128 comma-separated ids
+    $PY -c "import json, sys; v = json.load(open(sys.argv[1]))['vocab_size']
+print(','.join(['1'] + [str(3 + i * 7919 % (v - 3)) for i in range(1, 128)]))" "$1/config.json"
+}
+run_ours_pd() { # dir dtype threads -> "prefill decode" tok/s
+    timeout 900 "$STARTER" --ckpt "$1" --prompt-ids "$(prompt_ids "$1")" --n-tokens 32 --temperature 0 \
+        --n-threads "$3" --dtype "$2" --quiet --output "$tmp/ours.json" >"$tmp/ours.out" 2>"$tmp/ours.err" || {
+        echo "bench_peers: starter failed: $(tail -n 2 "$tmp/ours.err" | tr '\n' ' ')" >&2; return 1; }
+    $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['stats']; print('%.3f %.3f' % (s['prefill_tok_s'], s['decode_tok_s']))" "$tmp/ours.json"
+}
+run_llamacpp() { # gguf threads -> "prefill decode" tok/s
+    timeout 900 "$LLAMACPP" -m "$1" -p 128 -n 32 -t "$2" -r "$LLAMACPP_R" -o csv >"$tmp/lcpp.csv" 2>"$tmp/lcpp.err" || {
+        echo "bench_peers: llama-bench failed: $(tail -n 2 "$tmp/lcpp.err" | tr '\n' ' ')" >&2; return 1; }
+    $PY - "$tmp/lcpp.csv" <<'EOF'
+import csv, sys
+pp = tg = None
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["n_prompt"] == "128" and r["n_gen"] == "0":
+        pp = float(r["avg_ts"])
+    if r["n_prompt"] == "0" and r["n_gen"] == "32":
+        tg = float(r["avg_ts"])
+if pp is None or tg is None:
+    sys.exit("bench_peers: no pp128 and tg32 rows in llama-bench's CSV")
+print("%.3f %.3f" % (pp, tg))
+EOF
+}
+
+# Greedy continuation of one text prompt, ours against llama-simple's, as
+# text: how many of our characters its output repeats after the prompt.
+llamacpp_greedy() { # dir dtype gguf -> "K/N"
+    local prompt="The quick brown fox jumps over the lazy dog"
+    "$STARTER" --ckpt "$1" --prompt "$prompt" --n-tokens 16 --temperature 0 --n-threads 2 --dtype "$2" \
+        --quiet --output "$tmp/greedy.json" >/dev/null 2>&1 &&
+        timeout 300 "$LLAMACPP_SIMPLE" -m "$3" -n 16 "$prompt" >"$tmp/simple.out" 2>/dev/null || {
+        echo "?/? (a program failed)"; return 0; }
+    $PY - "$tmp/greedy.json" "$tmp/simple.out" "$prompt" <<'EOF'
+import json, sys
+ours = json.load(open(sys.argv[1]))["samples"][0]["text"]
+out = open(sys.argv[2], encoding="utf-8", errors="replace").read()
+prompt = sys.argv[3]
+rest = out[out.index(prompt) + len(prompt):] if prompt in out else ""
+k = 0
+while k < min(len(ours), len(rest)) and ours[k] == rest[k]:
+    k += 1
+print("%d/%d" % (k, len(ours)))
+EOF
+}
+
+bench_llamacpp() {
+    local d t r gguf dir o p a b c e phase mo mp ratio label synth kn
+    local ours_pf ours_dc peer_pf peer_dc
+    label=$(basename "$LLAMACPP_CKPT")
+    echo "bench_peers: ours $STARTER, peer $LLAMACPP; $REPS repetitions, programs alternating"
+    for d in f32 bf16; do
+        if [ "$d" = f32 ]; then gguf=${LLAMACPP_GGUF_F32:-}; else gguf=${LLAMACPP_GGUF_BF16:-}; fi
+        dir=$LLAMACPP_CKPT-$d
+        if [ -z "$gguf" ] || [ ! -f "$gguf" ]; then
+            echo "SKIP: bench_peers: llama.cpp at $d: LLAMACPP_GGUF_${d^^} is not set or not a file"
+            continue
+        fi
+        if [ ! -f "$dir/model.safetensors" ]; then
+            echo "bench_peers: $dir not found (tools/gen_synthetic.py makes it)" >&2
+            failures=$((failures + 1)); continue
+        fi
+        synth=$($PY -c "import json, sys; print('yes' if json.load(open(sys.argv[1])).get('_synthetic') else 'no')" "$dir/config.json")
+        # Bring both weight files into the page cache so neither run pays the disk.
+        cat "$dir"/*.safetensors "$gguf" >/dev/null
+        for t in $THREADS; do
+            ours_pf=(); ours_dc=(); peer_pf=(); peer_dc=()
+            for r in $(seq 1 "$REPS"); do
+                if [ $(( r % 2 )) = 1 ]; then
+                    o=$(run_ours_pd "$dir" "$d" "$t") && p=$(run_llamacpp "$gguf" "$t") || { failures=$((failures + 1)); break; }
+                else
+                    p=$(run_llamacpp "$gguf" "$t") && o=$(run_ours_pd "$dir" "$d" "$t") || { failures=$((failures + 1)); break; }
+                fi
+                read -r a b <<<"$o"; read -r c e <<<"$p"
+                ours_pf+=("$a"); ours_dc+=("$b"); peer_pf+=("$c"); peer_dc+=("$e")
+                echo "  $label $d ${t}t rep $r: prefill ours $a, llama.cpp $c; decode ours $b, llama.cpp $e tok/s (load average $(cut -d' ' -f1 /proc/loadavg))"
+            done
+            [ "${#ours_pf[@]}" -gt 0 ] || continue
+            for phase in prefill decode; do
+                if [ "$phase" = prefill ]; then
+                    mo=$(median "${ours_pf[@]}"); mp=$(median "${peer_pf[@]}")
+                else
+                    mo=$(median "${ours_dc[@]}"); mp=$(median "${peer_dc[@]}")
+                fi
+                ratio=$(awk -v x="$mo" -v y="$mp" 'BEGIN {printf "%.3f", (y > 0) ? x / y : 0}')
+                echo "llama.cpp,$label,$synth,$d,$t,$phase,$mo,$mp,$ratio" >>"$CSV"
+            done
+        done
+        if [ -n "${LLAMACPP_SIMPLE:-}" ] && [ -x "$LLAMACPP_SIMPLE" ]; then
+            read -r kn < <(llamacpp_greedy "$dir" "$d" "$gguf")
+            if [ "$synth" = yes ]; then
+                echo "  greedy text agreement with llama.cpp on $label $d: $kn characters of 16 tokens (random weights: near-ties possible)"
+            elif [ "${kn%%/*}" = "${kn#*/}" ]; then
+                echo "PASS: greedy text agrees with llama.cpp on $label $d ($kn characters)"
             else
-                echo "FAIL: greedy tokens part from llama2.c on $m, ${t}t after $k of $n"
+                echo "FAIL: greedy text parts from llama.cpp on $label $d ($kn characters)"
                 failures=$((failures + 1))
             fi
-        else
-            echo "  greedy agreement with llama2.c on $label, ${t}t: $k/$n tokens (random weights: near-ties expected)"
         fi
     done
-done
+}
+
+csv_prepare
+start=$(date +%s)
+[ "$run_llama2c" = no ] || bench_llama2c
+[ "$run_llamacpp" = no ] || bench_llamacpp
 
 echo
-echo "Decode tok/s, ours vs llama2.c run.c (median of $REPS, f32 compute; $(( $(date +%s) - start ))s):"
+echo "tok/s, ours vs peers (median of $REPS; ratio = ours / peer; f32 compute for llama2.c; $(( $(date +%s) - start ))s):"
 column -s, -t <"$CSV" 2>/dev/null || cat "$CSV"
 echo "wrote $CSV"
 [ "$failures" -eq 0 ]
