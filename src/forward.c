@@ -126,6 +126,9 @@ static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
     }
 }
 
+/* Multiply-adds of one attention call below which it runs on one thread. */
+#define ATTENTION_PARALLEL_MIN (32 * 1024)
+
 typedef struct {
     const model *m;
     forward_state *s;
@@ -228,8 +231,13 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
         memcpy(k_cache + (size_t)pos * kv_dim, s->k, (size_t)n * kv_dim * sizeof(float));
         memcpy(v_cache + (size_t)pos * kv_dim, s->v, (size_t)n * kv_dim * sizeof(float));
 
+        /* small attention (tiny models, early positions) is cheaper than a
+         * dispatch; each (token, head) is computed alike either way */
         attn_task at = { m, s, k_cache, v_cache, n, pos };
-        kernels_parallel(attention_worker, &at);
+        if ((size_t)n * c->n_heads * (size_t)(pos + n) * hd < ATTENTION_PARALLEL_MIN)
+            attention_worker(&at, 0, 1);
+        else
+            kernels_parallel(attention_worker, &at);
 
         /* x += xb2 @ Wo^T */
         linear(s->xb, &w->wo, s->xb2, n, NULL);
