@@ -224,21 +224,24 @@ print(k, len(ids))
 EOF
 }
 
-# ---- CSV: this layout's header, then the rows of the peers that do not run
-# now (rows of the older layout, without the peer column, are llama2.c's).
+# ---- CSV: this layout's header, then the rows of the (peer, model) pairs
+# that do not run now (rows of the older layout, without the peer column,
+# are llama2.c's).
 csv_prepare() {
     local old=$tmp/old.csv
     if [ -f "$CSV" ]; then cp "$CSV" "$old"; else : >"$old"; fi
     echo "$CSV_HEADER" >"$CSV"
-    $PY - "$old" "$run_llama2c" "$run_llamacpp" >>"$CSV" <<'EOF'
+    $PY - "$old" "$run_llama2c" "$run_llamacpp" "$MODELS" "$(basename "${LLAMACPP_CKPT:-none}")" >>"$CSV" <<'EOF'
 import csv, sys
-path, l2c, lcpp = sys.argv[1:4]
+path, l2c, lcpp, l2c_models, lcpp_model = sys.argv[1:6]
+l2c_models = set(l2c_models.split()) | {"synthetic-" + m for m in l2c_models.split()}
 rows = list(csv.reader(open(path)))
 head, rows = (rows[0], rows[1:]) if rows else ([], [])
 for r in rows:
     if head[:1] != ["peer"]:
         r = ["llama2.c", r[0], r[1], "f32", r[2], "decode"] + r[3:6]
-    if (r[0] == "llama2.c" and l2c == "yes") or (r[0] == "llama.cpp" and lcpp == "yes"):
+    if (r[0] == "llama2.c" and l2c == "yes" and r[1] in l2c_models) or \
+       (r[0] == "llama.cpp" and lcpp == "yes" and r[1] == lcpp_model):
         continue
     print(",".join(r))
 EOF
