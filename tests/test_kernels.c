@@ -419,7 +419,7 @@ static void test_matvec_scalar_vs_simd(void)
 static void test_matmul(void)
 {
     static const int ns[] = { 1, 5, 33 };
-    static const int shapes[][2] = { { 300, 257 }, { 1100, 1000 } }; /* the second spans 3 panels */
+    static const int shapes[][2] = { { 300, 257 }, { 4500, 1000 } }; /* the second spans 3 panels of 2096 rows */
     kernels_init(2);
     for (int d = 0; d < DTYPE_COUNT; d++)
         for (int s = 0; s < 2; s++) {
