@@ -109,7 +109,9 @@ int dtype_parse(const char *s, dtype_t *out)
 enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512, SIMD_NEON };
 
 static int simd_level = SIMD_SCALAR;
+#if defined(KERNELS_X86)
 static int simd_has_f16c;
+#endif
 static int simd_forced_scalar;
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 
@@ -1059,6 +1061,7 @@ void kernels_axpy_f32(float *y, float a, const float *x, int n)
 
 /* ---- OpenBLAS core type ---- */
 
+#if defined(KERNELS_X86)
 /* Rough ISA level of an OpenBLAS core name: 3 AVX-512, 2 AVX2, 1 AVX,
  * 0 anything older or unknown. */
 static int blas_core_rank(const char *name)
@@ -1079,7 +1082,10 @@ static int blas_core_rank(const char *name)
             return 1;
     return 0;
 }
+#endif
 
+/* Only x86 builds pick among OpenBLAS cores of different ISA levels here;
+ * elsewhere the library's own choice stands and this does nothing. */
 void kernels_fix_openblas_coretype(char **argv)
 {
 #if defined(KERNELS_X86)
