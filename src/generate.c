@@ -137,7 +137,8 @@ int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, do
     return 1;
 }
 
-int generate_max_seq(const starter_opts *o, const model_config *c, const sample_result *r, int n)
+int generate_plan(const starter_opts *o, const model_config *c, const sample_result *r, int n,
+                  int *max_seq, int *max_batch, char *err)
 {
     int longest = 0;
     for (int i = 0; i < n; i++)
@@ -146,7 +147,13 @@ int generate_max_seq(const starter_opts *o, const model_config *c, const sample_
     int need = o->max_seq_len ? o->max_seq_len : longest + o->n_tokens;
     if (need > c->max_seq_len)
         need = c->max_seq_len;
-    return need;
+    for (int i = 0; i < n; i++)
+        if (r[i].n_prompt >= need)
+            return mdi_fail(err, MDI_EARG, "sample %d: prompt of %d tokens does not fit the context of %d",
+                            i, r[i].n_prompt, need);
+    *max_seq = need;
+    *max_batch = longest < GENERATE_MAX_BATCH ? (longest > 0 ? longest : 1) : GENERATE_MAX_BATCH;
+    return MDI_OK;
 }
 
 
@@ -154,18 +161,11 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
                         sample_result *results, int n_samples, run_stats *st, char *err)
 {
     const model_config *c = &m->cfg;
-    int max_seq = generate_max_seq(o, c, results, n_samples);
-    for (int i = 0; i < n_samples; i++)
-        if (results[i].n_prompt >= max_seq)
-            return mdi_fail(err, MDI_EARG, "sample %d: prompt of %d tokens does not fit the context of %d",
-                            i, results[i].n_prompt, max_seq);
-    int longest = 0;
-    for (int i = 0; i < n_samples; i++)
-        longest = results[i].n_prompt > longest ? results[i].n_prompt : longest;
-    int max_batch = longest < GENERATE_MAX_BATCH ? longest : GENERATE_MAX_BATCH;
+    int max_seq, max_batch, rc;
+    if ((rc = generate_plan(o, c, results, n_samples, &max_seq, &max_batch, err)))
+        return rc;
     forward_state fs;
     kv_cache kv;
-    int rc;
     if ((rc = forward_state_init(&fs, m, max_batch, max_seq, err)))
         return rc;
     if ((rc = kv_cache_init(&kv, m, max_seq, err))) {

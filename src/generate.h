@@ -49,8 +49,13 @@ void sample_state_free(sample_state *s);
  * --n-tokens reached). */
 int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, double t);
 
-/* The KV length a run needs: longest prompt + n_tokens, capped. */
-int generate_max_seq(const starter_opts *o, const model_config *c, const sample_result *r, int n);
+/* The sizes of a run, the same in both modes (so that their outputs match
+ * bit for bit): *max_seq, the KV length (longest prompt + n_tokens, or
+ * --max-seq-len, capped by the model's context), and *max_batch, the prefill
+ * chunk (the longest prompt, at most GENERATE_MAX_BATCH). Fails naming the
+ * sample whose prompt does not fit the context. */
+int generate_plan(const starter_opts *o, const model_config *c, const sample_result *r, int n,
+                  int *max_seq, int *max_batch, char *err);
 
 /* Standalone mode: runs every sample in turn. Fills results and stats. */
 int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,

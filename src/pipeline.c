@@ -630,22 +630,13 @@ int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *res
     if ((rc = model_config_load(&p->cfg, o->ckpt, err))) goto done;
     if ((rc = pl_load_manifest(p, err))) goto done;
 
-    p->max_seq = generate_max_seq(o, &p->cfg, results, n_samples);
-    int longest = 0;
+    if ((rc = generate_plan(o, &p->cfg, results, n_samples, &p->max_seq, &p->max_batch, err))) goto done;
     for (int i = 0; i < n_samples; i++) {
-        if (results[i].n_prompt >= p->max_seq) {
-            rc = mdi_fail(err, MDI_EARG, "sample %d: prompt of %d tokens does not fit the context of %d",
-                          i, results[i].n_prompt, p->max_seq);
-            goto done;
-        }
-        if (results[i].n_prompt > longest) longest = results[i].n_prompt;
         if (!results[i].generated_ids) {
             results[i].generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int));
             if (!results[i].generated_ids) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto done; }
         }
     }
-    p->max_batch = longest < GENERATE_MAX_BATCH ? longest : GENERATE_MAX_BATCH;
-    if (p->max_batch < 1) p->max_batch = 1;
 
     p->listen_fd = net_listen(p->nc.starter.port_in, 8, why);
     if (p->listen_fd < 0) {
