@@ -359,26 +359,49 @@ void kernels_parallel(kernels_task_fn fn, void *arg)
 /* ---- portable row kernels ---- */
 
 /* dst (n,) = src (n,) of dtype dt, converted to F32. */
-static void convert_scalar(dtype_t dt, const void *src, float *dst, int n)
+static void convert_scalar(dtype_t dt, const void *src, float *dst, size_t n)
 {
     switch (dt) {
     case DTYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
+        memcpy(dst, src, n * sizeof(float));
         break;
     case DTYPE_BF16: {
         const uint16_t *s = src;
-        for (int i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++)
             dst[i] = bf16_to_f32(s[i]);
         break;
     }
     case DTYPE_F16: {
         const uint16_t *s = src;
-        for (int i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++)
             dst[i] = f16_to_f32(s[i]);
         break;
     }
     default:
         break;
+    }
+}
+
+void dtype_convert(void *dst, dtype_t dst_t, const void *src, dtype_t src_t, size_t n)
+{
+    if (dst_t == src_t) {
+        memcpy(dst, src, n * dtype_size(dst_t));
+    } else if (dst_t == DTYPE_F32) {
+        convert_scalar(src_t, src, dst, n);
+    } else if (src_t == DTYPE_F32) {
+        const float *s = src;
+        uint16_t *d = dst;
+        if (dst_t == DTYPE_BF16)
+            for (size_t i = 0; i < n; i++)
+                d[i] = f32_to_bf16(s[i]);
+        else
+            for (size_t i = 0; i < n; i++)
+                d[i] = f32_to_f16(s[i]);
+    } else { /* between the two 16-bit types, through F32 */
+        const uint16_t *s = src;
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = src_t == DTYPE_BF16 ? f32_to_f16(bf16_to_f32(s[i])) : f32_to_bf16(f16_to_f32(s[i]));
     }
 }
 

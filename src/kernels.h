@@ -35,6 +35,10 @@ typedef enum {
 size_t dtype_size(dtype_t t);           /* bytes per element */
 const char *dtype_name(dtype_t t);      /* "f32", "f16", "bf16" */
 int dtype_parse(const char *s, dtype_t *out); /* accepts f32/F32/float32, bf16/BF16/bfloat16, f16/F16/float16; 0 or -1 */
+/* dst (n,) of dst_t = src (n,) of src_t; narrowing rounds to nearest even.
+ * The one conversion loop of the project: loading, chunk writing and the
+ * wire all use it. */
+void dtype_convert(void *dst, dtype_t dst_t, const void *src, dtype_t src_t, size_t n);
 
 typedef struct {
     dtype_t dtype;

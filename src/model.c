@@ -275,40 +275,6 @@ static int find_checked(const model *m, const char *path, const char *name, int6
     return MDI_OK;
 }
 
-static float elem_f32(const void *p, dtype_t t, size_t i)
-{
-    if (t == DTYPE_F32) return ((const float *)p)[i];
-    if (t == DTYPE_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
-    return f16_to_f32(((const uint16_t *)p)[i]);
-}
-
-/* dst (n, dst_t) = src (n, src_t). The common pairs get tight loops:
- * converting a 1B model is a few billion elements. */
-static void convert(void *dst, dtype_t dst_t, const void *src, dtype_t src_t, size_t n)
-{
-    if (dst_t == DTYPE_F32 && src_t == DTYPE_BF16) {
-        const uint16_t *s = src;
-        float *d = dst;
-        for (size_t i = 0; i < n; i++)
-            d[i] = bf16_to_f32(s[i]);
-    } else if (dst_t == DTYPE_BF16 && src_t == DTYPE_F32) {
-        const float *s = src;
-        uint16_t *d = dst;
-        for (size_t i = 0; i < n; i++)
-            d[i] = f32_to_bf16(s[i]);
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            float v = elem_f32(src, src_t, i);
-            if (dst_t == DTYPE_F32)
-                ((float *)dst)[i] = v;
-            else if (dst_t == DTYPE_BF16)
-                ((uint16_t *)dst)[i] = f32_to_bf16(v);
-            else
-                ((uint16_t *)dst)[i] = f32_to_f16(v);
-        }
-    }
-}
-
 /* Once a mapped tensor has been converted its pages are never read again:
  * drop them so that resident memory holds one copy of the weights, not two.
  * Only whole pages inside the tensor are released (MADV_DONTNEED on a
@@ -336,8 +302,8 @@ static void convert_worker(void *arg, int ith, int nth)
     size_t per = (c->n + (size_t)nth - 1) / (size_t)nth;
     size_t begin = per * (size_t)ith, end = begin + per < c->n ? begin + per : c->n;
     if (begin < end)
-        convert((char *)c->dst + begin * dtype_size(c->dst_t), c->dst_t,
-                (const char *)c->src + begin * dtype_size(c->src_t), c->src_t, end - begin);
+        dtype_convert((char *)c->dst + begin * dtype_size(c->dst_t), c->dst_t,
+                      (const char *)c->src + begin * dtype_size(c->src_t), c->src_t, end - begin);
 }
 
 /* A matrix in the compute dtype: borrowed when stored so, else converted. */
@@ -381,8 +347,7 @@ static int load_vec(model *m, const char *path, const char *name, int n, const f
     float *buf = model_own(m, (size_t)n * sizeof(float));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    for (int i = 0; i < n; i++)
-        buf[i] = elem_f32(t->data, t->dtype, (size_t)i);
+    dtype_convert(buf, DTYPE_F32, t->data, t->dtype, (size_t)n);
     *out = buf;
     return MDI_OK;
 }

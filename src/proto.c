@@ -295,38 +295,10 @@ cleanup:
 
 void proto_pack(const float *x, size_t count, dtype_t dtype, void *out)
 {
-    switch (dtype) {
-    case DTYPE_F16: {
-        uint16_t *o = out;
-        for (size_t i = 0; i < count; i++) o[i] = f32_to_f16(x[i]);
-        break;
-    }
-    case DTYPE_BF16: {
-        uint16_t *o = out;
-        for (size_t i = 0; i < count; i++) o[i] = f32_to_bf16(x[i]);
-        break;
-    }
-    default:
-        memcpy(out, x, count * sizeof(float));
-        break;
-    }
+    dtype_convert(out, dtype, x, DTYPE_F32, count);
 }
 
 void proto_unpack(const void *in, size_t count, dtype_t dtype, float *x)
 {
-    switch (dtype) {
-    case DTYPE_F16: {
-        const uint16_t *p = in;
-        for (size_t i = 0; i < count; i++) x[i] = f16_to_f32(p[i]);
-        break;
-    }
-    case DTYPE_BF16: {
-        const uint16_t *p = in;
-        for (size_t i = 0; i < count; i++) x[i] = bf16_to_f32(p[i]);
-        break;
-    }
-    default:
-        memcpy(x, in, count * sizeof(float));
-        break;
-    }
+    dtype_convert(x, DTYPE_F32, in, dtype, count);
 }

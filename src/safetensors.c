@@ -587,16 +587,6 @@ int st_writer_add(st_writer *w, const char *name, dtype_t dtype, int ndim,
     return MDI_OK;
 }
 
-static float load_elem(const void *data, dtype_t t, size_t i)
-{
-    switch (t) {
-    case DTYPE_F32: return ((const float *)data)[i];
-    case DTYPE_BF16: return bf16_to_f32(((const uint16_t *)data)[i]);
-    case DTYPE_F16: return f16_to_f32(((const uint16_t *)data)[i]);
-    default: return 0;
-    }
-}
-
 typedef struct {
     FILE *f;
     sha256_ctx sha;
@@ -671,15 +661,7 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
         }
         for (size_t b = 0; b < p->n_elem && !o.failed; b += CONV_BLOCK) {
             size_t n = p->n_elem - b < CONV_BLOCK ? p->n_elem - b : CONV_BLOCK;
-            for (size_t j = 0; j < n; j++) {
-                float v = load_elem(p->data, p->src_dtype, b + j);
-                if (p->dtype == DTYPE_F32)
-                    ((float *)conv)[j] = v;
-                else if (p->dtype == DTYPE_BF16)
-                    ((uint16_t *)conv)[j] = f32_to_bf16(v);
-                else
-                    ((uint16_t *)conv)[j] = f32_to_f16(v);
-            }
+            dtype_convert(conv, p->dtype, (const char *)p->data + b * dtype_size(p->src_dtype), p->src_dtype, n);
             out_write(&o, conv, n * dtype_size(p->dtype));
         }
     }
