@@ -34,7 +34,7 @@ $(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
 	$(CC) $(MDI_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libmdi.a: $(LIB_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BIN)/%: $(BUILD)/%.o $(BUILD)/libmdi.a | $(BIN)
 	$(CC) $(MDI_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)

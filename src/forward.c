@@ -74,7 +74,12 @@ int forward_state_init(forward_state *s, const model *m, int max_batch, int max_
     s->rope_inv_freq = malloc((size_t)(c->head_dim / 2) * sizeof(float));
     if (m->slice.head)
         s->logits = malloc((size_t)c->vocab_size * sizeof(float));
-    if (!s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_inv_freq ||
+    int max_cols = c->dim > q_dim ? c->dim : q_dim;
+    if (c->hidden_dim > max_cols)
+        max_cols = c->hidden_dim;
+    s->xq.bytes = kernels_scratch_bytes(3, 1, max_cols);
+    s->xq.data = malloc(s->xq.bytes);
+    if (!s->xq.data || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_inv_freq ||
         (m->slice.head && !s->logits)) {
         forward_state_free(s);
         return mdi_fail(err, MDI_ENOMEM, "out of memory for run buffers (batch %d)", max_batch);
@@ -100,6 +105,7 @@ void forward_state_free(forward_state *s)
     free(s->hb2);
     free(s->logits);
     free(s->rope_inv_freq);
+    free(s->xq.data);
     memset(s, 0, sizeof(*s));
 }
 
@@ -186,11 +192,11 @@ static void attention_worker(void *arg, int ith, int nth)
     }
 }
 
-static void linear(float *y, const mat_t *w, const float *x, int n, const float *bias)
+static void linear(forward_state *s, float *y, const mat_t *w, const float *x, int n, const float *bias)
 {
     if (n == 1) {
         matvec_job j = { y, w, x, bias };
-        kernels_matvec_batch(&j, 1);
+        kernels_matvec_batch(&j, 1, 1, &s->xq);
     } else {
         kernels_matmul(y, w, x, n, bias);
     }
@@ -218,7 +224,7 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
                 { s->k, &w->wk, s->xb, w->bk },
                 { s->v, &w->wv, s->xb, w->bv },
             };
-            kernels_matvec_batch(jobs, 3);
+            kernels_matvec_batch(jobs, 3, 1, &s->xq);
         } else {
             kernels_matmul(s->q, &w->wq, s->xb, n, w->bq);
             kernels_matmul(s->k, &w->wk, s->xb, n, w->bk);
@@ -240,7 +246,7 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
             kernels_parallel(attention_worker, &at);
 
         /* x += xb2 @ Wo^T */
-        linear(s->xb, &w->wo, s->xb2, n, NULL);
+        linear(s, s->xb, &w->wo, s->xb2, n, NULL);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += s->xb[i];
 
@@ -252,13 +258,13 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
                 { s->hb, &w->w_gate, s->xb, NULL },
                 { s->hb2, &w->w_up, s->xb, NULL },
             };
-            kernels_matvec_batch(jobs, 2);
+            kernels_matvec_batch(jobs, 2, 1, &s->xq);
         } else {
             kernels_matmul(s->hb, &w->w_gate, s->xb, n, NULL);
             kernels_matmul(s->hb2, &w->w_up, s->xb, n, NULL);
         }
         kernels_swiglu(s->hb, s->hb2, n * hidden);
-        linear(s->xb, &w->w_down, s->hb, n, NULL);
+        linear(s, s->xb, &w->w_down, s->hb, n, NULL);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += s->xb[i];
     }
@@ -271,7 +277,7 @@ float *forward_head(const model *m, forward_state *s, const float *x)
     CHECK(m->slice.head);
     kernels_rmsnorm(s->xb, x, m->final_norm, m->cfg.dim, m->cfg.norm_eps);
     matvec_job j = { s->logits, &m->lm_head, s->xb, NULL };
-    kernels_matvec_batch(&j, 1);
+    kernels_matvec_batch(&j, 1, 1, &s->xq);
     return s->logits;
 }
 

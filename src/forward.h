@@ -41,6 +41,7 @@ typedef struct {
     float *hb, *hb2;        /* (max_batch, hidden) */
     float *logits;          /* (vocab,) when head */
     float *rope_inv_freq;   /* (hd/2,) */
+    kernels_scratch xq;     /* activations quantized for block-type weights */
 } forward_state;
 
 int forward_state_init(forward_state *s, const model *m, int max_batch, int max_seq, char *err);

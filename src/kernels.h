@@ -1,18 +1,31 @@
 /*
  * kernels: the numeric building blocks of the forward pass, and the thread
- * pool that runs them.
+ * pool that runs them. The implementation is split by concern:
+ *
+ *   kernels_pool.c        the thread pool (kernels_init, kernels_parallel)
+ *   kernels_cpu.c         CPU features, SIMD level, OpenBLAS core type, bandwidth
+ *   kernels_dispatch.c    the row kernel of each (dtype, SIMD level); matvec
+ *   kernels_portable.c    portable C row kernels, any dtype through its traits
+ *   kernels_avx512.c      x86 AVX-512 kernels     kernels_avx2.c  AVX2 + FMA
+ *   kernels_neon.c        ARM NEON kernels
+ *   kernels_matmul.c      prefill: sgemm, block types dequantized in panels
+ *   kernels_elementwise.c rmsnorm, softmax, swiglu, dot, axpy
  *
  * Weight matrices are row-major, one row per output feature, as Hugging Face
  * stores nn.Linear weights: W (rows = out_features, cols = in_features).
- * A matrix carries its storage dtype; every kernel takes F32 activations and
- * produces F32. New storage formats (an 8-bit block format next) plug in as a
- * new dtype with its row dot-product and its row-to-F32 conversion, nothing
- * else changes.
+ * A matrix carries its storage dtype (dtype.h); every kernel takes F32
+ * activations and produces F32. A new storage format plugs in as a row of
+ * the dtype traits table and its row kernels; nothing else changes.
  *
- * Decode (one token) uses kernels_matvec: rows are split across the pool's
- * threads by index (thread ith of nth takes a contiguous block of rows), and
- * each row is reduced by one thread in a fixed order, so the result does not
- * depend on the number of threads.
+ * Decode uses kernels_matvec_batch: rows are split across the pool's threads
+ * by index (thread ith of nth takes a contiguous block of rows), and each
+ * row is reduced by one thread in a fixed order, so the result does not
+ * depend on the number of threads. Weights of a block type are multiplied
+ * with the activation quantized to their vec_dot_type, once per activation
+ * row for all the jobs of a batch that read it, into scratch the caller owns.
+ * Several activation rows (a small batch of sequences) are multiplied with
+ * each weight row while it is in cache, each row's result identical to a
+ * call with that activation row alone.
  * Prefill (n tokens) uses kernels_matmul: OpenBLAS sgemm, with non-F32
  * weights converted to F32 in row panels first.
  *
@@ -24,21 +37,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-typedef enum {
-    DTYPE_F32 = 0,
-    DTYPE_F16 = 1,
-    DTYPE_BF16 = 2,
-    DTYPE_COUNT
-} dtype_t;
-
-size_t dtype_size(dtype_t t);           /* bytes per element */
-const char *dtype_name(dtype_t t);      /* "f32", "f16", "bf16" */
-int dtype_parse(const char *s, dtype_t *out); /* accepts f32/F32/float32, bf16/BF16/bfloat16, f16/F16/float16; 0 or -1 */
-/* dst (n,) of dst_t = src (n,) of src_t; narrowing rounds to nearest even.
- * The one conversion loop of the project: loading, chunk writing and the
- * wire all use it. */
-void dtype_convert(void *dst, dtype_t dst_t, const void *src, dtype_t src_t, size_t n);
+#include "dtype.h"
 
 typedef struct {
     dtype_t dtype;
@@ -46,13 +45,28 @@ typedef struct {
     const void *data; /* borrowed: from an mmap or a buffer the model owns */
 } mat_t;
 
-/* One matvec of a batch: out (W.rows,) = W (rows, cols) @ x (cols,) [+ bias]. */
+/* Jobs one kernels_matvec_batch call may take. */
+#define KERNELS_MAX_JOBS 8
+
+/* One matvec of a batch: out (n_x, W.rows) = x (n_x, W.cols) @ W^T [+ bias],
+ * n_x given to kernels_matvec_batch. */
 typedef struct {
     float *out;
     const mat_t *w;
     const float *x;
     const float *bias; /* may be NULL */
 } matvec_job;
+
+/* Scratch for activations quantized to a weight type's vec_dot_type, owned by
+ * the caller's run state (the hot path allocates nothing). */
+typedef struct {
+    void *data;
+    size_t bytes;
+} kernels_scratch;
+
+/* Bytes of scratch a batch of n_jobs jobs with n_x activation rows of at most
+ * max_cols values needs, whatever the weights' dtypes. */
+size_t kernels_scratch_bytes(int n_jobs, int n_x, int max_cols);
 
 /* Starts the pool with n_threads workers in total (the caller counts as one)
  * and tells OpenBLAS to use as many. Call once before any kernel. */
@@ -65,10 +79,14 @@ void kernels_shutdown(void);
 typedef void (*kernels_task_fn)(void *arg, int ith, int nth);
 void kernels_parallel(kernels_task_fn fn, void *arg);
 
-/* out = W @ x (+ bias) for each job; all jobs share one dispatch so that
- * q/k/v or gate/up cost one synchronisation, not three. */
-void kernels_matvec_batch(const matvec_job *jobs, int n_jobs);
-void kernels_matvec(float *out, const mat_t *w, const float *x);
+/* out = x @ W^T (+ bias) for each job and each of the n_x activation rows;
+ * all jobs share one dispatch so that q/k/v or gate/up cost one
+ * synchronisation, not three. Jobs whose x is the same pointer share one
+ * quantized copy of it. scratch may be NULL when every weight is a float
+ * type; otherwise it must hold kernels_scratch_bytes(n_jobs, n_x, cols). */
+void kernels_matvec_batch(const matvec_job *jobs, int n_jobs, int n_x, kernels_scratch *scratch);
+/* One job, one activation row; scratch as above. */
+void kernels_matvec(float *out, const mat_t *w, const float *x, kernels_scratch *scratch);
 
 /* Y (n, W.rows) = X (n, W.cols) @ W^T (+ bias broadcast over rows).
  * For F32 weights a single sgemm; others are converted to F32 in panels
@@ -92,8 +110,10 @@ float kernels_dot_f32(const float *a, const float *b, int n);
 /* y += a * x */
 void kernels_axpy_f32(float *y, float a, const float *x, int n);
 
-/* The SIMD level chosen at run time: "avx512", "avx2", "neon", "scalar". */
+/* The SIMD level chosen at run time: "avx512", "avx2", "neon", "scalar",
+ * and the CPU features its kernels use, e.g. "avx512 (vnni bf16)". */
 const char *kernels_simd_name(void);
+const char *kernels_simd_features(void);
 
 /* Forces the portable C path (tests compare it with the SIMD path). */
 void kernels_force_scalar(int on);

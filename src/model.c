@@ -299,11 +299,12 @@ typedef struct {
 static void convert_worker(void *arg, int ith, int nth)
 {
     convert_task *c = arg;
-    size_t per = (c->n + (size_t)nth - 1) / (size_t)nth;
+    /* shares of whole steps of 256 values: a multiple of every block size */
+    size_t per = ((c->n + (size_t)nth - 1) / (size_t)nth + 255) & ~(size_t)255;
     size_t begin = per * (size_t)ith, end = begin + per < c->n ? begin + per : c->n;
     if (begin < end)
-        dtype_convert((char *)c->dst + begin * dtype_size(c->dst_t), c->dst_t,
-                      (const char *)c->src + begin * dtype_size(c->src_t), c->src_t, end - begin);
+        dtype_convert((char *)c->dst + dtype_row_size(c->dst_t, (int64_t)begin), c->dst_t,
+                      (const char *)c->src + dtype_row_size(c->src_t, (int64_t)begin), c->src_t, end - begin);
 }
 
 /* A matrix in the compute dtype: borrowed when stored so, else converted. */
@@ -322,7 +323,7 @@ static int load_mat(model *m, const char *path, const char *name, int rows, int 
         return MDI_OK;
     }
     size_t n = (size_t)rows * cols;
-    void *buf = model_own(m, n * dtype_size(m->slice.dtype));
+    void *buf = model_own(m, dtype_matrix_size(m->slice.dtype, rows, cols));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
     convert_task ct = { buf, m->slice.dtype, t->data, t->dtype, n };
@@ -354,7 +355,7 @@ static int load_vec(model *m, const char *path, const char *name, int n, const f
 
 static size_t mat_bytes(const mat_t *w)
 {
-    return (size_t)w->rows * (size_t)w->cols * dtype_size(w->dtype);
+    return dtype_matrix_size(w->dtype, w->rows, w->cols);
 }
 
 int model_load(model *m, const char *path, const model_config *cfg, const model_slice *slice, char *err)

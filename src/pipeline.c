@@ -341,7 +341,7 @@ static int pl_send_rows(pipeline *p, int s, int pos, int n, int logits, char *er
     f->h.n_tokens = (uint32_t)n;
     f->h.dtype = (uint16_t)p->o->wire_dtype;
     f->h.flags = logits ? PROTO_FLAG_LOGITS : 0;
-    f->h.payload_len = (uint64_t)n * p->cfg.dim * dtype_size(p->o->wire_dtype);
+    f->h.payload_len = (uint64_t)n * dtype_row_size(p->o->wire_dtype, p->cfg.dim);
     proto_pack(p->x, (size_t)n * p->cfg.dim, p->o->wire_dtype, f->payload);
     p->compute_s += time_now() - t;
     return ring_send(&p->ring, f, err);

@@ -1165,7 +1165,7 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
     for (int i = 0; i < tsrc_count(src.tsrc); i++) {
         const tensor_info *t = tsrc_get(src.tsrc, i);
         int layer, kind = tensor_kind(t->name, &layer);
-        double bytes = (double)n_elements(t) * (double)dtype_size(out_dtype(o, t));
+        double bytes = (double)dtype_row_size(out_dtype(o, t), n_elements(t));
         if (kind == T_LAYER && t->ndim >= 2)
             layer_cost[layer] += bytes;
         else if (kind == T_HEAD && !cfg->tie_embeddings)

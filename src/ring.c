@@ -240,7 +240,7 @@ static int ring_compute_data(ring *r, proto_frame *f, char *why)
         n = 1;
     }
     f->h.dtype = (uint16_t)r->o.wire_dtype;
-    f->h.payload_len = (uint64_t)n * dim * dtype_size(r->o.wire_dtype);
+    f->h.payload_len = (uint64_t)n * dtype_row_size(r->o.wire_dtype, dim);
     proto_pack(out, (size_t)n * dim, r->o.wire_dtype, f->payload);
     pthread_mutex_lock(&r->mu);
     r->stats.tokens += f->h.n_tokens;

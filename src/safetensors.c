@@ -183,7 +183,7 @@ static int parse_safetensors(tensor_source *s, int fi, char *err)
                           (unsigned long long)(8 + hlen + (uint64_t)begin), data_size);
             break;
         }
-        if ((uint64_t)(end - begin) != n_elem * dtype_size(dt)) {
+        if ((uint64_t)(end - begin) != dtype_row_size(dt, (int64_t)n_elem)) {
             rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: %lld data bytes for %llu elements of %s",
                           path, key, (long long)(end - begin), (unsigned long long)n_elem, dtype_st_name(dt));
             break;
@@ -618,7 +618,7 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
         json_t *shape = json_array();
         for (int d = 0; d < p->ndim; d++)
             json_array_append_new(shape, json_integer(p->shape[d]));
-        uint64_t nb = p->n_elem * dtype_size(p->dtype);
+        uint64_t nb = dtype_row_size(p->dtype, (int64_t)p->n_elem);
         json_object_set_new(hdr, p->name,
                             json_pack("{s:s, s:o, s:[I,I]}", "dtype", dtype_st_name(p->dtype), "shape", shape,
                                       "data_offsets", (json_int_t)off, (json_int_t)(off + nb)));
@@ -656,13 +656,14 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
     for (int i = 0; i < w->n && !o.failed; i++) {
         st_pending *p = &w->t[i];
         if (p->dtype == p->src_dtype) {
-            out_write(&o, p->data, p->n_elem * dtype_size(p->dtype));
+            out_write(&o, p->data, dtype_row_size(p->dtype, (int64_t)p->n_elem));
             continue;
         }
         for (size_t b = 0; b < p->n_elem && !o.failed; b += CONV_BLOCK) {
             size_t n = p->n_elem - b < CONV_BLOCK ? p->n_elem - b : CONV_BLOCK;
-            dtype_convert(conv, p->dtype, (const char *)p->data + b * dtype_size(p->src_dtype), p->src_dtype, n);
-            out_write(&o, conv, n * dtype_size(p->dtype));
+            dtype_convert(conv, p->dtype, (const char *)p->data + dtype_row_size(p->src_dtype, (int64_t)b),
+                          p->src_dtype, n);
+            out_write(&o, conv, dtype_row_size(p->dtype, (int64_t)n));
         }
     }
     if (!o.failed && fflush(o.f) != 0)

@@ -51,7 +51,7 @@ build() { "$CC" $FLAGS ${ARM64_CFLAGS:-} -I"$BLAS_INC" "$@"; }
 
 # ---- the kernels test, built and run for aarch64 ----
 
-if ! build -Isrc -Itests tests/test_kernels.c src/kernels.c src/util.c -L"$BLAS_LIB" -lopenblas -lm \
+if ! build -Isrc -Itests tests/test_kernels.c src/kernels_*.c src/dtype.c src/util.c -L"$BLAS_LIB" -lopenblas -lm \
         -o "$tmp/test_kernels" >"$tmp/build.err" 2>&1; then
     echo "FAIL: arm64: test_kernels does not build for aarch64: $(grep -m1 error "$tmp/build.err")"
     exit 0

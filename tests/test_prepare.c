@@ -183,8 +183,8 @@ static int same_values(const tensor_info *src, const tensor_info *dst, char *why
         }
         return 1;
     }
-    size_t n = src->nbytes / dtype_size(src->dtype);
-    if (dst->nbytes / dtype_size(dst->dtype) != n) {
+    size_t n = src->nbytes / dtype_row_size(src->dtype, 1);
+    if (dst->nbytes / dtype_row_size(dst->dtype, 1) != n) {
         snprintf(why, cap, "%s: element count differs", src->name);
         return 0;
     }

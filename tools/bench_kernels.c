@@ -62,7 +62,7 @@ static double time_matvec(const mat_t *mats, int n_copies, const float *x, float
     for (int p = 0; p < passes; p++) {
         double t0 = time_now();
         for (int c = 0; c < n_copies; c++)
-            kernels_matvec(y, &mats[c], x);
+            kernels_matvec(y, &mats[c], x, NULL);
         double dt = (time_now() - t0) / n_copies;
         if (dt < best)
             best = dt;
@@ -125,7 +125,7 @@ int main(int argc, char **argv)
         for (int s = 0; s < 2; s++) {
             dtype_t dt = dtypes[d];
             int rows = shapes[s][0], cols = shapes[s][1];
-            size_t mat_bytes = (size_t)rows * cols * dtype_size(dt);
+            size_t mat_bytes = dtype_matrix_size(dt, rows, cols);
             int n_copies = (int)(STREAM_BYTES / mat_bytes);
             if (n_copies < 2)
                 n_copies = 2;

@@ -1,0 +1,87 @@
+/*
+ * kernels_impl: what the kernels_*.c files share and nothing outside them
+ * uses: the CPU's features, the table of kernels each SIMD level fills in,
+ * and the row-kernel contract.
+ *
+ * Row kernel contract (rows_fn): for r in [r0, r1) and k in [0, n_x)
+ *
+ *   out[k * out_stride + r] = row r of W . x_k,   x_k = x + k * x_stride bytes,
+ *
+ * x_k stored in W's vec_dot_type. Each (r, k) result is computed with one
+ * fixed sequence of operations that depends only on the column count and
+ * the kernel, never on r0, r1, n_x or the thread: results are identical for
+ * any split of rows and any batch size.
+ *
+ * Each level starts from the portable table and replaces the entries it has
+ * faster kernels for (kernels_<isa>_register); a dtype without a kernel at
+ * some level keeps the one below it. Adding a dtype means its traits row
+ * (dtype.c) and, for speed, its kernels and their register lines here.
+ */
+#ifndef MDI_KERNELS_IMPL_H
+#define MDI_KERNELS_IMPL_H
+
+#include "kernels.h"
+
+#if defined(__x86_64__)
+#define KERNELS_X86 1
+#endif
+#if defined(__aarch64__)
+#define KERNELS_NEON 1
+#endif
+
+enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512, SIMD_NEON };
+
+typedef struct {
+    int level;          /* SIMD_* */
+    /* x86 */
+    int avx2, fma, f16c;
+    int avx512f, avx512bw, avx512vl, avx512dq;
+    int avx512vnni, avx512bf16, avx512fp16, avxvnni;
+    /* aarch64 */
+    int neon, dotprod, arm_bf16, arm_fp16;
+} cpu_features;
+
+/* The features the kernels may use, after MDI_SIMD (see kernels_cpu.c). */
+const cpu_features *kernels_cpu_features(void);
+
+typedef void (*rows_fn)(const mat_t *w, int r0, int r1, const void *x, size_t x_stride, int n_x,
+                        float *out, size_t out_stride);
+/* As the traits' conversions (dtype.h), faster. */
+typedef dtype_to_f32_fn to_f32_fn;
+typedef dtype_from_f32_fn from_f32_fn;
+
+typedef struct {
+    const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
+    rows_fn rows[DTYPE_COUNT];
+    to_f32_fn to_f32[DTYPE_COUNT];    /* weights to F32: embedding rows, prefill panels */
+    from_f32_fn from_f32[DTYPE_COUNT]; /* activations to a vec_dot_type */
+    float (*dot_f32)(const float *a, const float *b, int n);
+    void (*axpy_f32)(float *y, float a, const float *x, int n);
+    double (*sum_bytes)(const char *p, size_t n); /* bandwidth probe */
+} kernels_isa;
+
+/* The table in use: the portable one when kernels_force_scalar is on. */
+const kernels_isa *kernels_isa_get(void);
+
+void kernels_portable_register(kernels_isa *k);
+#if defined(KERNELS_X86)
+void kernels_avx2_register(kernels_isa *k, const cpu_features *f);
+void kernels_avx512_register(kernels_isa *k, const cpu_features *f);
+#endif
+#if defined(KERNELS_NEON)
+void kernels_neon_register(kernels_isa *k, const cpu_features *f);
+#endif
+
+/* Start of thread ith's share of total rows, rounded down to 16 rows so
+ * that two threads rarely write the same cache line of out. */
+static inline int64_t kernels_split_rows(int64_t total, int ith, int nth)
+{
+    if (ith >= nth)
+        return total;
+    return (total * ith / nth) & ~(int64_t)15;
+}
+
+/* Frees the prefill panel scratch (kernels_shutdown). */
+void kernels_matmul_release(void);
+
+#endif
