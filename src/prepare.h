@@ -85,6 +85,8 @@ typedef struct {
     int n_layers_given;
     int convert;               /* 0: keep each tensor's stored dtype */
     dtype_t dtype;             /* when convert: dtype of the stored matrices */
+    int convert_embed;         /* the embedding and output head get embed_dtype */
+    dtype_t embed_dtype;
     /* hub sources */
     const char *hf_token;      /* NULL: $HF_TOKEN */
     const char *revision;      /* NULL: "main" */
@@ -100,7 +102,7 @@ typedef struct {
     int node_index;            /* 0 for the starter, i + 1 for secondary i */
     int layer_begin, layer_end;
     int has_embed, has_head;
-    char dtype[8];             /* "f32", "f16", "bf16" or "mixed" */
+    char dtype[8];             /* of its matrices: "f32", "q8_0", ... or "mixed" */
     uint64_t size;
     char sha256[65];
     int n_tensors;
@@ -115,7 +117,8 @@ typedef struct {
     int n_layers;
     int n_nodes;
     char config_sha256[65];
-    char dtype[8];             /* "f32", "f16", "bf16" or "source" */
+    char dtype[8];             /* "f32", "f16", "bf16", "q8_0", "q4_0" or "source" */
+    char embed_dtype[8];       /* --embed-dtype's, "" when not given */
     int *layers_per_node;      /* n_nodes entries, owned */
     char dir[1024];            /* folder of manifest.json (set by load/run) */
     int n_chunks;              /* n_nodes when complete; fewer while writing */
