@@ -1441,8 +1441,23 @@ static int inspect_manifest(const char *path, int verify, FILE *out, char *err)
                 c->file, c->layer_begin, c->layer_end, c->has_embed ? ", embedding" : "",
                 c->has_head ? ", head" : "", c->n_tensors, c->dtype, c->size, c->sha256,
                 vr ? "BAD: " : verify ? "ok (hash checked)" : "ok (size checked)", vr ? why : "");
-        for (int t = 0; t < c->n_tensors; t++)
-            fprintf(out, "    %s\n", c->tensors[t]);
+        /* each tensor's dtype, shape and bytes, read from the chunk's header
+         * when the file is there */
+        char cpath[PATH_CAP], cerr[MDI_ERR_LEN];
+        tensor_source *ts = NULL;
+        if (!vr && path_join(cpath, sizeof(cpath), m.dir, c->file) == 0)
+            ts = tsrc_open(cpath, cerr);
+        for (int t = 0; t < c->n_tensors; t++) {
+            const tensor_info *ti = ts ? tsrc_find(ts, c->tensors[t]) : NULL;
+            if (!ti) {
+                fprintf(out, "    %s\n", c->tensors[t]);
+                continue;
+            }
+            fprintf(out, "    %-48s %-5s ", ti->name, dtype_name(ti->dtype));
+            print_shape(out, ti);
+            fprintf(out, " %zu bytes\n", ti->nbytes);
+        }
+        tsrc_close(ts);
     }
     prepare_manifest_free(&m);
     if (bad)
