@@ -20,9 +20,10 @@
 # Also: the ring with Q8_0 weights gives standalone's tokens (and logits)
 # exactly; starter --dtype q4_0 quantizes a float checkpoint at load into the
 # same bytes prepare_model writes (identical logits), on the starter and on
-# the secondaries through the run configuration; stories260K, whose down
-# projection has rows of 172 values, keeps those matrices as F16 with a
-# note; bad input gives one clear line each.
+# the secondaries through the run configuration, from F32, BF16 and F16
+# sources; stories260K, whose down projection has rows of 172 values, keeps
+# those matrices as F16 with a note, and its llama2.c .bin quantizes to the
+# same logits; bad input gives one clear line each.
 set -u
 cd "$(dirname "$0")/.."
 . tests/ring_lib.sh
@@ -130,6 +131,27 @@ EOF
     stop_secondaries
 done
 
+# Other sources: BF16-stored (quantized through F32 a step at a time) and an
+# F16-stored Qwen2 (q/k/v biases, tied embedding): the chunk against the
+# reference, and quantizing at load equal to the chunk.
+for case in "tiny-llama bf16 q8_0 3" "tiny-qwen2 f16 q4_0 11"; do
+    set -- $case
+    shape=$1 sdt=$2 q=$3 seed=$4
+    S2="$TMP/src-$shape-$sdt"
+    C2="$TMP/ck/$shape-$sdt-$q"
+    $PY tools/gen_synthetic.py --shape $shape --dtype $sdt --seed $seed --out "$S2" >>"$TMP/gen.log" 2>&1 &&
+        "$PM" "$S2" --n-nodes 1 --dtype $q --out "$C2" --no-progress >>"$TMP/prepare.log" 2>&1
+    check "e2e_quant prepare a $sdt $shape --dtype $q" $? "$(tail -3 "$TMP/prepare.log")"
+    "$ST" --ckpt "$C2" --prompt-ids "$IDS" --n-tokens $NTOK "${ONE[@]}" --logits-out "$TMP/o_$shape.logits" \
+        --output "$TMP/o_$shape.json" 2>>"$TMP/starter.log"
+    ref "$shape-$sdt-$q" "$C2/chunks/1nodes" "$TMP/o_$shape.logits" "$TMP/o_$shape.json" 1e-3
+    "$ST" --ckpt "$S2" --dtype $q --prompt-ids "$IDS" --n-tokens $NTOK "${ONE[@]}" \
+        --logits-out "$TMP/ol_$shape.logits" --output "$TMP/ol_$shape.json" 2>>"$TMP/starter.log"
+    st=$?
+    cmp -s "$TMP/ol_$shape.logits" "$TMP/o_$shape.logits"
+    check "e2e_quant starter --dtype $q on the $sdt $shape equals its $q chunk, bit for bit" $((st | $?)) "exit $st"
+done
+
 # Re-running with the same arguments reuses every chunk; another --dtype does not.
 R="$TMP/ck/reuse"
 "$PM" "$SRC" --n-nodes 3 --dtype q8_0 --out "$R" --no-progress >"$TMP/r1.log" 2>&1
@@ -203,6 +225,20 @@ if [ -f "$STORIES/model.safetensors" ]; then
     st=$?
     [ $st -eq 0 ] && [ "$(grep -c 'has rows of 172 values, not a multiple of 32: kept as f16 instead of q4_0' "$TMP/s4.err")" = 5 ]
     check "e2e_quant starter --dtype q4_0 on stories260K runs, f16 fallback noted" $? "exit $st: $(head -3 "$TMP/s4.err")"
+    # llama2.c's .bin quantizes to the same blocks (q/k rows are permuted
+    # whole, so every row's blocks are the same): the same logits.
+    L2C="$MDI_SHARED/models/stories260K-llama2c"
+    if [ -d "$L2C" ]; then
+        for src in "$STORIES" "$L2C"; do
+            "$PM" "$src" --n-nodes 1 --dtype q4_0 --out "$TMP/ck/$(basename "$src")-q4" --no-progress \
+                >>"$TMP/prepare.log" 2>&1 &&
+                "$ST" --ckpt "$TMP/ck/$(basename "$src")-q4" --prompt-ids "$IDS" --n-tokens $NTOK "${ONE[@]}" \
+                    --logits-out "$TMP/$(basename "$src")-q4.logits" 2>>"$TMP/starter.log"
+        done
+        cmp -s "$TMP/stories260K-q4.logits" "$TMP/stories260K-llama2c-q4.logits"
+        check "e2e_quant llama2.c .bin --dtype q4_0 equals the Hugging Face layout's q4_0, logits bit for bit" $? \
+            "$(tail -3 "$TMP/starter.log")"
+    fi
 else
     echo "SKIP: e2e_quant stories260K: $STORIES not found"
 fi

@@ -468,6 +468,24 @@ def self_test(tmp):
     e = norm_err(forward(f16, ids), full)
     report(1e-7 < e < 5e-3, "f16 storage close to f32", "err %.3g" % e)
 
+    # Block decoding against blocks built by hand from the format definition:
+    # Q4_0's low nibbles are values 0..15, high nibbles 16..31, offset 8.
+    d = np.array([0.5], dtype="<f2").view(np.uint8)
+    b4 = np.concatenate([d, np.array([(15 << 4) | 0] + [(j % 16 << 4) | (15 - j % 16) for j in range(1, 16)],
+                                     dtype=np.uint8)])
+    want = np.array([0.5 * (0 - 8)] + [0.5 * (15 - j - 8) for j in range(1, 16)] +
+                    [0.5 * (15 - 8)] + [0.5 * (j - 8) for j in range(1, 16)])
+    got = dequantize(b4, "Q4_0", (1, 32))[0]
+    report(np.array_equal(got, want), "Q4_0 block decoding (nibble order, offset 8)", "%s vs %s" % (got, want))
+    qs = np.arange(-16, 16, dtype=np.int8)
+    b8 = np.concatenate([np.array([-0.25], dtype="<f2").view(np.uint8), qs.view(np.uint8)])
+    got = dequantize(b8, "Q8_0", (32,))
+    report(np.array_equal(got, -0.25 * qs.astype(np.float64)), "Q8_0 block decoding", "%s" % got)
+    x = np.random.default_rng(5).standard_normal((3, 64))
+    r = q8_0_roundtrip(x)
+    report(np.max(np.abs(r - x)) <= np.max(np.abs(x)) / 127 and not np.array_equal(r, x),
+           "Q8_0 activation round trip within amax/127", "max err %.3g" % np.max(np.abs(r - x)))
+
     # Rounding edge cases: ties go to even, carries propagate.
     v = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, 1.0 + 2 ** -7 + 2 ** -9, -2.5, 65504.0],
                  dtype=np.float32)

@@ -175,6 +175,25 @@ static void test_slices(void)
 
 /* Block types: per-matrix dtypes chosen at load, block-typed chunks borrowed
  * as stored, and quantizing at load equal to loading the quantized chunk. */
+static void test_matrix_dtype_table(void)
+{
+    const dtype_t A = DTYPE_COUNT; /* auto */
+    struct { dtype_t want, stored; int64_t cols; dtype_t use; } cases[] = {
+        { A, DTYPE_F32, 64, DTYPE_F32 },           { A, DTYPE_F16, 64, DTYPE_F32 },
+        { A, DTYPE_BF16, 64, DTYPE_BF16 },         { A, DTYPE_Q4_0, 64, DTYPE_Q4_0 },
+        { DTYPE_F32, DTYPE_Q8_0, 64, DTYPE_F32 },  { DTYPE_BF16, DTYPE_F32, 172, DTYPE_BF16 },
+        { DTYPE_Q8_0, DTYPE_F32, 64, DTYPE_Q8_0 }, { DTYPE_Q4_0, DTYPE_BF16, 64, DTYPE_Q4_0 },
+        { DTYPE_Q8_0, DTYPE_F32, 172, DTYPE_F16 }, { DTYPE_Q4_0, DTYPE_F16, 172, DTYPE_F16 },
+        { DTYPE_Q8_0, DTYPE_BF16, 172, DTYPE_BF16 }, { DTYPE_Q8_0, DTYPE_Q4_0, 64, DTYPE_Q4_0 },
+    };
+    int bad = -1;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) && bad < 0; i++)
+        if (model_matrix_dtype(cases[i].want, cases[i].stored, cases[i].cols) != cases[i].use)
+            bad = (int)i;
+    test_result(bad < 0, "model_matrix_dtype: the table of model.h, fallback f16 (bf16 when stored so)",
+                "case %d", bad);
+}
+
 static void test_block_types(void)
 {
     char src_path[512], chunk[512], err[MDI_ERR_LEN] = "";
@@ -373,6 +392,7 @@ int main(void)
     }
     test_layouts_agree();
     test_slices();
+    test_matrix_dtype_table();
     test_block_types();
     test_malformed();
     char cmd[600];
