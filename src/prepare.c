@@ -1403,7 +1403,7 @@ static int inspect_tensors(const char *path, FILE *out, char *err)
             free(v);
         }
     }
-    size_t total = 0;
+    size_t total = 0, by_dtype[DTYPE_COUNT] = { 0 };
     fprintf(out, "tensors: %d\n", tsrc_count(s));
     for (int i = 0; i < tsrc_count(s); i++) {
         const tensor_info *t = tsrc_get(s, i);
@@ -1411,8 +1411,16 @@ static int inspect_tensors(const char *path, FILE *out, char *err)
         print_shape(out, t);
         fprintf(out, " %zu bytes\n", t->nbytes);
         total += t->nbytes;
+        by_dtype[t->dtype] += t->nbytes;
     }
-    fprintf(out, "total: %zu bytes of tensor data (%.2f MiB)\n", total, mib(total));
+    fprintf(out, "total: %zu bytes of tensor data (%.2f MiB)", total, mib(total));
+    for (int d = 0, first = 1; d < DTYPE_COUNT; d++) {
+        if (by_dtype[d]) {
+            fprintf(out, "%s%s %zu", first ? ": " : ", ", dtype_name((dtype_t)d), by_dtype[d]);
+            first = 0;
+        }
+    }
+    fprintf(out, " bytes\n");
     tsrc_close(s);
     return MDI_OK;
 }
