@@ -3,7 +3,10 @@
 Qwen2 forward pass in numpy, written from the Hugging Face definitions and
 sharing no code with the C engine. It reads a Hugging Face folder
 (config.json, model.safetensors or a sharded model.safetensors.index.json;
-F32, BF16 or F16 tensors), parsing safetensors by hand.
+F32, BF16 or F16 tensors), or the chunks of a prepared checkpoint
+(checkpoints/NAME/chunks/<N>nodes, whose matrices may be Q8_0 or Q4_0
+blocks, decoded here from the format definition), parsing safetensors by
+hand.
 
     # logits of the last position, top 5 printed
     tests/ref_forward.py --ckpt DIR --ids 1,15,27
@@ -35,6 +38,12 @@ of transformers' _compute_llama3_parameters.
 --round-bf16 rounds every matrix (embedding, projections, output head) to
 bfloat16 first, as an engine computing with BF16 weights from an F32 or F16
 checkpoint does; norm weights and biases stay as stored.
+
+With block-typed matrices, --check models the engine's activations: a token
+run alone (decode, and the output head at every step) has its activation row
+quantized to Q8_0 before the product with a Q8_0/Q4_0 matrix; a prompt run at
+once keeps F32 activations (q8_0_roundtrip, forward's q8_rows). --float-act
+turns that off (for a block-typed chunk dequantized at load).
 """
 
 import argparse
