@@ -30,10 +30,11 @@ void cli_usage_starter(const char *argv0)
             "  --seed S             random seed (default 42)\n"
             "compute:\n"
             "  --n-threads N        threads (default: the nodes configuration's, else the CPUs)\n"
-            "  --dtype f32|bf16|f16 weights in memory (default auto: as stored, f16 as f32)\n"
+            "  --dtype D            weights in memory: f32, bf16, f16, q8_0, q4_0 (quantized at load;\n"
+            "                       block-typed chunks used as stored) (default auto: as stored, f16 as f32)\n"
             "output:\n"
             "  --output FILE.json   samples and statistics as JSON\n"
-            "  --logits-out FILE    raw f32 logits of every generation step (testing)\n"
+            "  --logits-out FILE    raw f32 logits of every generation step (testing; distributed: sample 0's)\n"
             "  --quiet              do not stream the text to stdout\n"
             "distributed:\n"
             "  --nodes-config FILE  nodes configuration (settings-distr/*.json)\n"
@@ -113,7 +114,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "auto")) o->dtype = DTYPE_COUNT;
             else if (dtype_parse(v, &o->dtype) != 0)
-                rc = mdi_fail(err, MDI_EARG, "--dtype: expected f32, bf16, f16 or auto, got \"%s\"", v);
+                rc = mdi_fail(err, MDI_EARG, "--dtype: unknown dtype \"%s\" (accepted: auto, %s)", v, dtype_names());
         } else if (!strcmp(a, "--max-seq-len")) rc = parse_int(a, v, 1, 1 << 24, &o->max_seq_len, err);
         else if (!strcmp(a, "--output")) o->output = v;
         else if (!strcmp(a, "--logits-out")) o->logits_out = v;

@@ -86,7 +86,10 @@ static int rc_compute_dtype(json_t *o, dtype_t *out, char *err)
         *out = DTYPE_COUNT;
         return 0;
     }
-    return rc_dtype(o, "dtype", out, err);
+    if (!json_is_string(v) || dtype_parse(json_string_value(v), out) != 0)
+        return mdi_fail(err, MDI_EARG, "run configuration: dtype: unknown dtype \"%s\" (accepted: auto, %s)",
+                        json_is_string(v) ? json_string_value(v) : "(not a string)", dtype_names());
+    return 0;
 }
 
 static int rc_addr(json_t *o, const char *key, char *addr, int *port, char *err)

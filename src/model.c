@@ -307,26 +307,58 @@ static void convert_worker(void *arg, int ith, int nth)
                       (const char *)c->src + dtype_row_size(c->src_t, (int64_t)begin), c->src_t, end - begin);
 }
 
-/* A matrix in the compute dtype: borrowed when stored so, else converted. */
+dtype_t model_matrix_dtype(dtype_t want, dtype_t stored, int64_t cols)
+{
+    if (want == DTYPE_COUNT) /* auto: as stored, F16 as F32 */
+        return stored == DTYPE_F16 ? DTYPE_F32 : stored;
+    if (!dtype_is_block(want) || dtype_is_block(stored))
+        return dtype_is_block(want) ? stored : want;
+    if (dtype_row_ok(want, cols))
+        return want;
+    return model_fallback_dtype(stored);
+}
+
+dtype_t model_fallback_dtype(dtype_t stored)
+{
+    return stored == DTYPE_BF16 ? DTYPE_BF16 : DTYPE_F16;
+}
+
+/* The alignment a borrowed row of t needs: a float's size, or the block's
+ * f16 scale. */
+static uintptr_t dtype_align(dtype_t t)
+{
+    return dtype_is_block(t) ? sizeof(uint16_t) : dtype_get(t)->block_bytes;
+}
+
+/* A matrix in the dtype model_matrix_dtype chooses: borrowed from the
+ * mapping when stored so (and aligned), else converted into a buffer the
+ * model owns. */
 static int load_mat(model *m, const char *path, const char *name, int rows, int cols, mat_t *out, char *err)
 {
     const tensor_info *t;
     int rc = find_checked(m, path, name, rows, cols, &t, err);
     if (rc)
         return rc;
+    dtype_t want = m->slice.dtype, use = model_matrix_dtype(want, t->dtype, cols);
     out->rows = rows;
     out->cols = cols;
-    out->dtype = m->slice.dtype;
-    if (t->dtype == m->slice.dtype) {
+    out->dtype = use;
+    int want_block = want != DTYPE_COUNT && dtype_is_block(want);
+    if (want_block && !dtype_is_block(use) && !dtype_is_block(t->dtype))
+        log_info("%s: %s has rows of %d values, not a multiple of %d: kept as %s instead of %s", path, name, cols,
+                 dtype_block_size(want), dtype_name(use), dtype_name(want));
+    if (dtype_is_block(t->dtype) && !dtype_is_block(use))
+        m->n_dequantized++;
+    if (t->dtype == use && (uintptr_t)t->data % dtype_align(use) == 0) {
         out->data = t->data;
         tsrc_prefault(t->data, t->nbytes);
         return MDI_OK;
     }
     size_t n = (size_t)rows * cols;
-    void *buf = model_own(m, dtype_matrix_size(m->slice.dtype, rows, cols));
+    void *buf = model_own(m, dtype_matrix_size(use, rows, cols));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    convert_task ct = { buf, m->slice.dtype, t->data, t->dtype, n };
+    convert_task ct = { buf, use, t->data, t->dtype, n };
     kernels_parallel(convert_worker, &ct);
     out->data = buf;
     if (t->mapped)
@@ -358,6 +390,39 @@ static size_t mat_bytes(const mat_t *w)
     return dtype_matrix_size(w->dtype, w->rows, w->cols);
 }
 
+/* m->dtypes: the matrices' dtypes, the one holding most bytes first,
+ * joined by '+' ("q8_0+f16"). */
+static void describe_dtypes(model *m)
+{
+    size_t bytes[DTYPE_COUNT] = { 0 };
+    int n_local = m->slice.layer_end - m->slice.layer_begin;
+    for (int i = 0; i < n_local; i++) {
+        const mat_t *w[] = { &m->layers[i].wq, &m->layers[i].wk, &m->layers[i].wv, &m->layers[i].wo,
+                             &m->layers[i].w_gate, &m->layers[i].w_up, &m->layers[i].w_down };
+        for (size_t k = 0; k < sizeof(w) / sizeof(w[0]); k++)
+            bytes[w[k]->dtype] += mat_bytes(w[k]) + 1;
+    }
+    if (m->tok_embed.data)
+        bytes[m->tok_embed.dtype] += mat_bytes(&m->tok_embed) + 1;
+    if (m->lm_head.data && m->lm_head.data != m->tok_embed.data)
+        bytes[m->lm_head.dtype] += mat_bytes(&m->lm_head) + 1;
+    size_t off = 0;
+    m->dtypes[0] = '\0';
+    for (;;) {
+        int best = -1;
+        for (int t = 0; t < DTYPE_COUNT; t++)
+            if (bytes[t] && (best < 0 || bytes[t] > bytes[best]))
+                best = t;
+        if (best < 0 || off >= sizeof(m->dtypes))
+            break;
+        off += (size_t)snprintf(m->dtypes + off, sizeof(m->dtypes) - off, "%s%s", off ? "+" : "",
+                                dtype_name((dtype_t)best));
+        bytes[best] = 0;
+    }
+    if (!m->dtypes[0])
+        snprintf(m->dtypes, sizeof(m->dtypes), "none");
+}
+
 int model_load(model *m, const char *path, const model_config *cfg, const model_slice *slice, char *err)
 {
     memset(m, 0, sizeof(*m));
@@ -375,19 +440,9 @@ int model_load(model *m, const char *path, const model_config *cfg, const model_
     m->src = tsrc_open(path, err);
     if (!m->src)
         return MDI_EFORMAT;
-    if (slice->dtype == DTYPE_COUNT) {
-        /* auto: compute in the stored dtype of the matrices, F16 as F32 */
-        dtype_t stored = DTYPE_F32;
-        for (int i = 0; i < tsrc_count(m->src); i++) {
-            const tensor_info *t = tsrc_get(m->src, i);
-            if (t->ndim == 2) {
-                stored = t->dtype;
-                break;
-            }
-        }
-        m->slice.dtype = stored == DTYPE_BF16 ? DTYPE_BF16 : DTYPE_F32;
-    } else if (slice->dtype != DTYPE_F32 && slice->dtype != DTYPE_BF16 && slice->dtype != DTYPE_F16) {
-        rc = mdi_fail(err, MDI_EARG, "%s: unsupported compute dtype", path);
+    if (slice->dtype != DTYPE_COUNT && (unsigned)slice->dtype >= DTYPE_COUNT) {
+        rc = mdi_fail(err, MDI_EARG, "%s: unknown dtype %d asked for (accepted: auto, %s)", path, (int)slice->dtype,
+                      dtype_names());
         goto fail;
     }
 
@@ -442,6 +497,10 @@ int model_load(model *m, const char *path, const model_config *cfg, const model_
         }
         m->weight_bytes += mat_bytes(&m->lm_head);
     }
+    if (m->n_dequantized)
+        log_info("%s: %d block-typed matrices dequantized to %s, as --dtype asks", path, m->n_dequantized,
+                 dtype_name(slice->dtype));
+    describe_dtypes(m);
     return MDI_OK;
 fail:
     model_free(m);

@@ -7,9 +7,22 @@
  * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases). Tied or untied
  * embeddings, head_dim given or derived, grouped-query attention.
  *
- * Weights are borrowed from the tensor source's mmap when their dtype is the
- * compute dtype asked for; otherwise converted at load into buffers the model
- * owns. Norm weights and biases are always F32.
+ * Each matrix keeps a dtype of its own (mat_t.dtype), chosen per tensor by
+ * model_matrix_dtype from the dtype asked for (model_slice.dtype) and the
+ * dtype it is stored in:
+ *
+ *   asked            stored F32/F16/BF16             stored Q8_0/Q4_0
+ *   auto             as stored, F16 as F32           as stored
+ *   f32, f16, bf16   converted to it                 dequantized to it (one note)
+ *   q8_0, q4_0       quantized to it at load; rows   as stored (a Q4_0 matrix is
+ *                    not a multiple of 32 values:    not requantized to Q8_0)
+ *                    model_fallback_dtype (a note)
+ *
+ * A matrix used in its stored dtype is borrowed from the tensor source's
+ * mmap (unless misaligned for its type: then copied); otherwise converted at
+ * load into a buffer the model owns. Norm weights and biases are always F32.
+ * A model may mix dtypes: a Q8_0 slice whose down projection has rows of 172
+ * values keeps that matrix as F16, an embedding may stay F32.
  */
 #ifndef MDI_MODEL_H
 #define MDI_MODEL_H
@@ -63,8 +76,8 @@ typedef struct {
     int layer_begin, layer_end; /* global indices [begin, end) */
     int embed;                  /* load the token embedding */
     int head;                   /* load the final norm and the output head */
-    dtype_t dtype;              /* compute dtype for matrices: F32, BF16 or F16; DTYPE_COUNT: as
-                                 * stored (BF16 stays BF16, F16 becomes F32) */
+    dtype_t dtype;              /* dtype asked for the matrices (see the table above);
+                                 * DTYPE_COUNT: auto, as stored */
 } model_slice;
 
 typedef struct {
@@ -74,7 +87,9 @@ typedef struct {
     mat_t lm_head;              /* (vocab, dim), when slice.head; shares tok_embed's data when tied */
     const float *final_norm;    /* (dim,) when slice.head */
     layer_weights *layers;      /* slice.layer_end - slice.layer_begin entries */
-    size_t weight_bytes;        /* bytes of matrices this slice reads per token */
+    size_t weight_bytes;        /* bytes of matrices this slice reads per token, as held */
+    char dtypes[32];            /* the matrices' dtypes, most bytes first: "q8_0+f16" */
+    int n_dequantized;          /* block-typed matrices converted to a float dtype */
     /* private */
     tensor_source *src;
     void **owned;
@@ -88,6 +103,14 @@ typedef struct {
 int model_load(model *m, const char *path, const model_config *cfg,
                const model_slice *slice, char *err);
 void model_free(model *m);
+
+/* The dtype a matrix of `cols` columns stored as `stored` is held in when
+ * `want` is asked (DTYPE_COUNT: auto); the table above. */
+dtype_t model_matrix_dtype(dtype_t want, dtype_t stored, int64_t cols);
+/* The float type a matrix whose rows cannot be blocks falls back to when a
+ * block type is asked: BF16 when stored as BF16 (F16 would lose its range),
+ * else F16. prepare_model and the loader both use it. */
+dtype_t model_fallback_dtype(dtype_t stored);
 
 /* Hugging Face tensor names. buf must hold TENSOR_NAME_MAX. */
 void model_tensor_name(char *buf, int layer, const char *suffix);

@@ -375,6 +375,10 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
             prefill_off[i] = res[i].n_prompt;
             n_done++;
         }
+    /* --logits-out: sample 0's rows, one per step, as standalone writes them */
+    FILE *logits_f = NULL;
+    if (!rc && o->logits_out && !(logits_f = fopen(o->logits_out, "wb")))
+        rc = mdi_fail(err, MDI_EIO, "%s: cannot create", o->logits_out);
     double t0 = time_now(), t_prefilled = 0;
     long prompt_tokens = 0, generated = 0;
     int n_first = 0;
@@ -424,6 +428,8 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
                 ss[s].pos = res[s].n_prompt;
                 if (++n_first == n) t_prefilled = time_now() - t0;
             }
+            if (logits_f && s == 0)
+                fwrite(logits, sizeof(float), (size_t)p->cfg.vocab_size, logits_f);
             int going = sample_state_accept(&ss[s], tok, logits, time_now() - t0);
             generated++;
             pl_curve_add(p, time_now() - t0, generated);
@@ -460,6 +466,8 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
         ring_frame_put(&p->ring, f);
         in_flight--;
     }
+    if (logits_f && fclose(logits_f) != 0 && !rc)
+        rc = mdi_fail(err, MDI_EIO, "%s: write failed", o->logits_out);
     double total = time_now() - t0;
     memset(st, 0, sizeof(*st));
     st->total_s = total;
@@ -554,7 +562,7 @@ static int pl_write_time_run(pipeline *p, const run_stats *st, int n_samples, ch
         fprintf(f, "timestamp,model,n_nodes,n_samples,n_tokens,wire_dtype,dtype,total_s,tokens_generated,"
                    "tokens_per_s,ttft_s,decode_tok_s\n");
     fprintf(f, "%ld,%s,%d,%d,%d,%s,%s,%.6f,%ld,%.4f,%.6f,%.4f\n", (long)time(NULL), p->model_name,
-            p->n_nodes, n_samples, p->o->n_tokens, dtype_name(p->o->wire_dtype), dtype_name(p->m.slice.dtype),
+            p->n_nodes, n_samples, p->o->n_tokens, dtype_name(p->o->wire_dtype), p->m.dtypes,
             st->total_s, st->tokens_generated, st->total_s > 0 ? st->tokens_generated / st->total_s : 0,
             st->ttft_s, st->decode_tok_s);
     fclose(f);
@@ -671,7 +679,9 @@ int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *res
         weights += (size_t)json_integer_value(json_object_get(s, "weight_bytes"));
     }
     st->weight_bytes_per_token = weights;
-    st->dtype = dtype_name(p->m.slice.dtype);
+    static char dtypes[sizeof(p->m.dtypes)]; /* outlives the model, freed below */
+    snprintf(dtypes, sizeof(dtypes), "%s", p->m.dtypes);
+    st->dtype = dtypes;
     st->wire_dtype = dtype_name(o->wire_dtype);
     *nodes = pl_nodes_json(p);
     if (o->time_run && (rc = pl_write_time_run(p, st, n_samples, err))) goto done;

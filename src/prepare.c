@@ -299,6 +299,8 @@ static json_t *manifest_to_json(const prepare_manifest *m)
     json_object_set_new(root, "n_nodes", json_integer(m->n_nodes));
     json_object_set_new(root, "config_sha256", json_string(m->config_sha256));
     json_object_set_new(root, "dtype", json_string(m->dtype));
+    if (m->embed_dtype[0])
+        json_object_set_new(root, "embed_dtype", json_string(m->embed_dtype));
     json_t *lpn = json_array();
     for (int i = 0; i < m->n_nodes; i++)
         json_array_append_new(lpn, json_integer(m->layers_per_node[i]));
@@ -475,6 +477,9 @@ int prepare_manifest_load(prepare_manifest *m, const char *path, int allow_incom
         (rc = get_str(root, "model_type", m->model_type, sizeof(m->model_type), file, err)) ||
         (rc = get_str(root, "config_sha256", m->config_sha256, sizeof(m->config_sha256), file, err)) ||
         (rc = get_str(root, "dtype", m->dtype, sizeof(m->dtype), file, err)))
+        goto done;
+    if (json_object_get(root, "embed_dtype") &&
+        (rc = get_str(root, "embed_dtype", m->embed_dtype, sizeof(m->embed_dtype), file, err)))
         goto done;
     if ((rc = get_int(root, "n_layers", 1, 1 << 16, &v, file, err)))
         goto done;
@@ -915,11 +920,36 @@ static size_t n_elements(const tensor_info *t)
     return n;
 }
 
-/* The dtype a tensor is stored as: --dtype applies to matrices; norm
- * weights and biases keep theirs (they are tiny and used in F32). */
+/* The dtype a tensor is stored as: --dtype applies to matrices (and
+ * --embed-dtype, when given, to the embedding and the output head); norm
+ * weights and biases keep theirs (they are tiny and used in F32). A block
+ * type asked for a matrix whose rows are not whole blocks falls back to
+ * model_fallback_dtype; *fell_from (when not NULL) is then the type asked,
+ * else DTYPE_COUNT. */
+static dtype_t out_dtype_why(const prepare_opts *o, const tensor_info *t, dtype_t *fell_from)
+{
+    int layer, kind = tensor_kind(t->name, &layer);
+    dtype_t want;
+    if (fell_from)
+        *fell_from = DTYPE_COUNT;
+    if (t->ndim < 2)
+        return t->dtype;
+    if (o->convert_embed && (kind == T_EMBED || kind == T_HEAD))
+        want = o->embed_dtype;
+    else if (o->convert)
+        want = o->dtype;
+    else
+        return t->dtype;
+    if (want == t->dtype || dtype_row_ok(want, t->shape[t->ndim - 1]))
+        return want;
+    if (fell_from)
+        *fell_from = want;
+    return model_fallback_dtype(t->dtype);
+}
+
 static dtype_t out_dtype(const prepare_opts *o, const tensor_info *t)
 {
-    return (o->convert && t->ndim >= 2) ? o->dtype : t->dtype;
+    return out_dtype_why(o, t, NULL);
 }
 
 /* ---- writing ---- */
@@ -1019,7 +1049,12 @@ static int chunk_describe(const source *s, const prepare_opts *o, const int *nod
         }
         c->n_tensors = i + 1;
         if (t->ndim >= 2) {
-            int d = (int)out_dtype(o, t);
+            dtype_t asked;
+            int d = (int)out_dtype_why(o, t, &asked);
+            if (asked != DTYPE_COUNT)
+                log_info("%s: %s has rows of %lld values, not a multiple of %d: stored as %s instead of %s",
+                         c->role, t->name, (long long)t->shape[t->ndim - 1], dtype_block_size(asked),
+                         dtype_name((dtype_t)d), dtype_name(asked));
             dt = dt == -1 ? d : (dt == d ? d : -2);
         }
     }
@@ -1165,7 +1200,9 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
     for (int i = 0; i < tsrc_count(src.tsrc); i++) {
         const tensor_info *t = tsrc_get(src.tsrc, i);
         int layer, kind = tensor_kind(t->name, &layer);
-        double bytes = (double)dtype_row_size(out_dtype(o, t), n_elements(t));
+        int64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+        double bytes = cols ? (double)(n_elements(t) / (size_t)cols) * (double)dtype_row_size(out_dtype(o, t), cols)
+                            : 0.0;
         if (kind == T_LAYER && t->ndim >= 2)
             layer_cost[layer] += bytes;
         else if (kind == T_HEAD && !cfg->tie_embeddings)
@@ -1204,6 +1241,8 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
     man.n_nodes = n_nodes;
     sha256_hex(src.config_text, src.config_len, man.config_sha256);
     snprintf(man.dtype, sizeof(man.dtype), "%s", o->convert ? dtype_name(o->dtype) : "source");
+    if (o->convert_embed)
+        snprintf(man.embed_dtype, sizeof(man.embed_dtype), "%s", dtype_name(o->embed_dtype));
     if (strlen(chunks_dir) >= sizeof(man.dir)) {
         rc = mdi_fail(err, MDI_EARG, "%s: path too long", chunks_dir);
         goto done;
@@ -1233,7 +1272,7 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
     if (prepare_manifest_load(&old, chunks_dir, 1, old_err) == 0) {
         if (!strcmp(old.source_fingerprint, man.source_fingerprint) &&
             !strcmp(old.config_sha256, man.config_sha256) && old.n_nodes == n_nodes &&
-            !strcmp(old.dtype, man.dtype)) {
+            !strcmp(old.dtype, man.dtype) && !strcmp(old.embed_dtype, man.embed_dtype)) {
             for (int i = 0; i < n_nodes; i++)
                 reused[i] = chunk_reusable(&old, &planned[i], &planned[i]);
         }
@@ -1364,7 +1403,7 @@ static int inspect_tensors(const char *path, FILE *out, char *err)
             free(v);
         }
     }
-    size_t total = 0;
+    size_t total = 0, by_dtype[DTYPE_COUNT] = { 0 };
     fprintf(out, "tensors: %d\n", tsrc_count(s));
     for (int i = 0; i < tsrc_count(s); i++) {
         const tensor_info *t = tsrc_get(s, i);
@@ -1372,8 +1411,16 @@ static int inspect_tensors(const char *path, FILE *out, char *err)
         print_shape(out, t);
         fprintf(out, " %zu bytes\n", t->nbytes);
         total += t->nbytes;
+        by_dtype[t->dtype] += t->nbytes;
     }
-    fprintf(out, "total: %zu bytes of tensor data (%.2f MiB)\n", total, mib(total));
+    fprintf(out, "total: %zu bytes of tensor data (%.2f MiB)", total, mib(total));
+    for (int d = 0, first = 1; d < DTYPE_COUNT; d++) {
+        if (by_dtype[d]) {
+            fprintf(out, "%s%s %zu", first ? ": " : ", ", dtype_name((dtype_t)d), by_dtype[d]);
+            first = 0;
+        }
+    }
+    fprintf(out, " bytes\n");
     tsrc_close(s);
     return MDI_OK;
 }
@@ -1386,8 +1433,9 @@ static int inspect_manifest(const char *path, int verify, FILE *out, char *err)
         return rc;
     fprintf(out, "manifest: %s/%s%s\n", m.dir, PREPARE_MANIFEST,
             m.complete ? "" : " (INCOMPLETE: a run is writing it or was interrupted)");
-    fprintf(out, "source: %s\nmodel_type: %s, %d layers, %d nodes, dtype %s\nconfig_sha256: %s\nlayers per node:",
-            m.source, m.model_type, m.n_layers, m.n_nodes, m.dtype, m.config_sha256);
+    fprintf(out, "source: %s\nmodel_type: %s, %d layers, %d nodes, dtype %s%s%s\nconfig_sha256: %s\nlayers per node:",
+            m.source, m.model_type, m.n_layers, m.n_nodes, m.dtype, m.embed_dtype[0] ? ", embedding and head " : "",
+            m.embed_dtype, m.config_sha256);
     for (int i = 0; i < m.n_nodes; i++)
         fprintf(out, " %d", m.layers_per_node[i]);
     fprintf(out, "\n");
@@ -1401,8 +1449,23 @@ static int inspect_manifest(const char *path, int verify, FILE *out, char *err)
                 c->file, c->layer_begin, c->layer_end, c->has_embed ? ", embedding" : "",
                 c->has_head ? ", head" : "", c->n_tensors, c->dtype, c->size, c->sha256,
                 vr ? "BAD: " : verify ? "ok (hash checked)" : "ok (size checked)", vr ? why : "");
-        for (int t = 0; t < c->n_tensors; t++)
-            fprintf(out, "    %s\n", c->tensors[t]);
+        /* each tensor's dtype, shape and bytes, read from the chunk's header
+         * when the file is there */
+        char cpath[PATH_CAP], cerr[MDI_ERR_LEN];
+        tensor_source *ts = NULL;
+        if (!vr && path_join(cpath, sizeof(cpath), m.dir, c->file) == 0)
+            ts = tsrc_open(cpath, cerr);
+        for (int t = 0; t < c->n_tensors; t++) {
+            const tensor_info *ti = ts ? tsrc_find(ts, c->tensors[t]) : NULL;
+            if (!ti) {
+                fprintf(out, "    %s\n", c->tensors[t]);
+                continue;
+            }
+            fprintf(out, "    %-48s %-5s ", ti->name, dtype_name(ti->dtype));
+            print_shape(out, ti);
+            fprintf(out, " %zu bytes\n", ti->nbytes);
+        }
+        tsrc_close(ts);
     }
     prepare_manifest_free(&m);
     if (bad)

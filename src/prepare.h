@@ -21,9 +21,18 @@
  *       model_secondary<N-2>.safetensors
  *       manifest.json
  *
- * A chunk is a plain safetensors file. Tensor names keep their global layer
- * index ("model.layers.7.mlp.up_proj.weight" in every chunk that holds layer
- * 7), and its __metadata__ (all values strings, as safetensors requires):
+ * A chunk is a safetensors file; with --dtype q8_0 or q4_0 its matrices use
+ * our documented extension for block types (dtype "Q8_0"/"Q4_0", the logical
+ * [rows, cols] shape, GGUF's block bytes: drawn in safetensors.h, which also
+ * says why we extend safetensors rather than write GGUF chunks). Each tensor
+ * carries its own dtype, so a chunk may mix them: norms and biases stay as
+ * stored (F32), the embedding and output head follow --embed-dtype when
+ * given, and a matrix whose rows are not whole blocks (stories260K's down
+ * projection, rows of 172 values) falls back to model_fallback_dtype (F16,
+ * or BF16 when stored so) with one note line naming the tensor. Tensor names
+ * keep their global layer index ("model.layers.7.mlp.up_proj.weight" in
+ * every chunk that holds layer 7), and its __metadata__ (all values strings,
+ * as safetensors requires):
  *
  *   {"format": "mdi-chunk", "role": "starter" | "secondary<i>",
  *    "node_index": "0".."N-1", "n_nodes": "N",
@@ -40,12 +49,13 @@
  *                                   sizes and modification times
  *    "model_type": "llama", "n_layers": L, "n_nodes": N,
  *    "config_sha256": "<hex>",      sha256 of OUT/config.json
- *    "dtype": "f32"|"f16"|"bf16"|"source",   what --dtype asked for
+ *    "dtype": "f32"|"f16"|"bf16"|"q8_0"|"q4_0"|"source",   what --dtype asked for
+ *    "embed_dtype": "f32"|...,      only when --embed-dtype was given
  *    "layers_per_node": [a, b - a, ...],
  *    "chunks": [{"file": "model_starter.safetensors", "role": "starter",
  *                "node_index": 0, "layer_begin": 0, "layer_end": a,
  *                "has_embed": true, "has_head": true,
- *                "dtype": "f32"|"f16"|"bf16"|"mixed",  of its matrices
+ *                "dtype": "f32"|...|"q4_0"|"mixed",  of its matrices
  *                "size": <bytes>, "sha256": "<hex>",
  *                "tensors": ["model.embed_tokens.weight", ...]}, ...]}
  *
@@ -55,7 +65,8 @@
  * loads a manifest (prepare_manifest_load) refuses an incomplete one, so an
  * interrupted run is never mistaken for a finished one. Re-running with the
  * same arguments reuses every chunk whose file still matches the size and
- * sha256 the manifest records.
+ * sha256 the manifest records; another --dtype or --embed-dtype rewrites
+ * them all.
  *
  * The default split balances compute: a layer costs the bytes of its
  * matrices (decode reads each weight once per token), the starter also pays
@@ -85,6 +96,8 @@ typedef struct {
     int n_layers_given;
     int convert;               /* 0: keep each tensor's stored dtype */
     dtype_t dtype;             /* when convert: dtype of the stored matrices */
+    int convert_embed;         /* the embedding and output head get embed_dtype */
+    dtype_t embed_dtype;
     /* hub sources */
     const char *hf_token;      /* NULL: $HF_TOKEN */
     const char *revision;      /* NULL: "main" */
@@ -100,7 +113,7 @@ typedef struct {
     int node_index;            /* 0 for the starter, i + 1 for secondary i */
     int layer_begin, layer_end;
     int has_embed, has_head;
-    char dtype[8];             /* "f32", "f16", "bf16" or "mixed" */
+    char dtype[8];             /* of its matrices: "f32", "q8_0", ... or "mixed" */
     uint64_t size;
     char sha256[65];
     int n_tensors;
@@ -115,7 +128,8 @@ typedef struct {
     int n_layers;
     int n_nodes;
     char config_sha256[65];
-    char dtype[8];             /* "f32", "f16", "bf16" or "source" */
+    char dtype[8];             /* "f32", "f16", "bf16", "q8_0", "q4_0" or "source" */
+    char embed_dtype[8];       /* --embed-dtype's, "" when not given */
     int *layers_per_node;      /* n_nodes entries, owned */
     char dir[1024];            /* folder of manifest.json (set by load/run) */
     int n_chunks;              /* n_nodes when complete; fewer while writing */
@@ -168,9 +182,10 @@ int prepare_chunk_verify(const prepare_manifest *m, const prepare_chunk *c, int 
                          char *err);
 
 /* Prints what path holds: a chunk (or any safetensors file): metadata,
- * layer range, each tensor's name, dtype, shape and size; a manifest (the
- * file or its folder): every chunk with its range, size and hash, and
- * whether the file is present with that size (and hash, with verify); a
+ * layer range, each tensor's name, dtype, shape and size in bytes; a
+ * manifest (the file or its folder): every chunk with its range, size and
+ * hash, whether the file is present with that size (and hash, with verify),
+ * and its tensors (with dtype, shape and bytes when the file is there); a
  * checkpoints/NAME folder: each chunks/<N>nodes manifest. */
 int prepare_inspect(const char *path, int verify, FILE *out, char *err);
 

@@ -32,23 +32,43 @@ struct tensor_source {
     int n_owned;
 };
 
+/* A header's dtype string: each type's safetensors spelling (dtype.h's
+ * st_name: "F32", "F16", "BF16", and our extension's "Q8_0", "Q4_0"). */
 static int parse_dtype(const char *s, dtype_t *out)
 {
-    if (!strcmp(s, "F32")) *out = DTYPE_F32;
-    else if (!strcmp(s, "F16")) *out = DTYPE_F16;
-    else if (!strcmp(s, "BF16")) *out = DTYPE_BF16;
-    else return -1;
-    return 0;
+    for (int t = 0; t < DTYPE_COUNT; t++) {
+        if (!strcmp(s, dtype_get((dtype_t)t)->st_name)) {
+            *out = (dtype_t)t;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 static const char *dtype_st_name(dtype_t t)
 {
-    switch (t) {
-    case DTYPE_F32: return "F32";
-    case DTYPE_F16: return "F16";
-    case DTYPE_BF16: return "BF16";
-    default: return "?";
+    return (unsigned)t < DTYPE_COUNT ? dtype_get(t)->st_name : "?";
+}
+
+/* "F32, F16, BF16, Q8_0, Q4_0" for messages. */
+static const char *dtype_st_names(void)
+{
+    static char buf[128];
+    if (!buf[0]) {
+        size_t off = 0;
+        for (int t = 0; t < DTYPE_COUNT; t++)
+            off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s", t ? ", " : "", dtype_st_name((dtype_t)t));
     }
+    return buf;
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t l = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim && l < cap; d++)
+        l += (size_t)snprintf(buf + l, cap - l, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (l < cap)
+        snprintf(buf + l, cap - l, "]");
 }
 
 static tensor_info *add_tensor(tensor_source *s)
@@ -141,8 +161,8 @@ static int parse_safetensors(tensor_source *s, int fi, char *err)
         }
         dtype_t dt;
         if (parse_dtype(json_string_value(jd), &dt) != 0) {
-            rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: tensor %s has dtype %s (supported: F32, F16, BF16)",
-                          path, key, json_string_value(jd));
+            rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: tensor %s has dtype %s (supported: %s)",
+                          path, key, json_string_value(jd), dtype_st_names());
             break;
         }
         size_t ndim = json_array_size(js);
@@ -166,6 +186,10 @@ static int parse_safetensors(tensor_source *s, int fi, char *err)
                 break;
             }
             t->shape[d] = json_integer_value(x);
+            if (t->shape[d] && n_elem > ((uint64_t)1 << 56) / (uint64_t)t->shape[d]) {
+                rc = mdi_fail(err, MDI_EFORMAT, "%s: bad header: tensor %s has too many elements", path, key);
+                break;
+            }
             n_elem *= (uint64_t)t->shape[d];
         }
         if (rc)
@@ -183,9 +207,23 @@ static int parse_safetensors(tensor_source *s, int fi, char *err)
                           (unsigned long long)(8 + hlen + (uint64_t)begin), data_size);
             break;
         }
-        if ((uint64_t)(end - begin) != dtype_row_size(dt, (int64_t)n_elem)) {
-            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: %lld data bytes for %llu elements of %s",
-                          path, key, (long long)(end - begin), (unsigned long long)n_elem, dtype_st_name(dt));
+        /* A block type stores each row (the last dimension) as whole
+         * blocks; its byte size follows from the logical shape. */
+        int64_t last = ndim ? t->shape[ndim - 1] : 1;
+        if (!dtype_row_ok(dt, last)) {
+            char sh[96];
+            shape_str(sh, sizeof(sh), t->ndim, t->shape);
+            rc = mdi_fail(err, MDI_EFORMAT,
+                          "%s: tensor %s: dtype %s needs a last dimension that is a multiple of %d, shape is %s",
+                          path, key, dtype_st_name(dt), dtype_block_size(dt), sh);
+            break;
+        }
+        uint64_t want = last ? (uint64_t)(n_elem / (uint64_t)last) * dtype_row_size(dt, last) : 0;
+        if ((uint64_t)(end - begin) != want) {
+            char sh[96];
+            shape_str(sh, sizeof(sh), t->ndim, t->shape);
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor %s: %lld data bytes, but %s of shape %s takes %llu bytes",
+                          path, key, (long long)(end - begin), dtype_st_name(dt), sh, (unsigned long long)want);
             break;
         }
         t->data = data + begin;
@@ -563,6 +601,10 @@ int st_writer_add(st_writer *w, const char *name, dtype_t dtype, int ndim,
                   const int64_t *shape, const void *data, dtype_t src_dtype)
 {
     if (ndim < 0 || ndim > TENSOR_MAX_DIMS || strlen(name) >= TENSOR_NAME_MAX)
+        return MDI_EARG;
+    /* rows of a block type are whole blocks, in the file and in the source */
+    int64_t last = ndim ? shape[ndim - 1] : 1;
+    if (!dtype_row_ok(dtype, last) || !dtype_row_ok(src_dtype, last))
         return MDI_EARG;
     if (w->n == w->cap) {
         int cap = w->cap ? w->cap * 2 : 64;

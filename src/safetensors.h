@@ -9,10 +9,33 @@
  *   | u64 LE: N      | N bytes of JSON header     | raw tensor data      |
  *   +----------------+----------------------------+----------------------+
  *   header: {"__metadata__": {"k": "v", ...},
- *            "name": {"dtype": "F32"|"F16"|"BF16", "shape": [d0, ...],
+ *            "name": {"dtype": "F32"|"F16"|"BF16"|"Q8_0"|"Q4_0", "shape": [d0, ...],
  *                     "data_offsets": [begin, end]}, ...}
  *   offsets are relative to the start of the data section, little-endian
  *   values, C (row-major) order.
+ *
+ * Block types (our extension). Safetensors has no block-quantized dtypes,
+ * so chunks carry Q8_0 and Q4_0 under dtype strings of their own:
+ *
+ *   "dtype": "Q8_0" or "Q4_0"      GGUF's block layouts, drawn in dtype.h
+ *   "shape": [rows, cols]          the LOGICAL shape, in values, as for F32
+ *   data bytes = rows * dtype_row_size(cols)
+ *              = rows * cols / 32 * 34 (Q8_0) or * 18 (Q4_0)
+ *   cols (the last dimension) a multiple of 32: each row is whole blocks
+ *
+ * Why an extension rather than GGUF-formatted chunks: chunks keep one
+ * container whatever their types, so the manifest, sha256, --inspect,
+ * --verify, the upload to secondaries and the mmap reader stay as they are;
+ * a tensor's bytes are still GGUF's, so a GGUF reader can be added beside
+ * this one without converting anything; a float-only chunk is still a
+ * standard safetensors file; and a reader that does not know the extension
+ * (a stock safetensors library) refuses the file naming the dtype instead
+ * of misreading it. Two checks guard each block tensor: its last dimension
+ * is a multiple of the block size, and its data bytes equal what its shape
+ * takes; either failure is one line naming the file, the tensor and the
+ * sizes. Since block sizes in bytes are even, every tensor stays 2-byte
+ * aligned; an F32 tensor after a block tensor may not be 4-byte aligned
+ * (the model copies such a tensor rather than borrow it).
  *
  * Tensor sources (tsrc_open) read:
  *   - a Hugging Face folder: model.safetensors, or model.safetensors.index.json
@@ -79,7 +102,9 @@ st_writer *st_writer_new(void);
 /* metadata values must be strings (safetensors rule); borrowed until finish */
 void st_writer_set_meta(st_writer *w, const char *key, const char *value);
 /* Adds a tensor stored as `dtype`; src_dtype is the dtype of data. When they
- * differ the data is converted while writing. */
+ * differ the data is converted while writing (dtype_convert: block types
+ * quantize as ggml does). MDI_EARG when the last dimension is not a whole
+ * number of blocks of either type. */
 int st_writer_add(st_writer *w, const char *name, dtype_t dtype, int ndim,
                   const int64_t *shape, const void *data, dtype_t src_dtype);
 /* Writes the file; fills sha256 hex (65 bytes) and total size if non-NULL. */

@@ -114,12 +114,12 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 {
     ring_stats rs;
     ring_get_stats(r, &rs);
-    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:f}",
                      "compute_s", rs.compute_s, "wait_s", rs.wait_s,
                      "bytes_sent", (json_int_t)rs.bytes_sent, "bytes_received", (json_int_t)rs.bytes_received,
                      "frames_sent", (json_int_t)rs.frames_sent, "frames_received", (json_int_t)rs.frames_received,
                      "tokens", (json_int_t)rs.tokens, "weight_bytes", (json_int_t)m->weight_bytes,
-                     "memory_bytes", (json_int_t)ring_memory_bytes(r, 1), "load_s", load_s);
+                     "dtype", m->dtypes, "memory_bytes", (json_int_t)ring_memory_bytes(r, 1), "load_s", load_s);
 }
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
@@ -170,8 +170,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
         return;
     }
     control_set_state(srv, CONTROL_RUNNING, NULL);
-    log_info("running layers [%d, %d) of %s, %d samples, wire %s (loaded in %.2f s)", cfg->layer_begin,
-             cfg->layer_end, cfg->model_name, cfg->n_samples, dtype_name(cfg->wire_dtype), load_s);
+    log_info("running layers [%d, %d) of %s, weights %s, %d samples, wire %s (loaded in %.2f s)", cfg->layer_begin,
+             cfg->layer_end, cfg->model_name, m.dtypes, cfg->n_samples, dtype_name(cfg->wire_dtype), load_s);
     run_config unused;
     char unused_path[PATH_MAX];
     const char *why = "stopped";

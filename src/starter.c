@@ -103,10 +103,6 @@ int main(int argc, char **argv)
         if (!o.n_threads)
             o.n_threads = nc.starter.n_threads;
     }
-    if (n_nodes > 1 && o.logits_out) {
-        log_error("--logits-out works in standalone mode only (the nodes configuration lists %d nodes)", n_nodes);
-        return 2;
-    }
     if (!o.n_threads) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         o.n_threads = ncpu > 0 ? (int)ncpu : 1;
@@ -179,7 +175,7 @@ int main(int argc, char **argv)
             goto done;
         }
         st.weight_bytes_per_token = m.weight_bytes;
-        st.dtype = dtype_name(m.slice.dtype);
+        st.dtype = m.dtypes;
     }
     st.peak_rss_bytes = mem_peak_rss();
     st.blas_core = kernels_blas_core();

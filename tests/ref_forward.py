@@ -3,7 +3,10 @@
 Qwen2 forward pass in numpy, written from the Hugging Face definitions and
 sharing no code with the C engine. It reads a Hugging Face folder
 (config.json, model.safetensors or a sharded model.safetensors.index.json;
-F32, BF16 or F16 tensors), parsing safetensors by hand.
+F32, BF16 or F16 tensors), or the chunks of a prepared checkpoint
+(checkpoints/NAME/chunks/<N>nodes, whose matrices may be Q8_0 or Q4_0
+blocks, decoded here from the format definition), parsing safetensors by
+hand.
 
     # logits of the last position, top 5 printed
     tests/ref_forward.py --ckpt DIR --ids 1,15,27
@@ -35,6 +38,12 @@ of transformers' _compute_llama3_parameters.
 --round-bf16 rounds every matrix (embedding, projections, output head) to
 bfloat16 first, as an engine computing with BF16 weights from an F32 or F16
 checkpoint does; norm weights and biases stay as stored.
+
+With block-typed matrices, --check models the engine's activations: a token
+run alone (decode, and the output head at every step) has its activation row
+quantized to Q8_0 before the product with a Q8_0/Q4_0 matrix; a prompt run at
+once keeps F32 activations (q8_0_roundtrip, forward's q8_rows). --float-act
+turns that off (for a block-typed chunk dequantized at load).
 """
 
 import argparse
@@ -76,16 +85,73 @@ def round_to_bf16(a):
     return _bf16_bits_to_f64(hi.astype(np.uint16))
 
 
+# Block types, decoded here from their definition (GGUF's layouts, drawn in
+# src/dtype.h), not from the engine's code. Each row of cols values is
+# cols / 32 blocks; a block starts with its scale d as a little-endian f16.
+#   Q8_0, 34 bytes: d, then 32 int8 q:          x[i] = d * q[i]
+#   Q4_0, 18 bytes: d, then 16 bytes b:         x[i] = d * ((b[i] & 15) - 8),
+#                                               x[i + 16] = d * ((b[i] >> 4) - 8)
+BLOCK_TYPES = {"Q8_0": 34, "Q4_0": 18}
+
+
+def dequantize(raw, dt, shape):
+    """float64 values of shape `shape` from the bytes of a Q8_0 or Q4_0 tensor."""
+    qk, nb = 32, BLOCK_TYPES[dt]
+    cols = shape[-1] if shape else 1
+    n = int(np.prod(shape)) if shape else 1
+    if cols % qk:
+        raise ValueError("%s tensor of shape %s: last dimension not a multiple of %d" % (dt, shape, qk))
+    if raw.size != n // qk * nb:
+        raise ValueError("%s tensor of shape %s: %d bytes, expected %d" % (dt, shape, raw.size, n // qk * nb))
+    blocks = np.asarray(raw).reshape(-1, nb)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float64)            # (n/32, 1)
+    if dt == "Q8_0":
+        q = blocks[:, 2:].copy().view(np.int8).astype(np.float64)       # (n/32, 32)
+    else:
+        b = blocks[:, 2:].astype(np.int64)                              # (n/32, 16)
+        q = np.concatenate([(b & 15) - 8, (b >> 4) - 8], axis=1).astype(np.float64)
+    return (d * q).reshape(shape)
+
+
+def _f16_round(a):
+    return np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float64)
+
+
+def q8_0_roundtrip(x):
+    """x (n, cols) float64 -> the float64 values of x quantized to Q8_0 as
+    the engine quantizes an activation row before an integer dot product
+    with block-typed weights (ggml's quantize_row_q8_0_ref): per block of
+    32, in float32, d = amax / 127, q = round-half-away(x * (1 / d)); the
+    value is f16(d) * q."""
+    x32 = np.asarray(x, dtype=np.float32).reshape(x.shape[0], -1, 32)
+    amax = np.max(np.abs(x32), axis=-1, keepdims=True)
+    d = (amax / np.float32(127.0)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1.0) / np.where(d != 0, d, np.float32(1.0)), np.float32(0.0))
+    v = (x32 * inv.astype(np.float32)).astype(np.float64)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return (_f16_round(d) * q).reshape(x.shape)
+
+
 class Checkpoint:
-    """Tensors of a Hugging Face folder, memory-mapped, read on demand."""
+    """Tensors of a Hugging Face folder, or of the chunks of a prepared
+    checkpoint (a chunks/<N>nodes folder holding manifest.json; config.json
+    two folders up), memory-mapped, read on demand."""
 
     def __init__(self, path):
         self.dir = path
-        with open(os.path.join(path, "config.json")) as f:
+        manifest = os.path.join(path, "manifest.json")
+        cfg_path = os.path.join(path, "config.json")
+        if os.path.exists(manifest):
+            cfg_path = os.path.join(path, "..", "..", "config.json")
+        with open(cfg_path) as f:
             self.cfg = json.load(f)
         idx = os.path.join(path, "model.safetensors.index.json")
         files = []
-        if os.path.exists(idx):
+        if os.path.exists(manifest):
+            with open(manifest) as f:
+                files = [c["file"] for c in json.load(f)["chunks"]]
+        elif os.path.exists(idx):
             with open(idx) as f:
                 files = sorted(set(json.load(f)["weight_map"].values()))
         else:
@@ -108,6 +174,9 @@ class Checkpoint:
     def has(self, name):
         return name in self.where
 
+    def is_block(self, name):
+        return self.where[name][1] in BLOCK_TYPES
+
     def get(self, name, round_bf16=False):
         fn, dt, shape, b, e = self.where[name]
         raw = self.maps[fn][b:e]
@@ -119,6 +188,8 @@ class Checkpoint:
         elif dt == "F16":
             a16 = raw.view("<f2")
             a = round_to_bf16(a16.astype(np.float32)) if round_bf16 else a16.astype(np.float64)
+        elif dt in BLOCK_TYPES:
+            a = dequantize(raw, dt, shape)
         else:
             raise ValueError("tensor %s: dtype %s not supported" % (name, dt))
         n = int(np.prod(shape)) if shape else 1
@@ -199,9 +270,16 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
+def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None):
     """Logits (len(positions), vocab) float64 for token ids ids; positions
-    default to every position."""
+    default to every position.
+
+    q8_rows (n,) bool: the positions whose activations the engine quantizes
+    to Q8_0 before multiplying them with a block-typed (Q8_0, Q4_0) matrix:
+    those it runs one token at a time (decode); a prompt of several tokens
+    runs as a matrix product with F32 activations. The output head's input
+    is quantized at every position when the head is block-typed. None:
+    activations stay float64 everywhere."""
     cfg = Config(ck.cfg)
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
@@ -214,6 +292,14 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
     W = lambda name: ck.get(name, round_bf16)          # matrices
     V = lambda name: ck.get(name, False)               # norms, biases
 
+    def L(h, name, rows=None):                         # h @ W^T
+        w = W(name)
+        qr = q8_rows if rows is None else rows
+        if qr is not None and ck.is_block(name) and np.any(qr):
+            h = h.copy()
+            h[qr] = q8_0_roundtrip(h[qr])
+        return h @ w.T
+
     emb = W("model.embed_tokens.weight")
     if ids.min() < 0 or ids.max() >= emb.shape[0]:
         raise ValueError("token id out of range [0, %d)" % emb.shape[0])
@@ -224,9 +310,9 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         h = rmsnorm(x, V(p + "input_layernorm.weight"), cfg.eps)
-        q = h @ W(p + "self_attn.q_proj.weight").T      # (n, nh*hd)
-        k = h @ W(p + "self_attn.k_proj.weight").T      # (n, nkv*hd)
-        v = h @ W(p + "self_attn.v_proj.weight").T
+        q = L(h, p + "self_attn.q_proj.weight")      # (n, nh*hd)
+        k = L(h, p + "self_attn.k_proj.weight")      # (n, nkv*hd)
+        v = L(h, p + "self_attn.v_proj.weight")
         if cfg.bias:
             q += V(p + "self_attn.q_proj.bias")
             k += V(p + "self_attn.k_proj.bias")
@@ -241,17 +327,15 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             out[:, head, :] = s @ v[:, g, :]
-        x = x + out.reshape(n, nh * hd) @ W(p + "self_attn.o_proj.weight").T
+        x = x + L(out.reshape(n, nh * hd), p + "self_attn.o_proj.weight")
         h = rmsnorm(x, V(p + "post_attention_layernorm.weight"), cfg.eps)
-        gate = h @ W(p + "mlp.gate_proj.weight").T
-        up = h @ W(p + "mlp.up_proj.weight").T
-        x = x + (silu(gate) * up) @ W(p + "mlp.down_proj.weight").T
+        gate = L(h, p + "mlp.gate_proj.weight")
+        up = L(h, p + "mlp.up_proj.weight")
+        x = x + L(silu(gate) * up, p + "mlp.down_proj.weight")
     xs = rmsnorm(x[positions], V("model.norm.weight"), cfg.eps)
-    if ck.has("lm_head.weight") and not cfg.tied:
-        head_w = W("lm_head.weight")
-    else:
-        head_w = emb
-    return xs @ head_w.T
+    head = "lm_head.weight" if ck.has("lm_head.weight") and not cfg.tied else "model.embed_tokens.weight"
+    every = None if q8_rows is None else np.ones(len(positions), dtype=bool)
+    return L(xs, head, every)
 
 
 # ---------------------------------------------------------------- checks
@@ -288,7 +372,12 @@ def check_engine(a):
         return 1
     seq = prompt + gen[:n - 1]
     positions = list(range(len(prompt) - 1, len(prompt) - 1 + n))
-    ref = forward(ck, seq, round_bf16=a.round_bf16, positions=positions)
+    # The engine runs the prompt at once (one token alone runs as decode)
+    # and each later token alone: the latter quantize their activations for
+    # block-typed matrices.
+    q8_rows = np.arange(len(seq)) >= (len(prompt) if len(prompt) > 1 else 0)
+    ref = forward(ck, seq, round_bf16=a.round_bf16, positions=positions,
+                  q8_rows=None if a.float_act else q8_rows)
     fails = 0
     errs = [norm_err(rows[i], ref[i]) for i in range(n)]
     if not np.all(np.isfinite(rows[:n])):
@@ -388,6 +477,24 @@ def self_test(tmp):
     e = norm_err(forward(f16, ids), full)
     report(1e-7 < e < 5e-3, "f16 storage close to f32", "err %.3g" % e)
 
+    # Block decoding against blocks built by hand from the format definition:
+    # Q4_0's low nibbles are values 0..15, high nibbles 16..31, offset 8.
+    d = np.array([0.5], dtype="<f2").view(np.uint8)
+    b4 = np.concatenate([d, np.array([(15 << 4) | 0] + [(j % 16 << 4) | (15 - j % 16) for j in range(1, 16)],
+                                     dtype=np.uint8)])
+    want = np.array([0.5 * (0 - 8)] + [0.5 * (15 - j - 8) for j in range(1, 16)] +
+                    [0.5 * (15 - 8)] + [0.5 * (j - 8) for j in range(1, 16)])
+    got = dequantize(b4, "Q4_0", (1, 32))[0]
+    report(np.array_equal(got, want), "Q4_0 block decoding (nibble order, offset 8)", "%s vs %s" % (got, want))
+    qs = np.arange(-16, 16, dtype=np.int8)
+    b8 = np.concatenate([np.array([-0.25], dtype="<f2").view(np.uint8), qs.view(np.uint8)])
+    got = dequantize(b8, "Q8_0", (32,))
+    report(np.array_equal(got, -0.25 * qs.astype(np.float64)), "Q8_0 block decoding", "%s" % got)
+    x = np.random.default_rng(5).standard_normal((3, 64))
+    r = q8_0_roundtrip(x)
+    report(np.max(np.abs(r - x)) <= np.max(np.abs(x)) / 127 and not np.array_equal(r, x),
+           "Q8_0 activation round trip within amax/127", "max err %.3g" % np.max(np.abs(r - x)))
+
     # Rounding edge cases: ties go to even, carries propagate.
     v = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, 1.0 + 2 ** -7 + 2 ** -9, -2.5, 65504.0],
                  dtype=np.float32)
@@ -455,6 +562,8 @@ def main():
     ap.add_argument("--n-tokens", type=int, default=0, help="tokens asked for")
     ap.add_argument("--bound", type=float, default=1e-4, help="normalised max error bound")
     ap.add_argument("--name", default="ref", help="test name in PASS/FAIL lines")
+    ap.add_argument("--float-act", action="store_true",
+                    help="with block-typed weights, do not model the engine's Q8_0 activations")
     ap.add_argument("--self-test", metavar="TMPDIR", help="run the reference's own checks in TMPDIR")
     a = ap.parse_args()
 

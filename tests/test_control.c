@@ -89,6 +89,15 @@ static void test_run_config_json(void)
                 b.dtype == DTYPE_COUNT && b.is_last && b.cfg.dim == 64 && b.cfg.norm_eps == a.cfg.norm_eps &&
                 !strcmp(b.chunk_sha256, a.chunk_sha256) && b.chunk_size == 3,
                 "control run configuration JSON round trip", "rc %d: %s", rc, err);
+    json_object_set_new(j, "dtype", json_string("q4_0"));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == 0 && b.dtype == DTYPE_Q4_0, "control run configuration dtype q4_0", "rc %d: %s", rc, err);
+    json_object_set_new(j, "dtype", json_string("q5_k"));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "unknown dtype \"q5_k\"") &&
+                    strstr(err, "accepted: auto, f32, f16, bf16, q8_0, q4_0") && !strchr(err, '\n'),
+                "control run configuration unknown dtype: one line naming the accepted ones", "rc %d: %s", rc, err);
+    json_object_set_new(j, "dtype", json_string("auto"));
     json_object_set_new(j, "layers", json_pack("[i, i]", 4, 9));
     rc = run_config_from_json(&b, j, err);
     test_result(rc == MDI_EARG && strstr(err, "layers [4, 9)"), "control run configuration bad layers", "rc %d: %s", rc, err);

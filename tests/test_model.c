@@ -173,6 +173,120 @@ static void test_slices(void)
     model_free(&p2);
 }
 
+/* Block types: per-matrix dtypes chosen at load, block-typed chunks borrowed
+ * as stored, and quantizing at load equal to loading the quantized chunk. */
+static void test_matrix_dtype_table(void)
+{
+    const dtype_t A = DTYPE_COUNT; /* auto */
+    struct { dtype_t want, stored; int64_t cols; dtype_t use; } cases[] = {
+        { A, DTYPE_F32, 64, DTYPE_F32 },           { A, DTYPE_F16, 64, DTYPE_F32 },
+        { A, DTYPE_BF16, 64, DTYPE_BF16 },         { A, DTYPE_Q4_0, 64, DTYPE_Q4_0 },
+        { DTYPE_F32, DTYPE_Q8_0, 64, DTYPE_F32 },  { DTYPE_BF16, DTYPE_F32, 172, DTYPE_BF16 },
+        { DTYPE_Q8_0, DTYPE_F32, 64, DTYPE_Q8_0 }, { DTYPE_Q4_0, DTYPE_BF16, 64, DTYPE_Q4_0 },
+        { DTYPE_Q8_0, DTYPE_F32, 172, DTYPE_F16 }, { DTYPE_Q4_0, DTYPE_F16, 172, DTYPE_F16 },
+        { DTYPE_Q8_0, DTYPE_BF16, 172, DTYPE_BF16 }, { DTYPE_Q8_0, DTYPE_Q4_0, 64, DTYPE_Q4_0 },
+    };
+    int bad = -1;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) && bad < 0; i++)
+        if (model_matrix_dtype(cases[i].want, cases[i].stored, cases[i].cols) != cases[i].use)
+            bad = (int)i;
+    test_result(bad < 0, "model_matrix_dtype: the table of model.h, fallback f16 (bf16 when stored so)",
+                "case %d", bad);
+}
+
+static void test_block_types(void)
+{
+    char src_path[512], chunk[512], err[MDI_ERR_LEN] = "";
+    TEST_PATH(src_path, "models/stories260K");
+    model q, c;
+    model_slice sl = { 0, 5, 1, 1, DTYPE_Q8_0 };
+    int rc = model_load(&q, src_path, NULL, &sl, err);
+    test_result(rc == 0, "load stories260K with --dtype q8_0", "%s", err);
+    if (rc)
+        return;
+    const layer_weights *w = &q.layers[0];
+    size_t want_bytes = 0;
+    for (int l = 0; l < 5; l++) {
+        const mat_t *m[] = { &q.layers[l].wq, &q.layers[l].wk, &q.layers[l].wv, &q.layers[l].wo,
+                             &q.layers[l].w_gate, &q.layers[l].w_up, &q.layers[l].w_down };
+        for (int k = 0; k < 7; k++)
+            want_bytes += dtype_matrix_size(m[k]->dtype, m[k]->rows, m[k]->cols);
+    }
+    want_bytes += dtype_matrix_size(q.lm_head.dtype, q.lm_head.rows, q.lm_head.cols);
+    test_result(w->wq.dtype == DTYPE_Q8_0 && w->w_gate.dtype == DTYPE_Q8_0 && w->w_down.dtype == DTYPE_F16 &&
+                    q.tok_embed.dtype == DTYPE_Q8_0 && q.lm_head.data == q.tok_embed.data &&
+                    !strcmp(q.dtypes, "q8_0+f16") && q.weight_bytes == want_bytes,
+                "q8_0 at load: matrices q8_0, rows of 172 values f16, weight_bytes counts real bytes",
+                "wq %s, w_down %s, dtypes %s, weight_bytes %zu vs %zu", dtype_name(w->wq.dtype),
+                dtype_name(w->w_down.dtype), q.dtypes, q.weight_bytes, want_bytes);
+
+    /* The same quantization written as a chunk, loaded as stored. */
+    snprintf(chunk, sizeof(chunk), "%s/q8.safetensors", tmpdir);
+    tensor_source *src = tsrc_open(src_path, err);
+    st_writer *wr = st_writer_new();
+    rc = src ? 0 : -1;
+    for (int i = 0; rc == 0 && i < tsrc_count(src); i++) {
+        const tensor_info *t = tsrc_get(src, i);
+        dtype_t dt = t->ndim == 2 ? model_matrix_dtype(DTYPE_Q8_0, t->dtype, t->shape[1]) : t->dtype;
+        rc = st_writer_add(wr, t->name, dt, t->ndim, t->shape, t->data, t->dtype);
+    }
+    int64_t bad_shape[2] = { 64, 172 };
+    int rc_bad = src ? st_writer_add(wr, "bad", DTYPE_Q8_0, 2, bad_shape, tsrc_get(src, 0)->data, DTYPE_F32) : 0;
+    if (rc == 0)
+        rc = st_writer_finish(wr, chunk, NULL, NULL, err);
+    st_writer_free(wr);
+    tsrc_close(src);
+    test_result(rc_bad == MDI_EARG, "writer refuses Q8_0 rows of 172 values", "rc %d", rc_bad);
+    sl.dtype = DTYPE_COUNT;
+    model_config cfg = q.cfg;
+    rc = rc ? rc : model_load(&c, chunk, &cfg, &sl, err);
+    test_result(rc == 0, "load a q8_0 chunk", "%s", err);
+    if (rc) {
+        model_free(&q);
+        return;
+    }
+    const tensor_info *tq = tsrc_find(c.src, "model.layers.2.self_attn.q_proj.weight");
+    test_result(c.layers[2].wq.dtype == DTYPE_Q8_0 && tq && c.layers[2].wq.data == tq->data &&
+                    c.layers[2].w_down.dtype == DTYPE_F32,
+                "q8_0 chunk, auto: block matrices borrowed from the mapping, f16 as f32", "wq %s, w_down %s",
+                dtype_name(c.layers[2].wq.dtype), dtype_name(c.layers[2].w_down.dtype));
+    /* same weights bytes: same logits as quantizing at load, bit for bit
+     * (w_down is f16 there and f32 here, holding the same values) */
+    forward_state fq, fc;
+    kv_cache kq, kc;
+    rc = forward_state_init(&fq, &q, 8, 16, err) || forward_state_init(&fc, &c, 8, 16, err) ||
+         kv_cache_init(&kq, &q, 16, err) || kv_cache_init(&kc, &c, 16, err);
+    if (!rc) {
+        int toks[5] = { 1, 403, 407, 261, 378 }, next = 300;
+        float x[8 * 64];
+        float lq[512];
+        memcpy(lq, forward_tokens(&q, &fq, &kq, toks, 5, 0, x), sizeof(lq));
+        float *lc = forward_tokens(&c, &fc, &kc, toks, 5, 0, x);
+        int same = !memcmp(lq, lc, sizeof(lq));
+        memcpy(lq, forward_tokens(&q, &fq, &kq, &next, 1, 5, x), sizeof(lq));
+        lc = forward_tokens(&c, &fc, &kc, &next, 1, 5, x);
+        same = same && !memcmp(lq, lc, sizeof(lq));
+        test_result(same, "q8_0 at load equals the q8_0 chunk, prefill and decode logits", "differ");
+        forward_state_free(&fq);
+        forward_state_free(&fc);
+        kv_cache_free(&kq);
+        kv_cache_free(&kc);
+    } else {
+        test_result(0, "q8_0 forward state", "%s", err);
+    }
+    /* a float dtype asked: the chunk's blocks dequantized */
+    model d;
+    sl.dtype = DTYPE_F32;
+    rc = model_load(&d, chunk, &cfg, &sl, err);
+    test_result(rc == 0 && d.layers[0].wq.dtype == DTYPE_F32 && d.n_dequantized == 5 * 6 + 1,
+                "q8_0 chunk with --dtype f32: dequantized", "rc %d, %d dequantized: %s", rc,
+                rc ? 0 : d.n_dequantized, err);
+    if (!rc)
+        model_free(&d);
+    model_free(&c);
+    model_free(&q);
+}
+
 static void test_malformed(void)
 {
     char p[512];
@@ -278,6 +392,8 @@ int main(void)
     }
     test_layouts_agree();
     test_slices();
+    test_matrix_dtype_table();
+    test_block_types();
     test_malformed();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);

@@ -2,8 +2,8 @@
  * prepare_model: splits a checkpoint into one chunk per node, or shows what
  * a chunk or manifest holds. The work is done by src/prepare.c.
  *
- *   prepare_model SOURCE --n-nodes N [--layers a,b,...] [--dtype f32|bf16|f16]
- *                 [--out checkpoints/NAME] [--hf-token TOKEN] [--revision REV]
+ *   prepare_model SOURCE --n-nodes N [--layers a,b,...] [--dtype f32|bf16|f16|q8_0|q4_0]
+ *                 [--embed-dtype DTYPE] [--out checkpoints/NAME] [--hf-token TOKEN] [--revision REV]
  *                 [--hub-files PATH,PATH,...] [--no-progress]
  *   prepare_model --inspect PATH [--verify]
  */
@@ -26,7 +26,10 @@ static void usage(FILE *f, const char *argv0)
             "\n"
             "  --n-nodes N          number of nodes: the starter and N-1 secondaries (1..layers)\n"
             "  --layers a,b,...     layers per node, starter first (default: balanced by compute)\n"
-            "  --dtype f32|bf16|f16 store weight matrices as this dtype (default: as stored)\n"
+            "  --dtype D            store weight matrices as D: f32, bf16, f16, q8_0 or q4_0 (default:\n"
+            "                       as stored); with q8_0/q4_0 a matrix whose rows are not a multiple of\n"
+            "                       32 values stays f16 (bf16 when stored so), with a note\n"
+            "  --embed-dtype D      the token embedding and output head as D (default: as --dtype)\n"
             "  --out DIR            output folder (default: checkpoints/NAME, NAME from SOURCE)\n"
             "  --hf-token TOKEN     hub token for gated models (default: $HF_TOKEN)\n"
             "  --revision REV       hub revision (default: main)\n"
@@ -100,10 +103,19 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--dtype")) {
             NEED_VALUE();
             if (dtype_parse(argv[++i], &o.dtype) != 0) {
-                fprintf(stderr, "prepare_model: --dtype \"%s\": expected f32, bf16 or f16\n", argv[i]);
+                fprintf(stderr, "prepare_model: --dtype: unknown dtype \"%s\" (accepted: %s)\n", argv[i],
+                        dtype_names());
                 return 2;
             }
             o.convert = 1;
+        } else if (!strcmp(a, "--embed-dtype")) {
+            NEED_VALUE();
+            if (dtype_parse(argv[++i], &o.embed_dtype) != 0) {
+                fprintf(stderr, "prepare_model: --embed-dtype: unknown dtype \"%s\" (accepted: %s)\n", argv[i],
+                        dtype_names());
+                return 2;
+            }
+            o.convert_embed = 1;
         } else if (!strcmp(a, "--out")) {
             NEED_VALUE();
             o.out_dir = argv[++i];
