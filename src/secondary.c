@@ -332,6 +332,10 @@ int main(int argc, char **argv)
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
         early_fd = accept_early(ring_fd, o.index, nc.secret, early_fd);
         if (cmd == CONTROL_CMD_START) {
+            log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
+                      "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
+                      cfg.max_seq, cfg.max_batch, cfg.prev_addr, cfg.prev_port, cfg.next_addr, cfg.next_port,
+                      chunk_path);
             if (early_fd >= 0 && !early_alive(early_fd)) {
                 net_close(early_fd);
                 early_fd = -1;

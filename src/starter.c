@@ -197,6 +197,11 @@ int main(int argc, char **argv)
     }
     if (o.debug)
         setenv("MDI_DEBUG", "1", 1);
+    log_debug("options: ckpt %s, nodes-config %s, prompt %s, n-tokens %d, n-samples %d, max-seq-len %d, "
+              "temperature %g, top-k %d, top-p %g, seed %llu, interactive %d, parse special %d",
+              o.ckpt ? o.ckpt : "(auto)", o.nodes_config ? o.nodes_config : "(none)", o.prompt ? o.prompt : "",
+              o.n_tokens, o.n_samples, o.max_seq_len, o.temperature, o.top_k, o.top_p, (unsigned long long)o.seed,
+              o.interactive, !o.no_parse_special);
     int n_nodes = 1;
     if (o.nodes_config) {
         nodes_config nc;
