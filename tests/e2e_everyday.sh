@@ -123,6 +123,15 @@ check "distributed, 1 sample: streamed text kept when --output cannot be written
     "exit $rc, stdout $(head -c 80 "$TMP/s1.out"), stderr $(tail -n 1 "$TMP/s1.err")"
 stop_secondaries >/dev/null
 
+# MDI-LLM's standalone.json (no secondaries): the starter runs alone.
+printf '{"nodes": {"starter": {"addr": "127.0.0.1", "communication": {"port": 8088}, "inference": {"port_in": %s, "port_out": %s}}, "secondary": []}}\n' \
+    $P_ST $P_ST_OUT >"$W/settings_distr/standalone.json"
+"$BIN/starter" --ckpt "$STORIES" --nodes-config "$W/settings_distr/standalone.json" --prompt "Who are you?" \
+    --n-tokens 60 --n-samples 3 --max-seq-len 500 --quiet "${COMMON[@]}" --output "$TMP/sa.json" 2>>"$TMP/starter.log"
+rc=$?
+msg=$(same_ids "$TMP/ref3.json" "$TMP/sa.json" 2>&1); same=$?
+check "MDI-LLM standalone.json: the starter runs alone" $((rc | same)) "exit $rc: $msg"
+
 # ---- aliases ----
 "$BIN/starter" --ckpt "$STORIES" --n-tokens 20 --quiet "${COMMON[@]}" --max-seq-len 64 --output "$TMP/a_ref.json" \
     2>/dev/null
