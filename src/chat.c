@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -48,21 +49,50 @@ static int chat_turn_ids(const starter_opts *o, const tokenizer *tok, const char
     return n + k;
 }
 
-/* One line from in without its newline (new string), NULL at the end of
+/* Lines read with read(2) into our own buffer, so that the wait for the
+ * next line can be poll(2), which Ctrl-C always interrupts (the handler
+ * has SA_RESTART, so that a write to the terminal interrupted by Ctrl-C
+ * while a reply streams is restarted rather than lost). */
+typedef struct {
+    int fd;
+    size_t len;
+    char buf[65536];
+} line_reader;
+
+/* The next line without its newline (new string), NULL at the end of
  * input or on Ctrl-C. */
-static char *chat_read_line(FILE *in)
+static char *chat_read_line(line_reader *r)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    errno = 0;
-    ssize_t n = getline(&line, &cap, in);
-    if (n < 0) {
-        free(line);
-        return NULL;
+    for (;;) {
+        char *nl = memchr(r->buf, '\n', r->len);
+        if (nl || r->len == sizeof(r->buf)) {
+            size_t n = nl ? (size_t)(nl - r->buf) : r->len;
+            char *line = strndup(r->buf, n);
+            size_t used = nl ? n + 1 : n;
+            memmove(r->buf, r->buf + used, r->len - used);
+            r->len -= used;
+            if (line && n && line[n - 1] == '\r')
+                line[n - 1] = 0;
+            return line;
+        }
+        struct pollfd p = { .fd = r->fd, .events = POLLIN };
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR && !chat_interrupted)
+                continue;
+            return NULL;
+        }
+        ssize_t got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (r->len == 0)
+                return NULL;
+            char *line = strndup(r->buf, r->len); /* a last line without newline */
+            r->len = 0;
+            return line;
+        }
+        r->len += (size_t)got;
     }
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = 0;
-    return line;
 }
 
 int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vocab_size, FILE *in, FILE *out,
@@ -75,7 +105,8 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
                         "(supported: Llama 3, Llama 2, ChatML)");
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = chat_on_sigint; /* no SA_RESTART: Ctrl-C ends a waiting read */
+    sa.sa_handler = chat_on_sigint;
+    sa.sa_flags = SA_RESTART; /* see line_reader */
     sigaction(SIGINT, &sa, &old_sa);
     sigset_t set;
     sigemptyset(&set);
@@ -83,6 +114,12 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
     int is_tty = isatty(fileno(in));
+    line_reader *reader = calloc(1, sizeof(*reader));
+    if (!reader) {
+        sigaction(SIGINT, &old_sa, NULL);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    }
+    reader->fd = fileno(in);
     int max_seq = e->local ? e->local->max_seq : pipeline_max_seq(e->ring);
     sample_result *res = NULL;
     int n = 0, cap = 0, rc = MDI_OK, pos = 0, last_id = -1;
@@ -107,7 +144,7 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
                 fflush(out);
             }
             chat_interrupted = 0;
-            line = chat_read_line(in);
+            line = chat_read_line(reader);
             if (!line) {
                 fputc('\n', out);
                 break; /* Ctrl-D, the end of input, or Ctrl-C at the prompt */
@@ -182,6 +219,7 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
         }
     }
     sigaction(SIGINT, &old_sa, NULL);
+    free(reader);
 
     memset(st, 0, sizeof(*st));
     st->total_s = time_now() - t0;

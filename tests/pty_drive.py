@@ -13,7 +13,7 @@ SCRIPT: one step per line:
   wait             wait for the program to exit (at most 20 s)
 Prints nothing; exits with the program's exit status, or 124 when an
 expect or wait timed out (the output so far is in LOG either way)."""
-import os, pty, select, signal, sys, time
+import os, pty, select, signal, sys, termios, time
 
 log_path, err_path = sys.argv[1], sys.argv[2]
 argv = sys.argv[sys.argv.index("--") + 1:]
@@ -23,6 +23,11 @@ pid, fd = pty.fork()
 if pid == 0:
     e = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(e, 2)
+    # NOFLSH: Ctrl-C must not discard output the program writes right after
+    # it (the terminal's flush races with the program's "[stopped]" line).
+    attrs = termios.tcgetattr(0)
+    attrs[3] |= termios.NOFLSH
+    termios.tcsetattr(0, termios.TCSANOW, attrs)
     os.execv(argv[0], argv)
 
 out = b""
@@ -46,9 +51,29 @@ def read_some(timeout):
 
 
 def finish(rc):
+    if rc == 124:  # say where the program was
+        try:
+            st = open("/proc/%d/status" % pid).read()
+            chans = []
+            for t in sorted(os.listdir("/proc/%d/task" % pid)):
+                chans.append(open("/proc/%d/task/%s/wchan" % (pid, t)).read())
+            out_note = "\n[pty_drive: timed out; %s; threads in %s]\n" % (
+                " ".join(l for l in st.splitlines() if l.startswith(("State", "SigBlk", "SigCgt", "SigIgn"))),
+                ",".join(chans))
+        except OSError as e:
+            out_note = "\n[pty_drive: timed out; program gone: %s]\n" % e
     with open(log_path, "wb") as f:
         f.write(out)
+        if rc == 124:
+            f.write(out_note.encode())
     sys.exit(rc)
+
+
+def finish_killed():
+    try:
+        finish(124)  # the note on where the program was is taken first
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 for step in steps:
@@ -63,8 +88,7 @@ for step in steps:
                 mark = at + len(want)  # the next expect looks after this match
                 break
             if time.time() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                finish(124)
+                finish_killed()
             read_some(0.1)
     elif cmd == "send":
         os.write(fd, arg.encode() + b"\n")
@@ -83,8 +107,7 @@ for step in steps:
                 status = st
                 break
         if status is None:
-            os.kill(pid, signal.SIGKILL)
-            finish(124)
+            finish_killed()
 while read_some(0.05):
     pass
 if status is None:
