@@ -63,14 +63,16 @@ n=$($PY -c "import json,sys; print(len(json.load(open(sys.argv[1]))['samples']))
 check "interactive: Ctrl-D ends the conversation, exit 0" $? "exit $rc, $n turns: $(tail -n 2 "$TMP/eof.err")"
 
 # Ctrl-C while a reply streams, then Ctrl-C at the prompt.
-printf 'expect > \nsend Tell me a long story\nexpect story\\n\nsleep 0.3\nkey ctrl-c\nexpect [stopped]\nexpect > \nsend Again\nexpect > \nkey ctrl-c\nwait\n' |
+printf '%s\n' 'expect > ' 'send Tell me a long story' 'expect story\n' 'sleep 0.3' 'key ctrl-c' 'expect [stopped]' \
+    'expect > ' 'send Again' 'expect Again\n' 'sleep 0.3' 'key ctrl-c' 'expect [stopped]' 'expect > ' 'key ctrl-c' 'wait' |
     $DRIVE "$TMP/int.log" "$TMP/int.err" -- "$BIN/starter" --ckpt "$QW" -i --n-tokens 3500 --max-seq-len 4000 \
     --temperature 0 --n-threads 1 --output "$TMP/int.json"
 rc=$?
 $PY - "$TMP/int.json" <<'PYEOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["samples"]
-sys.exit(0 if len(s) == 2 and s[0]["n_generated"] < 3500 and s[1]["pos_start"] > 0 else 1)
+sys.exit(0 if len(s) == 2 and s[0]["n_generated"] < 3500 and s[1]["n_generated"] < 3500 and
+         s[1]["pos_start"] == len(s[0]["prompt_ids"]) + s[0]["n_generated"] - 1 else 1)
 PYEOF
 same=$?
 check "interactive: Ctrl-C stops a reply and the conversation goes on; Ctrl-C at the prompt ends it, exit 0" \
