@@ -42,7 +42,14 @@ void cli_usage_starter(const char *argv0)
             "  --wire-dtype T       activations on the ring: f32 (default), f16 or bf16\n"
             "  --timeout SECONDS    a node silent this long is declared failed (default 10)\n"
             "  --time-run FILE.csv  append one row of timings per run\n"
-            "  --plots              tokens-versus-time CSV under logs/ and PNG under plots/\n",
+            "  --plots, -p          tokens-versus-time CSV under logs/ and PNG under plots/\n"
+            "chat and logging:\n"
+            "  --interactive, -i    (implies --chat) a conversation on the terminal (/exit or Ctrl-D ends it)\n"
+            "  --no-parse-special   take special tokens written in a prompt (<|im_start|>, <s>) as text\n"
+            "  --verb, -v           progress and per-node figures on stderr\n"
+            "  --debug, -d          debug log\n"
+            "MDI-LLM's spellings: --block-size, --sequence-length, --context-length (= --max-seq-len),\n"
+            "  --device cpu (this build computes on the CPU).\n",
             argv0);
 }
 
@@ -68,6 +75,20 @@ static int parse_float(const char *flag, const char *v, double lo, double hi, fl
     return MDI_OK;
 }
 
+int cli_is_seq_len_alias(const char *flag)
+{
+    return !strcmp(flag, "--block-size") || !strcmp(flag, "--sequence-length") ||
+           !strcmp(flag, "--context-length");
+}
+
+int cli_check_device(const char *value, char *err)
+{
+    if (!strcmp(value, "cpu") || !strncmp(value, "cpu:", 4))
+        return MDI_OK;
+    return mdi_fail(err, MDI_EARG, "--device %s: this build computes on the CPU; use --device cpu or leave it out",
+                    value);
+}
+
 int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
 {
     memset(o, 0, sizeof(*o));
@@ -90,12 +111,20 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "--chat")) { o->chat = 1; continue; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
         if (!strcmp(a, "--plots")) { o->plots = 1; continue; }
+        /* short and MDI-LLM spellings, chat (README: "MDI-LLM's command lines") */
+        if (!strcmp(a, "-p")) { o->plots = 1; continue; }
+        if (!strcmp(a, "-v") || !strcmp(a, "--verb")) { o->verbose = 1; continue; }
+        if (!strcmp(a, "-d") || !strcmp(a, "--debug")) { o->debug = 1; continue; }
+        if (!strcmp(a, "-i") || !strcmp(a, "--interactive")) { o->interactive = 1; continue; }
+        if (!strcmp(a, "--no-parse-special")) { o->no_parse_special = 1; continue; }
         if (strncmp(a, "--", 2))
             return mdi_fail(err, MDI_EARG, "unexpected argument \"%s\" (see --help)", a);
         if (i + 1 >= argc)
             return mdi_fail(err, MDI_EARG, "%s: missing value", a);
         const char *v = argv[++i];
         float f;
+        if (cli_is_seq_len_alias(a)) { rc = parse_int(a, v, 1, 1 << 24, &o->max_seq_len, err); continue; }
+        if (!strcmp(a, "--device")) { rc = cli_check_device(v, err); continue; }
         if (!strcmp(a, "--ckpt")) o->ckpt = v;
         else if (!strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--prompt-ids")) o->prompt_ids = v;
@@ -134,6 +163,10 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         return rc;
     if (o->prompt && o->prompt_ids)
         return mdi_fail(err, MDI_EARG, "--prompt and --prompt-ids exclude each other");
+    if (o->interactive)
+        o->chat = 1; /* a conversation is rendered with the chat template */
+    if (o->interactive && (o->prompt_ids || o->n_samples > 1))
+        return mdi_fail(err, MDI_EARG, "--interactive is one conversation: no --prompt-ids, no --n-samples above 1");
     return MDI_OK;
 }
 

@@ -34,7 +34,19 @@ typedef struct {
     const char *time_run;      /* --time-run FILE.csv */
     int plots;                 /* --plots */
     double timeout_s;          /* --timeout seconds before a silent node is declared failed */
+    /* everyday use: MDI-LLM's spellings, interactive chat, special tokens */
+    int verbose;               /* -v, --verb: progress and per-node figures on stderr */
+    int debug;                 /* -d, --debug: debug log (as MDI_DEBUG=1) */
+    int interactive;           /* -i, --interactive: a multi-turn chat on the terminal */
+    int no_parse_special;      /* --no-parse-special: special tokens in a prompt are text */
 } starter_opts;
+
+/* MDI-LLM's names for --max-seq-len: --block-size, --sequence-length,
+ * --context-length. */
+int cli_is_seq_len_alias(const char *flag);
+/* --device: "cpu" (or "cpu:N") is accepted; anything else is refused with
+ * one line saying that this build computes on the CPU. */
+int cli_check_device(const char *value, char *err);
 
 /* Fills defaults, then parses argv. Returns 0, 1 when --help was printed,
  * or MDI_EARG with the reason in err. */

@@ -39,21 +39,19 @@ int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_
         }
         for (int i = 0; i < n_samples && !rc; i++) {
             const char *p = prompts[i % n_prompts];
-            char *wrapped = NULL;
-            int add_bos = tokenizer_adds_bos(tok), special = 0;
+            int add_bos = tokenizer_adds_bos(tok), special = !o->no_parse_special;
+            int *ids = NULL, n;
             if (o->chat) {
-                wrapped = tokenizer_apply_chat(tok, p);
-                if (!wrapped) {
+                /* the template writes BOS where it has one */
+                n = tokenizer_chat_turn(tok, p, 1, 1, special, &ids);
+                if (n == MDI_EUNSUPPORTED) {
                     rc = mdi_fail(err, MDI_EUNSUPPORTED, "--chat: the tokenizer has no chat template we know "
                                   "(supported: Llama 3, Llama 2, ChatML)");
                     break;
                 }
-                add_bos = 0; /* the template writes it */
-                special = 1;
+            } else {
+                n = tokenizer_encode(tok, p, add_bos, special, &ids);
             }
-            int *ids = NULL;
-            int n = tokenizer_encode(tok, wrapped ? wrapped : p, add_bos, special, &ids);
-            free(wrapped);
             if (n < 0) {
                 rc = mdi_fail(err, n, "cannot tokenize prompt %d", i);
                 break;
@@ -128,7 +126,7 @@ int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, do
             fflush(s->echo);
         }
     }
-    if (tokenizer_is_eos(tok, id) || r->n_generated >= s->max_new) {
+    if (tokenizer_is_eos(tok, id) || r->n_generated >= s->max_new || (s->interrupt && *s->interrupt)) {
         s->done = 1;
         r->t_done = t;
         return 0;
@@ -144,6 +142,9 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
     for (int i = 0; i < n; i++)
         if (r[i].n_prompt > longest)
             longest = r[i].n_prompt;
+    if (o->max_seq_len > c->max_seq_len)
+        return mdi_fail(err, MDI_EARG, "--max-seq-len %d: above the model's context of %d tokens",
+                        o->max_seq_len, c->max_seq_len);
     int need = o->max_seq_len ? o->max_seq_len : longest + o->n_tokens;
     if (need > c->max_seq_len)
         need = c->max_seq_len;
@@ -151,6 +152,17 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
         if (r[i].n_prompt >= need)
             return mdi_fail(err, MDI_EARG, "sample %d: prompt of %d tokens does not fit the context of %d",
                             i, r[i].n_prompt, need);
+    /* Say so when --n-tokens does not fit: the last position takes the
+     * prompt's tokens and all but the last generated one. One line per
+     * prompt length. */
+    for (int i = 0; i < n; i++) {
+        int fit = need - r[i].n_prompt + 1, seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = r[j].n_prompt == r[i].n_prompt;
+        if (!seen && o->n_tokens > fit)
+            log_warn("sample %d: a prompt of %d tokens and --n-tokens %d do not fit a context of %d: "
+                     "at most %d tokens will be generated", i, r[i].n_prompt, o->n_tokens, need, fit);
+    }
     *max_seq = need;
     *max_batch = longest < GENERATE_MAX_BATCH ? (longest > 0 ? longest : 1) : GENERATE_MAX_BATCH;
     return MDI_OK;
@@ -178,7 +190,9 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
         rc = mdi_fail(err, MDI_EIO, "%s: cannot create", o->logits_out);
 
     double t0 = time_now(), prefill_time = 0, decode_time = 0;
-    long prefill_tokens = 0, decode_tokens = 0;
+    long prefill_tokens = 0, decode_tokens = 0, generated = 0;
+    token_curve curve = { 0 };
+    token_curve_add(&curve, 0, 0);
     FILE *echo = (o->quiet || n_samples > 1) ? NULL : stdout;
     for (int i = 0; i < n_samples && !rc; i++) {
         sample_state ss;
@@ -196,6 +210,7 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
             if (logits_f)
                 fwrite(logits, sizeof(float), (size_t)c->vocab_size, logits_f);
             going = sample_state_accept(&ss, tok, logits, time_now() - t0);
+            token_curve_add(&curve, time_now() - t0, ++generated);
             if (going && ss.pos >= max_seq) {
                 ss.done = 1;
                 results[i].t_done = time_now() - t0;
@@ -220,6 +235,7 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
     if (logits_f)
         fclose(logits_f);
     memset(st, 0, sizeof(*st));
+    st->curve = curve;
     st->total_s = time_now() - t0;
     st->ttft_s = n_samples ? results[0].t_first_token : 0;
     st->prefill_tok_s = prefill_time > 0 ? prefill_tokens / prefill_time : 0;
@@ -230,4 +246,65 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
     kv_cache_free(&kv);
     forward_state_free(&fs);
     return rc;
+}
+
+int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, char *err)
+{
+    memset(g, 0, sizeof(*g));
+    g->m = m;
+    g->max_seq = max_seq;
+    g->max_batch = max_batch;
+    int rc;
+    if ((rc = forward_state_init(&g->fs, m, max_batch, max_seq, err)))
+        return rc;
+    if ((rc = kv_cache_init(&g->kv, m, max_seq, err))) {
+        forward_state_free(&g->fs);
+        return rc;
+    }
+    g->x = malloc((size_t)max_batch * m->cfg.dim * sizeof(float));
+    if (!g->x) {
+        generate_session_free(g);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    }
+    return MDI_OK;
+}
+
+void generate_session_free(generate_session *g)
+{
+    if (!g->m)
+        return;
+    free(g->x);
+    kv_cache_free(&g->kv);
+    forward_state_free(&g->fs);
+    memset(g, 0, sizeof(*g));
+}
+
+int generate_session_turn(generate_session *g, const tokenizer *tok, sample_state *ss, const int *ids, int n,
+                          double t0, turn_figures *fig, token_curve *curve, char *err)
+{
+    if (ss->pos + n >= g->max_seq)
+        return mdi_fail(err, MDI_EARG, "the conversation would fill the context of %d tokens", g->max_seq);
+    double ta = time_now();
+    float *logits = forward_tokens(g->m, &g->fs, &g->kv, ids, n, ss->pos, g->x);
+    ss->pos += n;
+    fig->prefill_s += time_now() - ta;
+    fig->prefill_tokens += n;
+    int going = !ss->done;
+    while (going) {
+        going = sample_state_accept(ss, tok, logits, time_now() - t0);
+        token_curve_add(curve, time_now() - t0, ++fig->generated);
+        if (going && ss->pos >= g->max_seq) {
+            ss->done = 1;
+            ss->res->t_done = time_now() - t0;
+            going = 0;
+        }
+        if (!going)
+            break;
+        double td = time_now();
+        logits = forward_tokens(g->m, &g->fs, &g->kv, &ss->next_token, 1, ss->pos, g->x);
+        ss->pos++;
+        fig->decode_s += time_now() - td;
+        fig->decode_tokens++;
+    }
+    return MDI_OK;
 }

@@ -8,6 +8,7 @@
 #ifndef MDI_GENERATE_H
 #define MDI_GENERATE_H
 
+#include <signal.h>
 #include <stdio.h>
 #include "cli.h"
 #include "forward.h"
@@ -30,6 +31,8 @@ typedef struct {
     int next_token;          /* the token to feed next */
     int done;
     FILE *echo;              /* stream the text here (NULL: do not) */
+    const volatile sig_atomic_t *interrupt; /* set (Ctrl-C): the sample ends after
+                                             * the token at hand; NULL: never */
 } sample_state;
 
 /* Builds n_samples results from the options: prompts (cycled) tokenized
@@ -60,5 +63,30 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
 /* Standalone mode: runs every sample in turn. Fills results and stats. */
 int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
                         sample_result *results, int n_samples, run_stats *st, char *err);
+
+/* Time spent and tokens run, summed over the turns of a conversation. */
+typedef struct {
+    double prefill_s, decode_s;
+    long prefill_tokens, decode_tokens, generated;
+} turn_figures;
+
+/* A conversation on one node: the KV cache persists from turn to turn, so
+ * each turn runs only its own tokens. Owns its buffers; the model is
+ * borrowed. */
+typedef struct {
+    const model *m;
+    forward_state fs;
+    kv_cache kv;
+    float *x;
+    int max_seq, max_batch;
+} generate_session;
+
+int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, char *err);
+void generate_session_free(generate_session *g);
+/* Runs ids (n) at positions ss->pos.. (the cache holds ss->pos tokens),
+ * then generates into ss until it is done or the cache is full. t0: the
+ * conversation's start (time_now()); curve gets one point per token. */
+int generate_session_turn(generate_session *g, const tokenizer *tok, sample_state *ss, const int *ids, int n,
+                          double t0, turn_figures *fig, token_curve *curve, char *err);
 
 #endif

@@ -53,6 +53,48 @@ static int nc_count(json_t *obj, const char *key, int *out, const char *fname,
     return 0;
 }
 
+/* Records the keys of obj that are not in known (NULL-terminated). */
+static void nc_note_unused(nodes_config *c, json_t *obj, const char *const *known, const char *where)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        int k = 0;
+        while (known[k] && strcmp(known[k], key)) k++;
+        if (known[k]) continue;
+        int i = 0;
+        while (i < c->n_unused && strcmp(c->unused[i].key, key)) i++;
+        if (i < c->n_unused) { c->unused[i].count++; continue; }
+        if (c->n_unused == NODES_MAX_UNUSED) continue;
+        snprintf(c->unused[i].key, sizeof(c->unused[i].key), "%s", key);
+        snprintf(c->unused[i].where, sizeof(c->unused[i].where), "%s", where);
+        c->unused[i].count = 1;
+        c->n_unused++;
+    }
+    (void)v;
+}
+
+static const char *const nc_node_keys[] = {"addr", "communication", "inference", "n_layers", "n_threads", NULL};
+static const char *const nc_comm_keys[] = {"port", "starter_addr", NULL};
+static const char *const nc_inf_keys[] = {"port_in", "port_out", NULL};
+
+static void nc_note_node(nodes_config *c, json_t *obj, const char *where, const char *const *extra)
+{
+    char sub[96];
+    const char *keys[8];
+    int k = 0;
+    for (int i = 0; nc_node_keys[i]; i++) keys[k++] = nc_node_keys[i];
+    for (int i = 0; extra && extra[i]; i++) keys[k++] = extra[i];
+    keys[k] = NULL;
+    nc_note_unused(c, obj, keys, where);
+    json_t *comm = json_object_get(obj, "communication");
+    snprintf(sub, sizeof(sub), "%s.communication", where);
+    if (json_is_object(comm)) nc_note_unused(c, comm, nc_comm_keys, sub);
+    json_t *inf = json_object_get(obj, "inference");
+    snprintf(sub, sizeof(sub), "%s.inference", where);
+    if (json_is_object(inf)) nc_note_unused(c, inf, nc_inf_keys, sub);
+}
+
 static int nc_node(node_entry *n, json_t *obj, int is_starter, const char *fname,
                    const char *where, char *err)
 {
@@ -148,9 +190,15 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
         memcpy(c->secret, json_string_value(secret), json_string_length(secret) + 1);
     }
 
+    static const char *const root_keys[] = {"nodes", "secret", NULL};
+    static const char *const nodes_keys[] = {"starter", "secondary", "secret", NULL};
+    nc_note_unused(c, root, root_keys, "top level");
+    nc_note_unused(c, nodes, nodes_keys, "nodes");
+
     json_t *st = json_object_get(nodes, "starter");
     if (!st) return mdi_fail(err, MDI_EARG, "%s: nodes.starter: missing", fname);
     if ((rc = nc_node(&c->starter, st, 1, fname, "nodes.starter", err))) return rc;
+    nc_note_node(c, st, "nodes.starter", NULL);
 
     json_t *sec = json_object_get(nodes, "secondary");
     if (sec && !json_is_array(sec))
@@ -163,6 +211,7 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
         char where[48];
         snprintf(where, sizeof(where), "nodes.secondary[%zu]", i);
         if ((rc = nc_node(&c->secondary[i], json_array_get(sec, i), 0, fname, where, err))) return rc;
+        nc_note_node(c, json_array_get(sec, i), where, NULL);
     }
     c->n_secondary = (int)n;
 
@@ -186,6 +235,60 @@ int nodes_config_load(nodes_config *c, const char *path, char *err)
     int rc = nodes_config_parse(c, root, path, err);
     json_decref(root);
     return rc;
+}
+
+/* MDI-LLM's per-node file: the node's own entry at the top level. */
+static int nc_parse_own(nodes_config *c, json_t *root, int index, const char *fname, char *err)
+{
+    memset(c, 0, sizeof(*c));
+    if (!json_is_object(root)) return mdi_fail(err, MDI_EARG, "%s: expected a JSON object", fname);
+    if (index < 0 || index >= NODES_MAX_SECONDARY)
+        return mdi_fail(err, MDI_EARG, "%s: index %d out of 0..%d", fname, index, NODES_MAX_SECONDARY - 1);
+    node_entry *self = &c->secondary[index];
+    int rc = nc_node(self, root, 0, fname, "node", err);
+    if (rc) return rc;
+    static const char *const extra[] = {"secret", NULL};
+    nc_note_node(c, root, "node", extra);
+    json_t *secret = json_object_get(root, "secret");
+    if (secret) {
+        if (!json_is_string(secret) || json_string_length(secret) > NODES_SECRET_LEN)
+            return mdi_fail(err, MDI_EARG, "%s: secret: expected a string of at most %d characters", fname,
+                            NODES_SECRET_LEN);
+        memcpy(c->secret, json_string_value(secret), json_string_length(secret) + 1);
+    }
+    if (self->port_in == self->http_port)
+        return mdi_fail(err, MDI_EARG, "%s: node: communication.port and inference.port_in are both %d",
+                        fname, self->port_in);
+    snprintf(c->starter.addr, sizeof(c->starter.addr), "%s", self->starter_addr[0] ? self->starter_addr : "?");
+    c->n_secondary = index + 1;
+    c->per_node = 1;
+    return 0;
+}
+
+int nodes_config_load_secondary(nodes_config *c, const char *path, int index, char *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        if (!file_exists(path)) return mdi_fail(err, MDI_EIO, "%s: no such file", path);
+        return mdi_fail(err, MDI_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    }
+    int rc = json_is_object(root) && !json_object_get(root, "nodes") ? nc_parse_own(c, root, index, path, err)
+                                                                     : nodes_config_parse(c, root, path, err);
+    json_decref(root);
+    return rc;
+}
+
+void nodes_config_warn_unused(const nodes_config *c, const char *path)
+{
+    for (int i = 0; i < c->n_unused; i++) {
+        char more[48] = "";
+        if (c->unused[i].count > 1) snprintf(more, sizeof(more), " and %d more place%s", c->unused[i].count - 1,
+                                             c->unused[i].count > 2 ? "s" : "");
+        log_warn("%s: key \"%s\" (%s%s) is not used by mdi and is ignored%s", path, c->unused[i].key,
+                 c->unused[i].where, more,
+                 !strcmp(c->unused[i].key, "device") ? ": this build computes on the CPU" : "");
+    }
 }
 
 void nodes_config_describe(const nodes_config *c, int i, char *out, size_t cap)

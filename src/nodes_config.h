@@ -23,6 +23,17 @@
  * starter_addr is informational. n_layers, when given for every node, must
  * match the layer split of the chunks; n_threads sets a secondary's threads
  * unless its command line says otherwise.
+ *
+ * A secondary may instead be given its own entry alone, MDI-LLM's
+ * settings_distr/secondary/nodeN.json (no "nodes" key; "secret" allowed):
+ *
+ *   {"addr": "10.0.0.3",
+ *    "communication": {"starter_addr": "10.0.0.2", "port": 8089},
+ *    "inference": {"port_in": 5090, "port_out": 5091}, "device": "cuda"}
+ *
+ * It knows nothing of the other nodes: the starter's /init names its
+ * neighbours. Keys we do not use ("device" and any other) are collected, one
+ * entry per key name, for the programs to warn about.
  */
 #ifndef MDI_NODES_CONFIG_H
 #define MDI_NODES_CONFIG_H
@@ -32,6 +43,7 @@
 #define NODES_MAX_SECONDARY 31
 #define NODES_ADDR_LEN 128
 #define NODES_SECRET_LEN 256
+#define NODES_MAX_UNUSED 16
 
 typedef struct {
     char addr[NODES_ADDR_LEN];
@@ -48,6 +60,11 @@ typedef struct {
     node_entry secondary[NODES_MAX_SECONDARY];
     int n_secondary;
     char secret[NODES_SECRET_LEN + 1]; /* "" when none */
+    int per_node;       /* 1: a secondary's own file; only secondary[n_secondary - 1]
+                         * is known, starter.addr is its starter_addr */
+    /* keys present but not used, one entry per key name */
+    struct { char key[64]; char where[64]; int count; } unused[NODES_MAX_UNUSED];
+    int n_unused;
 } nodes_config;
 
 /* Parses root (borrowed); fname names the file in messages, which name the
@@ -57,6 +74,13 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
 /* Reads and parses a file. Returns 0, MDI_EIO, MDI_EFORMAT (bad JSON, with
  * line and column) or MDI_EARG. */
 int nodes_config_load(nodes_config *c, const char *path, char *err);
+
+/* For a secondary: the full configuration, or its own per-node file, which
+ * then fills secondary[index]. 0 or an error as nodes_config_load. */
+int nodes_config_load_secondary(nodes_config *c, const char *path, int index, char *err);
+
+/* One warning line per unused key, naming the file, the key and where. */
+void nodes_config_warn_unused(const nodes_config *c, const char *path);
 
 static inline int nodes_config_n_nodes(const nodes_config *c) { return 1 + c->n_secondary; }
 

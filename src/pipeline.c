@@ -31,7 +31,7 @@
 /* Loading a chunk may take a while on a small device. */
 #define PIPELINE_LOAD_S 300.0
 
-typedef struct {
+struct pipeline {
     const starter_opts *o;
     nodes_config nc;
     prepare_manifest man;
@@ -52,13 +52,11 @@ typedef struct {
     forward_state fs;
     int have_fs;
     kv_cache *kv;
+    int n_kv;
     float *x;
     double compute_s, wait_s;
-    /* tokens-versus-time curve */
-    double *curve_t;
-    long *curve_n;
-    long curve_len, curve_cap;
-} pipeline;
+    token_curve curve;   /* tokens-versus-time, handed to run_stats */
+};
 
 static void pl_node_name(const pipeline *p, int i, char *out, size_t cap)
 {
@@ -309,18 +307,7 @@ static int pl_start_ring(pipeline *p, int n_samples, char *err)
 
 static void pl_curve_add(pipeline *p, double t, long n)
 {
-    if (p->curve_len == p->curve_cap) {
-        long cap = p->curve_cap ? 2 * p->curve_cap : 1024;
-        double *t2 = realloc(p->curve_t, (size_t)cap * sizeof(double));
-        if (t2) p->curve_t = t2;
-        long *n2 = realloc(p->curve_n, (size_t)cap * sizeof(long));
-        if (n2) p->curve_n = n2;
-        if (!t2 || !n2) return;
-        p->curve_cap = cap;
-    }
-    p->curve_t[p->curve_len] = t;
-    p->curve_n[p->curve_len] = n;
-    p->curve_len++;
+    token_curve_add(&p->curve, t, n);
 }
 
 /* Runs the starter's layers on x (n rows) for sample s and sends them. */
@@ -369,7 +356,8 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
     }
     int n_init = 0, n_done = 0, in_flight = 0;
     for (; n_init < n && !rc; n_init++)
-        rc = sample_state_init(&ss[n_init], &res[n_init], o, tok, p->cfg.vocab_size, n_init, NULL, err);
+        rc = sample_state_init(&ss[n_init], &res[n_init], o, tok, p->cfg.vocab_size, n_init,
+                               n == 1 && !o->quiet ? stdout : NULL, err);
     for (int i = 0; i < n && !rc; i++)
         if (ss[i].done) {
             prefill_off[i] = res[i].n_prompt;
@@ -480,6 +468,10 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
     }
     long after_first = st->tokens_generated - n_first;
     st->decode_tok_s = total > first_min && after_first > 0 ? after_first / (total - first_min) : 0;
+    if (n == 1 && !o->quiet) {
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
     for (int i = 0; i < n_init; i++) sample_state_free(&ss[i]);
     free(ss);
     free(prefill_off);
@@ -544,59 +536,6 @@ static json_t *pl_nodes_json(pipeline *p)
     return arr;
 }
 
-static void pl_safe_name(const char *in, char *out, size_t cap)
-{
-    size_t k = 0;
-    for (const char *c = in; *c && k + 1 < cap; c++)
-        out[k++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '.') ? *c : '_';
-    out[k] = 0;
-}
-
-static int pl_write_time_run(pipeline *p, const run_stats *st, int n_samples, char *err)
-{
-    const char *path = p->o->time_run;
-    int fresh = !file_exists(path);
-    FILE *f = fopen(path, "a");
-    if (!f) return mdi_fail(err, MDI_EIO, "--time-run %s: cannot open for appending", path);
-    if (fresh)
-        fprintf(f, "timestamp,model,n_nodes,n_samples,n_tokens,wire_dtype,dtype,total_s,tokens_generated,"
-                   "tokens_per_s,ttft_s,decode_tok_s\n");
-    fprintf(f, "%ld,%s,%d,%d,%d,%s,%s,%.6f,%ld,%.4f,%.6f,%.4f\n", (long)time(NULL), p->model_name,
-            p->n_nodes, n_samples, p->o->n_tokens, dtype_name(p->o->wire_dtype), p->m.dtypes,
-            st->total_s, st->tokens_generated, st->total_s > 0 ? st->tokens_generated / st->total_s : 0,
-            st->ttft_s, st->decode_tok_s);
-    fclose(f);
-    return 0;
-}
-
-/* logs/tokens_time_*.csv and plots/tokens_time_*.png (gnuplot). */
-static int pl_write_plots(pipeline *p, int n_samples, char *err)
-{
-    char name[128], csv[512], png[512];
-    pl_safe_name(p->model_name, name, sizeof(name));
-    int rc;
-    if ((rc = mkdir_p("logs", err)) || (rc = mkdir_p("plots", err))) return rc;
-    snprintf(csv, sizeof(csv), "logs/tokens_time_%s_%dnodes_%dsamples.csv", name, p->n_nodes, n_samples);
-    snprintf(png, sizeof(png), "plots/tokens_time_%s_%dnodes_%dsamples.png", name, p->n_nodes, n_samples);
-    FILE *f = fopen(csv, "w");
-    if (!f) return mdi_fail(err, MDI_EIO, "%s: cannot create", csv);
-    fprintf(f, "time_s,tokens\n");
-    for (long i = 0; i < p->curve_len; i++) fprintf(f, "%.6f,%ld\n", p->curve_t[i], p->curve_n[i]);
-    fclose(f);
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd),
-             "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; set datafile separator ',';"
-             " set key left top; set xlabel 'time (s)'; set ylabel 'generated tokens';"
-             " set title '%s, %d nodes, %d samples';"
-             " plot '%s' every ::1 using 1:2 with lines lw 2 title 'tokens'\" 2>/dev/null"
-             " || gnuplot -e \"set terminal png size 800,500; set output '%s'; set datafile separator ',';"
-             " plot '%s' every ::1 using 1:2 with lines title 'tokens'\"",
-             png, name, p->n_nodes, n_samples, csv, png, csv);
-    if (system(cmd) != 0) log_warn("--plots: gnuplot failed; the curve is in %s", csv);
-    else log_info("--plots: %s, %s", csv, png);
-    return 0;
-}
-
 /* ---- the run ---- */
 
 static void pl_free(pipeline *p)
@@ -608,67 +547,60 @@ static void pl_free(pipeline *p)
     free(p->x);
     if (p->have_model) model_free(&p->m);
     if (p->have_manifest) prepare_manifest_free(&p->man);
-    free(p->curve_t);
-    free(p->curve_n);
+    token_curve_free(&p->curve);
 }
 
-int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *results, int n_samples,
-                 run_stats *st, json_t **nodes, char *err)
+/* Reads the configuration, the model's config and the manifest. */
+static int pl_configure(pipeline *p, const starter_opts *o, char *err)
 {
-    pipeline *p = calloc(1, sizeof(*p));
-    if (!p) return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc;
     p->o = o;
     p->listen_fd = -1;
-    *nodes = NULL;
-    char why[MDI_ERR_LEN];
-    int rc, failed_node = -1;
-    if ((rc = nodes_config_load(&p->nc, o->nodes_config, err))) goto done;
+    if ((rc = nodes_config_load(&p->nc, o->nodes_config, err))) return rc;
     p->n_nodes = nodes_config_n_nodes(&p->nc);
-    if (p->nc.n_secondary == 0) {
-        rc = mdi_fail(err, MDI_EARG, "%s: no secondary nodes: run standalone", o->nodes_config);
-        goto done;
-    }
-    {
-        char buf[PATH_MAX];
-        snprintf(buf, sizeof(buf), "%s", o->ckpt);
-        size_t l = strlen(buf);
-        while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
-        snprintf(p->model_name, sizeof(p->model_name), "%s", basename(buf));
-    }
-    if ((rc = model_config_load(&p->cfg, o->ckpt, err))) goto done;
-    if ((rc = pl_load_manifest(p, err))) goto done;
+    if (p->nc.n_secondary == 0)
+        return mdi_fail(err, MDI_EARG, "%s: no secondary nodes: run standalone", o->nodes_config);
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", o->ckpt);
+    size_t l = strlen(buf);
+    while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
+    snprintf(p->model_name, sizeof(p->model_name), "%s", basename(buf));
+    if ((rc = model_config_load(&p->cfg, o->ckpt, err))) return rc;
+    return pl_load_manifest(p, err);
+}
 
-    if ((rc = generate_plan(o, &p->cfg, results, n_samples, &p->max_seq, &p->max_batch, err))) goto done;
-    for (int i = 0; i < n_samples; i++) {
-        if (!results[i].generated_ids) {
-            results[i].generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int));
-            if (!results[i].generated_ids) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto done; }
-        }
-    }
-
+/* From the starter's chunk to a closed ring, with p->max_seq and
+ * p->max_batch set. */
+static int pl_open(pipeline *p, int n_samples, char *err)
+{
+    char why[MDI_ERR_LEN];
+    int rc;
     p->listen_fd = net_listen(p->nc.starter.port_in, 8, why);
-    if (p->listen_fd < 0) {
-        rc = mdi_fail(err, MDI_ENET, "starter (%s): inference.port_in: %s", p->nc.starter.addr, why);
-        goto done;
-    }
-    if ((rc = pl_load_starter(p, err))) goto done;
-    if ((rc = forward_state_init(&p->fs, &p->m, p->max_batch, p->max_seq, err))) goto done;
+    if (p->listen_fd < 0)
+        return mdi_fail(err, MDI_ENET, "starter (%s): inference.port_in: %s", p->nc.starter.addr, why);
+    if ((rc = pl_load_starter(p, err))) return rc;
+    if ((rc = forward_state_init(&p->fs, &p->m, p->max_batch, p->max_seq, err))) return rc;
     p->have_fs = 1;
+    p->n_kv = n_samples;
     p->kv = calloc((size_t)n_samples, sizeof(kv_cache));
     p->x = malloc((size_t)p->max_batch * p->cfg.dim * sizeof(float));
-    if (!p->kv || !p->x) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto done; }
+    if (!p->kv || !p->x) return mdi_fail(err, MDI_ENOMEM, "out of memory");
 
     control_client_global_init();
-    if ((rc = pl_init_secondaries(p, n_samples, err))) goto done;
-    if ((rc = pl_start_ring(p, n_samples, err))) goto done;
-    log_info("ring closed: %d nodes, %d samples, wire %s", p->n_nodes, n_samples, dtype_name(o->wire_dtype));
+    if ((rc = pl_init_secondaries(p, n_samples, err))) return rc;
+    if ((rc = pl_start_ring(p, n_samples, err))) return rc;
+    log_info("ring closed: %d nodes, %d samples, wire %s", p->n_nodes, n_samples, dtype_name(p->o->wire_dtype));
+    return 0;
+}
 
-    rc = pl_generate(p, tok, results, n_samples, st, why);
-    if (!rc) rc = pl_stop_ring(p, why);
-    if (rc) {
-        rc = pl_diagnose(p, rc, why, err, &failed_node);
-        goto done;
-    }
+/* After the last sample: the ring stopped, every secondary stopped (its
+ * figures kept), st completed, *nodes built. */
+static int pl_finish(pipeline *p, run_stats *st, json_t **nodes, char *err)
+{
+    char why[MDI_ERR_LEN];
+    int failed_node = -1;
+    int rc = pl_stop_ring(p, why);
+    if (rc) return pl_diagnose(p, rc, why, err, &failed_node);
     ring_stop(&p->ring);
     p->ring_started = 0;
     pl_stop_secondaries(p, -1, p->o->timeout_s);
@@ -682,27 +614,167 @@ int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *res
     static char dtypes[sizeof(p->m.dtypes)]; /* outlives the model, freed below */
     snprintf(dtypes, sizeof(dtypes), "%s", p->m.dtypes);
     st->dtype = dtypes;
-    st->wire_dtype = dtype_name(o->wire_dtype);
+    st->wire_dtype = dtype_name(p->o->wire_dtype);
+    token_curve_free(&st->curve);
+    st->curve = p->curve;
+    memset(&p->curve, 0, sizeof(p->curve));
     *nodes = pl_nodes_json(p);
-    if (o->time_run && (rc = pl_write_time_run(p, st, n_samples, err))) goto done;
-    if (o->plots && (rc = pl_write_plots(p, n_samples, err))) goto done;
-done:
-    if (rc) {
-        /* Leave no node running a run that is over. */
+    return 0;
+}
+
+/* Frees everything; after a failure (failed) leaves no node running a run
+ * that is over (failed_node, when known, is not asked). */
+static void pl_close(pipeline *p, int failed, int failed_node)
+{
+    if (failed) {
         if (p->ring_started) {
             ring_stop(&p->ring);
             p->ring_started = 0;
         }
         pl_stop_secondaries(p, failed_node, pl_probe_s(p) * 2);
-        json_decref(*nodes);
-        *nodes = NULL;
     }
     if (p->kv) {
-        for (int i = 0; i < n_samples; i++) kv_cache_free(&p->kv[i]);
+        for (int i = 0; i < p->n_kv; i++) kv_cache_free(&p->kv[i]);
         free(p->kv);
         p->kv = NULL;
     }
     pl_free(p);
     free(p);
+}
+
+int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *results, int n_samples,
+                 run_stats *st, json_t **nodes, char *err)
+{
+    pipeline *p = calloc(1, sizeof(*p));
+    if (!p) return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    *nodes = NULL;
+    char why[MDI_ERR_LEN];
+    int rc, failed_node = -1;
+    if ((rc = pl_configure(p, o, err))) goto done;
+    if ((rc = generate_plan(o, &p->cfg, results, n_samples, &p->max_seq, &p->max_batch, err))) goto done;
+    for (int i = 0; i < n_samples; i++) {
+        if (!results[i].generated_ids) {
+            results[i].generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int));
+            if (!results[i].generated_ids) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto done; }
+        }
+    }
+    if ((rc = pl_open(p, n_samples, err))) goto done;
+    rc = pl_generate(p, tok, results, n_samples, st, why);
+    if (rc) {
+        rc = pl_diagnose(p, rc, why, err, &failed_node);
+        goto done;
+    }
+    rc = pl_finish(p, st, nodes, err);
+done:
+    pl_close(p, rc != 0, failed_node);
+    return rc;
+}
+
+int pipeline_open(pipeline **out, const starter_opts *o, int max_seq, char *err)
+{
+    pipeline *p = calloc(1, sizeof(*p));
+    *out = NULL;
+    if (!p) return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc = pl_configure(p, o, err);
+    if (!rc && max_seq > p->cfg.max_seq_len)
+        rc = mdi_fail(err, MDI_EARG, "--max-seq-len %d: above the model's context of %d tokens", max_seq,
+                      p->cfg.max_seq_len);
+    if (!rc) {
+        p->max_seq = max_seq ? max_seq : p->cfg.max_seq_len;
+        p->max_batch = p->max_seq < GENERATE_MAX_BATCH ? p->max_seq : GENERATE_MAX_BATCH;
+        rc = pl_open(p, 1, err);
+    }
+    if (rc) {
+        pl_close(p, 1, -1);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int pipeline_max_seq(const pipeline *p) { return p->max_seq; }
+
+int pipeline_turn(pipeline *p, const tokenizer *tok, sample_state *ss, const int *ids, int n, double t0,
+                  turn_figures *fig, char *err)
+{
+    char why[MDI_ERR_LEN];
+    int rc = 0, in_flight = 0, first = 1, dim = p->cfg.dim, failed_node;
+    if (ss->pos + n >= p->max_seq)
+        return mdi_fail(err, MDI_EARG, "the conversation would fill the context of %d tokens", p->max_seq);
+    double ta = time_now();
+    for (int off = 0; off < n && !rc; off += p->max_batch) {
+        int chunk = n - off < p->max_batch ? n - off : p->max_batch;
+        forward_embed(&p->m, ids + off, chunk, p->x);
+        rc = pl_send_rows(p, 0, ss->pos + off, chunk, off + chunk == n, why);
+        in_flight++;
+    }
+    int pos_end = ss->pos + n;
+    while (!rc && in_flight > 0) {
+        proto_frame *f = NULL;
+        double tw = time_now();
+        rc = ring_recv(&p->ring, &f, p->o->timeout_s, why);
+        p->wait_s += time_now() - tw;
+        if (rc) break;
+        in_flight--;
+        if (f->h.type == PROTO_ERROR) {
+            int len = (int)f->h.payload_len;
+            rc = mdi_fail(why, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+        } else if (f->h.type == PROTO_DATA && (f->h.flags & PROTO_FLAG_LOGITS)) {
+            int want = first ? pos_end - 1 : ss->pos - 1;
+            if (ss->done || f->h.n_tokens != 1 || (int)f->h.pos != want) {
+                rc = mdi_fail(why, MDI_EPROTO, "starter: unexpected frame at position %u", f->h.pos);
+                ring_frame_put(&p->ring, f);
+                break;
+            }
+            double t = time_now();
+            if (first) {
+                fig->prefill_s += t - ta;
+                fig->prefill_tokens += n;
+                ss->pos = pos_end;
+                first = 0;
+            } else {
+                fig->decode_s += t - ta;
+                fig->decode_tokens++;
+            }
+            proto_unpack(f->payload, (size_t)dim, (dtype_t)f->h.dtype, p->x);
+            float *logits = forward_head(&p->m, &p->fs, p->x);
+            int going = sample_state_accept(ss, tok, logits, time_now() - t0);
+            pl_curve_add(p, time_now() - t0, ++fig->generated);
+            if (going && ss->pos >= p->max_seq) {
+                ss->done = 1;
+                ss->res->t_done = time_now() - t0;
+                going = 0;
+            }
+            p->compute_s += time_now() - t;
+            if (going) {
+                ta = time_now();
+                forward_embed(&p->m, &ss->next_token, 1, p->x);
+                rc = pl_send_rows(p, 0, ss->pos, 1, 1, why);
+                ss->pos++;
+                in_flight++;
+            }
+        }
+        ring_frame_put(&p->ring, f);
+    }
+    if (rc) return pl_diagnose(p, rc, why, err, &failed_node);
+    return 0;
+}
+
+int pipeline_close(pipeline *p, run_stats *st, json_t **nodes, char *err)
+{
+    *nodes = NULL;
+    int rc = 0;
+    if (st) {
+        /* the conversation's one sample leaves every node's cache */
+        char why[MDI_ERR_LEN];
+        if (!(rc = pl_send_control(p, PROTO_RELEASE, 0, why))) {
+            proto_frame *f = NULL;
+            if (!(rc = ring_recv(&p->ring, &f, p->o->timeout_s, why))) ring_frame_put(&p->ring, f);
+        }
+        int failed_node = -1;
+        if (rc) rc = pl_diagnose(p, rc, why, err, &failed_node);
+        else rc = pl_finish(p, st, nodes, err);
+    }
+    pl_close(p, st == NULL || rc != 0, -1);
     return rc;
 }

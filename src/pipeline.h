@@ -27,14 +27,21 @@
  *      a node that dies, hangs or sends garbage is found (HTTP probing of
  *      each secondary's GET /), named, the others are stopped, and
  *      pipeline_run returns an error naming the node;
- *   5. stops the ring, collects per-node figures, writes --time-run and
- *      --plots files when asked.
+ *   5. stops the ring, collects per-node figures and the tokens-versus-time
+ *      curve (the caller writes --output, --time-run and --plots, after the
+ *      text, so that an output error never loses it).
+ *
+ * An interactive chat keeps the ring open from turn to turn instead:
+ * pipeline_open (steps 1-3, one sample), pipeline_turn per turn (only the
+ * turn's tokens cross the ring; every node keeps the sample's KV cache),
+ * pipeline_close (RELEASE, then step 5).
  */
 #ifndef MDI_PIPELINE_H
 #define MDI_PIPELINE_H
 
 #include <jansson.h>
 #include "cli.h"
+#include "generate.h"
 #include "report.h"
 #include "tokenizer.h"
 
@@ -57,5 +64,20 @@
 int pipeline_run(const starter_opts *o, const tokenizer *tok,
                  sample_result *results, int n_samples,
                  run_stats *st, json_t **nodes, char *err);
+
+typedef struct pipeline pipeline;
+
+/* Sets up a one-sample ring with a KV cache of max_seq positions (0: the
+ * model's context). *out is new; 0 or a code with the reason in err. */
+int pipeline_open(pipeline **out, const starter_opts *o, int max_seq, char *err);
+int pipeline_max_seq(const pipeline *p);
+/* As generate_session_turn, on the ring. A failure names the node; the
+ * caller then closes with st = NULL. */
+int pipeline_turn(pipeline *p, const tokenizer *tok, sample_state *ss, const int *ids, int n, double t0,
+                  turn_figures *fig, char *err);
+/* Ends the conversation and frees p. st != NULL: an orderly end that fills
+ * st (its curve among the rest) and *nodes as pipeline_run does; NULL: an
+ * abort after a failure (secondaries are told to stop). */
+int pipeline_close(pipeline *p, run_stats *st, json_t **nodes, char *err);
 
 #endif

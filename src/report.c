@@ -2,10 +2,124 @@
 #include "report.h"
 #include "util.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdio.h>
+
+#define TIME_RUN_HEADER "timestamp,model,mode,n_nodes,n_samples,n_tokens,wire_dtype,dtype,total_s," \
+                        "tokens_generated,tokens_per_s,ttft_s,decode_tok_s"
+
+void token_curve_add(token_curve *c, double t, long n)
+{
+    if (c->len == c->cap) {
+        long cap = c->cap ? 2 * c->cap : 1024;
+        double *nt = realloc(c->t, (size_t)cap * sizeof(double));
+        if (!nt) return;
+        c->t = nt;
+        long *nn = realloc(c->n, (size_t)cap * sizeof(long));
+        if (!nn) return;
+        c->n = nn;
+        c->cap = cap;
+    }
+    c->t[c->len] = t;
+    c->n[c->len++] = n;
+}
+
+void token_curve_free(token_curve *c)
+{
+    free(c->t);
+    free(c->n);
+    memset(c, 0, sizeof(*c));
+}
+
+void run_stats_free(run_stats *st)
+{
+    token_curve_free(&st->curve);
+}
+
+void report_model_name(const char *ckpt, char *out, size_t cap)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", ckpt ? ckpt : "model");
+    size_t l = strlen(buf);
+    while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
+    const char *base = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+    size_t k = 0;
+    for (const char *c = base; *c && k + 1 < cap; c++)
+        out[k++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '.') ? *c : '_';
+    out[k] = 0;
+}
+
+int report_write_time_run(const char *path, const char *model, const char *mode, int n_nodes, int n_samples,
+                          int n_tokens, const run_stats *st, char *err)
+{
+    char dir[4096];
+    path_dirname(path, dir, sizeof(dir));
+    int rc;
+    char why[MDI_ERR_LEN];
+    if (strcmp(dir, ".") && (rc = mkdir_p(dir, why)))
+        return mdi_fail(err, rc, "--time-run %s: %s", path, why);
+    FILE *f = fopen(path, "a+");
+    if (!f)
+        return mdi_fail(err, MDI_EIO, "--time-run %s: cannot open for appending: %s", path, strerror(errno));
+    char first[1024] = "";
+    rewind(f);
+    int empty = !fgets(first, sizeof(first), f);
+    first[strcspn(first, "\r\n")] = 0;
+    if (!empty && strcmp(first, TIME_RUN_HEADER)) {
+        fclose(f);
+        return mdi_fail(err, MDI_EFORMAT, "--time-run %s: its first line is not this CSV's header (\"%.60s%s\"); "
+                        "nothing appended: give a new file or one written by --time-run", path, first,
+                        strlen(first) > 60 ? "..." : "");
+    }
+    fseek(f, 0, SEEK_END);
+    if (empty)
+        fprintf(f, "%s\n", TIME_RUN_HEADER);
+    fprintf(f, "%ld,%s,%s,%d,%d,%d,%s,%s,%.6f,%ld,%.4f,%.6f,%.4f\n", (long)time(NULL), model, mode, n_nodes,
+            n_samples, n_tokens, st->wire_dtype ? st->wire_dtype : "-", st->dtype ? st->dtype : "-", st->total_s,
+            st->tokens_generated, st->total_s > 0 ? st->tokens_generated / st->total_s : 0, st->ttft_s,
+            st->decode_tok_s);
+    if (fclose(f) != 0)
+        return mdi_fail(err, MDI_EIO, "--time-run %s: write failed: %s", path, strerror(errno));
+    return MDI_OK;
+}
+
+int report_write_plots(const char *model, int n_nodes, int n_samples, const token_curve *c, char *err)
+{
+    char csv[512], png[512];
+    int rc;
+    char why[MDI_ERR_LEN];
+    if ((rc = mkdir_p("logs", why)) || (rc = mkdir_p("plots", why)))
+        return mdi_fail(err, rc, "--plots: %s", why);
+    snprintf(csv, sizeof(csv), "logs/tokens_time_%s_%dnodes_%dsamples.csv", model, n_nodes, n_samples);
+    snprintf(png, sizeof(png), "plots/tokens_time_%s_%dnodes_%dsamples.png", model, n_nodes, n_samples);
+    FILE *f = fopen(csv, "w");
+    if (!f)
+        return mdi_fail(err, MDI_EIO, "--plots: %s: cannot create: %s", csv, strerror(errno));
+    fprintf(f, "time_s,tokens\n");
+    for (long i = 0; i < c->len; i++)
+        fprintf(f, "%.6f,%ld\n", c->t[i], c->n[i]);
+    if (fclose(f) != 0)
+        return mdi_fail(err, MDI_EIO, "--plots: %s: write failed: %s", csv, strerror(errno));
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; set datafile separator ',';"
+             " set key left top; set xlabel 'time (s)'; set ylabel 'generated tokens';"
+             " set title '%s, %d node%s, %d sample%s';"
+             " plot '%s' every ::1 using 1:2 with lines lw 2 title 'tokens'\" 2>/dev/null"
+             " || gnuplot -e \"set terminal png size 800,500; set output '%s'; set datafile separator ',';"
+             " plot '%s' every ::1 using 1:2 with lines title 'tokens'\" 2>/dev/null",
+             png, model, n_nodes, n_nodes > 1 ? "s" : "", n_samples, n_samples > 1 ? "s" : "", csv, png, csv);
+    if (system(cmd) != 0 || !file_exists(png))
+        log_warn("--plots: gnuplot could not draw %s; the curve is in %s", png, csv);
+    else
+        log_info("--plots: %s, %s", csv, png);
+    return MDI_OK;
+}
 
 void sample_result_append_text(sample_result *r, const char *s)
 {
@@ -63,6 +177,7 @@ int report_write_json(const char *path, const char *model, const char *mode, int
         json_object_set_new(o, "n_generated", json_integer(r->n_generated));
         json_object_set_new(o, "ttft_s", json_real(r->t_first_token));
         json_object_set_new(o, "done_s", json_real(r->t_done));
+        json_object_set_new(o, "pos_start", json_integer(r->pos_start));
         json_array_append_new(arr, o);
     }
     json_object_set_new(root, "samples", arr);
@@ -86,9 +201,12 @@ int report_write_json(const char *path, const char *model, const char *mode, int
     int rc = MDI_OK;
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    errno = 0;
     if (json_dump_file(root, tmp, JSON_INDENT(1)) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
         unlink(tmp);
-        rc = mdi_fail(err, MDI_EIO, "%s: cannot write the output JSON", path);
+        rc = mdi_fail(err, MDI_EIO, "--output %s: cannot write the output JSON%s%s", path, e ? ": " : "",
+                      e ? strerror(e) : "");
     }
     json_decref(root);
     return rc;

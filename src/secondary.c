@@ -7,6 +7,8 @@
  *   bin/secondary settings-distr/config.json 0
  *   bin/secondary --nodes-config settings-distr/config.json 0 [--chunk PATH]
  *                 [--cache-dir DIR] [--n-threads N] [--secret S]
+ *                 [--dtype T] [-v] [-d] [--device cpu]
+ *   bin/secondary settings-distr/secondary/node0.json 0   (MDI-LLM's per-node file)
  */
 #include <limits.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "control.h"
 #include "kernels.h"
 #include "model.h"
@@ -35,6 +38,8 @@ typedef struct {
     const char *cache_dir;
     int n_threads;
     const char *secret;
+    dtype_t dtype;          /* --dtype: weights in memory; DTYPE_COUNT: as the starter says */
+    int verbose;            /* -v, --verb: each run's figures on stderr */
 } secondary_opts;
 
 static volatile sig_atomic_t quit_requested;
@@ -55,7 +60,14 @@ static void usage(FILE *f, const char *argv0)
             "  --chunk PATH       this node's chunk, given locally (never uploaded then)\n"
             "  --cache-dir DIR    where uploaded chunks are kept (default cache/secondaryINDEX)\n"
             "  --n-threads N      compute threads (default: the configuration's n_threads, else all cores)\n"
-            "  --secret S         shared secret (default: the configuration's \"secret\")\n",
+            "  --secret S         shared secret (default: the configuration's \"secret\")\n"
+            "  --dtype T          weights in memory: f32, bf16, f16 (default: as the starter asks)\n"
+            "  --verb, -v         each run's figures on stderr\n"
+            "  --debug, -d        debug log\n"
+            "  --device cpu       accepted (this build computes on the CPU)\n"
+            "\n"
+            "CONFIG.json is the nodes configuration, or this node's own entry alone\n"
+            "(MDI-LLM's settings_distr/secondary/nodeN.json).\n",
             argv0);
 }
 
@@ -63,6 +75,7 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
 {
     memset(o, 0, sizeof(*o));
     o->index = -1;
+    o->dtype = DTYPE_COUNT;
     const char *positional[2] = {NULL, NULL};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -70,6 +83,17 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout, argv[0]);
             return 1;
+        }
+        /* MDI-LLM's flags (README: "MDI-LLM's command lines") */
+        if (!strcmp(a, "-v") || !strcmp(a, "--verb")) { o->verbose = 1; continue; }
+        if (!strcmp(a, "-d") || !strcmp(a, "--debug")) { setenv("MDI_DEBUG", "1", 1); continue; }
+        if (!strcmp(a, "--device") || !strcmp(a, "--dtype")) {
+            if (i + 1 >= argc) return mdi_fail(err, MDI_EARG, "%s: missing value", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--device")) { if (cli_check_device(v, err)) return MDI_EARG; }
+            else if (strcmp(v, "auto") && dtype_parse(v, &o->dtype) != 0)
+                return mdi_fail(err, MDI_EARG, "--dtype: expected f32, bf16, f16 or auto, got \"%s\"", v);
+            continue;
         }
         int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
                     !strcmp(a, "--n-threads") || !strcmp(a, "--secret");
@@ -124,14 +148,15 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
  * PUT /stop, and return to idle. */
-static void serve_run(control_server *srv, const nodes_config *nc, int index, int ring_fd, int early_fd,
-                      const run_config *cfg, const char *chunk_path)
+static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, int ring_fd,
+                      int early_fd, const run_config *cfg, const char *chunk_path)
 {
+    int index = o->index;
     char err[MDI_ERR_LEN];
     model m;
     memset(&m, 0, sizeof(m));
     double t0 = time_now();
-    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, cfg->dtype};
+    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, o->dtype != DTYPE_COUNT ? o->dtype : cfg->dtype};
     if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
         if (early_fd >= 0) net_close(early_fd);
         log_error("loading %s: %s", chunk_path, err);
@@ -149,10 +174,17 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
     ro.listen_fd = ring_fd;
     ro.accepted_fd = early_fd;
     ro.prev_index = index;
-    nodes_config_describe(nc, index - 1, ro.prev_name, sizeof(ro.prev_name));
     snprintf(ro.next_host, sizeof(ro.next_host), "%s", cfg->next_addr);
     ro.next_port = cfg->next_port;
-    nodes_config_describe(nc, cfg->is_last ? -1 : index + 1, ro.next_name, sizeof(ro.next_name));
+    if (nc->per_node) {
+        /* Its own file names no other node: the starter's /init does. */
+        snprintf(ro.prev_name, sizeof(ro.prev_name), "node %d (%s:%d)", index, cfg->prev_addr, cfg->prev_port);
+        snprintf(ro.next_name, sizeof(ro.next_name), "node %d (%s:%d)", cfg->is_last ? 0 : index + 2,
+                 cfg->next_addr, cfg->next_port);
+    } else {
+        nodes_config_describe(nc, index - 1, ro.prev_name, sizeof(ro.prev_name));
+        nodes_config_describe(nc, cfg->is_last ? -1 : index + 1, ro.next_name, sizeof(ro.next_name));
+    }
     ro.secret = nc->secret;
     ro.limits.dim = cfg->cfg.dim;
     ro.limits.max_batch = cfg->max_batch;
@@ -190,6 +222,13 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
     model_free(&m);
     control_set_state(srv, CONTROL_IDLE, failed ? err : NULL);
     log_info("run over (%s)%s%s; idle", why, failed ? ": " : "", failed ? err : "");
+    if (o->verbose) {
+        ring_stats rs;
+        ring_get_stats(&r, &rs);
+        log_info("run figures: layers [%d, %d), %llu tokens, compute %.3f s, waiting %.3f s, sent %llu bytes, "
+                 "received %llu bytes", cfg->layer_begin, cfg->layer_end, (unsigned long long)rs.tokens,
+                 rs.compute_s, rs.wait_s, (unsigned long long)rs.bytes_sent, (unsigned long long)rs.bytes_received);
+    }
 }
 
 /* Between runs the previous node of the next run may connect before this
@@ -239,10 +278,11 @@ int main(int argc, char **argv)
         return 2;
     }
     nodes_config nc;
-    if (nodes_config_load(&nc, o.nodes_config, err) != 0) {
+    if (nodes_config_load_secondary(&nc, o.nodes_config, o.index, err) != 0) {
         log_error("%s", err);
         return 2;
     }
+    nodes_config_warn_unused(&nc, o.nodes_config);
     if (o.index >= nc.n_secondary) {
         log_error("%s lists %d secondary nodes; there is no secondary %d", o.nodes_config, nc.n_secondary, o.index);
         return 2;
@@ -292,11 +332,15 @@ int main(int argc, char **argv)
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
         early_fd = accept_early(ring_fd, o.index, nc.secret, early_fd);
         if (cmd == CONTROL_CMD_START) {
+            log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
+                      "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
+                      cfg.max_seq, cfg.max_batch, cfg.prev_addr, cfg.prev_port, cfg.next_addr, cfg.next_port,
+                      chunk_path);
             if (early_fd >= 0 && !early_alive(early_fd)) {
                 net_close(early_fd);
                 early_fd = -1;
             }
-            serve_run(srv, &nc, o.index, ring_fd, early_fd, &cfg, chunk_path);
+            serve_run(srv, &nc, &o, ring_fd, early_fd, &cfg, chunk_path);
             early_fd = -1;
         }
     }

@@ -1030,7 +1030,11 @@ static int utf8_is_valid(const char *s, size_t n)
     return 1;
 }
 
-int tokenizer_encode(const tokenizer *t, const char *text, int add_bos, int parse_special, int **ids)
+/* Encodes text; special tokens are recognised when parse_special, except
+ * those starting inside [lit_begin, lit_end) (a user's text inside a chat
+ * template, with --no-parse-special). */
+static int encode_impl(const tokenizer *t, const char *text, int add_bos, int parse_special, size_t lit_begin,
+                       size_t lit_end, int **ids)
 {
     ivec out = { 0 };
     bpe_work w = { 0 };
@@ -1066,7 +1070,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, int add_bos, int pars
             for (int k = 0; k < t->n_added; k++) {
                 int id = t->added[k];
                 size_t len = (size_t)t->token_lens[id];
-                if ((t->attr[id] & ATTR_SPECIAL) && !parse_special)
+                if ((t->attr[id] & ATTR_SPECIAL) && (!parse_special || (i >= lit_begin && i < lit_end)))
                     continue;
                 if (len <= n - i && memcmp(text + i, t->tokens[id], len) == 0) {
                     hit = id;
@@ -1108,6 +1112,11 @@ done:
     if (md)
         pcre2_match_data_free(md);
     return rc;
+}
+
+int tokenizer_encode(const tokenizer *t, const char *text, int add_bos, int parse_special, int **ids)
+{
+    return encode_impl(t, text, add_bos, parse_special, 0, 0, ids);
 }
 
 /* ---- decoding ---- */
@@ -1350,6 +1359,61 @@ char *tokenizer_apply_chat(const tokenizer *t, const char *user_prompt)
         return NULL;
     }
     return out.p;
+}
+
+int tokenizer_chat_end_id(const tokenizer *t)
+{
+    switch (t->chat) {
+    case CHAT_LLAMA3: return tokenizer_find(t, "<|eot_id|>");
+    case CHAT_CHATML: return tokenizer_find(t, "<|im_end|>");
+    case CHAT_LLAMA2: return tokenizer_find(t, "</s>");
+    default: return -1;
+    }
+}
+
+int tokenizer_chat_turn(const tokenizer *t, const char *user, int first, int closed, int parse_special, int **ids)
+{
+    const char *bos = first && t->bos_id >= 0 ? t->tokens[t->bos_id] : "";
+    const char *p = user;
+    size_t n = strlen(p);
+    const char *close, *pre, *post;
+    switch (t->chat) {
+    case CHAT_LLAMA3:
+        trim_span(&p, &n);
+        close = "<|eot_id|>";
+        pre = "<|start_header_id|>user<|end_header_id|>\n\n";
+        post = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        break;
+    case CHAT_LLAMA2:
+        trim_span(&p, &n);
+        close = "</s>";
+        pre = "[INST] ";
+        post = " [/INST]";
+        if (!first)
+            bos = t->bos_id >= 0 ? t->tokens[t->bos_id] : ""; /* each exchange opens with <s> */
+        break;
+    case CHAT_CHATML:
+        bos = "";
+        close = "<|im_end|>";
+        pre = first ? "<|im_start|>user\n" : "\n<|im_start|>user\n";
+        post = "<|im_end|>\n<|im_start|>assistant\n";
+        break;
+    default:
+        *ids = NULL;
+        return MDI_EUNSUPPORTED;
+    }
+    if (first || closed)
+        close = "";
+    sbuf out = { 0 };
+    size_t lit_begin = strlen(close) + strlen(bos) + strlen(pre);
+    if (sbuf_put(&out, close, strlen(close)) || sbuf_put(&out, bos, strlen(bos)) || sbuf_put(&out, pre, strlen(pre)) ||
+        sbuf_put(&out, p, n) || sbuf_put(&out, post, strlen(post)) || sbuf_put(&out, "", 1)) {
+        free(out.p);
+        return MDI_ENOMEM;
+    }
+    int rc = encode_impl(t, out.p, 0, 1, parse_special ? 0 : lit_begin, parse_special ? 0 : lit_begin + n, ids);
+    free(out.p);
+    return rc;
 }
 
 /* ---- loading ---- */

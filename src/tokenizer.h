@@ -85,4 +85,16 @@ const char *chat_family_name(chat_family f);
  * encode it with add_bos = 0 then. */
 char *tokenizer_apply_chat(const tokenizer *t, const char *user_prompt);
 
+/* One user turn of a conversation as token ids (new array), the ids to
+ * append to what the KV cache already holds: for a later turn (first = 0)
+ * the end-of-turn marker of the assistant's reply when the cache does not
+ * end with it yet (closed = 0), then the user's turn and the opening of the
+ * assistant's; the first turn starts with BOS where the template does. The
+ * template's markers are always special tokens; special tokens written in
+ * the user's text are recognised only when parse_special. Returns the count
+ * or a negative code (MDI_EUNSUPPORTED: no known template). */
+int tokenizer_chat_turn(const tokenizer *t, const char *user, int first, int closed, int parse_special, int **ids);
+/* The template's end-of-turn token (<|eot_id|>, <|im_end|>, </s>); -1 if none. */
+int tokenizer_chat_end_id(const tokenizer *t);
+
 #endif
