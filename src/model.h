@@ -65,6 +65,8 @@ typedef struct {
     int head;                   /* load the final norm and the output head */
     dtype_t dtype;              /* compute dtype for matrices: F32, BF16 or F16; DTYPE_COUNT: as
                                  * stored (BF16 stays BF16, F16 becomes F32) */
+    tsrc_mode weights_mode;     /* TSRC_MAP: borrow from the file mapping (--mmap);
+                                 * TSRC_READ: read into anonymous memory (--no-mmap) */
 } model_slice;
 
 typedef struct {
@@ -88,6 +90,12 @@ typedef struct {
 int model_load(model *m, const char *path, const model_config *cfg,
                const model_slice *slice, char *err);
 void model_free(model *m);
+
+/* mlock()s every matrix and vector of the slice (--mlock), so that none of
+ * their pages is reclaimed or swapped. Returns the bytes locked, or 0 with
+ * the reason in warn (RLIMIT_MEMLOCK too low and no CAP_IPC_LOCK, ...):
+ * nothing stays locked then and the run goes on. */
+size_t model_lock(const model *m, char *warn);
 
 /* Hugging Face tensor names. buf must hold TENSOR_NAME_MAX. */
 void model_tensor_name(char *buf, int layer, const char *suffix);

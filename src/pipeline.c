@@ -52,6 +52,7 @@ typedef struct {
     forward_state fs;
     int have_fs;
     kv_cache *kv;
+    size_t kv_bytes, kv_bytes_peak;     /* the starter's caches, now and at most */
     float *x;
     double compute_s, wait_s;
     /* tokens-versus-time curve */
@@ -115,9 +116,12 @@ static int pl_load_starter(pipeline *p, char *err)
     if (rc) return rc;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", p->man.dir, c->file);
-    model_slice slice = {c->layer_begin, c->layer_end, 1, 1, p->o->dtype};
+    model_slice slice = {c->layer_begin, c->layer_end, 1, 1, p->o->dtype,
+                         p->o->mmap_weights ? TSRC_MAP : TSRC_READ};
     if ((rc = model_load(&p->m, path, &p->cfg, &slice, err))) return rc;
     p->have_model = 1;
+    char warn[MDI_ERR_LEN];
+    if (p->o->mlock && model_lock(&p->m, warn) == 0) log_warn("starter: %s", warn);
     return 0;
 }
 
@@ -136,6 +140,9 @@ static void pl_run_config(const pipeline *p, int i, run_config *rc)
     rc->layer_end = c->layer_end;
     rc->dtype = p->o->dtype;
     rc->wire_dtype = p->o->wire_dtype;
+    rc->kv_dtype = p->o->kv_dtype;
+    rc->weights_mmap = p->o->mmap_weights;
+    rc->weights_mlock = p->o->mlock;
     rc->n_samples = 0;
     rc->max_seq = p->max_seq;
     rc->max_batch = p->max_batch;
@@ -329,8 +336,10 @@ static int pl_send_rows(pipeline *p, int s, int pos, int n, int logits, char *er
     double t = time_now();
     kv_cache *kv = &p->kv[s];
     if (!kv->k) {
-        int rc = kv_cache_init(kv, &p->m, p->max_seq, err);
+        int rc = kv_cache_init(kv, &p->m, p->max_seq, p->o->kv_dtype, err);
         if (rc) return rc;
+        p->kv_bytes += kv_cache_bytes(kv);
+        if (p->kv_bytes > p->kv_bytes_peak) p->kv_bytes_peak = p->kv_bytes;
     }
     forward_layers(&p->m, &p->fs, kv, p->x, n, pos);
     proto_frame *f = ring_frame_get(&p->ring, p->o->timeout_s);
@@ -442,6 +451,7 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
             } else {
                 rc = pl_send_control(p, PROTO_RELEASE, s, err);
                 n_done++;
+                p->kv_bytes -= kv_cache_bytes(&p->kv[s]);
                 kv_cache_free(&p->kv[s]);
                 memset(&p->kv[s], 0, sizeof(kv_cache));
             }
@@ -515,6 +525,7 @@ static json_t *pl_nodes_json(pipeline *p)
     json_object_set_new(s, "frames_sent", json_integer((json_int_t)rs.frames_sent));
     json_object_set_new(s, "frames_received", json_integer((json_int_t)rs.frames_received));
     json_object_set_new(s, "weight_bytes", json_integer((json_int_t)p->m.weight_bytes));
+    json_object_set_new(s, "kv_bytes", json_integer((json_int_t)p->kv_bytes_peak));
     json_array_append_new(arr, s);
     for (int i = 0; i < p->nc.n_secondary; i++) {
         const prepare_chunk *c = pl_chunk(p, i);
@@ -628,6 +639,10 @@ int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *res
         snprintf(p->model_name, sizeof(p->model_name), "%s", basename(buf));
     }
     if ((rc = model_config_load(&p->cfg, o->ckpt, err))) goto done;
+    if ((rc = proto_wire_dtype_check(o->wire_dtype, p->cfg.dim, why))) {
+        rc = mdi_fail(err, rc, "--wire-dtype: %s: %s", o->ckpt, why);
+        goto done;
+    }
     if ((rc = pl_load_manifest(p, err))) goto done;
 
     if ((rc = generate_plan(o, &p->cfg, results, n_samples, &p->max_seq, &p->max_batch, err))) goto done;
@@ -665,12 +680,15 @@ int pipeline_run(const starter_opts *o, const tokenizer *tok, sample_result *res
     p->ring_started = 0;
     pl_stop_secondaries(p, -1, p->o->timeout_s);
     /* From here the run succeeded; a missing figure is not a failure. */
-    size_t weights = p->m.weight_bytes;
+    size_t weights = p->m.weight_bytes, kv_bytes = p->kv_bytes_peak;
     for (int i = 0; i < p->nc.n_secondary; i++) {
         json_t *s = p->final_status[i] ? json_object_get(p->final_status[i], "stats") : NULL;
         weights += (size_t)json_integer_value(json_object_get(s, "weight_bytes"));
+        kv_bytes += (size_t)json_integer_value(json_object_get(s, "kv_bytes"));
     }
     st->weight_bytes_per_token = weights;
+    st->kv_bytes = kv_bytes;
+    st->kv_dtype = dtype_name(o->kv_dtype);
     st->dtype = dtype_name(p->m.slice.dtype);
     st->wire_dtype = dtype_name(o->wire_dtype);
     *nodes = pl_nodes_json(p);

@@ -6,7 +6,8 @@
  *                 "ttft_s", "n_generated"}, ...],
  *    "stats": {"ttft_s", "prefill_tok_s", "decode_tok_s", "total_s",
  *              "tokens_generated", "peak_rss_bytes", "weight_bytes_per_token",
- *              "blas_core", "simd", "n_threads", "dtype", "wire_dtype"},
+ *              "blas_core", "simd", "n_threads", "dtype", "wire_dtype",
+ *              "kv_dtype", "kv_bytes"},
  *    "nodes": [{"role", "index", "layers": [a, b], "compute_s", "wait_s",
  *               "bytes_sent", "bytes_received", ...}, ...]}
  */
@@ -45,6 +46,8 @@ typedef struct {
     int n_threads;
     const char *dtype;
     const char *wire_dtype;  /* NULL in standalone mode */
+    const char *kv_dtype;    /* "f32" or "f16" */
+    size_t kv_bytes;         /* KV caches at their peak, all nodes together */
 } run_stats;
 
 /* Writes the JSON file. nodes may be NULL (a new reference is stolen when

@@ -30,6 +30,7 @@ struct tensor_source {
     json_t *llama2c_config;
     void **owned; /* buffers of converted llama2.c tensors */
     int n_owned;
+    int anon;     /* files read into anonymous memory, not mapped (TSRC_READ) */
 };
 
 static int parse_dtype(const char *s, dtype_t *out)
@@ -66,7 +67,41 @@ static tensor_info *add_tensor(tensor_source *s)
     return t;
 }
 
-static int map_file(mapped_file *mf, const char *path, char *err)
+/* Reads the file's size bytes from fd into a new anonymous mapping (huge
+ * pages advised where the kernel allows), left read-only like a file
+ * mapping. Pages of it can be dropped with MADV_DONTNEED as a file
+ * mapping's can. */
+static void *read_anon(int fd, size_t size, const char *path, char *err)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        mdi_fail(err, MDI_ENOMEM, "%s: cannot allocate %zu MiB of memory for the weights: %s", path, size >> 20,
+                 strerror(errno));
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE); /* advice: refused on kernels without THP, harmless */
+#endif
+    size_t done = 0;
+    while (done < size) {
+        size_t want = size - done < ((size_t)64 << 20) ? size - done : ((size_t)64 << 20);
+        ssize_t got = pread(fd, (char *)p + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            int e = errno;
+            munmap(p, size);
+            mdi_fail(err, MDI_EIO, "%s: read failed at byte %zu of %zu: %s", path, done, size,
+                     got < 0 ? strerror(e) : "unexpected end of file");
+            return NULL;
+        }
+        done += (size_t)got;
+    }
+    mprotect(p, size, PROT_READ);
+    return p;
+}
+
+static int map_file(mapped_file *mf, const char *path, int anon, char *err)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0)
@@ -79,7 +114,13 @@ static int map_file(mapped_file *mf, const char *path, char *err)
     }
     mf->size = (size_t)st.st_size;
     mf->map = NULL;
-    if (mf->size > 0) {
+    if (mf->size > 0 && anon) {
+        mf->map = read_anon(fd, mf->size, path, err);
+        if (!mf->map) {
+            close(fd);
+            return MDI_EIO;
+        }
+    } else if (mf->size > 0) {
         mf->map = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (mf->map == MAP_FAILED) {
             int e = errno;
@@ -204,7 +245,7 @@ static int open_st_file(tensor_source *s, const char *path, char *err)
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
     s->files = f;
     memset(&s->files[s->n_files], 0, sizeof(mapped_file));
-    int rc = map_file(&s->files[s->n_files], path, err);
+    int rc = map_file(&s->files[s->n_files], path, s->anon, err);
     if (rc)
         return rc;
     s->n_files++;
@@ -321,7 +362,7 @@ static int open_llama2c(tensor_source *s, const char *path, char *err)
     s->files = calloc(1, sizeof(mapped_file));
     if (!s->files)
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
-    int rc = map_file(&s->files[0], path, err);
+    int rc = map_file(&s->files[0], path, s->anon, err);
     if (rc)
         return rc;
     s->n_files = 1;
@@ -436,11 +477,17 @@ static int find_llama2c_bin(const char *dir, char *out, size_t cap)
 
 tensor_source *tsrc_open(const char *path, char *err)
 {
+    return tsrc_open_mode(path, TSRC_MAP, err);
+}
+
+tensor_source *tsrc_open_mode(const char *path, tsrc_mode mode, char *err)
+{
     tensor_source *s = calloc(1, sizeof(*s));
     if (!s) {
         mdi_fail(err, MDI_ENOMEM, "out of memory");
         return NULL;
     }
+    s->anon = mode == TSRC_READ;
     s->metadata = json_object();
     int rc;
     char p[4096];

@@ -7,6 +7,7 @@
  *   bin/secondary settings-distr/config.json 0
  *   bin/secondary --nodes-config settings-distr/config.json 0 [--chunk PATH]
  *                 [--cache-dir DIR] [--n-threads N] [--secret S]
+ *                 [--mmap | --no-mmap] [--mlock]
  */
 #include <limits.h>
 #include <poll.h>
@@ -35,6 +36,8 @@ typedef struct {
     const char *cache_dir;
     int n_threads;
     const char *secret;
+    int mmap_weights;   /* --mmap 1, --no-mmap 0; -1: as the starter's run configuration says */
+    int mlock;          /* --mlock 1; -1: as the run configuration says */
 } secondary_opts;
 
 static volatile sig_atomic_t quit_requested;
@@ -55,7 +58,11 @@ static void usage(FILE *f, const char *argv0)
             "  --chunk PATH       this node's chunk, given locally (never uploaded then)\n"
             "  --cache-dir DIR    where uploaded chunks are kept (default cache/secondaryINDEX)\n"
             "  --n-threads N      compute threads (default: the configuration's n_threads, else all cores)\n"
-            "  --secret S         shared secret (default: the configuration's \"secret\")\n",
+            "  --secret S         shared secret (default: the configuration's \"secret\")\n"
+            "  --mmap, --no-mmap  weights borrowed from the chunk's file mapping, or read into\n"
+            "                     anonymous memory (default: as the starter asks, itself --no-mmap\n"
+            "                     by default)\n"
+            "  --mlock            lock the weights in memory (default: as the starter asks)\n",
             argv0);
 }
 
@@ -63,6 +70,8 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
 {
     memset(o, 0, sizeof(*o));
     o->index = -1;
+    o->mmap_weights = -1;
+    o->mlock = -1;
     const char *positional[2] = {NULL, NULL};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -70,6 +79,14 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout, argv[0]);
             return 1;
+        }
+        if (!strcmp(a, "--mmap") || !strcmp(a, "--no-mmap")) {
+            o->mmap_weights = !strcmp(a, "--mmap");
+            continue;
+        }
+        if (!strcmp(a, "--mlock")) {
+            o->mlock = 1;
+            continue;
         }
         int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
                     !strcmp(a, "--n-threads") || !strcmp(a, "--secret");
@@ -114,24 +131,29 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 {
     ring_stats rs;
     ring_get_stats(r, &rs);
-    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
                      "compute_s", rs.compute_s, "wait_s", rs.wait_s,
                      "bytes_sent", (json_int_t)rs.bytes_sent, "bytes_received", (json_int_t)rs.bytes_received,
                      "frames_sent", (json_int_t)rs.frames_sent, "frames_received", (json_int_t)rs.frames_received,
                      "tokens", (json_int_t)rs.tokens, "weight_bytes", (json_int_t)m->weight_bytes,
-                     "memory_bytes", (json_int_t)ring_memory_bytes(r, 1), "load_s", load_s);
+                     "memory_bytes", (json_int_t)ring_memory_bytes(r, 1),
+                     "kv_bytes", (json_int_t)ring_kv_bytes(r, 1), "load_s", load_s);
 }
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
  * PUT /stop, and return to idle. */
-static void serve_run(control_server *srv, const nodes_config *nc, int index, int ring_fd, int early_fd,
-                      const run_config *cfg, const char *chunk_path)
+static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, int ring_fd,
+                      int early_fd, const run_config *cfg, const char *chunk_path)
 {
+    int index = o->index;
     char err[MDI_ERR_LEN];
     model m;
     memset(&m, 0, sizeof(m));
     double t0 = time_now();
-    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, cfg->dtype};
+    /* This node's own flags win over the starter's. */
+    int use_mmap = o->mmap_weights >= 0 ? o->mmap_weights : cfg->weights_mmap;
+    int use_mlock = o->mlock >= 0 ? o->mlock : cfg->weights_mlock;
+    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, cfg->dtype, use_mmap ? TSRC_MAP : TSRC_READ};
     if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
         if (early_fd >= 0) net_close(early_fd);
         log_error("loading %s: %s", chunk_path, err);
@@ -141,6 +163,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
         return;
     }
     double load_s = time_now() - t0;
+    if (use_mlock && model_lock(&m, err) == 0)
+        log_warn("%s", err);
 
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
@@ -161,6 +185,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
     ro.m = &m;
     ro.max_seq = cfg->max_seq;
     ro.wire_dtype = cfg->wire_dtype;
+    ro.kv_dtype = cfg->kv_dtype;
     ro.is_last = cfg->is_last;
     ring r;
     if (ring_start(&r, &ro, err) != 0) {
@@ -170,8 +195,10 @@ static void serve_run(control_server *srv, const nodes_config *nc, int index, in
         return;
     }
     control_set_state(srv, CONTROL_RUNNING, NULL);
-    log_info("running layers [%d, %d) of %s, %d samples, wire %s (loaded in %.2f s)", cfg->layer_begin,
-             cfg->layer_end, cfg->model_name, cfg->n_samples, dtype_name(cfg->wire_dtype), load_s);
+    log_info("running layers [%d, %d) of %s, %d samples, wire %s, KV cache %s, weights %s%s (loaded in %.2f s)",
+             cfg->layer_begin, cfg->layer_end, cfg->model_name, cfg->n_samples, dtype_name(cfg->wire_dtype),
+             dtype_name(cfg->kv_dtype), use_mmap ? "mapped" : "in anonymous memory", use_mlock ? ", locked" : "",
+             load_s);
     run_config unused;
     char unused_path[PATH_MAX];
     const char *why = "stopped";
@@ -296,7 +323,7 @@ int main(int argc, char **argv)
                 net_close(early_fd);
                 early_fd = -1;
             }
-            serve_run(srv, &nc, o.index, ring_fd, early_fd, &cfg, chunk_path);
+            serve_run(srv, &nc, &o, ring_fd, early_fd, &cfg, chunk_path);
             early_fd = -1;
         }
     }

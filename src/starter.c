@@ -169,11 +169,13 @@ int main(int argc, char **argv)
     } else {
         char weights_buf[4096];
         const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
-        model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype };
+        model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype, o.mmap_weights ? TSRC_MAP : TSRC_READ };
         if ((rc = model_load(&m, weights, &cfg, &slice, err))) {
             log_error("%s", err);
             goto done;
         }
+        if (o.mlock && model_lock(&m, err) == 0)
+            log_warn("%s", err);
         if ((rc = generate_standalone(&o, &m, tok, results, n_samples, &st, err))) {
             log_error("%s", err);
             goto done;
