@@ -7,9 +7,10 @@
  * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases). Tied or untied
  * embeddings, head_dim given or derived, grouped-query attention.
  *
- * Weights are borrowed from the tensor source's mmap when their dtype is the
- * compute dtype asked for; otherwise converted at load into buffers the model
- * owns. Norm weights and biases are always F32.
+ * Weights are borrowed from the tensor source (a read-only file mapping, or
+ * the anonymous copy of the file that TSRC_READ makes) when their dtype is
+ * the compute dtype asked for; otherwise converted at load into buffers the
+ * model owns. Norm weights and biases are always F32.
  */
 #ifndef MDI_MODEL_H
 #define MDI_MODEL_H

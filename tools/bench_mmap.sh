@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # bench_mmap: weights borrowed from the file mapping (--mmap) against weights
 # read into anonymous memory (--no-mmap), and each with --mlock: decode and
-# prefill tokens/s, peak RSS, load time, and how many file pages the kernel
-# had to read back during the run (workingset_refault_file in /proc/vmstat,
-# which climbs when clean file pages of the mapping are reclaimed and then
-# touched again).
+# prefill tokens/s, peak RSS, load time, the run's major page faults (pages
+# read from disk on access: a mapped weight page that was reclaimed and is
+# touched again), and workingset_refault_file from /proc/vmstat over the run
+# (system-wide: other processes' refaults count too).
 #
 #   tools/bench_mmap.sh [CKPT] [N_THREADS] [N_TOKENS] [REPEATS]
 #
@@ -27,27 +27,31 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 refaults() { awk '/^workingset_refault_file /{print $2}' /proc/vmstat 2>/dev/null || echo 0; }
 mkdir -p plots
-echo "mode,n_threads,n_tokens,load_s,prefill_tok_s,decode_tok_s,peak_rss_mib,refaulted_file_pages" | tee "$OUT"
+echo "mode,n_threads,n_tokens,load_s,prefill_tok_s,decode_tok_s,peak_rss_mib,major_faults,system_file_refaults" | tee "$OUT"
+TIME=()
+[ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "majflt %F" -o "$tmp/time")
 for ((r = 0; r < REPEATS; r++)); do
     for mode in "--no-mmap" "--mmap" "--no-mmap --mlock" "--mmap --mlock"; do
         before=$(refaults)
         t0=$(date +%s.%N)
         # shellcheck disable=SC2086
-        "$BIN/starter" --ckpt "$CKPT" --prompt-ids 1,15,27,300,9,42,7,1000 --n-tokens "$NTOK" --temperature 0 \
+        echo "majflt -1" >"$tmp/time"
+        "${TIME[@]}" "$BIN/starter" --ckpt "$CKPT" --prompt-ids 1,15,27,300,9,42,7,100 --n-tokens "$NTOK" --temperature 0 \
             --n-threads "$NT" --quiet $mode --output "$tmp/o.json" 2>"$tmp/err" || {
             echo "bench_mmap: $mode failed: $(tail -1 "$tmp/err")" >&2
             continue
         }
         t1=$(date +%s.%N)
         after=$(refaults)
-        /usr/bin/python3 - "$tmp/o.json" "$mode" "$NT" "$NTOK" "$t0" "$t1" "$((after - before))" <<'PY' | tee -a "$OUT"
+        majflt=$(awk '/^majflt/{print $2}' "$tmp/time")
+        /usr/bin/python3 - "$tmp/o.json" "$mode" "$NT" "$NTOK" "$t0" "$t1" "$((after - before))" "$majflt" <<'PY' | tee -a "$OUT"
 import json, sys
 st = json.load(open(sys.argv[1]))["stats"]
-mode, nt, ntok, t0, t1, refault = sys.argv[2:8]
+mode, nt, ntok, t0, t1, refault, majflt = sys.argv[2:9]
 # load time: wall time less the generation's own
 load = float(t1) - float(t0) - st["total_s"]
-print("%s,%s,%s,%.2f,%.2f,%.2f,%d,%s" % (mode.replace(" ", "+"), nt, ntok, load, st["prefill_tok_s"],
-      st["decode_tok_s"], st["peak_rss_bytes"] >> 20, refault))
+print("%s,%s,%s,%.2f,%.2f,%.2f,%d,%s,%s" % (mode.replace(" ", "+"), nt, ntok, load, st["prefill_tok_s"],
+      st["decode_tok_s"], st["peak_rss_bytes"] >> 20, majflt, refault))
 PY
         grep -i "mlock" "$tmp/err" >&2
     done
