@@ -67,10 +67,41 @@ static tensor_info *add_tensor(tensor_source *s)
     return t;
 }
 
+typedef struct {
+    int fd;
+    char *dst;
+    size_t size;
+    int failed_errno[64];     /* per thread: 0, an errno, or -1 for end of file */
+    size_t failed_at[64];
+} read_task;
+
+/* Thread ith reads its share of the file, in whole huge pages, so that the
+ * page faults and copies of a large file spread over the pool. */
+static void read_worker(void *arg, int ith, int nth)
+{
+    read_task *t = arg;
+    const size_t huge = (size_t)2 << 20, chunk = (size_t)64 << 20;
+    size_t per = ((t->size + (size_t)nth - 1) / (size_t)nth + huge - 1) & ~(huge - 1);
+    size_t begin = per * (size_t)ith, end = begin + per < t->size ? begin + per : t->size;
+    int slot = ith < 64 ? ith : 63;
+    for (size_t done = begin; done < end;) {
+        size_t want = end - done < chunk ? end - done : chunk;
+        ssize_t got = pread(t->fd, t->dst + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            t->failed_errno[slot] = got < 0 ? errno : -1;
+            t->failed_at[slot] = done;
+            return;
+        }
+        done += (size_t)got;
+    }
+}
+
 /* Reads the file's size bytes from fd into a new anonymous mapping (huge
  * pages advised where the kernel allows), left read-only like a file
- * mapping. Pages of it can be dropped with MADV_DONTNEED as a file
- * mapping's can. */
+ * mapping, with the kernels' thread pool. Pages of it can be dropped with
+ * MADV_DONTNEED as a file mapping's can. */
 static void *read_anon(int fd, size_t size, const char *path, char *err)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -82,20 +113,19 @@ static void *read_anon(int fd, size_t size, const char *path, char *err)
 #ifdef MADV_HUGEPAGE
     madvise(p, size, MADV_HUGEPAGE); /* advice: refused on kernels without THP, harmless */
 #endif
-    size_t done = 0;
-    while (done < size) {
-        size_t want = size - done < ((size_t)64 << 20) ? size - done : ((size_t)64 << 20);
-        ssize_t got = pread(fd, (char *)p + done, want, (off_t)done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            int e = errno;
+    read_task t;
+    memset(&t, 0, sizeof(t));
+    t.fd = fd;
+    t.dst = p;
+    t.size = size;
+    kernels_parallel(read_worker, &t);
+    for (int i = 0; i < 64; i++) {
+        if (t.failed_errno[i]) {
             munmap(p, size);
-            mdi_fail(err, MDI_EIO, "%s: read failed at byte %zu of %zu: %s", path, done, size,
-                     got < 0 ? strerror(e) : "unexpected end of file");
+            mdi_fail(err, MDI_EIO, "%s: read failed at byte %zu of %zu: %s", path, t.failed_at[i], size,
+                     t.failed_errno[i] > 0 ? strerror(t.failed_errno[i]) : "unexpected end of file");
             return NULL;
         }
-        done += (size_t)got;
     }
     mprotect(p, size, PROT_READ);
     return p;
