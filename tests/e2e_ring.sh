@@ -149,6 +149,17 @@ run_with_timeout 10 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "
 rc=$?
 [ $rc -ne 0 ] && [ "$(wc -l <"$TMP/bad_wire.log")" = 1 ] && grep -q -- "--wire-dtype: expected f32, f16, bf16 or q8_0" "$TMP/bad_wire.log"
 check "e2e_ring --wire-dtype q4_1: one line" $? "exit $rc: $(cat "$TMP/bad_wire.log")"
+# Q8_0 needs dim to be a multiple of 32: a model of dim 48 is refused at
+# start, in one line naming dim, before any node is contacted.
+if $PY tools/gen_synthetic.py --shape tiny-llama --hidden 48 --out "$TMP/syn48" >>"$TMP/prepare.log" 2>&1; then
+    run_with_timeout 10 "$BIN/starter" --ckpt "$TMP/syn48" --nodes-config "$cfg" --prompt "$PROMPT" \
+        --wire-dtype q8_0 "${COMMON[@]}" 2>"$TMP/bad_wire.log"
+    rc=$?
+    [ $rc -ne 0 ] && [ "$(wc -l <"$TMP/bad_wire.log")" = 1 ] && grep -q "multiple of 32; dim is 48" "$TMP/bad_wire.log"
+    check "e2e_ring --wire-dtype q8_0 with dim 48: one line naming dim" $? "exit $rc: $(cat "$TMP/bad_wire.log")"
+else
+    echo "SKIP: e2e_ring --wire-dtype q8_0 with dim 48: tools/gen_synthetic.py failed"
+fi
 bin_abs=$(cd "$BIN" && pwd)
 (cd "$TMP" && run_with_timeout 30 "$bin_abs/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "$PROMPT" \
     --n-tokens 30 --n-samples 3 "${COMMON[@]}" --plots 2>>"$TMP/starter.log")
