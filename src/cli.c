@@ -32,6 +32,10 @@ void cli_usage_starter(const char *argv0)
             "  --n-threads N        threads (default: the nodes configuration's, else the CPUs)\n"
             "  --dtype D            weights in memory: f32, bf16, f16, q8_0, q4_0 (quantized at load;\n"
             "                       block-typed chunks used as stored) (default auto: as stored, f16 as f32)\n"
+            "  --kv-dtype f32|f16   KV caches on every node (default " CLI_DEFAULT_KV_DTYPE_NAME ")\n"
+            "  --mmap, --no-mmap    weights borrowed from the file mapping, or read into anonymous\n"
+            "                       memory (default %s), on every node\n"
+            "  --mlock              lock the weights in memory on every node (warns if not allowed)\n"
             "output:\n"
             "  --output FILE.json   samples and statistics as JSON\n"
             "  --logits-out FILE    raw f32 logits of every generation step (testing; distributed: sample 0's)\n"
@@ -39,7 +43,7 @@ void cli_usage_starter(const char *argv0)
             "distributed:\n"
             "  --nodes-config FILE  nodes configuration (settings-distr/*.json)\n"
             "  --n-samples N        samples generated at once (default: the number of nodes)\n"
-            "  --wire-dtype T       activations on the ring: f32 (default), f16 or bf16\n"
+            "  --wire-dtype T       activations on the ring: f32 (default), f16, bf16 or q8_0\n"
             "  --timeout SECONDS    a node silent this long is declared failed (default 10)\n"
             "  --time-run FILE.csv  append one row of timings per run\n"
             "  --plots, -p          tokens-versus-time CSV under logs/ and PNG under plots/\n"
@@ -50,7 +54,7 @@ void cli_usage_starter(const char *argv0)
             "  --debug, -d          debug log\n"
             "MDI-LLM's spellings: --block-size, --sequence-length, --context-length (= --max-seq-len),\n"
             "  --device cpu (this build computes on the CPU).\n",
-            argv0);
+            argv0, CLI_DEFAULT_MMAP ? "--mmap" : "--no-mmap");
 }
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, int *out, char *err)
@@ -99,6 +103,8 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     o->n_threads = 0; /* auto: the nodes configuration's, else every CPU */
     o->dtype = DTYPE_COUNT; /* auto */
     o->wire_dtype = DTYPE_F32;
+    o->kv_dtype = CLI_DEFAULT_KV_DTYPE;
+    o->mmap_weights = CLI_DEFAULT_MMAP;
     o->timeout_s = 10.0;
     int rc = MDI_OK;
     for (int i = 1; i < argc && !rc; i++) {
@@ -117,6 +123,9 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "-d") || !strcmp(a, "--debug")) { o->debug = 1; continue; }
         if (!strcmp(a, "-i") || !strcmp(a, "--interactive")) { o->interactive = 1; continue; }
         if (!strcmp(a, "--no-parse-special")) { o->no_parse_special = 1; continue; }
+        if (!strcmp(a, "--mmap")) { o->mmap_weights = 1; continue; }
+        if (!strcmp(a, "--no-mmap")) { o->mmap_weights = 0; continue; }
+        if (!strcmp(a, "--mlock")) { o->mlock = 1; continue; }
         if (strncmp(a, "--", 2))
             return mdi_fail(err, MDI_EARG, "unexpected argument \"%s\" (see --help)", a);
         if (i + 1 >= argc)
@@ -144,14 +153,17 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
             if (!strcmp(v, "auto")) o->dtype = DTYPE_COUNT;
             else if (dtype_parse(v, &o->dtype) != 0)
                 rc = mdi_fail(err, MDI_EARG, "--dtype: unknown dtype \"%s\" (accepted: auto, %s)", v, dtype_names());
+        } else if (!strcmp(a, "--kv-dtype")) {
+            if (dtype_parse(v, &o->kv_dtype) != 0 || (o->kv_dtype != DTYPE_F32 && o->kv_dtype != DTYPE_F16))
+                rc = mdi_fail(err, MDI_EARG, "--kv-dtype: expected f32 or f16, got \"%s\"", v);
         } else if (!strcmp(a, "--max-seq-len")) rc = parse_int(a, v, 1, 1 << 24, &o->max_seq_len, err);
         else if (!strcmp(a, "--output")) o->output = v;
         else if (!strcmp(a, "--logits-out")) o->logits_out = v;
         else if (!strcmp(a, "--nodes-config")) o->nodes_config = v;
         else if (!strcmp(a, "--n-samples")) rc = parse_int(a, v, 1, 4096, &o->n_samples, err);
         else if (!strcmp(a, "--wire-dtype")) {
-            if (dtype_parse(v, &o->wire_dtype) != 0)
-                rc = mdi_fail(err, MDI_EARG, "--wire-dtype: expected f32, f16 or bf16, got \"%s\"", v);
+            if (dtype_parse(v, &o->wire_dtype) != 0 || o->wire_dtype == DTYPE_Q4_0)
+                rc = mdi_fail(err, MDI_EARG, "--wire-dtype: expected f32, f16, bf16 or q8_0, got \"%s\"", v);
         } else if (!strcmp(a, "--time-run")) o->time_run = v;
         else if (!strcmp(a, "--timeout")) {
             rc = parse_float(a, v, 0.1, 86400, &f, err);

@@ -9,6 +9,13 @@
 #include <stdint.h>
 #include "kernels.h"
 
+/* The KV cache dtype when --kv-dtype is not given (see README: chosen on
+ * the reference tests' accuracy). */
+#define CLI_DEFAULT_KV_DTYPE DTYPE_F32
+#define CLI_DEFAULT_KV_DTYPE_NAME "f32"
+/* Weights in anonymous memory unless --mmap (see README: measured). */
+#define CLI_DEFAULT_MMAP 0
+
 typedef struct {
     const char *ckpt;          /* --ckpt DIR: HF folder, llama2.c .bin, or checkpoints/NAME;
                                 * NULL: the starter looks for the one prepared model */
@@ -22,6 +29,10 @@ typedef struct {
     int n_threads;             /* --n-threads; 0: the nodes configuration's starter
                                 * n_threads, else the number of CPUs */
     dtype_t dtype;             /* --dtype f32|bf16: compute dtype of weights */
+    dtype_t kv_dtype;          /* --kv-dtype f32|f16: every node's KV caches */
+    int mmap_weights;          /* --mmap 1: borrow weights from the file mapping;
+                                * --no-mmap 0: read them into anonymous memory */
+    int mlock;                 /* --mlock: lock the weights in memory */
     int chat;                  /* --chat */
     int max_seq_len;           /* --max-seq-len (0: the model's, capped) */
     const char *output;        /* --output FILE.json */
@@ -30,7 +41,7 @@ typedef struct {
     /* distributed mode */
     const char *nodes_config;  /* --nodes-config FILE.json */
     int n_samples;             /* --n-samples (0: number of nodes) */
-    dtype_t wire_dtype;        /* --wire-dtype f32|f16|bf16 */
+    dtype_t wire_dtype;        /* --wire-dtype f32|f16|bf16|q8_0 */
     const char *time_run;      /* --time-run FILE.csv */
     int plots;                 /* --plots */
     double timeout_s;          /* --timeout seconds before a silent node is declared failed */

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 
 #include "net.h"
+#include "proto.h"
 #include "util.h"
 
 /* ---- run configuration ---- */
@@ -40,6 +41,9 @@ json_t *run_config_to_json(const run_config *rc)
     json_object_set_new(o, "layers", json_pack("[i, i]", rc->layer_begin, rc->layer_end));
     json_object_set_new(o, "dtype", json_string(rc->dtype == DTYPE_COUNT ? "auto" : dtype_name(rc->dtype)));
     json_object_set_new(o, "wire_dtype", json_string(dtype_name(rc->wire_dtype)));
+    json_object_set_new(o, "kv_dtype", json_string(dtype_name(rc->kv_dtype)));
+    json_object_set_new(o, "mmap", json_boolean(rc->weights_mmap));
+    json_object_set_new(o, "mlock", json_boolean(rc->weights_mlock));
     json_object_set_new(o, "n_samples", json_integer(rc->n_samples));
     json_object_set_new(o, "max_seq", json_integer(rc->max_seq));
     json_object_set_new(o, "max_batch", json_integer(rc->max_batch));
@@ -74,7 +78,7 @@ static int rc_dtype(json_t *o, const char *key, dtype_t *out, char *err)
 {
     json_t *v = json_object_get(o, key);
     if (!json_is_string(v) || dtype_parse(json_string_value(v), out) != 0)
-        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected \"f32\", \"f16\" or \"bf16\"", key);
+        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected one of %s", key, dtype_names());
     return 0;
 }
 
@@ -113,6 +117,7 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
         (r = rc_str(o, "model", rc->model_name, sizeof(rc->model_name), err)) ||
         (r = rc_compute_dtype(o, &rc->dtype, err)) ||
         (r = rc_dtype(o, "wire_dtype", &rc->wire_dtype, err)) ||
+        (r = rc_dtype(o, "kv_dtype", &rc->kv_dtype, err)) ||
         (r = rc_int(o, "n_samples", 1, 1 << 16, &rc->n_samples, err)) ||
         (r = rc_int(o, "max_seq", 1, 1 << 24, &rc->max_seq, err)) ||
         (r = rc_int(o, "max_batch", 1, 1 << 16, &rc->max_batch, err)) ||
@@ -126,6 +131,12 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
     rc->layer_begin = (int)json_integer_value(json_array_get(layers, 0));
     rc->layer_end = (int)json_integer_value(json_array_get(layers, 1));
     rc->is_last = json_is_true(json_object_get(o, "is_last"));
+    json_t *mm = json_object_get(o, "mmap"), *ml = json_object_get(o, "mlock");
+    if ((mm && !json_is_boolean(mm)) || (ml && !json_is_boolean(ml)))
+        return mdi_fail(err, MDI_EARG, "run configuration: %s: expected true or false",
+                        mm && !json_is_boolean(mm) ? "mmap" : "mlock");
+    rc->weights_mmap = json_is_true(mm);
+    rc->weights_mlock = json_is_true(ml);
     json_t *size = json_object_get(o, "chunk_size");
     if (!json_is_integer(size) || json_integer_value(size) < 0)
         return mdi_fail(err, MDI_EARG, "run configuration: chunk_size: expected a byte count");
@@ -141,6 +152,11 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
     if (rc->layer_begin < 0 || rc->layer_end <= rc->layer_begin || rc->layer_end > rc->cfg.n_layers)
         return mdi_fail(err, MDI_EARG, "run configuration: layers [%d, %d) outside the model's %d layers",
                         rc->layer_begin, rc->layer_end, rc->cfg.n_layers);
+    if ((r = proto_wire_dtype_check(rc->wire_dtype, rc->cfg.dim, why)))
+        return mdi_fail(err, MDI_EARG, "run configuration: wire_dtype: %s", why);
+    if (rc->kv_dtype != DTYPE_F32 && rc->kv_dtype != DTYPE_F16)
+        return mdi_fail(err, MDI_EARG, "run configuration: kv_dtype: expected \"f32\" or \"f16\", got \"%s\"",
+                        dtype_name(rc->kv_dtype));
     if (rc->max_seq > rc->cfg.max_seq_len)
         return mdi_fail(err, MDI_EARG, "run configuration: max_seq %d exceeds the model's %d",
                         rc->max_seq, rc->cfg.max_seq_len);

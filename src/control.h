@@ -48,6 +48,10 @@ typedef struct {
     int layer_begin, layer_end;
     dtype_t dtype;             /* compute dtype of matrices */
     dtype_t wire_dtype;
+    dtype_t kv_dtype;          /* every node's KV caches: f32 or f16 */
+    int weights_mmap;          /* the starter's --mmap (1) or --no-mmap (0); a secondary's own
+                                * flag, when given, wins */
+    int weights_mlock;         /* the starter's --mlock; likewise */
     int n_samples, max_seq, max_batch;
     int is_last;               /* next node is the starter: send last rows only */
     char prev_addr[CONTROL_HOST_LEN];

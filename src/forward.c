@@ -6,21 +6,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-int kv_cache_init(kv_cache *c, const model *m, int max_seq, char *err)
+int kv_cache_init(kv_cache *c, const model *m, int max_seq, dtype_t dtype, char *err)
 {
     memset(c, 0, sizeof(*c));
+    if (dtype != DTYPE_F32 && dtype != DTYPE_F16)
+        return mdi_fail(err, MDI_EARG, "KV cache dtype %s: expected f32 or f16", dtype_name(dtype));
     c->n_layers = m->slice.layer_end - m->slice.layer_begin;
     c->max_seq = max_seq;
     c->kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
-    size_t n = (size_t)(c->n_layers ? c->n_layers : 1) * (size_t)max_seq * (size_t)c->kv_dim;
-    c->k = malloc(n * sizeof(float));
-    c->v = malloc(n * sizeof(float));
+    c->dtype = dtype;
+    c->row_bytes = dtype_row_size(dtype, c->kv_dim);
+    size_t n = (size_t)(c->n_layers ? c->n_layers : 1) * (size_t)max_seq * c->row_bytes;
+    c->k = malloc(n);
+    c->v = malloc(n);
     if (!c->k || !c->v) {
         kv_cache_free(c);
-        return mdi_fail(err, MDI_ENOMEM, "out of memory for a KV cache of %zu MiB",
-                        2 * n * sizeof(float) >> 20);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for a KV cache of %zu MiB", 2 * n >> 20);
     }
     return MDI_OK;
+}
+
+size_t kv_cache_bytes(const kv_cache *c)
+{
+    if (!c->k)
+        return 0;
+    return 2 * (size_t)(c->n_layers ? c->n_layers : 1) * (size_t)c->max_seq * c->row_bytes;
 }
 
 void kv_cache_reset(kv_cache *c)
@@ -138,7 +148,9 @@ static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
 typedef struct {
     const model *m;
     forward_state *s;
-    const float *k_cache, *v_cache; /* this layer's (max_seq, kv_dim) */
+    const char *k_cache, *v_cache; /* this layer's (max_seq, kv_dim) in kv_dtype */
+    dtype_t kv_dtype;
+    size_t row_bytes;
     int n, pos;
 } attn_task;
 
@@ -162,10 +174,21 @@ static void attention_worker(void *arg, int ith, int nth)
         int t_len = t_end - t0;
         const float *q = s->q + (size_t)i * q_dim + (size_t)h * hd;
         int kvh = h / group;
-        const float *kc = a->k_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
-        const float *vc = a->v_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
         float *out = s->xb2 + (size_t)i * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
+        if (a->kv_dtype == DTYPE_F16) {
+            size_t rb = a->row_bytes, head = dtype_row_size(DTYPE_F16, (int64_t)kvh * hd);
+            const char *kc = a->k_cache + (size_t)t0 * rb + head;
+            const char *vc = a->v_cache + (size_t)t0 * rb + head;
+            for (int t = 0; t < t_len; t++)
+                att[t] = kernels_dot_f32_f16(q, (const uint16_t *)(kc + (size_t)t * rb), hd) * scale;
+            kernels_softmax(att, t_len);
+            for (int t = 0; t < t_len; t++)
+                kernels_axpy_f16(out, att[t], (const uint16_t *)(vc + (size_t)t * rb), hd);
+            continue;
+        }
+        const float *kc = (const float *)a->k_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
+        const float *vc = (const float *)a->v_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
         if (hd < 32) {
             /* tiny heads (stories260K has 8): a call per position costs
              * more than the arithmetic, so the loops stay inline */
@@ -212,8 +235,8 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
 
     for (int l = 0; l < n_local; l++) {
         const layer_weights *w = &m->layers[l];
-        float *k_cache = kv->k + (size_t)l * kv->max_seq * kv_dim;
-        float *v_cache = kv->v + (size_t)l * kv->max_seq * kv_dim;
+        char *k_cache = (char *)kv->k + (size_t)l * kv->max_seq * kv->row_bytes;
+        char *v_cache = (char *)kv->v + (size_t)l * kv->max_seq * kv->row_bytes;
 
         /* attention block: xb = rmsnorm(x); q, k, v = xb @ W^T */
         for (int i = 0; i < n; i++)
@@ -234,12 +257,13 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
             rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
             rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
         }
-        memcpy(k_cache + (size_t)pos * kv_dim, s->k, (size_t)n * kv_dim * sizeof(float));
-        memcpy(v_cache + (size_t)pos * kv_dim, s->v, (size_t)n * kv_dim * sizeof(float));
+        /* into the cache, rounded to its dtype (a copy for F32) */
+        dtype_convert(k_cache + (size_t)pos * kv->row_bytes, kv->dtype, s->k, DTYPE_F32, (size_t)n * kv_dim);
+        dtype_convert(v_cache + (size_t)pos * kv->row_bytes, kv->dtype, s->v, DTYPE_F32, (size_t)n * kv_dim);
 
         /* small attention (tiny models, early positions) is cheaper than a
          * dispatch; each (token, head) is computed alike either way */
-        attn_task at = { m, s, k_cache, v_cache, n, pos };
+        attn_task at = { m, s, k_cache, v_cache, kv->dtype, kv->row_bytes, n, pos };
         if ((size_t)n * c->n_heads * (size_t)(pos + n) * hd < ATTENTION_PARALLEL_MIN)
             attention_worker(&at, 0, 1);
         else

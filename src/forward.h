@@ -20,14 +20,22 @@
 #include "model.h"
 
 /* KV cache of one sequence (sample) for the slice's layers:
- * k, v: (n_local_layers, max_seq, kv_dim) F32. */
+ * k, v: (n_local_layers, max_seq, kv_dim) in dtype, F32 or F16. An F16
+ * cache holds half the bytes (the memory that grows with samples and
+ * context); keys and values are rounded to F16 when stored, and attention
+ * reads them with dot(F32 q, F16 k) and axpy(F16 v) kernels. */
 typedef struct {
     int n_layers, max_seq, kv_dim;
     int len;          /* positions filled */
-    float *k, *v;
+    dtype_t dtype;    /* DTYPE_F32 or DTYPE_F16 */
+    size_t row_bytes; /* one position of one layer: kv_dim values */
+    void *k, *v;
 } kv_cache;
 
-int kv_cache_init(kv_cache *c, const model *m, int max_seq, char *err);
+/* dtype: DTYPE_F32 or DTYPE_F16 (anything else is refused with MDI_EARG). */
+int kv_cache_init(kv_cache *c, const model *m, int max_seq, dtype_t dtype, char *err);
+/* Bytes of k and v together. */
+size_t kv_cache_bytes(const kv_cache *c);
 void kv_cache_reset(kv_cache *c);
 void kv_cache_free(kv_cache *c);
 

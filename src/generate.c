@@ -180,7 +180,7 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
     kv_cache kv;
     if ((rc = forward_state_init(&fs, m, max_batch, max_seq, err)))
         return rc;
-    if ((rc = kv_cache_init(&kv, m, max_seq, err))) {
+    if ((rc = kv_cache_init(&kv, m, max_seq, o->kv_dtype, err))) {
         forward_state_free(&fs);
         return rc;
     }
@@ -242,13 +242,16 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
     st->decode_tok_s = decode_time > 0 ? decode_tokens / decode_time : 0;
     for (int i = 0; i < n_samples; i++)
         st->tokens_generated += results[i].n_generated;
+    st->kv_dtype = dtype_name(kv.dtype);
+    st->kv_bytes = kv_cache_bytes(&kv);
     free(x);
     kv_cache_free(&kv);
     forward_state_free(&fs);
     return rc;
 }
 
-int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, char *err)
+int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, dtype_t kv_dtype,
+                          char *err)
 {
     memset(g, 0, sizeof(*g));
     g->m = m;
@@ -257,7 +260,7 @@ int generate_session_init(generate_session *g, const model *m, int max_seq, int 
     int rc;
     if ((rc = forward_state_init(&g->fs, m, max_batch, max_seq, err)))
         return rc;
-    if ((rc = kv_cache_init(&g->kv, m, max_seq, err))) {
+    if ((rc = kv_cache_init(&g->kv, m, max_seq, kv_dtype, err))) {
         forward_state_free(&g->fs);
         return rc;
     }

@@ -81,7 +81,8 @@ typedef struct {
     int max_seq, max_batch;
 } generate_session;
 
-int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, char *err);
+int generate_session_init(generate_session *g, const model *m, int max_seq, int max_batch, dtype_t kv_dtype,
+                          char *err);
 void generate_session_free(generate_session *g);
 /* Runs ids (n) at positions ss->pos.. (the cache holds ss->pos tokens),
  * then generates into ss until it is done or the cache is full. t0: the

@@ -110,6 +110,10 @@ float kernels_dot_f32(const float *a, const float *b, int n);
 /* y += a * x */
 void kernels_axpy_f32(float *y, float a, const float *x, int n);
 
+/* The same with the second vector stored as F16 (a KV cache row). */
+float kernels_dot_f32_f16(const float *a, const uint16_t *b, int n);
+void kernels_axpy_f16(float *y, float a, const uint16_t *x, int n);
+
 /* The SIMD level chosen at run time: "avx512", "avx2", "neon", "scalar",
  * and the CPU features its kernels use, e.g. "avx512 (vnni bf16)". */
 const char *kernels_simd_name(void);

@@ -177,6 +177,37 @@ static ATTR_AVX2 void avx2_axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+/* F16 KV rows (F16C): as avx2_dot_f32 and avx2_axpy_f32 with b, x widened. */
+static ATTR_AVX2 float avx2_dot_f32_f16(const float *a, const uint16_t *b, int n)
+{
+#define LOAD_H(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), LOAD_H(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), LOAD_H(b + i + 8), acc1);
+    }
+    if (i + 8 <= n) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), LOAD_H(b + i), acc0);
+        i += 8;
+    }
+    float s = avx2_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        s += a[i] * f16_to_f32(b[i]);
+    return s;
+}
+
+static ATTR_AVX2 void avx2_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, LOAD_H(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * f16_to_f32(x[i]);
+#undef LOAD_H
+}
+
 static ATTR_AVX2 double avx2_sum_bytes(const char *p, size_t n)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -200,6 +231,8 @@ void kernels_avx2_register(kernels_isa *k, const cpu_features *f)
     if (f->f16c) {
         k->rows[DTYPE_F16] = avx2_rows_f16;
         k->to_f32[DTYPE_F16] = avx2_f16_to_f32;
+        k->dot_f32_f16 = avx2_dot_f32_f16;
+        k->axpy_f16 = avx2_axpy_f16;
     }
     k->dot_f32 = avx2_dot_f32;
     k->axpy_f32 = avx2_axpy_f32;

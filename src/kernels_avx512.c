@@ -174,6 +174,42 @@ static ATTR_AVX512 void avx512_axpy_f32(float *y, float a, const float *x, int n
     }
 }
 
+/* F16 KV rows: as avx512_dot_f32 and avx512_axpy_f32 with b, x widened. */
+static ATTR_AVX512 float avx512_dot_f32_f16(const float *a, const uint16_t *b, int n)
+{
+#define LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOAD_H_TAIL(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((k), (p)))
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LOAD_H(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), LOAD_H(b + i + 16), acc1);
+    }
+    if (i + 16 <= n) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LOAD_H(b + i), acc0);
+        i += 16;
+    }
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), LOAD_H_TAIL(k, b + i), acc1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+static ATTR_AVX512 void avx512_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, LOAD_H(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, LOAD_H_TAIL(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+    }
+#undef LOAD_H
+#undef LOAD_H_TAIL
+}
+
 static ATTR_AVX512 double avx512_sum_bytes(const char *p, size_t n)
 {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -199,6 +235,8 @@ void kernels_avx512_register(kernels_isa *k, const cpu_features *f)
     k->to_f32[DTYPE_F16] = avx512_f16_to_f32;
     k->dot_f32 = avx512_dot_f32;
     k->axpy_f32 = avx512_axpy_f32;
+    k->dot_f32_f16 = avx512_dot_f32_f16;
+    k->axpy_f16 = avx512_axpy_f16;
     k->sum_bytes = avx512_sum_bytes;
 }
 

@@ -55,3 +55,13 @@ void kernels_axpy_f32(float *y, float a, const float *x, int n)
 {
     kernels_isa_get()->axpy_f32(y, a, x, n);
 }
+
+float kernels_dot_f32_f16(const float *a, const uint16_t *b, int n)
+{
+    return kernels_isa_get()->dot_f32_f16(a, b, n);
+}
+
+void kernels_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    kernels_isa_get()->axpy_f16(y, a, x, n);
+}

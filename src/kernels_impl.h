@@ -57,6 +57,9 @@ typedef struct {
     from_f32_fn from_f32[DTYPE_COUNT]; /* activations to a vec_dot_type */
     float (*dot_f32)(const float *a, const float *b, int n);
     void (*axpy_f32)(float *y, float a, const float *x, int n);
+    /* F16 KV cache rows: a (n,) F32 . b (n,) F16, and y += a * x (n,) F16 */
+    float (*dot_f32_f16)(const float *a, const uint16_t *b, int n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
     double (*sum_bytes)(const char *p, size_t n); /* bandwidth probe */
 } kernels_isa;
 

@@ -156,6 +156,32 @@ static void neon_axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+/* F16 KV rows: as neon_dot_f32 and neon_axpy_f32 with b, x widened. */
+static float neon_dot_f32_f16(const float *a, const uint16_t *b, int n)
+{
+#define LOAD_H(p) vcvt_f32_f16(vld1_f16((const float16_t *)(p)))
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), LOAD_H(b + i));
+        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), LOAD_H(b + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; i < n; i++)
+        s += a[i] * f16_to_f32(b[i]);
+    return s;
+}
+
+static void neon_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), LOAD_H(x + i), a));
+    for (; i < n; i++)
+        y[i] += a * f16_to_f32(x[i]);
+#undef LOAD_H
+}
+
 void kernels_neon_register(kernels_isa *k, const cpu_features *f)
 {
     (void)f;
@@ -167,6 +193,8 @@ void kernels_neon_register(kernels_isa *k, const cpu_features *f)
     k->to_f32[DTYPE_F16] = neon_f16_to_f32;
     k->dot_f32 = neon_dot_f32;
     k->axpy_f32 = neon_axpy_f32;
+    k->dot_f32_f16 = neon_dot_f32_f16;
+    k->axpy_f16 = neon_axpy_f16;
 }
 
 #endif /* KERNELS_NEON */

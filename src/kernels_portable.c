@@ -3,6 +3,7 @@
  * its traits (dtype.c), and the table the SIMD levels start from.
  */
 #include "kernels_impl.h"
+#include "util.h"
 
 #include <string.h>
 
@@ -32,6 +33,17 @@ static void portable_axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+static float portable_dot_f32_f16(const float *a, const uint16_t *b, int n)
+{
+    return dtype_get(DTYPE_F16)->vec_dot(n, b, a);
+}
+
+static void portable_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * f16_to_f32(x[i]);
+}
+
 static double portable_sum_bytes(const char *p, size_t n)
 {
     const uint64_t *u = (const uint64_t *)p;
@@ -56,5 +68,7 @@ void kernels_portable_register(kernels_isa *k)
     }
     k->dot_f32 = portable_dot_f32;
     k->axpy_f32 = portable_axpy_f32;
+    k->dot_f32_f16 = portable_dot_f32_f16;
+    k->axpy_f16 = portable_axpy_f16;
     k->sum_bytes = portable_sum_bytes;
 }

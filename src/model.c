@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* ---- configuration ---- */
@@ -437,7 +439,7 @@ int model_load(model *m, const char *path, const model_config *cfg, const model_
     if (slice->layer_begin < 0 || slice->layer_end < slice->layer_begin || slice->layer_end > c->n_layers)
         return mdi_fail(err, MDI_EARG, "%s: layer range [%d, %d) outside the model's %d layers", path,
                         slice->layer_begin, slice->layer_end, c->n_layers);
-    m->src = tsrc_open(path, err);
+    m->src = tsrc_open_mode(path, slice->weights_mode, err);
     if (!m->src)
         return MDI_EFORMAT;
     if (slice->dtype != DTYPE_COUNT && (unsigned)slice->dtype >= DTYPE_COUNT) {
@@ -515,4 +517,75 @@ void model_free(model *m)
     free(m->layers);
     tsrc_close(m->src);
     memset(m, 0, sizeof(*m));
+}
+
+/* The ranges model_lock locks: every matrix and vector the slice reads. */
+static size_t model_lock_ranges(const model *m, const void **p, size_t *n, size_t cap)
+{
+    size_t k = 0;
+    int dim = m->cfg.dim, kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
+    int q_dim = m->cfg.n_heads * m->cfg.head_dim;
+#define RANGE(ptr, bytes)              \
+    if ((ptr) && k < cap) {            \
+        p[k] = (ptr);                  \
+        n[k++] = (bytes);              \
+    }
+#define RANGE_MAT(w) RANGE((w).data, dtype_matrix_size((w).dtype, (w).rows, (w).cols))
+    RANGE_MAT(m->tok_embed)
+    if (m->lm_head.data != m->tok_embed.data)
+        RANGE_MAT(m->lm_head)
+    RANGE(m->final_norm, (size_t)dim * sizeof(float))
+    for (int i = 0; i < m->slice.layer_end - m->slice.layer_begin; i++) {
+        const layer_weights *w = &m->layers[i];
+        RANGE_MAT(w->wq) RANGE_MAT(w->wk) RANGE_MAT(w->wv) RANGE_MAT(w->wo)
+        RANGE_MAT(w->w_gate) RANGE_MAT(w->w_up) RANGE_MAT(w->w_down)
+        RANGE(w->attn_norm, (size_t)dim * sizeof(float))
+        RANGE(w->ffn_norm, (size_t)dim * sizeof(float))
+        RANGE(w->bq, (size_t)q_dim * sizeof(float))
+        RANGE(w->bk, (size_t)kv_dim * sizeof(float))
+        RANGE(w->bv, (size_t)kv_dim * sizeof(float))
+    }
+#undef RANGE_MAT
+#undef RANGE
+    return k;
+}
+
+size_t model_lock(const model *m, char *warn)
+{
+    size_t cap = 3 + 12 * (size_t)(m->slice.layer_end - m->slice.layer_begin);
+    const void **p = malloc(cap * sizeof(*p));
+    size_t *n = malloc(cap * sizeof(*n));
+    if (!p || !n) {
+        free(p);
+        free(n);
+        mdi_fail(warn, MDI_ENOMEM, "--mlock: out of memory");
+        return 0;
+    }
+    size_t k = model_lock_ranges(m, p, n, cap), total = 0, i;
+    for (i = 0; i < k; i++)
+        total += n[i];
+    for (i = 0; i < k; i++)
+        if (mlock(p[i], n[i]) != 0)
+            break;
+    if (i < k) {
+        int e = errno;
+        for (size_t j = 0; j < i; j++)
+            munlock(p[j], n[j]);
+        struct rlimit rl;
+        char lim[64] = "unknown";
+        if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0) {
+            if (rl.rlim_cur == RLIM_INFINITY)
+                snprintf(lim, sizeof(lim), "unlimited");
+            else
+                snprintf(lim, sizeof(lim), "%llu KiB", (unsigned long long)rl.rlim_cur >> 10);
+        }
+        mdi_fail(warn, MDI_ENOMEM,
+                 "--mlock: cannot lock the %.1f MiB of weights (%s; RLIMIT_MEMLOCK is %s: raise it with "
+                 "ulimit -l or LimitMEMLOCK=, or grant CAP_IPC_LOCK); the weights stay unlocked",
+                 (double)total / (1 << 20), strerror(e), lim);
+        total = 0;
+    }
+    free(p);
+    free(n);
+    return total;
 }

@@ -18,8 +18,9 @@
  *                    not a multiple of 32 values:    not requantized to Q8_0)
  *                    model_fallback_dtype (a note)
  *
- * A matrix used in its stored dtype is borrowed from the tensor source's
- * mmap (unless misaligned for its type: then copied); otherwise converted at
+ * A matrix used in its stored dtype is borrowed from the tensor source (a
+ * read-only file mapping, or the anonymous copy of the file that TSRC_READ
+ * makes; unless misaligned for its type: then copied); otherwise converted at
  * load into a buffer the model owns. Norm weights and biases are always F32.
  * A model may mix dtypes: a Q8_0 slice whose down projection has rows of 172
  * values keeps that matrix as F16, an embedding may stay F32.
@@ -78,6 +79,8 @@ typedef struct {
     int head;                   /* load the final norm and the output head */
     dtype_t dtype;              /* dtype asked for the matrices (see the table above);
                                  * DTYPE_COUNT: auto, as stored */
+    tsrc_mode weights_mode;     /* TSRC_MAP: borrow from the file mapping (--mmap);
+                                 * TSRC_READ: read into anonymous memory (--no-mmap) */
 } model_slice;
 
 typedef struct {
@@ -111,6 +114,11 @@ dtype_t model_matrix_dtype(dtype_t want, dtype_t stored, int64_t cols);
  * block type is asked: BF16 when stored as BF16 (F16 would lose its range),
  * else F16. prepare_model and the loader both use it. */
 dtype_t model_fallback_dtype(dtype_t stored);
+/* mlock()s every matrix and vector of the slice (--mlock), so that none of
+ * their pages is reclaimed or swapped. Returns the bytes locked, or 0 with
+ * the reason in warn (RLIMIT_MEMLOCK too low and no CAP_IPC_LOCK, ...):
+ * nothing stays locked then and the run goes on. */
+size_t model_lock(const model *m, char *warn);
 
 /* Hugging Face tensor names. buf must hold TENSOR_NAME_MAX. */
 void model_tensor_name(char *buf, int layer, const char *suffix);

@@ -53,6 +53,7 @@ struct pipeline {
     int have_fs;
     kv_cache *kv;
     int n_kv;
+    size_t kv_bytes, kv_bytes_peak;     /* the starter's caches, now and at most */
     float *x;
     double compute_s, wait_s;
     token_curve curve;   /* tokens-versus-time, handed to run_stats */
@@ -113,9 +114,12 @@ static int pl_load_starter(pipeline *p, char *err)
     if (rc) return rc;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", p->man.dir, c->file);
-    model_slice slice = {c->layer_begin, c->layer_end, 1, 1, p->o->dtype};
+    model_slice slice = {c->layer_begin, c->layer_end, 1, 1, p->o->dtype,
+                         p->o->mmap_weights ? TSRC_MAP : TSRC_READ};
     if ((rc = model_load(&p->m, path, &p->cfg, &slice, err))) return rc;
     p->have_model = 1;
+    char warn[MDI_ERR_LEN];
+    if (p->o->mlock && model_lock(&p->m, warn) == 0) log_warn("starter: %s", warn);
     return 0;
 }
 
@@ -134,6 +138,9 @@ static void pl_run_config(const pipeline *p, int i, run_config *rc)
     rc->layer_end = c->layer_end;
     rc->dtype = p->o->dtype;
     rc->wire_dtype = p->o->wire_dtype;
+    rc->kv_dtype = p->o->kv_dtype;
+    rc->weights_mmap = p->o->mmap_weights;
+    rc->weights_mlock = p->o->mlock;
     rc->n_samples = 0;
     rc->max_seq = p->max_seq;
     rc->max_batch = p->max_batch;
@@ -316,8 +323,10 @@ static int pl_send_rows(pipeline *p, int s, int pos, int n, int logits, char *er
     double t = time_now();
     kv_cache *kv = &p->kv[s];
     if (!kv->k) {
-        int rc = kv_cache_init(kv, &p->m, p->max_seq, err);
+        int rc = kv_cache_init(kv, &p->m, p->max_seq, p->o->kv_dtype, err);
         if (rc) return rc;
+        p->kv_bytes += kv_cache_bytes(kv);
+        if (p->kv_bytes > p->kv_bytes_peak) p->kv_bytes_peak = p->kv_bytes;
     }
     forward_layers(&p->m, &p->fs, kv, p->x, n, pos);
     proto_frame *f = ring_frame_get(&p->ring, p->o->timeout_s);
@@ -436,6 +445,7 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
             } else {
                 rc = pl_send_control(p, PROTO_RELEASE, s, err);
                 n_done++;
+                p->kv_bytes -= kv_cache_bytes(&p->kv[s]);
                 kv_cache_free(&p->kv[s]);
                 memset(&p->kv[s], 0, sizeof(kv_cache));
             }
@@ -515,6 +525,7 @@ static json_t *pl_nodes_json(pipeline *p)
     json_object_set_new(s, "frames_sent", json_integer((json_int_t)rs.frames_sent));
     json_object_set_new(s, "frames_received", json_integer((json_int_t)rs.frames_received));
     json_object_set_new(s, "weight_bytes", json_integer((json_int_t)p->m.weight_bytes));
+    json_object_set_new(s, "kv_bytes", json_integer((json_int_t)p->kv_bytes_peak));
     json_array_append_new(arr, s);
     for (int i = 0; i < p->nc.n_secondary; i++) {
         const prepare_chunk *c = pl_chunk(p, i);
@@ -566,6 +577,9 @@ static int pl_configure(pipeline *p, const starter_opts *o, char *err)
     while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
     snprintf(p->model_name, sizeof(p->model_name), "%s", basename(buf));
     if ((rc = model_config_load(&p->cfg, o->ckpt, err))) return rc;
+    char why[MDI_ERR_LEN];
+    if ((rc = proto_wire_dtype_check(o->wire_dtype, p->cfg.dim, why)))
+        return mdi_fail(err, rc, "--wire-dtype: %s: %s", o->ckpt, why);
     return pl_load_manifest(p, err);
 }
 
@@ -605,10 +619,11 @@ static int pl_finish(pipeline *p, run_stats *st, json_t **nodes, char *err)
     p->ring_started = 0;
     pl_stop_secondaries(p, -1, p->o->timeout_s);
     /* From here the run succeeded; a missing figure is not a failure. */
-    size_t weights = p->m.weight_bytes;
+    size_t weights = p->m.weight_bytes, kv_bytes = p->kv_bytes_peak;
     for (int i = 0; i < p->nc.n_secondary; i++) {
         json_t *s = p->final_status[i] ? json_object_get(p->final_status[i], "stats") : NULL;
         weights += (size_t)json_integer_value(json_object_get(s, "weight_bytes"));
+        kv_bytes += (size_t)json_integer_value(json_object_get(s, "kv_bytes"));
     }
     st->weight_bytes_per_token = weights;
     static char dtypes[sizeof(p->m.dtypes)]; /* outlives the model, freed below */
@@ -618,6 +633,8 @@ static int pl_finish(pipeline *p, run_stats *st, json_t **nodes, char *err)
     token_curve_free(&st->curve);
     st->curve = p->curve;
     memset(&p->curve, 0, sizeof(p->curve));
+    st->kv_bytes = kv_bytes;
+    st->kv_dtype = dtype_name(p->o->kv_dtype);
     *nodes = pl_nodes_json(p);
     return 0;
 }

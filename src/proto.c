@@ -21,16 +21,10 @@ const char *proto_type_name(int type)
     return proto_type_names[type];
 }
 
-/* Element size of a wire dtype; 0 for an unknown one. Kept here so the
- * wire format does not depend on the kernels. */
-static size_t proto_dtype_size(uint32_t dtype)
+/* 1 when frames may carry dtype code t: any type of the traits table. */
+static int proto_dtype_known(uint32_t t)
 {
-    switch (dtype) {
-    case DTYPE_F32: return 4;
-    case DTYPE_F16: return 2;
-    case DTYPE_BF16: return 2;
-    default: return 0;
-    }
+    return t < DTYPE_COUNT;
 }
 
 static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -128,19 +122,24 @@ int proto_header_check(const proto_header *h, const proto_limits *lim, char *err
                             proto_type_name(h->type), (unsigned long long)h->payload_len);
         break;
     case PROTO_DATA: {
-        size_t es = proto_dtype_size(h->dtype);
-        if (es == 0) return mdi_fail(err, MDI_EPROTO, "DATA frame with unknown dtype %u", h->dtype);
+        if (!proto_dtype_known(h->dtype))
+            return mdi_fail(err, MDI_EPROTO, "DATA frame with unknown dtype %u", h->dtype);
+        dtype_t t = (dtype_t)h->dtype;
         if (h->n_tokens == 0) return mdi_fail(err, MDI_EPROTO, "DATA frame with n_tokens 0");
         if (lim && lim->max_batch > 0 && h->n_tokens > (uint32_t)lim->max_batch)
             return mdi_fail(err, MDI_EPROTO, "DATA frame n_tokens %u exceeds max_batch %d",
                             h->n_tokens, lim->max_batch);
         if (lim && lim->dim > 0) {
-            uint64_t want = (uint64_t)h->n_tokens * (uint64_t)lim->dim * es;
+            if (!dtype_row_ok(t, lim->dim))
+                return mdi_fail(err, MDI_EPROTO, "DATA frame dtype %s: dim %d is not a multiple of its block of %d",
+                                dtype_name(t), lim->dim, dtype_block_size(t));
+            size_t row = dtype_row_size(t, lim->dim);
+            uint64_t want = (uint64_t)h->n_tokens * (uint64_t)row;
             if (h->payload_len != want)
                 return mdi_fail(err, MDI_EPROTO,
-                                "DATA frame payload_len %llu, expected %llu (n_tokens %u x dim %d x %zu bytes)",
+                                "DATA frame payload_len %llu, expected %llu (n_tokens %u x %zu bytes per %s row of dim %d)",
                                 (unsigned long long)h->payload_len, (unsigned long long)want,
-                                h->n_tokens, lim->dim, es);
+                                h->n_tokens, row, dtype_name(t), lim->dim);
         }
         break;
     }
@@ -291,6 +290,16 @@ int proto_hello_accept(int fd, const char *secret, double timeout_s, uint32_t *n
 cleanup:
     proto_frame_free(f);
     return rc;
+}
+
+int proto_wire_dtype_check(dtype_t dtype, int dim, char *err)
+{
+    if (!proto_dtype_known(dtype))
+        return mdi_fail(err, MDI_EARG, "wire dtype %d: unknown (expected %s)", (int)dtype, dtype_names());
+    if (!dtype_row_ok(dtype, dim))
+        return mdi_fail(err, MDI_EARG, "wire dtype %s needs the model's hidden size (dim) to be a multiple of %d; dim is %d",
+                        dtype_name(dtype), dtype_block_size(dtype), dim);
+    return MDI_OK;
 }
 
 void proto_pack(const float *x, size_t count, dtype_t dtype, void *out)

@@ -11,12 +11,14 @@
  *                            node index in HELLO (0 starter, 1 + i secondary i)
  *       12    4 pos          position of the first token (DATA)
  *       16    4 n_tokens     rows of the payload (DATA)
- *       20    2 dtype        payload element type: f32, f16, bf16 (DATA)
+ *       20    2 dtype        payload type, a dtype_t code: f32, f16, bf16, q8_0 (DATA)
  *       22    2 flags        PROTO_FLAG_*
  *       24    8 payload_len  bytes that follow the header
  *       32    4 seq          per-connection frame counter (diagnostics)
  *       36    4 reserved     zero
- *       40      payload      DATA: activations (n_tokens, dim) in dtype;
+ *       40      payload      DATA: activations (n_tokens, dim) in dtype, row
+ *                            after row: n_tokens * dtype_row_size(dtype, dim)
+ *                            bytes exactly (a q8_0 row: dim/32 blocks of 34);
  *                            HELLO: the shared secret (may be empty);
  *                            ERROR: UTF-8 text saying what went wrong.
  *
@@ -124,7 +126,13 @@ int proto_hello_send(int fd, uint32_t node_index, const char *secret,
 int proto_hello_accept(int fd, const char *secret, double timeout_s,
                        uint32_t *node_index, char *err);
 
-/* Activations to and from the wire: count elements. */
+/* 0 when activations of dim values can cross the wire as dtype (its row size
+ * is defined: dim a multiple of its block size); else MDI_EARG and one line
+ * naming the dtype and dim. Checked when a run is configured. */
+int proto_wire_dtype_check(dtype_t dtype, int dim, char *err);
+
+/* Activations to and from the wire: count elements (a whole number of
+ * rows, so of blocks for a block type). */
 void proto_pack(const float *x, size_t count, dtype_t dtype, void *out);
 void proto_unpack(const void *in, size_t count, dtype_t dtype, float *x);
 

@@ -195,6 +195,9 @@ int report_write_json(const char *path, const char *model, const char *mode, int
     json_object_set_new(s, "dtype", json_string(st->dtype ? st->dtype : ""));
     if (st->wire_dtype)
         json_object_set_new(s, "wire_dtype", json_string(st->wire_dtype));
+    if (st->kv_dtype)
+        json_object_set_new(s, "kv_dtype", json_string(st->kv_dtype));
+    json_object_set_new(s, "kv_bytes", json_integer((json_int_t)st->kv_bytes));
     json_object_set_new(root, "stats", s);
     if (nodes)
         json_object_set_new(root, "nodes", nodes);

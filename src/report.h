@@ -10,7 +10,8 @@
  *                 "ttft_s", "n_generated"}, ...],
  *    "stats": {"ttft_s", "prefill_tok_s", "decode_tok_s", "total_s",
  *              "tokens_generated", "peak_rss_bytes", "weight_bytes_per_token",
- *              "blas_core", "simd", "n_threads", "dtype", "wire_dtype"},
+ *              "blas_core", "simd", "n_threads", "dtype", "wire_dtype",
+ *              "kv_dtype", "kv_bytes"},
  *    "nodes": [{"role", "index", "layers": [a, b], "compute_s", "wait_s",
  *               "bytes_sent", "bytes_received", ...}, ...]}
  *
@@ -75,6 +76,8 @@ typedef struct {
     const char *dtype;
     const char *wire_dtype;  /* NULL in standalone mode */
     token_curve curve;       /* owned: run_stats_free */
+    const char *kv_dtype;    /* "f32" or "f16" */
+    size_t kv_bytes;         /* KV caches at their peak, all nodes together */
 } run_stats;
 
 void run_stats_free(run_stats *st);

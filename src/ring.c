@@ -217,9 +217,9 @@ static int ring_compute_data(ring *r, proto_frame *f, char *why)
     if (!kv->k) {
         if (pos != 0)
             return mdi_fail(why, -1, "first frame of sample %u starts at position %d, not 0", s, pos);
-        if (kv_cache_init(kv, m, r->o.max_seq, why) != 0) return -1;
+        if (kv_cache_init(kv, m, r->o.max_seq, r->o.kv_dtype, why) != 0) return -1;
         pthread_mutex_lock(&r->mu);
-        r->kv_bytes += 2 * (size_t)kv->n_layers * kv->max_seq * kv->kv_dim * sizeof(float);
+        r->kv_bytes += kv_cache_bytes(kv);
         if (r->kv_bytes > r->kv_bytes_peak) r->kv_bytes_peak = r->kv_bytes;
         pthread_mutex_unlock(&r->mu);
     }
@@ -253,7 +253,7 @@ static void ring_release_sample(ring *r, uint32_t s)
     kv_cache *kv = &r->kv[s];
     if (!kv->k) return;
     pthread_mutex_lock(&r->mu);
-    r->kv_bytes -= 2 * (size_t)kv->n_layers * kv->max_seq * kv->kv_dim * sizeof(float);
+    r->kv_bytes -= kv_cache_bytes(kv);
     pthread_mutex_unlock(&r->mu);
     kv_cache_free(kv);
     memset(kv, 0, sizeof(*kv));
@@ -462,6 +462,14 @@ size_t ring_memory_bytes(ring *r, int peak)
     pthread_mutex_unlock(&r->mu);
     size_t frame_cap = (size_t)r->o.limits.max_batch * (size_t)r->o.limits.dim * sizeof(float);
     return n + (size_t)r->n_frames * (frame_cap > PROTO_TEXT_MAX ? frame_cap : PROTO_TEXT_MAX);
+}
+
+size_t ring_kv_bytes(ring *r, int peak)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = peak ? r->kv_bytes_peak : r->kv_bytes;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 void ring_stop(ring *r)

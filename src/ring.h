@@ -57,6 +57,7 @@ typedef struct {
     const model *m;            /* borrowed */
     int max_seq;
     dtype_t wire_dtype;
+    dtype_t kv_dtype;          /* KV caches: DTYPE_F32 or DTYPE_F16 */
     int is_last;
 } ring_opts;
 
@@ -115,6 +116,9 @@ void ring_get_stats(ring *r, ring_stats *out);
 /* Memory the run holds beyond the weights: KV caches and the frame pool,
  * now or at its peak. */
 size_t ring_memory_bytes(ring *r, int peak);
+
+/* The KV caches alone, now or at their peak. */
+size_t ring_kv_bytes(ring *r, int peak);
 
 /* Cancels, wakes and joins every thread, closes both connections, frees
  * the pool and the compute state. Safe on a ring that failed to start. */

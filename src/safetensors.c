@@ -30,6 +30,7 @@ struct tensor_source {
     json_t *llama2c_config;
     void **owned; /* buffers of converted llama2.c tensors */
     int n_owned;
+    int anon;     /* files read into anonymous memory, not mapped (TSRC_READ) */
 };
 
 /* A header's dtype string: each type's safetensors spelling (dtype.h's
@@ -86,7 +87,71 @@ static tensor_info *add_tensor(tensor_source *s)
     return t;
 }
 
-static int map_file(mapped_file *mf, const char *path, char *err)
+typedef struct {
+    int fd;
+    char *dst;
+    size_t size;
+    int failed_errno[64];     /* per thread: 0, an errno, or -1 for end of file */
+    size_t failed_at[64];
+} read_task;
+
+/* Thread ith reads its share of the file, in whole huge pages, so that the
+ * page faults and copies of a large file spread over the pool. */
+static void read_worker(void *arg, int ith, int nth)
+{
+    read_task *t = arg;
+    const size_t huge = (size_t)2 << 20, chunk = (size_t)64 << 20;
+    size_t per = ((t->size + (size_t)nth - 1) / (size_t)nth + huge - 1) & ~(huge - 1);
+    size_t begin = per * (size_t)ith, end = begin + per < t->size ? begin + per : t->size;
+    int slot = ith < 64 ? ith : 63;
+    for (size_t done = begin; done < end;) {
+        size_t want = end - done < chunk ? end - done : chunk;
+        ssize_t got = pread(t->fd, t->dst + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            t->failed_errno[slot] = got < 0 ? errno : -1;
+            t->failed_at[slot] = done;
+            return;
+        }
+        done += (size_t)got;
+    }
+}
+
+/* Reads the file's size bytes from fd into a new anonymous mapping (huge
+ * pages advised where the kernel allows), left read-only like a file
+ * mapping, with the kernels' thread pool. Pages of it can be dropped with
+ * MADV_DONTNEED as a file mapping's can. */
+static void *read_anon(int fd, size_t size, const char *path, char *err)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        mdi_fail(err, MDI_ENOMEM, "%s: cannot allocate %zu MiB of memory for the weights: %s", path, size >> 20,
+                 strerror(errno));
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE); /* advice: refused on kernels without THP, harmless */
+#endif
+    read_task t;
+    memset(&t, 0, sizeof(t));
+    t.fd = fd;
+    t.dst = p;
+    t.size = size;
+    kernels_parallel(read_worker, &t);
+    for (int i = 0; i < 64; i++) {
+        if (t.failed_errno[i]) {
+            munmap(p, size);
+            mdi_fail(err, MDI_EIO, "%s: read failed at byte %zu of %zu: %s", path, t.failed_at[i], size,
+                     t.failed_errno[i] > 0 ? strerror(t.failed_errno[i]) : "unexpected end of file");
+            return NULL;
+        }
+    }
+    mprotect(p, size, PROT_READ);
+    return p;
+}
+
+static int map_file(mapped_file *mf, const char *path, int anon, char *err)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0)
@@ -99,7 +164,13 @@ static int map_file(mapped_file *mf, const char *path, char *err)
     }
     mf->size = (size_t)st.st_size;
     mf->map = NULL;
-    if (mf->size > 0) {
+    if (mf->size > 0 && anon) {
+        mf->map = read_anon(fd, mf->size, path, err);
+        if (!mf->map) {
+            close(fd);
+            return MDI_EIO;
+        }
+    } else if (mf->size > 0) {
         mf->map = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (mf->map == MAP_FAILED) {
             int e = errno;
@@ -242,7 +313,7 @@ static int open_st_file(tensor_source *s, const char *path, char *err)
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
     s->files = f;
     memset(&s->files[s->n_files], 0, sizeof(mapped_file));
-    int rc = map_file(&s->files[s->n_files], path, err);
+    int rc = map_file(&s->files[s->n_files], path, s->anon, err);
     if (rc)
         return rc;
     s->n_files++;
@@ -359,7 +430,7 @@ static int open_llama2c(tensor_source *s, const char *path, char *err)
     s->files = calloc(1, sizeof(mapped_file));
     if (!s->files)
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
-    int rc = map_file(&s->files[0], path, err);
+    int rc = map_file(&s->files[0], path, s->anon, err);
     if (rc)
         return rc;
     s->n_files = 1;
@@ -474,11 +545,17 @@ static int find_llama2c_bin(const char *dir, char *out, size_t cap)
 
 tensor_source *tsrc_open(const char *path, char *err)
 {
+    return tsrc_open_mode(path, TSRC_MAP, err);
+}
+
+tensor_source *tsrc_open_mode(const char *path, tsrc_mode mode, char *err)
+{
     tensor_source *s = calloc(1, sizeof(*s));
     if (!s) {
         mdi_fail(err, MDI_ENOMEM, "out of memory");
         return NULL;
     }
+    s->anon = mode == TSRC_READ;
     s->metadata = json_object();
     int rc;
     char p[4096];

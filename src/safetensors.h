@@ -45,6 +45,14 @@
  *     (q/k rows permuted from interleaved to rotate-half rotary layout).
  * Data pointers are borrowed from the mmap (or the source's own buffers) and
  * live until tsrc_close.
+ *
+ * Where the bytes live (tsrc_mode): TSRC_MAP maps each file read-only, so
+ * its pages belong to the page cache; TSRC_READ reads each file whole into
+ * anonymous memory (huge pages advised) and keeps no mapping of the file.
+ * Clean file pages left untouched are reclaimed by the kernel under memory
+ * pressure, or proactively on some machines, and then read from disk again
+ * at the next token; anonymous pages stay until freed (or are swapped).
+ * Either way a tensor's pages can be dropped once it has been converted.
  */
 #ifndef MDI_SAFETENSORS_H
 #define MDI_SAFETENSORS_H
@@ -70,9 +78,15 @@ typedef struct {
 
 typedef struct tensor_source tensor_source;
 
+typedef enum {
+    TSRC_MAP = 0,   /* borrow from a read-only file mapping (--mmap) */
+    TSRC_READ = 1,  /* read into anonymous memory (--no-mmap) */
+} tsrc_mode;
+
 /* Opens path (folder, .safetensors file or llama2.c .bin). On failure returns
- * NULL with one line in err naming the file and the problem. */
+ * NULL with one line in err naming the file and the problem. tsrc_open maps. */
 tensor_source *tsrc_open(const char *path, char *err);
+tensor_source *tsrc_open_mode(const char *path, tsrc_mode mode, char *err);
 void tsrc_close(tensor_source *s);
 
 int tsrc_count(const tensor_source *s);

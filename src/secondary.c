@@ -9,6 +9,7 @@
  *                 [--cache-dir DIR] [--n-threads N] [--secret S]
  *                 [--dtype T] [-v] [-d] [--device cpu]
  *   bin/secondary settings-distr/secondary/node0.json 0   (MDI-LLM's per-node file)
+ *                 [--mmap | --no-mmap] [--mlock]
  */
 #include <limits.h>
 #include <poll.h>
@@ -40,6 +41,8 @@ typedef struct {
     const char *secret;
     dtype_t dtype;          /* --dtype: weights in memory; DTYPE_COUNT: as the starter says */
     int verbose;            /* -v, --verb: each run's figures on stderr */
+    int mmap_weights;   /* --mmap 1, --no-mmap 0; -1: as the starter's run configuration says */
+    int mlock;          /* --mlock 1; -1: as the run configuration says */
 } secondary_opts;
 
 static volatile sig_atomic_t quit_requested;
@@ -61,10 +64,15 @@ static void usage(FILE *f, const char *argv0)
             "  --cache-dir DIR    where uploaded chunks are kept (default cache/secondaryINDEX)\n"
             "  --n-threads N      compute threads (default: the configuration's n_threads, else all cores)\n"
             "  --secret S         shared secret (default: the configuration's \"secret\")\n"
-            "  --dtype T          weights in memory: f32, bf16, f16 (default: as the starter asks)\n"
+            "  --dtype T          weights in memory: f32, bf16, f16, q8_0, q4_0 (default: as the starter asks)\n"
             "  --verb, -v         each run's figures on stderr\n"
             "  --debug, -d        debug log\n"
             "  --device cpu       accepted (this build computes on the CPU)\n"
+            "  --mmap, --no-mmap  weights borrowed from the chunk's file mapping, or read into\n"
+            "                     anonymous memory (default: as the starter asks, itself --no-mmap\n"
+            "                     by default)\n"
+            "  --mlock            lock the weights in memory (default: as the starter asks)\n"
+
             "\n"
             "CONFIG.json is the nodes configuration, or this node's own entry alone\n"
             "(MDI-LLM's settings_distr/secondary/nodeN.json).\n",
@@ -76,6 +84,8 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
     memset(o, 0, sizeof(*o));
     o->index = -1;
     o->dtype = DTYPE_COUNT;
+    o->mmap_weights = -1;
+    o->mlock = -1;
     const char *positional[2] = {NULL, NULL};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -83,6 +93,14 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout, argv[0]);
             return 1;
+        }
+        if (!strcmp(a, "--mmap") || !strcmp(a, "--no-mmap")) {
+            o->mmap_weights = !strcmp(a, "--mmap");
+            continue;
+        }
+        if (!strcmp(a, "--mlock")) {
+            o->mlock = 1;
+            continue;
         }
         /* MDI-LLM's flags (README: "MDI-LLM's command lines") */
         if (!strcmp(a, "-v") || !strcmp(a, "--verb")) { o->verbose = 1; continue; }
@@ -92,7 +110,7 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
             const char *v = argv[++i];
             if (!strcmp(a, "--device")) { if (cli_check_device(v, err)) return MDI_EARG; }
             else if (strcmp(v, "auto") && dtype_parse(v, &o->dtype) != 0)
-                return mdi_fail(err, MDI_EARG, "--dtype: expected f32, bf16, f16 or auto, got \"%s\"", v);
+                return mdi_fail(err, MDI_EARG, "--dtype: unknown dtype \"%s\" (accepted: auto, %s)", v, dtype_names());
             continue;
         }
         int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
@@ -138,12 +156,13 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 {
     ring_stats rs;
     ring_get_stats(r, &rs);
-    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:f}",
+    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:f}",
                      "compute_s", rs.compute_s, "wait_s", rs.wait_s,
                      "bytes_sent", (json_int_t)rs.bytes_sent, "bytes_received", (json_int_t)rs.bytes_received,
                      "frames_sent", (json_int_t)rs.frames_sent, "frames_received", (json_int_t)rs.frames_received,
                      "tokens", (json_int_t)rs.tokens, "weight_bytes", (json_int_t)m->weight_bytes,
-                     "dtype", m->dtypes, "memory_bytes", (json_int_t)ring_memory_bytes(r, 1), "load_s", load_s);
+                     "dtype", m->dtypes, "memory_bytes", (json_int_t)ring_memory_bytes(r, 1),
+                     "kv_bytes", (json_int_t)ring_kv_bytes(r, 1), "load_s", load_s);
 }
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
@@ -156,7 +175,11 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     model m;
     memset(&m, 0, sizeof(m));
     double t0 = time_now();
-    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, o->dtype != DTYPE_COUNT ? o->dtype : cfg->dtype};
+    /* This node's own flags win over the starter's. */
+    int use_mmap = o->mmap_weights >= 0 ? o->mmap_weights : cfg->weights_mmap;
+    int use_mlock = o->mlock >= 0 ? o->mlock : cfg->weights_mlock;
+    model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, o->dtype != DTYPE_COUNT ? o->dtype : cfg->dtype,
+                         use_mmap ? TSRC_MAP : TSRC_READ};
     if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
         if (early_fd >= 0) net_close(early_fd);
         log_error("loading %s: %s", chunk_path, err);
@@ -166,6 +189,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
         return;
     }
     double load_s = time_now() - t0;
+    if (use_mlock && model_lock(&m, err) == 0)
+        log_warn("%s", err);
 
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
@@ -193,6 +218,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ro.m = &m;
     ro.max_seq = cfg->max_seq;
     ro.wire_dtype = cfg->wire_dtype;
+    ro.kv_dtype = cfg->kv_dtype;
     ro.is_last = cfg->is_last;
     ring r;
     if (ring_start(&r, &ro, err) != 0) {
@@ -202,8 +228,10 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
         return;
     }
     control_set_state(srv, CONTROL_RUNNING, NULL);
-    log_info("running layers [%d, %d) of %s, weights %s, %d samples, wire %s (loaded in %.2f s)", cfg->layer_begin,
-             cfg->layer_end, cfg->model_name, m.dtypes, cfg->n_samples, dtype_name(cfg->wire_dtype), load_s);
+    log_info("running layers [%d, %d) of %s, %s, %d samples, wire %s, KV cache %s, weights %s%s (loaded in %.2f s)",
+             cfg->layer_begin, cfg->layer_end, cfg->model_name, m.dtypes, cfg->n_samples, dtype_name(cfg->wire_dtype),
+             dtype_name(cfg->kv_dtype), use_mmap ? "mapped" : "in anonymous memory", use_mlock ? ", locked" : "",
+             load_s);
     run_config unused;
     char unused_path[PATH_MAX];
     const char *why = "stopped";

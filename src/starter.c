@@ -25,6 +25,7 @@
 #include "nodes_config.h"
 #include "pipeline.h"
 #include "prepare.h"
+#include "proto.h"
 #include "report.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -254,6 +255,15 @@ int main(int argc, char **argv)
         log_error("%s: no such checkpoint folder or file", o.ckpt);
         goto done;
     }
+    if (n_nodes > 1) {
+        /* what the ring cannot carry is refused before any chunk is made */
+        model_config wcfg;
+        char why[MDI_ERR_LEN];
+        if (model_config_load(&wcfg, o.ckpt, why) == 0 && proto_wire_dtype_check(o.wire_dtype, wcfg.dim, why)) {
+            log_error("--wire-dtype: %s: %s", o.ckpt, why);
+            goto done;
+        }
+    }
     if (n_nodes > 1 && (rc = ensure_chunks(&o, n_nodes, prepared_buf, sizeof(prepared_buf), err))) {
         log_error("%s", err);
         goto done;
@@ -288,10 +298,11 @@ int main(int argc, char **argv)
             }
             char weights_buf[4096];
             const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
-            model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype };
+            model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype, o.mmap_weights ? TSRC_MAP : TSRC_READ };
             if ((rc = model_load(&m, weights, &cfg, &slice, err)) ||
                 (rc = generate_session_init(&g, &m, max_seq,
-                                            max_seq < GENERATE_MAX_BATCH ? max_seq : GENERATE_MAX_BATCH, err))) {
+                                            max_seq < GENERATE_MAX_BATCH ? max_seq : GENERATE_MAX_BATCH,
+                                            o.kv_dtype, err))) {
                 log_error("%s", err);
                 goto done;
             }
@@ -336,11 +347,13 @@ int main(int argc, char **argv)
         } else {
             char weights_buf[4096];
             const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
-            model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype };
+            model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype, o.mmap_weights ? TSRC_MAP : TSRC_READ };
             if ((rc = model_load(&m, weights, &cfg, &slice, err))) {
                 log_error("%s", err);
                 goto done;
             }
+            if (o.mlock && model_lock(&m, err) == 0)
+                log_warn("%s", err);
             if ((rc = generate_standalone(&o, &m, tok, results, n_samples, &st, err))) {
                 log_error("%s", err);
                 goto done;

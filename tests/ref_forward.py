@@ -270,7 +270,7 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None):
+def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None, round_kv_f16=False):
     """Logits (len(positions), vocab) float64 for token ids ids; positions
     default to every position.
 
@@ -320,6 +320,9 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
         q = apply_rope(q.reshape(n, nh, hd), pos, inv)
         k = apply_rope(k.reshape(n, nkv, hd), pos, inv)
         v = v.reshape(n, nkv, hd)
+        if round_kv_f16:                                # an F16 KV cache stores them so
+            k = k.astype(np.float16).astype(np.float64)
+            v = v.astype(np.float16).astype(np.float64)
         out = np.empty((n, nh, hd))
         for head in range(nh):
             g = head // group
@@ -377,7 +380,7 @@ def check_engine(a):
     # block-typed matrices.
     q8_rows = np.arange(len(seq)) >= (len(prompt) if len(prompt) > 1 else 0)
     ref = forward(ck, seq, round_bf16=a.round_bf16, positions=positions,
-                  q8_rows=None if a.float_act else q8_rows)
+                  q8_rows=None if a.float_act else q8_rows, round_kv_f16=a.round_kv_f16)
     fails = 0
     errs = [norm_err(rows[i], ref[i]) for i in range(n)]
     if not np.all(np.isfinite(rows[:n])):
@@ -556,6 +559,7 @@ def main():
     ap.add_argument("--positions", help="comma-separated positions (default: the last)")
     ap.add_argument("--out", help="write logits (positions, vocab) float64 to this .npy")
     ap.add_argument("--round-bf16", action="store_true", help="round matrices to bfloat16 (BF16 compute)")
+    ap.add_argument("--round-kv-f16", action="store_true", help="round keys and values to float16 (F16 KV cache)")
     ap.add_argument("--check", metavar="LOGITS.bin", help="engine logits, float32 rows (steps, vocab)")
     ap.add_argument("--samples", metavar="OUT.json", help="engine output with samples[0].prompt_ids/generated_ids")
     ap.add_argument("--prompt-ids", help="the prompt asked for, to check against the engine's report")
@@ -581,7 +585,7 @@ def main():
     ids = [int(t) for t in a.ids.split(",")]
     pos = [int(p) for p in a.positions.split(",")] if a.positions else [len(ids) - 1]
     ck = Checkpoint(a.ckpt)
-    logits = forward(ck, ids, round_bf16=a.round_bf16, positions=pos)
+    logits = forward(ck, ids, round_bf16=a.round_bf16, positions=pos, round_kv_f16=a.round_kv_f16)
     if a.out:
         np.save(a.out, logits)
     for p, row in zip(pos, logits):

@@ -23,7 +23,7 @@ for t in "$BUILD"/tests/test_* tests/e2e_*.sh; do
     p=$(grep -c '^PASS:' "$log/$name.out")
     f=$(grep -c '^FAIL:' "$log/$name.out")
     s=$(grep -c '^SKIP:' "$log/$name.out")
-    grep -E '^(FAIL|SKIP):' "$log/$name.out" | sed 's/^/   /'
+    grep -E '^(FAIL|SKIP|INFO):' "$log/$name.out" | sed 's/^/   /'
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "   FAIL: $name exited with status $rc"; tail -n 20 "$log/$name.err" | sed 's/^/     /'
         f=1

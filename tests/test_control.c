@@ -46,6 +46,7 @@ static void make_config(run_config *rc, const char *chunk_text)
     rc->layer_end = 5;
     rc->dtype = DTYPE_COUNT;
     rc->wire_dtype = DTYPE_BF16;
+    rc->kv_dtype = DTYPE_F16;
     rc->n_samples = 3;
     rc->max_seq = 100;
     rc->max_batch = 16;
@@ -86,7 +87,7 @@ static void test_run_config_json(void)
     char err[MDI_ERR_LEN];
     int rc = run_config_from_json(&b, j, err);
     test_result(rc == 0 && b.layer_begin == 2 && b.layer_end == 5 && b.wire_dtype == DTYPE_BF16 &&
-                b.dtype == DTYPE_COUNT && b.is_last && b.cfg.dim == 64 && b.cfg.norm_eps == a.cfg.norm_eps &&
+                b.kv_dtype == DTYPE_F16 && b.dtype == DTYPE_COUNT && b.is_last && b.cfg.dim == 64 && b.cfg.norm_eps == a.cfg.norm_eps &&
                 !strcmp(b.chunk_sha256, a.chunk_sha256) && b.chunk_size == 3,
                 "control run configuration JSON round trip", "rc %d: %s", rc, err);
     json_object_set_new(j, "dtype", json_string("q4_0"));
@@ -98,6 +99,21 @@ static void test_run_config_json(void)
                     strstr(err, "accepted: auto, f32, f16, bf16, q8_0, q4_0") && !strchr(err, '\n'),
                 "control run configuration unknown dtype: one line naming the accepted ones", "rc %d: %s", rc, err);
     json_object_set_new(j, "dtype", json_string("auto"));
+    json_object_set_new(j, "kv_dtype", json_string("bf16"));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "kv_dtype"), "control run configuration kv_dtype bf16 refused",
+                "rc %d: %s", rc, err);
+    json_object_set_new(j, "kv_dtype", json_string("f16"));
+    json_object_set_new(j, "wire_dtype", json_string("q8_0"));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == 0 && b.wire_dtype == DTYPE_Q8_0, "control run configuration wire q8_0 with dim 64", "rc %d: %s",
+                rc, err);
+    json_object_set_new(json_object_get(j, "model_config"), "hidden_size", json_integer(48));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "wire_dtype") && strstr(err, "dim is 48"),
+                "control run configuration wire q8_0 with dim 48 refused naming dim", "rc %d: %s", rc, err);
+    json_object_set_new(json_object_get(j, "model_config"), "hidden_size", json_integer(64));
+    json_object_set_new(j, "wire_dtype", json_string("bf16"));
     json_object_set_new(j, "layers", json_pack("[i, i]", 4, 9));
     rc = run_config_from_json(&b, j, err);
     test_result(rc == MDI_EARG && strstr(err, "layers [4, 9)"), "control run configuration bad layers", "rc %d: %s", rc, err);

@@ -609,6 +609,58 @@ static void test_dot_axpy(void)
     test_result(worst_scalar <= BOUND, "dot/axpy SIMD vs scalar", "error %.3e", worst_scalar);
 }
 
+/* The F16 KV cache kernels: dot(F32 q, F16 k) and y += a * F16 v, against
+ * double precision over the F16 values as stored (so the bound is the F32
+ * accumulation's, BOUND), and the SIMD path against the portable one. Sizes
+ * cover every tail (head sizes are 64 or 128 in practice; 8 in stories260K). */
+static void test_dot_axpy_f16(void)
+{
+    int sizes[] = { 0, 1, 7, 8, 16, 33, 64, 100, 128, 1000 };
+    double worst_dot = 0, worst_axpy = 0, worst_scalar = 0;
+    for (int s = 0; s < 10; s++) {
+        int n = sizes[s];
+        float a[1000], bf[1000], y[1000], ys[1000];
+        uint16_t b[1000];
+        double ref[1000];
+        fill_uniform(a, n, 1.0f);
+        fill_uniform(bf, n, 2.0f);
+        fill_uniform(y, n, 1.0f);
+        dtype_convert(b, DTYPE_F16, bf, DTYPE_F32, (size_t)n);
+        double dref = 0, mag = 1e-30;
+        for (int i = 0; i < n; i++) {
+            dref += (double)a[i] * f16_to_f32(b[i]);
+            mag += fabs((double)a[i] * f16_to_f32(b[i]));
+        }
+        float d = kernels_dot_f32_f16(a, b, n);
+        kernels_force_scalar(1);
+        float dscalar = kernels_dot_f32_f16(a, b, n);
+        kernels_force_scalar(0);
+        double e = fabs(d - dref) / mag;
+        if (e > worst_dot)
+            worst_dot = e;
+        e = fabs((double)d - dscalar) / mag;
+        if (e > worst_scalar)
+            worst_scalar = e;
+
+        memcpy(ys, y, sizeof(float) * n);
+        for (int i = 0; i < n; i++)
+            ref[i] = y[i] + 0.37 * f16_to_f32(b[i]);
+        kernels_axpy_f16(y, 0.37f, b, n);
+        e = n ? norm_err(y, ref, n) : 0;
+        if (e > worst_axpy)
+            worst_axpy = e;
+        kernels_force_scalar(1);
+        kernels_axpy_f16(ys, 0.37f, b, n);
+        kernels_force_scalar(0);
+        e = n ? norm_err_f(ys, y, n) : 0;
+        if (e > worst_scalar)
+            worst_scalar = e;
+    }
+    test_result(worst_dot <= BOUND, "dot_f32_f16 vs naive", "error %.3e", worst_dot);
+    test_result(worst_axpy <= BOUND, "axpy_f16 vs naive", "error %.3e", worst_axpy);
+    test_result(worst_scalar <= BOUND, "dot_f32_f16/axpy_f16 SIMD vs scalar", "error %.3e", worst_scalar);
+}
+
 static void test_bandwidth(void)
 {
     kernels_init(2);
@@ -668,6 +720,7 @@ int main(int argc, char **argv)
     test_swiglu();
     test_get_row();
     test_dot_axpy();
+    test_dot_axpy_f16();
     test_bandwidth();
 
     kernels_shutdown();

@@ -64,7 +64,7 @@ static int expect_load_error(const char *name, const char *path, const char *wan
 {
     model m;
     char err[MDI_ERR_LEN] = "";
-    model_slice sl = { 0, 5, 1, 1, DTYPE_F32 };
+    model_slice sl = { 0, 5, 1, 1, DTYPE_F32, TSRC_MAP };
     int rc = model_load(&m, path, NULL, &sl, err);
     int ok = rc != 0 && strstr(err, want1) && (!want2 || strstr(err, want2)) && !strchr(err, '\n');
     test_result(ok, name, "rc %d, message \"%s\" (wanted \"%s\"%s%s)", rc, err, want1, want2 ? " and " : "",
@@ -82,7 +82,7 @@ static void test_layouts_agree(void)
     TEST_PATH(hf, "models/stories260K");
     TEST_PATH(l2c, "models/stories260K-llama2c/stories260K.bin");
     model a, b;
-    model_slice sl = { 0, 5, 1, 1, DTYPE_F32 };
+    model_slice sl = { 0, 5, 1, 1, DTYPE_F32, TSRC_MAP };
     if (model_load(&a, hf, NULL, &sl, err)) {
         test_result(0, "load stories260K (HF)", "%s", err);
         return;
@@ -110,8 +110,8 @@ static void test_layouts_agree(void)
     kv_cache ka, kb;
     forward_state_init(&sa, &a, 4, 16, err);
     forward_state_init(&sb, &b, 4, 16, err);
-    kv_cache_init(&ka, &a, 16, err);
-    kv_cache_init(&kb, &b, 16, err);
+    kv_cache_init(&ka, &a, 16, DTYPE_F32, err);
+    kv_cache_init(&kb, &b, 16, DTYPE_F32, err);
     float xa[4 * 64], xb[4 * 64];
     int toks[3] = { 1, 403, 407 };
     float *la = forward_tokens(&a, &sa, &ka, toks, 3, 0, xa);
@@ -131,7 +131,7 @@ static void test_slices(void)
     TEST_PATH(hf, "models/stories260K");
     /* running layers [0,2) then [2,5) equals running [0,5) */
     model full, p1, p2;
-    model_slice s_full = { 0, 5, 1, 1, DTYPE_F32 }, s1 = { 0, 2, 1, 0, DTYPE_F32 }, s2 = { 2, 5, 0, 1, DTYPE_F32 };
+    model_slice s_full = { 0, 5, 1, 1, DTYPE_F32, TSRC_READ }, s1 = { 0, 2, 1, 0, DTYPE_F32, TSRC_MAP }, s2 = { 2, 5, 0, 1, DTYPE_F32, TSRC_MAP };
     if (model_load(&full, hf, NULL, &s_full, err) || model_load(&p1, hf, NULL, &s1, err) ||
         model_load(&p2, hf, NULL, &s2, err)) {
         test_result(0, "slices load", "%s", err);
@@ -144,9 +144,9 @@ static void test_slices(void)
     forward_state_init(&f, &full, 8, 32, err);
     forward_state_init(&f1, &p1, 8, 32, err);
     forward_state_init(&f2, &p2, 8, 32, err);
-    kv_cache_init(&k, &full, 32, err);
-    kv_cache_init(&k1, &p1, 32, err);
-    kv_cache_init(&k2, &p2, 32, err);
+    kv_cache_init(&k, &full, 32, DTYPE_F32, err);
+    kv_cache_init(&k1, &p1, 32, DTYPE_F32, err);
+    kv_cache_init(&k2, &p2, 32, DTYPE_F32, err);
     int toks[5] = { 1, 403, 407, 261, 378 };
     float x[8 * 64], y[8 * 64];
     float *l_full = forward_tokens(&full, &f, &k, toks, 5, 0, x);
@@ -199,7 +199,7 @@ static void test_block_types(void)
     char src_path[512], chunk[512], err[MDI_ERR_LEN] = "";
     TEST_PATH(src_path, "models/stories260K");
     model q, c;
-    model_slice sl = { 0, 5, 1, 1, DTYPE_Q8_0 };
+    model_slice sl = { 0, 5, 1, 1, DTYPE_Q8_0, TSRC_MAP };
     int rc = model_load(&q, src_path, NULL, &sl, err);
     test_result(rc == 0, "load stories260K with --dtype q8_0", "%s", err);
     if (rc)
@@ -255,7 +255,7 @@ static void test_block_types(void)
     forward_state fq, fc;
     kv_cache kq, kc;
     rc = forward_state_init(&fq, &q, 8, 16, err) || forward_state_init(&fc, &c, 8, 16, err) ||
-         kv_cache_init(&kq, &q, 16, err) || kv_cache_init(&kc, &c, 16, err);
+         kv_cache_init(&kq, &q, 16, DTYPE_F32, err) || kv_cache_init(&kc, &c, 16, DTYPE_F32, err);
     if (!rc) {
         int toks[5] = { 1, 403, 407, 261, 378 }, next = 300;
         float x[8 * 64];

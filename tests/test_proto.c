@@ -211,6 +211,82 @@ static void test_pack(void)
     test_result(worst < 1.0f / 1024, "proto f16 wire within rounding", "relative error %g", worst);
 }
 
+/* Q8_0 on the wire: frames of dim 64 (two blocks of 34 bytes per row),
+ * validated to the byte; dims that are not a multiple of 32 refused when a
+ * run is configured; unknown dtype codes refused; the values come back
+ * within Q8_0's rounding (half a step of amax / 127 per block). */
+static void test_wire_q8_0(void)
+{
+    proto_limits l64 = {.dim = 64, .max_batch = 4, .n_samples = 3};
+    char err[MDI_ERR_LEN] = "";
+    proto_header h = proto_header_make(PROTO_DATA);
+    h.n_tokens = 3;
+    h.dtype = DTYPE_Q8_0;
+    h.payload_len = 3 * 2 * 34;
+    int rc = proto_header_check(&h, &l64, err);
+    test_result(rc == 0, "proto q8_0 DATA of 3 x 2 blocks accepted", "rc %d: %s", rc, err);
+    h.payload_len = 3 * 64;
+    rc = proto_header_check(&h, &l64, err);
+    test_result(rc == MDI_EPROTO && strstr(err, "expected 204") && strstr(err, "68 bytes per q8_0 row"),
+                "proto q8_0 DATA with one byte per value refused", "rc %d: %s", rc, err);
+    h.payload_len = 3 * 2 * 34 + 1;
+    rc = proto_header_check(&h, &l64, err);
+    test_result(rc == MDI_EPROTO, "proto q8_0 DATA one byte long refused", "rc %d: %s", rc, err);
+    h.payload_len = 2 * 34;
+    h.n_tokens = 1;
+    h.dtype = DTYPE_Q8_0;
+    rc = proto_header_check(&h, &lim, err); /* dim 8 */
+    test_result(rc == MDI_EPROTO && strstr(err, "dim 8 is not a multiple of its block of 32"),
+                "proto q8_0 DATA with dim 8 refused", "rc %d: %s", rc, err);
+    h = proto_header_make(PROTO_DATA);
+    h.n_tokens = 1;
+    h.dtype = DTYPE_COUNT;
+    h.payload_len = 64;
+    rc = proto_header_check(&h, &l64, err);
+    test_result(rc == MDI_EPROTO && strstr(err, "unknown dtype"), "proto first dtype code past the table refused",
+                "rc %d: %s", rc, err);
+
+    rc = proto_wire_dtype_check(DTYPE_Q8_0, 64, err);
+    test_result(rc == 0, "proto wire q8_0 with dim 64 configurable", "%s", err);
+    rc = proto_wire_dtype_check(DTYPE_Q8_0, 172, err);
+    test_result(rc == MDI_EARG && strstr(err, "multiple of 32") && strstr(err, "dim is 172"),
+                "proto wire q8_0 with dim 172: one line naming dim", "rc %d: %s", rc, err);
+    rc = proto_wire_dtype_check(DTYPE_F16, 172, err);
+    test_result(rc == 0, "proto wire f16 with dim 172 configurable", "%s", err);
+
+    /* Round trip through a socket, two rows. */
+    enum { DIM = 64, ROWS = 2 };
+    float x[ROWS * DIM], y[ROWS * DIM];
+    for (int i = 0; i < ROWS * DIM; i++) x[i] = sinf((float)i * 0.37f) * (i < DIM ? 1.0f : 300.0f);
+    proto_frame *f = proto_frame_new(ROWS * DIM * 4), *g = proto_frame_new(ROWS * DIM * 4);
+    f->h = proto_header_make(PROTO_DATA);
+    f->h.n_tokens = ROWS;
+    f->h.dtype = DTYPE_Q8_0;
+    f->h.payload_len = ROWS * dtype_row_size(DTYPE_Q8_0, DIM);
+    proto_pack(x, ROWS * DIM, DTYPE_Q8_0, f->payload);
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    rc = proto_write_frame(sv[0], f, 1, NULL, err);
+    rc = rc ? rc : proto_read_frame(sv[1], g, &l64, 1, 1, NULL, err);
+    close(sv[0]);
+    close(sv[1]);
+    test_result(rc == 0 && g->h.payload_len == 136, "proto q8_0 frame over a socket: 136 bytes for 2 x 64 values",
+                "rc %d: %s, payload_len %llu", rc, err, (unsigned long long)g->h.payload_len);
+    proto_unpack(g->payload, ROWS * DIM, DTYPE_Q8_0, y);
+    int within = 1;
+    for (int b = 0; b < ROWS * DIM / 32; b++) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[b * 32 + i]));
+        /* half a step, plus the f16 rounding of the scale (2^-11 relative) */
+        float bound = amax / 127 * 0.5f + amax * (1.0f / 2048) + 1e-7f;
+        for (int i = 0; i < 32; i++)
+            if (fabsf(y[b * 32 + i] - x[b * 32 + i]) > bound) within = 0;
+    }
+    test_result(within, "proto q8_0 wire within half a quantization step per block", "a value beyond its bound");
+    proto_frame_free(f);
+    proto_frame_free(g);
+}
+
 int main(void)
 {
     test_layout();
@@ -218,5 +294,6 @@ int main(void)
     test_read();
     test_hello();
     test_pack();
+    test_wire_q8_0();
     return test_failures;
 }
