@@ -8,7 +8,8 @@
  * sequence of operations, whether it is computed alone or in a group of
  * four rows sharing the loads of x. That sequence depends only on the
  * column count and the SIMD level, so results are identical for any number
- * of threads and any split of rows.
+ * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
+ * for BF16 weights (dtype.c, vec_dot_type).
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -40,9 +41,9 @@ static inline float32x4_t neon_load(dtype_t dt, const void *row, int i)
     return vld1q_f32((const float *)row + i);
 }
 
-static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, const char *w, size_t row_bytes,
-                                                                 int cols, const float *x, float *out,
-                                                                 const int nr)
+static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, dtype_t xt, const char *w,
+                                                                 size_t row_bytes, int cols, const void *x,
+                                                                 float *out, const int nr)
 {
     float32x4_t acc0[4], acc1[4];
 #pragma GCC unroll 4
@@ -52,8 +53,8 @@ static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, con
     }
     int i = 0;
     for (; i + 8 <= cols; i += 8) {
-        float32x4_t x0 = vld1q_f32(x + i);
-        float32x4_t x1 = vld1q_f32(x + i + 4);
+        float32x4_t x0 = neon_load(xt, x, i);
+        float32x4_t x1 = neon_load(xt, x, i + 4);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
@@ -62,16 +63,16 @@ static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, con
         }
     }
     if (i + 4 <= cols) {
-        float32x4_t x0 = vld1q_f32(x + i);
+        float32x4_t x0 = neon_load(xt, x, i);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++)
             acc0[r] = vfmaq_f32(acc0[r], neon_load(dt, w + (size_t)r * row_bytes, i), x0);
         i += 4;
     }
     if (i < cols) {
-        float xt[4] = { 0 };
-        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(float));
-        float32x4_t x0 = vld1q_f32(xt);
+        float xtail[4] = { 0 };
+        tail_load(xt, x, i, cols - i, xtail);
+        float32x4_t x0 = vld1q_f32(xtail);
         for (int r = 0; r < nr; r++) {
             float wt[4] = { 0 };
             tail_load(dt, w + (size_t)r * row_bytes, i, cols - i, wt);
@@ -86,18 +87,19 @@ static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, con
 static inline __attribute__((always_inline)) void neon_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
                                 int n_x, float *out, size_t out_stride)
 {
+    dtype_t xt = dtype_get(dt)->vec_dot_type;
     size_t row_bytes = dtype_row_size(dt, m->cols);
     const char *base = m->data;
     int r = r0;
     /* groups of four rows; each activation row in turn while they are in cache */
     for (; r + 4 <= r1; r += 4)
         for (int k = 0; k < n_x; k++)
-            neon_dot_block(dt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const float *)((const char *)x + (size_t)k * x_stride), out + (size_t)k * out_stride + r, 4);
+            neon_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
+                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 4);
     for (; r < r1; r++)
         for (int k = 0; k < n_x; k++)
-            neon_dot_block(dt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const float *)((const char *)x + (size_t)k * x_stride), out + (size_t)k * out_stride + r, 1);
+            neon_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
+                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 1);
 }
 
 static void neon_rows_f32(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
@@ -133,6 +135,23 @@ static void neon_f16_to_f32(const void *src, float *dst, int64_t n)
     neon_convert(DTYPE_F16, src, dst, n);
 }
 
+/* F32 to BF16 rounding to nearest even, NaN kept quiet: bit for bit
+ * f32_to_bf16 (util.c), 4 values at a time. */
+static void neon_f32_to_bf16(const float *src, void *dst, int64_t n)
+{
+    uint16_t *d = dst;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32x4_t u = vreinterpretq_u32_f32(vld1q_f32(src + i));
+        uint32x4_t r = vaddq_u32(vdupq_n_u32(0x7fff), vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1)));
+        uint32x4_t h = vshrq_n_u32(vaddq_u32(u, r), 16);
+        uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7fffffff)), vdupq_n_u32(0x7f800000));
+        h = vbslq_u32(nan, vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40)), h);
+        vst1_u16(d + i, vmovn_u32(h));
+    }
+    dtype_get(DTYPE_BF16)->from_f32(src + i, d + i, n - i);
+}
+
 static float neon_dot_f32(const float *a, const float *b, int n)
 {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
@@ -165,6 +184,7 @@ void kernels_neon_register(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_F16] = neon_rows_f16;
     k->to_f32[DTYPE_BF16] = neon_bf16_to_f32;
     k->to_f32[DTYPE_F16] = neon_f16_to_f32;
+    k->from_f32[DTYPE_BF16] = neon_f32_to_bf16;
     k->dot_f32 = neon_dot_f32;
     k->axpy_f32 = neon_axpy_f32;
 }

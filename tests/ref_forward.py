@@ -32,9 +32,12 @@ causal mask (the engine runs a KV cache; the two must agree):
 With rope_scaling {"rope_type": "llama3"} the inverse frequencies are those
 of transformers' _compute_llama3_parameters.
 
---round-bf16 rounds every matrix (embedding, projections, output head) to
-bfloat16 first, as an engine computing with BF16 weights from an F32 or F16
-checkpoint does; norm weights and biases stay as stored.
+--round-bf16 models BF16 compute: every matrix (embedding, projections,
+output head) is rounded to bfloat16 first, as an engine computing with BF16
+weights from an F32 or F16 checkpoint does, and so is the activation that
+each matrix product takes (the engine multiplies BF16 weights with BF16
+activations, as llama.cpp does); norm weights, biases, attention and the
+residual stream stay in full precision.
 """
 
 import argparse
@@ -213,6 +216,7 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
     pos = np.arange(n)
     W = lambda name: ck.get(name, round_bf16)          # matrices
     V = lambda name: ck.get(name, False)               # norms, biases
+    A = (lambda a: round_to_bf16(a)) if round_bf16 else (lambda a: a)  # inputs of matrix products
 
     emb = W("model.embed_tokens.weight")
     if ids.min() < 0 or ids.max() >= emb.shape[0]:
@@ -224,9 +228,9 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         h = rmsnorm(x, V(p + "input_layernorm.weight"), cfg.eps)
-        q = h @ W(p + "self_attn.q_proj.weight").T      # (n, nh*hd)
-        k = h @ W(p + "self_attn.k_proj.weight").T      # (n, nkv*hd)
-        v = h @ W(p + "self_attn.v_proj.weight").T
+        q = A(h) @ W(p + "self_attn.q_proj.weight").T   # (n, nh*hd)
+        k = A(h) @ W(p + "self_attn.k_proj.weight").T   # (n, nkv*hd)
+        v = A(h) @ W(p + "self_attn.v_proj.weight").T
         if cfg.bias:
             q += V(p + "self_attn.q_proj.bias")
             k += V(p + "self_attn.k_proj.bias")
@@ -241,17 +245,17 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None):
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             out[:, head, :] = s @ v[:, g, :]
-        x = x + out.reshape(n, nh * hd) @ W(p + "self_attn.o_proj.weight").T
+        x = x + A(out.reshape(n, nh * hd)) @ W(p + "self_attn.o_proj.weight").T
         h = rmsnorm(x, V(p + "post_attention_layernorm.weight"), cfg.eps)
-        gate = h @ W(p + "mlp.gate_proj.weight").T
-        up = h @ W(p + "mlp.up_proj.weight").T
-        x = x + (silu(gate) * up) @ W(p + "mlp.down_proj.weight").T
+        gate = A(h) @ W(p + "mlp.gate_proj.weight").T
+        up = A(h) @ W(p + "mlp.up_proj.weight").T
+        x = x + A(silu(gate) * up) @ W(p + "mlp.down_proj.weight").T
     xs = rmsnorm(x[positions], V("model.norm.weight"), cfg.eps)
     if ck.has("lm_head.weight") and not cfg.tied:
         head_w = W("lm_head.weight")
     else:
         head_w = emb
-    return xs @ head_w.T
+    return A(xs) @ head_w.T
 
 
 # ---------------------------------------------------------------- checks
@@ -448,7 +452,7 @@ def main():
     ap.add_argument("--ids", help="comma-separated token ids")
     ap.add_argument("--positions", help="comma-separated positions (default: the last)")
     ap.add_argument("--out", help="write logits (positions, vocab) float64 to this .npy")
-    ap.add_argument("--round-bf16", action="store_true", help="round matrices to bfloat16 (BF16 compute)")
+    ap.add_argument("--round-bf16", action="store_true", help="round matrices and their input activations to bfloat16 (BF16 compute)")
     ap.add_argument("--check", metavar="LOGITS.bin", help="engine logits, float32 rows (steps, vocab)")
     ap.add_argument("--samples", metavar="OUT.json", help="engine output with samples[0].prompt_ids/generated_ids")
     ap.add_argument("--prompt-ids", help="the prompt asked for, to check against the engine's report")
