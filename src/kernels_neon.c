@@ -9,7 +9,8 @@
  * four rows sharing the loads of x. That sequence depends only on the
  * column count and the SIMD level, so results are identical for any number
  * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
- * for BF16 weights (dtype.c, vec_dot_type).
+ * for BF16 weights (dtype.c, vec_dot_type). Where the CPU has the BF16
+ * extension (cpu_features.arm_bf16), BF16 rows use BFDOT.
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -118,6 +119,72 @@ static void neon_rows_f16(const mat_t *m, int r0, int r1, const void *x, size_t 
     neon_rows(DTYPE_F16, m, r0, r1, x, x_stride, n_x, out, out_stride);
 }
 
+/* ---- BF16 rows with the BF16 extension (BFDOT) ---- */
+
+#define ATTR_NEON_BF16 __attribute__((target("arch=armv8.2-a+bf16")))
+
+/* As neon_dot_block for BF16 rows and BF16 x: BFDOT adds the products of
+ * 8 BF16 pairs into 4 F32 lanes (V = 8 values, the same sequence). */
+static inline __attribute__((always_inline, target("arch=armv8.2-a+bf16"))) void
+neon_bf16dot_block(const uint16_t *w, size_t row_len, int cols, const uint16_t *x, float *out, const int nr)
+{
+    float32x4_t acc0[4], acc1[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        acc0[r] = vdupq_n_f32(0.0f);
+        acc1[r] = vdupq_n_f32(0.0f);
+    }
+    int i = 0;
+    for (; i + 16 <= cols; i += 16) {
+        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(x + i));
+        bfloat16x8_t x1 = vreinterpretq_bf16_u16(vld1q_u16(x + i + 8));
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const uint16_t *row = w + (size_t)r * row_len;
+            acc0[r] = vbfdotq_f32(acc0[r], vreinterpretq_bf16_u16(vld1q_u16(row + i)), x0);
+            acc1[r] = vbfdotq_f32(acc1[r], vreinterpretq_bf16_u16(vld1q_u16(row + i + 8)), x1);
+        }
+    }
+    if (i + 8 <= cols) {
+        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(x + i));
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++)
+            acc0[r] = vbfdotq_f32(acc0[r], vreinterpretq_bf16_u16(vld1q_u16(w + (size_t)r * row_len + i)), x0);
+        i += 8;
+    }
+    if (i < cols) {
+        uint16_t xt[8] = { 0 };
+        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(uint16_t));
+        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(xt));
+        for (int r = 0; r < nr; r++) {
+            uint16_t wt[8] = { 0 };
+            memcpy(wt, w + (size_t)r * row_len + i, (size_t)(cols - i) * sizeof(uint16_t));
+            acc1[r] = vbfdotq_f32(acc1[r], vreinterpretq_bf16_u16(vld1q_u16(wt)), x0);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        out[r] = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
+}
+
+static ATTR_NEON_BF16 void neon_bf16dot_rows_bf16(const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
+                                                  int n_x, float *out, size_t out_stride)
+{
+    size_t row_len = (size_t)m->cols; /* BF16 values per row */
+    const uint16_t *base = m->data;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4)
+        for (int k = 0; k < n_x; k++)
+            neon_bf16dot_block(base + (size_t)r * row_len, row_len, m->cols,
+                               (const uint16_t *)((const char *)x + (size_t)k * x_stride),
+                               out + (size_t)k * out_stride + r, 4);
+    for (; r < r1; r++)
+        for (int k = 0; k < n_x; k++)
+            neon_bf16dot_block(base + (size_t)r * row_len, row_len, m->cols,
+                               (const uint16_t *)((const char *)x + (size_t)k * x_stride),
+                               out + (size_t)k * out_stride + r, 1);
+}
+
 static void neon_convert(dtype_t dt, const void *src, float *dst, int64_t n)
 {
     int64_t i = 0;
@@ -177,10 +244,9 @@ static void neon_axpy_f32(float *y, float a, const float *x, int n)
 
 void kernels_neon_register(kernels_isa *k, const cpu_features *f)
 {
-    (void)f;
     k->name = "neon";
     k->rows[DTYPE_F32] = neon_rows_f32;
-    k->rows[DTYPE_BF16] = neon_rows_bf16;
+    k->rows[DTYPE_BF16] = f->arm_bf16 ? neon_bf16dot_rows_bf16 : neon_rows_bf16;
     k->rows[DTYPE_F16] = neon_rows_f16;
     k->to_f32[DTYPE_BF16] = neon_bf16_to_f32;
     k->to_f32[DTYPE_F16] = neon_f16_to_f32;
