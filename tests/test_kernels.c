@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -728,6 +729,27 @@ static void test_bandwidth(void)
     test_result(bw > 1e8 && bw < 1e13, "measure_bandwidth gives a plausible figure", "%.3g B/s", bw);
 }
 
+/* kernels_fix_openblas_coretype (called first in main) leaves OpenBLAS on
+ * kernels of the CPU's ISA level, whatever the vendor: on an AVX-512 CPU an
+ * AVX-512 core, not the Haswell or Prescott that Debian's build may pick. */
+static void test_blas_core(void)
+{
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    if (strcmp(kernels_simd_name(), "avx512") != 0) {
+        printf("SKIP: %sOpenBLAS core of an AVX-512 CPU: simd %s\n", test_name_prefix, kernels_simd_name());
+        return;
+    }
+    if (set && !getenv("MDI_BLAS_REEXEC")) {
+        printf("SKIP: %sOpenBLAS core of an AVX-512 CPU: OPENBLAS_CORETYPE=%s set by the caller\n",
+               test_name_prefix, set);
+        return;
+    }
+    const char *core = kernels_blas_core();
+    int ok = strcasecmp(core, "SkylakeX") == 0 || strcasecmp(core, "Cooperlake") == 0 ||
+             strcasecmp(core, "SapphireRapids") == 0;
+    test_result(ok, "OpenBLAS runs an AVX-512 core on this AVX-512 CPU", "core %s", core);
+}
+
 /* Runs this program again with the SIMD level capped at cap (MDI_SIMD); its
  * PASS/FAIL lines go to the same stdout. Returns its failure count. */
 static int rerun_with(char **argv, const char *cap)
@@ -775,6 +797,8 @@ int main(int argc, char **argv)
             test_pool(nt);
     }
     test_bf16_activation_conversion();
+    if (!cap)
+        test_blas_core();
 
     matvec_setup();
     for (int nt = 1; nt <= 3; nt++)
