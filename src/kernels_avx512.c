@@ -55,16 +55,11 @@ INLINE_AVX512 __m512 avx512_load(dtype_t dt, const void *row, int i)
     return _mm512_loadu_ps((const float *)row + i);
 }
 
-/* Columns [i, i + 32) of the row four rows below, on their way to L1. */
-INLINE_AVX512 void avx512_prefetch_next(dtype_t dt, const char *row, size_t row_bytes, int i)
+/* Columns [i, i + 32) of the row of a 2-byte type four rows below, on
+ * their way to L1 (F32 rows are long enough for the hardware prefetcher). */
+INLINE_AVX512 void avx512_prefetch_next(const char *row, size_t row_bytes, int i)
 {
-    const char *p = row + 4 * row_bytes;
-    if (dt == DTYPE_F32) {
-        _mm_prefetch((const char *)((const float *)p + i), _MM_HINT_T0);
-        _mm_prefetch((const char *)((const float *)p + i + 16), _MM_HINT_T0);
-    } else {
-        _mm_prefetch((const char *)((const uint16_t *)p + i), _MM_HINT_T0);
-    }
+    _mm_prefetch((const char *)((const uint16_t *)(row + 4 * row_bytes) + i), _MM_HINT_T0);
 }
 
 /* out[0..nr) = nr consecutive rows (row_bytes apart) . x; nr is 1 or 4;
@@ -86,7 +81,7 @@ INLINE_AVX512 void avx512_dot_block(dtype_t dt, dtype_t xt, const char *w, size_
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
             if (nr == 4 && dt != DTYPE_F32)
-                avx512_prefetch_next(dt, row, row_bytes, i);
+                avx512_prefetch_next(row, row_bytes, i);
             acc0[r] = _mm512_fmadd_ps(avx512_load(dt, row, i), x0, acc0[r]);
             acc1[r] = _mm512_fmadd_ps(avx512_load(dt, row, i + 16), x1, acc1[r]);
         }
