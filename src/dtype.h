@@ -22,11 +22,15 @@
  * count must be a multiple of block_size (dtype_row_ok).
  *
  * The row dot product of a weight type takes the activation row already
- * converted to the weight type's vec_dot_type (F32 for the float types,
- * Q8_0 for Q8_0 and Q4_0), so that the activation is quantized once and read
- * by every row and every matrix that needs it. The dot products here are the
- * portable reference; the SIMD kernels (kernels_*.c) compute the same sums
- * faster.
+ * converted to the weight type's vec_dot_type (F32 for F32 and F16, BF16
+ * for BF16, Q8_0 for Q8_0 and Q4_0), so that the activation is quantized
+ * once and read by every row and every matrix that needs it. BF16 weights
+ * meet BF16 activations, as in llama.cpp: the CPUs' BF16 dot-product
+ * instructions take both operands so, and a decode step reads half the
+ * activation bytes; rounding the activation to BF16 costs a relative error
+ * of at most 2^-8 per element (tests/test_kernels.c bounds the result).
+ * The dot products here are the portable reference; the SIMD kernels
+ * (kernels_*.c) compute the same sums faster.
  */
 #ifndef MDI_DTYPE_H
 #define MDI_DTYPE_H

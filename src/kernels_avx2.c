@@ -8,7 +8,8 @@
  * sequence of operations, whether it is computed alone or in a group of
  * four rows sharing the loads of x. That sequence depends only on the
  * column count and the SIMD level, so results are identical for any number
- * of threads and any split of rows.
+ * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
+ * for BF16 weights (dtype.c, vec_dot_type).
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -53,8 +54,8 @@ INLINE_AVX2 float avx2_hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-INLINE_AVX2 void avx2_dot_block(dtype_t dt, const char *w, size_t row_bytes, int cols,
-                                const float *x, float *out, const int nr)
+INLINE_AVX2 void avx2_dot_block(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes, int cols,
+                                const void *x, float *out, const int nr)
 {
     __m256 acc0[4], acc1[4];
 #pragma GCC unroll 4
@@ -64,26 +65,29 @@ INLINE_AVX2 void avx2_dot_block(dtype_t dt, const char *w, size_t row_bytes, int
     }
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
-        __m256 x0 = _mm256_loadu_ps(x + i);
-        __m256 x1 = _mm256_loadu_ps(x + i + 8);
+        __m256 x0 = avx2_load(xt, x, i);
+        __m256 x1 = avx2_load(xt, x, i + 8);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
+            /* the same columns of the next group of rows (kernels_avx512.c) */
+            if (nr == 4 && dt != DTYPE_F32)
+                _mm_prefetch((const char *)((const uint16_t *)(row + 4 * row_bytes) + i), _MM_HINT_T0);
             acc0[r] = _mm256_fmadd_ps(avx2_load(dt, row, i), x0, acc0[r]);
             acc1[r] = _mm256_fmadd_ps(avx2_load(dt, row, i + 8), x1, acc1[r]);
         }
     }
     if (i + 8 <= cols) {
-        __m256 x0 = _mm256_loadu_ps(x + i);
+        __m256 x0 = avx2_load(xt, x, i);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++)
             acc0[r] = _mm256_fmadd_ps(avx2_load(dt, w + (size_t)r * row_bytes, i), x0, acc0[r]);
         i += 8;
     }
     if (i < cols) {
-        float xt[8] = { 0 };
-        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(float));
-        __m256 x0 = _mm256_loadu_ps(xt);
+        float xtail[8] = { 0 };
+        tail_load(xt, x, i, cols - i, xtail);
+        __m256 x0 = _mm256_loadu_ps(xtail);
         for (int r = 0; r < nr; r++) {
             float wt[8] = { 0 };
             tail_load(dt, w + (size_t)r * row_bytes, i, cols - i, wt);
@@ -98,18 +102,19 @@ INLINE_AVX2 void avx2_dot_block(dtype_t dt, const char *w, size_t row_bytes, int
 INLINE_AVX2 void avx2_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
                                 int n_x, float *out, size_t out_stride)
 {
+    dtype_t xt = dtype_get(dt)->vec_dot_type;
     size_t row_bytes = dtype_row_size(dt, m->cols);
     const char *base = m->data;
     int r = r0;
     /* groups of four rows; each activation row in turn while they are in cache */
     for (; r + 4 <= r1; r += 4)
         for (int k = 0; k < n_x; k++)
-            avx2_dot_block(dt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const float *)((const char *)x + (size_t)k * x_stride), out + (size_t)k * out_stride + r, 4);
+            avx2_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
+                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 4);
     for (; r < r1; r++)
         for (int k = 0; k < n_x; k++)
-            avx2_dot_block(dt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const float *)((const char *)x + (size_t)k * x_stride), out + (size_t)k * out_stride + r, 1);
+            avx2_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
+                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 1);
 }
 
 static ATTR_AVX2 void avx2_rows_f32(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
@@ -147,6 +152,28 @@ static ATTR_AVX2 void avx2_bf16_to_f32(const void *src, float *dst, int64_t n)
 static ATTR_AVX2 void avx2_f16_to_f32(const void *src, float *dst, int64_t n)
 {
     avx2_convert(DTYPE_F16, src, dst, n);
+}
+
+/* F32 to BF16 rounding to nearest even, NaN kept quiet: bit for bit
+ * f32_to_bf16 (util.c), 8 values at a time. */
+static ATTR_AVX2 void avx2_f32_to_bf16(const float *src, void *dst, int64_t n)
+{
+    uint16_t *d = dst;
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i quiet = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+        __m256i r = _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+        __m256i h = _mm256_srli_epi32(_mm256_add_epi32(u, r), 16);
+        /* |u| > inf as signed compare: both operands are below 2^31 */
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        h = _mm256_blendv_epi8(h, _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet), nan);
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        _mm_storeu_si128((__m128i *)(d + i), packed);
+    }
+    dtype_get(DTYPE_BF16)->from_f32(src + i, d + i, n - i);
 }
 
 static ATTR_AVX2 float avx2_dot_f32(const float *a, const float *b, int n)
@@ -228,6 +255,7 @@ void kernels_avx2_register(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_F32] = avx2_rows_f32;
     k->rows[DTYPE_BF16] = avx2_rows_bf16;
     k->to_f32[DTYPE_BF16] = avx2_bf16_to_f32;
+    k->from_f32[DTYPE_BF16] = avx2_f32_to_bf16;
     if (f->f16c) {
         k->rows[DTYPE_F16] = avx2_rows_f16;
         k->to_f32[DTYPE_F16] = avx2_f16_to_f32;

@@ -3,6 +3,9 @@
  * sgemm. F32 weights go to sgemm as they are; any other dtype is converted
  * to F32 a panel of rows at a time by the pool's threads (the dtype's
  * fastest to_f32 kernel), each panel multiplied as soon as it is ready.
+ * X is first rounded to the weights' vec_dot_type where that is a float
+ * type other than F32 (BF16 for BF16 weights), so that prefill and decode
+ * multiply the same values.
  */
 #include "kernels_impl.h"
 #include "util.h"
@@ -12,12 +15,55 @@
 
 static float *matmul_scratch;
 static size_t matmul_scratch_cap; /* floats */
+static float *matmul_xr;          /* X rounded to the vec_dot_type */
+static size_t matmul_xr_cap;      /* floats */
 
 void kernels_matmul_release(void)
 {
     free(matmul_scratch);
     matmul_scratch = NULL;
     matmul_scratch_cap = 0;
+    free(matmul_xr);
+    matmul_xr = NULL;
+    matmul_xr_cap = 0;
+}
+
+/* Grows *buf to hold need floats. */
+static float *scratch_reserve(float **buf, size_t *cap, size_t need)
+{
+    if (need > *cap) {
+        float *s = realloc(*buf, need * sizeof(float));
+        CHECK(s != NULL);
+        *buf = s;
+        *cap = need;
+    }
+    return *buf;
+}
+
+typedef struct {
+    const float *x;
+    float *dst;
+    int n, cols;
+    dtype_t vt;
+} round_task;
+
+/* dst = x rounded to vt and back, rows of X split across the threads. */
+static void round_task_run(void *p, int ith, int nth)
+{
+    const round_task *t = p;
+    const kernels_isa *isa = kernels_isa_get();
+    enum { STEP = 512 };
+    uint16_t tmp[STEP]; /* a 2-byte float type: CHECKed by the caller */
+    int lo = (int)((int64_t)t->n * ith / nth), hi = (int)((int64_t)t->n * (ith + 1) / nth);
+    for (int i = lo; i < hi; i++) {
+        const float *src = t->x + (size_t)i * t->cols;
+        float *dst = t->dst + (size_t)i * t->cols;
+        for (int c = 0; c < t->cols; c += STEP) {
+            int k = t->cols - c < STEP ? t->cols - c : STEP;
+            isa->from_f32[t->vt](src + c, tmp, k);
+            isa->to_f32[t->vt](tmp, dst + c, k);
+        }
+    }
 }
 
 /* Rows of W converted per panel: about 8 MiB of F32. Each panel costs a
@@ -59,16 +105,18 @@ void kernels_matmul(float *y, const mat_t *w, const float *x, int n, const float
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols,
                     (const float *)w->data, cols, 0.0f, y, rows);
     } else {
+        dtype_t vt = dtype_get(w->dtype)->vec_dot_type;
+        if (vt != DTYPE_F32 && dtype_get(vt)->is_float) {
+            CHECK(dtype_row_size(vt, 1) == sizeof(uint16_t));
+            round_task rt = { x, scratch_reserve(&matmul_xr, &matmul_xr_cap, (size_t)n * (size_t)cols), n, cols,
+                              vt };
+            kernels_parallel(round_task_run, &rt);
+            x = matmul_xr;
+        }
         int panel = panel_rows_for(cols);
         if (panel > rows)
             panel = rows;
-        size_t need = (size_t)panel * (size_t)cols;
-        if (need > matmul_scratch_cap) {
-            float *s = realloc(matmul_scratch, need * sizeof(float));
-            CHECK(s != NULL);
-            matmul_scratch = s;
-            matmul_scratch_cap = need;
-        }
+        scratch_reserve(&matmul_scratch, &matmul_scratch_cap, (size_t)panel * (size_t)cols);
         for (int p0 = 0; p0 < rows; p0 += panel) {
             int pr = rows - p0 < panel ? rows - p0 : panel;
             convert_task t = { w, p0, pr, matmul_scratch };

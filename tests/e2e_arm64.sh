@@ -94,7 +94,18 @@ echo "info: [arm64] test_kernels under $(basename "$QEMU"): $passed passed, $fai
 if { [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; } || [ "$passed" -eq 0 ]; then
     echo "FAIL: arm64: test_kernels exited with status $rc after $passed checks: $(tail -n 1 "$tmp/run.err")"
 fi
-simd=$(sed -n 's/^info: simd \([a-z0-9]*\),.*/\1/p' "$tmp/run.out")
+# Where the emulated CPU has the BF16 extension, the plain NEON row kernels
+# once more (MDI_SIMD=neon: test_kernels runs only the row-kernel checks).
+if grep -q '^info: simd neon.* bf16' "$tmp/run.out"; then
+    env -u QEMU_LD_PREFIX MDI_SIMD=neon timeout 300 "$QEMU" -E LD_LIBRARY_PATH="$BLAS_LIB:$MULTIARCH" \
+        "$tmp/test_kernels" >"$tmp/run_neon.out" 2>"$tmp/run_neon.err"
+    rc=$?
+    sed -n -e 's/^\(PASS\|FAIL\|SKIP\): /\1: [arm64] /p' -e 's/^info: /info: [arm64] /p' "$tmp/run_neon.out"
+    if [ "$rc" -ne 0 ] && ! grep -q '^FAIL:' "$tmp/run_neon.out"; then
+        echo "FAIL: arm64: test_kernels with MDI_SIMD=neon exited with status $rc: $(tail -n 1 "$tmp/run_neon.err")"
+    fi
+fi
+simd=$(sed -n 's/^info: simd \([a-z0-9]*\)[ ,].*/\1/p' "$tmp/run.out")
 if [ "$simd" = neon ]; then
     echo "PASS: arm64: the NEON path is selected"
 else

@@ -35,9 +35,12 @@ causal mask (the engine runs a KV cache; the two must agree):
 With rope_scaling {"rope_type": "llama3"} the inverse frequencies are those
 of transformers' _compute_llama3_parameters.
 
---round-bf16 rounds every matrix (embedding, projections, output head) to
-bfloat16 first, as an engine computing with BF16 weights from an F32 or F16
-checkpoint does; norm weights and biases stay as stored.
+--round-bf16 models BF16 compute: every matrix (embedding, projections,
+output head) is rounded to bfloat16 first, as an engine computing with BF16
+weights from an F32 or F16 checkpoint does, and so is the activation that
+each matrix product takes (the engine multiplies BF16 weights with BF16
+activations, as llama.cpp does); norm weights, biases, attention and the
+residual stream stay in full precision.
 
 With block-typed matrices, --check models the engine's activations: a token
 run alone (decode, and the output head at every step) has its activation row
@@ -291,6 +294,7 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
     pos = np.arange(n)
     W = lambda name: ck.get(name, round_bf16)          # matrices
     V = lambda name: ck.get(name, False)               # norms, biases
+    A = (lambda a: round_to_bf16(a)) if round_bf16 else (lambda a: a)  # inputs of matrix products
 
     def L(h, name, rows=None):                         # h @ W^T
         w = W(name)
@@ -298,7 +302,7 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
         if qr is not None and ck.is_block(name) and np.any(qr):
             h = h.copy()
             h[qr] = q8_0_roundtrip(h[qr])
-        return h @ w.T
+        return A(h) @ w.T
 
     emb = W("model.embed_tokens.weight")
     if ids.min() < 0 or ids.max() >= emb.shape[0]:
@@ -558,7 +562,7 @@ def main():
     ap.add_argument("--ids", help="comma-separated token ids")
     ap.add_argument("--positions", help="comma-separated positions (default: the last)")
     ap.add_argument("--out", help="write logits (positions, vocab) float64 to this .npy")
-    ap.add_argument("--round-bf16", action="store_true", help="round matrices to bfloat16 (BF16 compute)")
+    ap.add_argument("--round-bf16", action="store_true", help="round matrices and their input activations to bfloat16 (BF16 compute)")
     ap.add_argument("--round-kv-f16", action="store_true", help="round keys and values to float16 (F16 KV cache)")
     ap.add_argument("--check", metavar="LOGITS.bin", help="engine logits, float32 rows (steps, vocab)")
     ap.add_argument("--samples", metavar="OUT.json", help="engine output with samples[0].prompt_ids/generated_ids")

@@ -7,16 +7,24 @@
  * Bound 1e-5 for every float-accumulated result (F32 has 24 bits, sums of at
  * most a few thousand terms lose well under that).
  *
+ * Decode with BF16 weights multiplies them with the activation rounded to
+ * BF16 (BF16's vec_dot_type): there the reference takes the rounded
+ * activation too, with the same 1e-5 bound, and a test of its own bounds
+ * the rounding: |y - x.w| <= 2^-8 * sum |w x| (+ 1e-5 of max |ref|), 2^-8
+ * being BF16's unit roundoff (round to nearest, 8-bit significand).
+ *
  * Thread-count independence is checked bit for bit: a matvec with 1, 2 and 3
  * threads, and a batch against single calls, must give identical floats.
  */
 #include "kernels.h"
+#include "kernels_impl.h" /* the table of the SIMD level, for the conversions */
 #include "util.h"
 #include "test.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +128,34 @@ static void naive_matmul(double *ref, const test_mat *t, const float *x, int n, 
         }
 }
 
+/* The activation row a decode kernel for t's weights sees: x rounded to
+ * the weights' vec_dot_type when that is a float type other than F32. */
+static float *kernel_x(const test_mat *t, const float *x)
+{
+    int cols = t->m.cols;
+    float *xr = malloc((size_t)(cols ? cols : 1) * sizeof(float));
+    dtype_t vt = dtype_get(t->m.dtype)->vec_dot_type;
+    memcpy(xr, x, (size_t)cols * sizeof(float));
+    if (vt != DTYPE_F32 && dtype_get(vt)->is_float) {
+        void *tmp = malloc(dtype_row_size(vt, cols ? cols : 1));
+        dtype_get(vt)->from_f32(x, tmp, cols);
+        dtype_get(vt)->to_f32(tmp, xr, cols);
+        free(tmp);
+    }
+    return xr;
+}
+
+/* naive_matmul of one activation row as a decode kernel sees it. */
+static void naive_matvec(double *ref, const test_mat *t, const float *x, const float *bias)
+{
+    float *xr = kernel_x(t, x);
+    naive_matmul(ref, t, xr, 1, bias);
+    free(xr);
+}
+
+/* Scratch for the activations of BF16 rows, big enough for every case. */
+static kernels_scratch mv_scratch;
+
 /* ---- conversions ---- */
 
 static int same_bits(float a, float b)
@@ -128,6 +164,37 @@ static int same_bits(float a, float b)
     memcpy(&ua, &a, 4);
     memcpy(&ub, &b, 4);
     return ua == ub;
+}
+
+/* The SIMD level's F32 to BF16 conversion (activations of BF16 rows)
+ * against f32_to_bf16, bit for bit: random bit patterns (NaNs, infinities,
+ * subnormals among them) and exact ties, at lengths that leave tails. */
+static void test_bf16_activation_conversion(void)
+{
+    enum { N = 1 << 16 };
+    float *src = malloc(N * sizeof(float));
+    uint16_t *got = malloc(N * sizeof(uint16_t));
+    int bad = -1;
+    for (int round = 0; round < 16 && bad < 0; round++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t u = (uint32_t)(rng_state >> 32);
+            (void)rand_uniform();
+            if (i % 7 == 0)
+                u = (u & 0xffff0000u) | 0x8000u; /* tie */
+            memcpy(&src[i], &u, 4);
+        }
+        int n = N - round; /* tails of every length */
+        kernels_isa_get()->from_f32[DTYPE_BF16](src, got, n);
+        for (int i = 0; i < n && bad < 0; i++)
+            if (got[i] != f32_to_bf16(src[i]))
+                bad = i;
+    }
+    uint32_t ub = 0;
+    if (bad >= 0)
+        memcpy(&ub, &src[bad], 4);
+    test_result(bad < 0, "bf16 activation conversion (SIMD) equals f32_to_bf16", "differs at 0x%08x", ub);
+    free(src);
+    free(got);
 }
 
 static void test_conversions(void)
@@ -294,6 +361,8 @@ static float *mv_first[N_MV_CASES]; /* result with 1 thread */
 
 static void matvec_setup(void)
 {
+    mv_scratch.bytes = kernels_scratch_bytes(KERNELS_MAX_JOBS, 1, mv_cols[N_MV_COLS - 1]);
+    mv_scratch.data = malloc(mv_scratch.bytes);
     int k = 0;
     for (int d = 0; d < N_FLOAT_TYPES; d++)
         for (int c = 0; c < N_MV_COLS; c++)
@@ -309,6 +378,8 @@ static void matvec_setup(void)
 
 static void matvec_teardown(void)
 {
+    free(mv_scratch.data);
+    mv_scratch.data = NULL;
     for (int k = 0; k < N_MV_CASES; k++) {
         test_mat_free(&mv_mats[k]);
         free(mv_x[k]);
@@ -327,8 +398,8 @@ static void test_matvec_threads(int nt)
         int rows = t->m.rows;
         float *y = malloc((size_t)rows * sizeof(float));
         double *ref = malloc((size_t)rows * sizeof(double));
-        kernels_matvec(y, &t->m, mv_x[k], NULL);
-        naive_matmul(ref, t, mv_x[k], 1, NULL);
+        kernels_matvec(y, &t->m, mv_x[k], &mv_scratch);
+        naive_matvec(ref, t, mv_x[k], NULL);
         double e = norm_err(y, ref, (size_t)rows);
         if (e > worst[t->m.dtype])
             worst[t->m.dtype] = e;
@@ -364,20 +435,20 @@ static void test_matvec_batch(int nt)
     }
     for (int k = 0; k < N_MV_CASES; k += KERNELS_MAX_JOBS)
         kernels_matvec_batch(jobs + k, N_MV_CASES - k < KERNELS_MAX_JOBS ? N_MV_CASES - k : KERNELS_MAX_JOBS, 1,
-                             NULL);
+                             &mv_scratch);
     int differ = 0;
     double worst = 0;
     for (int k = 0; k < N_MV_CASES; k++) {
         int rows = mv_mats[k].m.rows;
         float *y = malloc((size_t)rows * sizeof(float));
         double *ref = malloc((size_t)rows * sizeof(double));
-        kernels_matvec(y, &mv_mats[k].m, mv_x[k], NULL);
+        kernels_matvec(y, &mv_mats[k].m, mv_x[k], &mv_scratch);
         if (jobs[k].bias)
             for (int r = 0; r < rows; r++)
                 y[r] += jobs[k].bias[r];
         if (memcmp(y, outs[k], (size_t)rows * sizeof(float)) != 0)
             differ++;
-        naive_matmul(ref, &mv_mats[k], mv_x[k], 1, jobs[k].bias);
+        naive_matvec(ref, &mv_mats[k], mv_x[k], jobs[k].bias);
         double e = norm_err(outs[k], ref, (size_t)rows);
         if (e > worst)
             worst = e;
@@ -403,12 +474,12 @@ static void test_matvec_scalar_vs_simd(void)
         float *ys = malloc((size_t)rows * sizeof(float));
         double *ref = malloc((size_t)rows * sizeof(double));
         kernels_force_scalar(1);
-        kernels_matvec(ys, &mv_mats[k].m, mv_x[k], NULL);
+        kernels_matvec(ys, &mv_mats[k].m, mv_x[k], &mv_scratch);
         kernels_force_scalar(0);
         double e = norm_err_f(ys, mv_first[k], (size_t)rows);
         if (e > worst)
             worst = e;
-        naive_matmul(ref, &mv_mats[k], mv_x[k], 1, NULL);
+        naive_matvec(ref, &mv_mats[k], mv_x[k], NULL);
         e = norm_err(ys, ref, (size_t)rows);
         if (e > worst_ref)
             worst_ref = e;
@@ -420,6 +491,39 @@ static void test_matvec_scalar_vs_simd(void)
     test_result(worst <= BOUND, name, "normalised difference %.3e", worst);
     snprintf(name, sizeof(name), "matvec scalar path vs naive (err %.2e)", worst_ref);
     test_result(worst_ref <= BOUND, name, "normalised error %.3e", worst_ref);
+}
+
+/* BF16 weights meet the activation rounded to BF16: against the exact
+ * activation, the error stays within BF16's unit roundoff of sum |w x|. */
+static void test_matvec_bf16_rounding(void)
+{
+    kernels_init(1);
+    double worst = 0;
+    for (int k = 0; k < N_MV_CASES; k++) {
+        const test_mat *t = &mv_mats[k];
+        if (t->m.dtype != DTYPE_BF16)
+            continue;
+        int rows = t->m.rows, cols = t->m.cols;
+        float *y = malloc((size_t)rows * sizeof(float));
+        double *ref = malloc((size_t)rows * sizeof(double));
+        kernels_matvec(y, &t->m, mv_x[k], &mv_scratch);
+        naive_matmul(ref, t, mv_x[k], 1, NULL);
+        double big = max_abs(ref, (size_t)rows);
+        for (int r = 0; r < rows; r++) {
+            double mag = 0;
+            for (int c = 0; c < cols; c++)
+                mag += fabs((double)t->values[(size_t)r * cols + c] * mv_x[k][c]);
+            double e = fabs((double)y[r] - ref[r]) / (0x1p-8 * mag + 1e-5 * big + 1e-30);
+            if (e > worst || isnan(e))
+                worst = isnan(e) ? INFINITY : e;
+        }
+        free(y);
+        free(ref);
+    }
+    char name[128];
+    snprintf(name, sizeof(name), "matvec bf16 with the activation rounded to bf16: within 2^-8 sum|wx| (%.2f of it)",
+             worst);
+    test_result(worst <= 1.0, name, "error %.3f times the bound", worst);
 }
 
 /* ---- matmul ---- */
@@ -442,10 +546,17 @@ static void test_matmul(void)
                 float *y = malloc((size_t)n * rows * sizeof(float));
                 double *ref = malloc((size_t)n * rows * sizeof(double));
                 fill_uniform(x, (size_t)n * cols, 1.0f);
+                /* X as the kernels see it: rounded to BF16 for BF16 weights, as in decode */
+                float *xr = malloc((size_t)n * cols * sizeof(float));
+                for (int i = 0; i < n; i++) {
+                    float *row = kernel_x(&t, x + (size_t)i * cols);
+                    memcpy(xr + (size_t)i * cols, row, (size_t)cols * sizeof(float));
+                    free(row);
+                }
                 for (int b = 0; b < 2; b++) {
                     const float *bp = b ? bias : NULL;
                     kernels_matmul(y, &t.m, x, n, bp);
-                    naive_matmul(ref, &t, x, n, bp);
+                    naive_matmul(ref, &t, xr, n, bp);
                     double e = norm_err(y, ref, (size_t)n * rows);
                     char name[128];
                     snprintf(name, sizeof(name), "matmul %s n=%d %dx%d%s (err %.2e)", dtype_name((dtype_t)d), n,
@@ -453,6 +564,7 @@ static void test_matmul(void)
                     test_result(e <= BOUND, name, "normalised error %.3e", e);
                 }
                 free(x);
+                free(xr);
                 free(y);
                 free(ref);
             }
@@ -669,16 +781,37 @@ static void test_bandwidth(void)
     test_result(bw > 1e8 && bw < 1e13, "measure_bandwidth gives a plausible figure", "%.3g B/s", bw);
 }
 
-/* Runs this program again with the SIMD level capped at AVX2; its PASS/FAIL
- * lines go to the same stdout. Returns its failure count. */
-static int rerun_with_avx2(char **argv)
+/* kernels_fix_openblas_coretype (called first in main) leaves OpenBLAS on
+ * kernels of the CPU's ISA level, whatever the vendor: on an AVX-512 CPU an
+ * AVX-512 core, not the Haswell or Prescott that Debian's build may pick. */
+static void test_blas_core(void)
+{
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    if (strcmp(kernels_simd_name(), "avx512") != 0) {
+        printf("SKIP: %sOpenBLAS core of an AVX-512 CPU: simd %s\n", test_name_prefix, kernels_simd_name());
+        return;
+    }
+    if (set && !getenv("MDI_BLAS_REEXEC")) {
+        printf("SKIP: %sOpenBLAS core of an AVX-512 CPU: OPENBLAS_CORETYPE=%s set by the caller\n",
+               test_name_prefix, set);
+        return;
+    }
+    const char *core = kernels_blas_core();
+    int ok = strcasecmp(core, "SkylakeX") == 0 || strcasecmp(core, "Cooperlake") == 0 ||
+             strcasecmp(core, "SapphireRapids") == 0;
+    test_result(ok, "OpenBLAS runs an AVX-512 core on this AVX-512 CPU", "core %s", core);
+}
+
+/* Runs this program again with the SIMD level capped at cap (MDI_SIMD); its
+ * PASS/FAIL lines go to the same stdout. Returns its failure count. */
+static int rerun_with(char **argv, const char *cap)
 {
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0)
         return 1;
     if (pid == 0) {
-        setenv("MDI_SIMD", "avx2", 1);
+        setenv("MDI_SIMD", cap, 1);
         execv("/proc/self/exe", argv);
         _exit(127);
     }
@@ -695,16 +828,29 @@ int main(int argc, char **argv)
     const char *cap = getenv("MDI_SIMD");
     if (cap && strcmp(cap, "avx2") == 0)
         test_name_prefix = "[avx2] ";
-    printf("info: %ssimd %s, blas core %s\n", test_name_prefix, kernels_simd_name(), kernels_blas_core());
+    if (cap && strcmp(cap, "avx512bw") == 0)
+        test_name_prefix = "[avx512bw] ";
+    /* plain NEON on a CPU with the BF16 extension (tests/e2e_arm64.sh runs
+     * it so): only the row kernels differ, and under emulation the whole
+     * program is slow */
+    int rows_only = cap && strcmp(cap, "neon") == 0;
+    if (rows_only)
+        test_name_prefix = "[neon] ";
+    printf("info: %ssimd %s, blas core %s\n", test_name_prefix, kernels_simd_features(), kernels_blas_core());
     kernels_force_scalar(1);
     test_result(strcmp(kernels_simd_name(), "scalar") == 0, "force_scalar selects the portable path", "%s",
                 kernels_simd_name());
     kernels_force_scalar(0);
 
-    test_dtypes();
-    test_conversions();
-    for (int nt = 1; nt <= 3; nt++)
-        test_pool(nt);
+    if (!rows_only) {
+        test_dtypes();
+        test_conversions();
+        for (int nt = 1; nt <= 3; nt++)
+            test_pool(nt);
+    }
+    test_bf16_activation_conversion();
+    if (!cap)
+        test_blas_core();
 
     matvec_setup();
     for (int nt = 1; nt <= 3; nt++)
@@ -712,8 +858,13 @@ int main(int argc, char **argv)
     for (int nt = 1; nt <= 3; nt++)
         test_matvec_batch(nt);
     test_matvec_scalar_vs_simd();
+    test_matvec_bf16_rounding();
     matvec_teardown();
 
+    if (rows_only) {
+        kernels_shutdown();
+        return test_failures;
+    }
     test_matmul();
     test_rmsnorm();
     test_softmax();
@@ -725,8 +876,14 @@ int main(int argc, char **argv)
 
     kernels_shutdown();
     if (strcmp(kernels_simd_name(), "avx512") == 0 && !cap) {
+        /* the AVX-512 kernels without the BF16/FP16/VNNI instructions */
+        if (strcmp(kernels_simd_features(), "avx512") != 0) {
+            printf("info: running again with MDI_SIMD=avx512bw\n");
+            test_failures += rerun_with(argv, "avx512bw");
+        }
         printf("info: running again with MDI_SIMD=avx2\n");
-        test_failures += rerun_with_avx2(argv);
+        test_failures += rerun_with(argv, "avx2");
     }
+
     return test_failures;
 }

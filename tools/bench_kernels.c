@@ -5,7 +5,7 @@
  *   bin/bench_kernels [csv_path]      (default plots/bench_kernels.csv)
  *
  * Prints the read bandwidth of main memory (1 and 2 threads), the pool's
- * dispatch latency, matvec throughput for F32 and BF16 weights at the
+ * dispatch latency, matvec throughput for F32, BF16 and F16 weights at the
  * TinyLlama shapes 2048x2048 (attention) and 5632x2048 (MLP) with 1 and 2
  * threads, as GB/s of weights and as a share of the measured bandwidth,
  * and sgemm GFLOP/s for a 512-token prefill. The matvec figures cycle over
@@ -55,6 +55,9 @@ static void noop_task(void *arg, int ith, int nth)
     (void)arg, (void)ith, (void)nth;
 }
 
+/* Activations converted to the weights' vec_dot_type (BF16 for BF16). */
+static kernels_scratch scratch;
+
 /* Seconds per matvec, best of several passes over n_copies matrices. */
 static double time_matvec(const mat_t *mats, int n_copies, const float *x, float *y, int passes)
 {
@@ -62,7 +65,7 @@ static double time_matvec(const mat_t *mats, int n_copies, const float *x, float
     for (int p = 0; p < passes; p++) {
         double t0 = time_now();
         for (int c = 0; c < n_copies; c++)
-            kernels_matvec(y, &mats[c], x, NULL);
+            kernels_matvec(y, &mats[c], x, &scratch);
         double dt = (time_now() - t0) / n_copies;
         if (dt < best)
             best = dt;
@@ -120,8 +123,10 @@ int main(int argc, char **argv)
     }
 
     static const int shapes[][2] = { { 2048, 2048 }, { 5632, 2048 } };
-    static const dtype_t dtypes[] = { DTYPE_F32, DTYPE_BF16 };
-    for (int d = 0; d < 2; d++)
+    static const dtype_t dtypes[] = { DTYPE_F32, DTYPE_BF16, DTYPE_F16 };
+    scratch.bytes = kernels_scratch_bytes(1, 1, 5632);
+    scratch.data = malloc(scratch.bytes);
+    for (int d = 0; d < 3; d++)
         for (int s = 0; s < 2; s++) {
             dtype_t dt = dtypes[d];
             int rows = shapes[s][0], cols = shapes[s][1];
@@ -176,7 +181,7 @@ int main(int argc, char **argv)
         float *y = malloc(sizeof(float) * (size_t)n * rows);
         void *w = malloc(sizeof(float) * (size_t)rows * cols);
         fill_matrix(x, DTYPE_F32, (size_t)n * cols);
-        for (int d = 0; d < 2; d++) {
+        for (int d = 0; d < 3; d++) {
             dtype_t dt = dtypes[d];
             fill_matrix(w, dt, (size_t)rows * cols);
             mat_t m = { dt, rows, cols, w };
@@ -203,6 +208,7 @@ int main(int argc, char **argv)
     }
 
     kernels_shutdown();
+    free(scratch.data);
     if (csv) {
         fclose(csv);
         printf("wrote %s\n", csv_path);

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench_peers: our standalone engine beside peers on the same machine, in the
 # same run, on the same weights: llama2.c's run.c (decode) and llama.cpp's CPU
-# backend through its llama-bench (prefill and decode, F32 and BF16).
+# backend through its llama-bench (prefill and decode, F32, F16 and BF16).
 #
 #   LLAMA2C_RUN=/path/to/llama2.c/run tools/bench_peers.sh
 #   BENCH_PEERS_MODELS=stories260K BENCH_PEERS_REPS=5 LLAMA2C_RUN=... tools/bench_peers.sh
 #   LLAMACPP_BENCH=/path/to/llama-bench LLAMACPP_GGUF_F32=tl-f32.gguf \
-#       LLAMACPP_GGUF_BF16=tl-bf16.gguf [LLAMACPP_SIMPLE=/path/to/llama-simple] tools/bench_peers.sh
+#       LLAMACPP_GGUF_F16=tl-f16.gguf LLAMACPP_GGUF_BF16=tl-bf16.gguf \
+#       [LLAMACPP_SIMPLE=/path/to/llama-simple] tools/bench_peers.sh
 #
 # The peers are not part of this project: build them wherever you keep them
 # and name the binaries in the variables above; a peer whose variable is unset
@@ -50,18 +51,29 @@
 # ---- llama.cpp
 # Build its llama-bench (and llama-simple, for the greedy check) with its
 # CMake, CPU backend, native flags, Release; name them in LLAMACPP_BENCH and
-# LLAMACPP_SIMPLE. LLAMACPP_GGUF_F32 and LLAMACPP_GGUF_BF16 are GGUF files
-# (architecture llama, tensors F32, or BF16 with F32 norms) holding the same
-# weights as checkpoints/synthetic-tinyllama-1.1b-f32 and -bf16, with the
-# q and k rows in llama.cpp's interleaved rotary order, as its own converter
-# writes them (BENCH_PEERS_LLAMACPP_CKPT names another pair of folders,
-# without the -f32/-bf16). A dtype whose file is not given is skipped.
-# For each dtype and thread count, alternating, REPS times:
+# LLAMACPP_SIMPLE. LLAMACPP_GGUF_F32, LLAMACPP_GGUF_F16 and LLAMACPP_GGUF_BF16
+# are GGUF files (architecture llama, tensors F32, or F16/BF16 with F32 norms)
+# holding the same weights as checkpoints/synthetic-tinyllama-1.1b-f32 and
+# -bf16, with the q and k rows in llama.cpp's interleaved rotary order, as
+# its own converter writes them (BENCH_PEERS_LLAMACPP_CKPT names another
+# pair of folders, without the -f32/-bf16). A dtype whose file is not given
+# is skipped. For each dtype and thread count, alternating, REPS times:
 #
-#   llama-bench -m F.gguf -p 128 -n 32 -t T -r 1 -o csv        avg_ts of pp128, tg32
-#   bin/starter --ckpt DIR-DTYPE --prompt-ids <128 ids> --n-tokens 32 --temperature 0
-#               --n-threads T --dtype DTYPE --quiet --output out.json
+#   llama-bench -m F.gguf -p 128 -n 32 -t T -r 1 -mmp 0 -o csv  avg_ts of pp128, tg32
+#   bin/starter --ckpt DIR --prompt-ids <128 ids> --n-tokens 32 --temperature 0
+#               --n-threads T --dtype DTYPE [--no-mmap] --quiet --output out.json
 #                                           stats.prefill_tok_s, stats.decode_tok_s
+#
+# Weights in anonymous memory for both: on a machine that reclaims clean
+# file pages (workingset_refault_file in /proc/vmstat), weights read from a
+# file mapping are read from disk again and again, and the figures measure
+# the disk. llama-bench gets -mmp 0 (it reads the file into its buffers).
+# Ours converts weights whose stored dtype differs from --dtype into
+# anonymous buffers, and borrows the others from the file mapping; when the
+# starter has --no-mmap it is given that and reads DIR-DTYPE (F16: the -f32
+# folder), otherwise each dtype is read from a folder of another dtype, so
+# that it is converted: F32 and F16 from -bf16, BF16 from -f32 (the same
+# shapes; random weights, so the values do not change the work).
 #
 # Both count the 128-token prefill as one batch and each decode step as one
 # forward pass of one token (llama-bench decodes from an empty cache, ours
@@ -293,13 +305,14 @@ prompt_ids() { # dir -> 128 comma-separated ids
 print(','.join(['1'] + [str(3 + i * 7919 % (v - 3)) for i in range(1, 128)]))" "$1/config.json"
 }
 run_ours_pd() { # dir dtype threads -> "prefill decode" tok/s
+    # shellcheck disable=SC2086 # OURS_MMAP_FLAG is empty or one flag
     timeout 900 "$STARTER" --ckpt "$1" --prompt-ids "$(prompt_ids "$1")" --n-tokens 32 --temperature 0 \
-        --n-threads "$3" --dtype "$2" --quiet --output "$tmp/ours.json" >"$tmp/ours.out" 2>"$tmp/ours.err" || {
+        --n-threads "$3" --dtype "$2" $OURS_MMAP_FLAG --quiet --output "$tmp/ours.json" >"$tmp/ours.out" 2>"$tmp/ours.err" || {
         echo "bench_peers: starter failed: $(tail -n 2 "$tmp/ours.err" | tr '\n' ' ')" >&2; return 1; }
     $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['stats']; print('%.3f %.3f' % (s['prefill_tok_s'], s['decode_tok_s']))" "$tmp/ours.json"
 }
 run_llamacpp() { # gguf threads -> "prefill decode" tok/s
-    timeout 900 "$LLAMACPP" -m "$1" -p 128 -n 32 -t "$2" -r "$LLAMACPP_R" -o csv >"$tmp/lcpp.csv" 2>"$tmp/lcpp.err" || {
+    timeout 900 "$LLAMACPP" -m "$1" -p 128 -n 32 -t "$2" -r "$LLAMACPP_R" -mmp 0 -o csv >"$tmp/lcpp.csv" 2>"$tmp/lcpp.err" || {
         echo "bench_peers: llama-bench failed: $(tail -n 2 "$tmp/lcpp.err" | tr '\n' ' ')" >&2; return 1; }
     $PY - "$tmp/lcpp.csv" <<'EOF'
 import csv, sys
@@ -337,13 +350,27 @@ EOF
 }
 
 bench_llamacpp() {
-    local d t r gguf dir o p a b c e phase mo mp ratio label synth kn
+    local d t r gguf dir same o p a b c e phase mo mp ratio label synth kn
     local ours_pf ours_dc peer_pf peer_dc
     label=$(basename "$LLAMACPP_CKPT")
-    echo "bench_peers: ours $STARTER, peer $LLAMACPP; $REPS repetitions, programs alternating"
-    for d in f32 bf16; do
-        if [ "$d" = f32 ]; then gguf=${LLAMACPP_GGUF_F32:-}; else gguf=${LLAMACPP_GGUF_BF16:-}; fi
-        dir=$LLAMACPP_CKPT-$d
+    # Our weights in anonymous memory (see the header).
+    OURS_MMAP_FLAG=
+    if "$STARTER" --help 2>&1 | grep -q -- '--no-mmap'; then OURS_MMAP_FLAG=--no-mmap; fi
+    echo "bench_peers: ours $STARTER, peer $LLAMACPP; $REPS repetitions, programs alternating;" \
+        "weights in anonymous memory (llama-bench -mmp 0, ours ${OURS_MMAP_FLAG:-converted at load})"
+    for d in f32 f16 bf16; do
+        case $d in
+        f32) gguf=${LLAMACPP_GGUF_F32:-} ;;
+        f16) gguf=${LLAMACPP_GGUF_F16:-} ;;
+        *) gguf=${LLAMACPP_GGUF_BF16:-} ;;
+        esac
+        # the folder holding the GGUF's values (greedy check); F16 from the F32 draw
+        case $d in f16) same=$LLAMACPP_CKPT-f32 ;; *) same=$LLAMACPP_CKPT-$d ;; esac
+        if [ -n "$OURS_MMAP_FLAG" ]; then
+            dir=$same
+        else
+            case $d in bf16) dir=$LLAMACPP_CKPT-f32 ;; *) dir=$LLAMACPP_CKPT-bf16 ;; esac
+        fi
         if [ -z "$gguf" ] || [ ! -f "$gguf" ]; then
             echo "SKIP: bench_peers: llama.cpp at $d: LLAMACPP_GGUF_${d^^} is not set or not a file"
             continue
@@ -379,7 +406,7 @@ bench_llamacpp() {
             done
         done
         if [ -n "${LLAMACPP_SIMPLE:-}" ] && [ -x "$LLAMACPP_SIMPLE" ]; then
-            read -r kn < <(llamacpp_greedy "$dir" "$d" "$gguf")
+            read -r kn < <(llamacpp_greedy "$same" "$d" "$gguf")
             if [ "$synth" = yes ]; then
                 echo "  greedy text agreement with llama.cpp on $label $d: $kn characters of 16 tokens (random weights: near-ties possible)"
             elif [ "${kn%%/*}" = "${kn#*/}" ]; then
