@@ -3,6 +3,14 @@
  * sgemm. F32 weights go to sgemm as they are; any other dtype is converted
  * to F32 a panel of rows at a time by the pool's threads (the dtype's
  * fastest to_f32 kernel), each panel multiplied as soon as it is ready.
+ *
+ * Block types have a second path, integer tiles: X quantized to Q8_0 once,
+ * then the decode row kernels with all n activation rows at once (each
+ * weight block read once for every token), weight rows split across the
+ * pool. Row k of its result is bit for bit what a matvec of x_k gives.
+ * Which path is faster is measured by bin/bench_kernels (matmul_int8 and
+ * matmul_dequant_sgemm rows); MATMUL_AUTO takes the faster one measured here:
+ * integer tiles for short prompts, sgemm for long ones (matmul_pick).
  */
 #include "kernels_impl.h"
 #include "util.h"
@@ -11,6 +19,8 @@
 #include <stdlib.h>
 
 static float *matmul_scratch;
+static void *matmul_xq; /* X quantized for the integer tiles */
+static size_t matmul_xq_cap; /* bytes */
 static size_t matmul_scratch_cap; /* floats */
 
 void kernels_matmul_release(void)
@@ -18,6 +28,9 @@ void kernels_matmul_release(void)
     free(matmul_scratch);
     matmul_scratch = NULL;
     matmul_scratch_cap = 0;
+    free(matmul_xq);
+    matmul_xq = NULL;
+    matmul_xq_cap = 0;
 }
 
 /* Rows of W converted per panel: about 8 MiB of F32. Each panel costs a
@@ -49,12 +62,72 @@ static void convert_task_run(void *p, int ith, int nth)
         to_f32(base + (size_t)r * row_bytes, t->dst + (size_t)r * (size_t)t->w->cols, t->w->cols);
 }
 
+/* ---- integer tiles for block types ---- */
+
+typedef struct {
+    const mat_t *w;
+    rows_fn rows;
+    const void *xq;
+    size_t xq_stride;
+    int n;
+    float *y;
+} int8_task;
+
+static void int8_task_run(void *p, int ith, int nth)
+{
+    const int8_task *t = p;
+    int lo = (int)kernels_split_rows(t->w->rows, ith, nth), hi = (int)kernels_split_rows(t->w->rows, ith + 1, nth);
+    if (lo < hi)
+        t->rows(t->w, lo, hi, t->xq, t->xq_stride, t->n, t->y, (size_t)t->w->rows);
+}
+
+static void matmul_int8(float *y, const mat_t *w, const float *x, int n)
+{
+    const kernels_isa *isa = kernels_isa_get();
+    dtype_t vt = dtype_get(w->dtype)->vec_dot_type;
+    size_t row = dtype_row_size(vt, w->cols), need = row * (size_t)n;
+    if (need > matmul_xq_cap) {
+        void *s = realloc(matmul_xq, need);
+        CHECK(s != NULL);
+        matmul_xq = s;
+        matmul_xq_cap = need;
+    }
+    for (int i = 0; i < n; i++)
+        isa->from_f32[vt](x + (size_t)i * w->cols, (char *)matmul_xq + (size_t)i * row, w->cols);
+    int8_task t = { w, isa->rows[w->dtype], matmul_xq, row, n, y };
+    kernels_parallel(int8_task_run, &t);
+}
+
+/* Below this many tokens, integer tiles; from it on, dequantized panels and
+ * sgemm. Measured here on the TinyLlama shapes (5632x2048, one thread,
+ * AVX-512 VNNI, noisy shared machine): 4 tokens 1-2 ms against 22-47 ms (the
+ * panels cost a pass over the whole matrix), 16 tokens 10-17 against 34, 48
+ * tokens 45-49 against 51-61, 128 tokens 40-156 against 38-116 ms over the
+ * three shapes (bin/bench_kernels: matmul_int8, matmul_dequant_sgemm). */
+#define MATMUL_INT8_BELOW 64
+
+/* The path MATMUL_AUTO takes for a block type. */
+static int matmul_pick(const mat_t *w, int n)
+{
+    (void)w;
+    return n < MATMUL_INT8_BELOW ? MATMUL_INT8 : MATMUL_SGEMM;
+}
+
 void kernels_matmul(float *y, const mat_t *w, const float *x, int n, const float *bias)
+{
+    kernels_matmul_with(y, w, x, n, bias, MATMUL_AUTO);
+}
+
+void kernels_matmul_with(float *y, const mat_t *w, const float *x, int n, const float *bias, int path)
 {
     int rows = w->rows, cols = w->cols;
     if (n <= 0 || rows <= 0)
         return;
-    if (w->dtype == DTYPE_F32) {
+    if (path == MATMUL_AUTO)
+        path = dtype_is_block(w->dtype) ? matmul_pick(w, n) : MATMUL_SGEMM;
+    if (path == MATMUL_INT8 && dtype_is_block(w->dtype)) {
+        matmul_int8(y, w, x, n);
+    } else if (w->dtype == DTYPE_F32) {
         /* Y (n, rows) = X (n, cols) @ W^T (cols, rows) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols,
                     (const float *)w->data, cols, 0.0f, y, rows);
