@@ -193,12 +193,13 @@ static ATTR_AVX2 double avx2_sum_bytes(const char *p, size_t n)
 
 /* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
  *
- * A ymm holds one block (32 values). Per block and per (weight row r,
- * activation row k), in exact int32 lanes:
+ * Per step and per (weight row r, activation row k), in exact int32 lanes:
  *
- *   Q8_0: I = madd16(maddubs(|w|, sign(x_k, w)), 1)
- *   Q4_0: I = C_k + madd16(maddubs(nibbles, x_k), 1),  C_k = -8 * (sums of x_k)
- *         (nibbles [lo | hi] by 128-bit lane match x's natural order)
+ *   Q8_0, one block per ymm: I = madd16(maddubs(|w|, sign(x_k, w)), 1)
+ *   Q4_0, two blocks per ymm, 128-bit lane j = block b + j:
+ *         I = C_k + madd16(maddubs(lo nibbles, x_k first halves)
+ *                          + maddubs(hi nibbles, x_k second halves), 1)
+ *         C_k = -8 * (sums of x_k)
  *
  * (maddubs cannot saturate: |w| <= 128 and |x| <= 127, or nibbles <= 15),
  * then acc_rk = fma(float(I), dw * dx, acc_rk) and the row's result is the
@@ -218,9 +219,61 @@ INLINE_Q256 float q256_half(const void *p)
     return _cvtsh_ss(h);
 }
 
+/* [d0, d1] (f16 at p0 and, when p1, at p1; else 0) spread over the lanes
+ * by idx. */
+INLINE_Q256 __m256 q256_scales2(const void *p0, const void *p1, __m256i idx)
+{
+    uint16_t h0, h1 = 0;
+    memcpy(&h0, p0, sizeof(h0));
+    if (p1)
+        memcpy(&h1, p1, sizeof(h1));
+    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d), idx);
+}
+
 INLINE_Q256 __m256i q256_madd(__m256i u, __m256i s)
 {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Q4_0, a pair of blocks at block b (two = 0: the last, single block):
+ * nibbles [lo_b | lo_b+1] and [hi_b | hi_b+1] against x's first and second
+ * halves; the two maddubs results add in int16 (|sum| <= 7680) before
+ * madd16. int32 lanes 0..3 are block b, 4..7 block b + 1. */
+INLINE_Q256 void q256_step_q4(const int two, int b, const char *w, size_t row_bytes, const char *x,
+                              size_t x_stride, const int nr, const int nx, __m256 acc[4][2])
+{
+    const __m256i idx = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256i XL[2], XH[2], C[2];
+    __m256 DX[2];
+#pragma GCC unroll 2
+    for (int k = 0; k < nx; k++) {
+        const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)k * x_stride) + b;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
+        __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
+        XL[k] = _mm256_permute2x128_si256(x0, x1, 0x20);
+        XH[k] = _mm256_permute2x128_si256(x0, x1, 0x31);
+        DX[k] = q256_scales2(&xb[0].d, two ? &xb[1].d : NULL, idx);
+        __m256i eight = _mm256_set1_epi8(8);
+        __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, XL[k]), _mm256_maddubs_epi16(eight, XH[k]));
+        C[k] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(s16, ones));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        const block_q4_0 *wb = (const block_q4_0 *)(w + (size_t)r * row_bytes) + b;
+        __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
+        __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
+        __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+        __m256i lo = _mm256_and_si256(q, mask), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+        __m256 DW = q256_scales2(&wb[0].d, two ? &wb[1].d : NULL, idx);
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, XL[k]), _mm256_maddubs_epi16(hi, XH[k]));
+            __m256i I = _mm256_add_epi32(C[k], _mm256_madd_epi16(s16, ones));
+            acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(DW, DX[k]), acc[r][k]);
+        }
+    }
 }
 
 INLINE_Q256 void q256_tile(const int q4, const char *w, size_t row_bytes, int nb, const char *x, size_t x_stride,
@@ -232,7 +285,14 @@ INLINE_Q256 void q256_tile(const int q4, const char *w, size_t row_bytes, int nb
 #pragma GCC unroll 2
         for (int k = 0; k < nx; k++)
             acc[r][k] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
+    if (q4) {
+        int b = 0;
+        for (; b + 2 <= nb; b += 2)
+            q256_step_q4(1, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        if (b < nb)
+            q256_step_q4(0, b, w, row_bytes, x, x_stride, nr, nx, acc);
+    }
+    for (int b = 0; !q4 && b < nb; b++) {
         __m256i X[2], C[2];
         __m256 DX[2];
 #pragma GCC unroll 2

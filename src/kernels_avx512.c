@@ -190,16 +190,18 @@ static ATTR_AVX512 double avx512_sum_bytes(const char *p, size_t n)
 
 /* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
  *
- * A zmm holds two blocks (64 values). Per pair of blocks and per (weight row
- * r, activation row k), all in exact int32 lanes:
+ * Per step and per (weight row r, activation row k), all in exact int32
+ * lanes:
  *
- *   Q8_0, VNNI:   I = dpbusd(C_k, w ^ 0x80, x_k)   C_k = -128 * (sums of x_k)
- *                 (w + 128 is the unsigned operand; C_k, shared by all rows,
- *                 takes the 128 * x back out)
- *   Q8_0, no VNNI: I = madd16(maddubs(|w|, x_k negated where w < 0), 1)
- *   Q4_0:         I = C_k + dot(nibbles, x_k)       C_k = -8 * (sums of x_k)
- *                 (dot: dpbusd, or maddubs + madd16 without VNNI; the
- *                 nibbles 0..15 are the unsigned operand, so no sign work)
+ *   Q8_0, two blocks per zmm:
+ *     VNNI:     I = dpbusd(C_k, w ^ 0x80, x_k)   C_k = -128 * (sums of x_k)
+ *               (w + 128 is the unsigned operand; C_k, shared by all rows,
+ *               takes the 128 * x back out)
+ *     no VNNI:  I = madd16(maddubs(|w|, x_k negated where w < 0), 1)
+ *   Q4_0, four blocks per zmm, 128-bit lane j = block b + j:
+ *     I = dot(dot(C_k, lo nibbles, x_k first halves), hi nibbles, second halves)
+ *     C_k = -8 * (sums of x_k); dot is dpbusd, or maddubs + madd16 without
+ *     VNNI; the nibbles 0..15 are the unsigned operand, so no sign work
  *
  * then in float, per lane: acc_rk = fma(float(I), dw * dx, acc_rk), each
  * lane's scales those of its block; the row's result is the sum of acc_rk's
@@ -212,7 +214,8 @@ static ATTR_AVX512 double avx512_sum_bytes(const char *p, size_t n)
  * all activation rows; each (r, k) pair runs the same operations whatever
  * the tile it is in. The whole section is compiled with VNNI allowed, so
  * that one inline tile serves both variants; the non-VNNI variant uses no
- * VNNI intrinsic, and GCC emits none of its own for this code.
+ * VNNI intrinsic, and GCC emits none of its own for this code (objdump -d
+ * shows no vpdpbusd in avx512_rows_*_bw).
  */
 #define ATTR_Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")))
 #define INLINE_Q512 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")))
@@ -241,15 +244,12 @@ INLINE_Q512 __m512i q512_dot(const int vnni, __m512i c, __m512i u, __m512i s)
     return _mm512_add_epi32(c, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
 }
 
-/* One pair of blocks (two = 0: the last, single block) at block b. */
-INLINE_Q512 void q512_step(const int q4, const int vnni, const int two, int b, const char *w, size_t row_bytes,
-                           const char *x, size_t x_stride, const int nr, const int nx, __m512 acc[4][4])
+/* Q8_0, a pair of blocks at block b (two = 0: the last, single block).
+ * int32 lanes 0..7 are block b, 8..15 block b + 1. */
+INLINE_Q512 void q512_step_q8(const int vnni, const int two, int b, const char *w, size_t row_bytes, const char *x,
+                              size_t x_stride, const int nr, const int nx, __m512 acc[4][4])
 {
-    /* Q8_0: int32 lanes 0..7 are block b, 8..15 block b + 1. Q4_0: the
-     * nibbles are [lo_b, lo_b+1, hi_b, hi_b+1] by 128-bit lane, x is
-     * permuted to match, so lanes 0..3 and 8..11 are block b. */
-    const __m512i idx = q4 ? _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0)
-                           : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     __m512i X[4], C[4];
     __m512 DX[4];
 #pragma GCC unroll 4
@@ -258,46 +258,113 @@ INLINE_Q512 void q512_step(const int q4, const int vnni, const int two, int b, c
         __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
         __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
         X[k] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
-        if (q4)
-            X[k] = _mm512_shuffle_i64x2(X[k], X[k], _MM_SHUFFLE(3, 1, 2, 0));
         DX[k] = q512_scales(&xb[0].d, two ? &xb[1].d : NULL, idx);
-        if (q4 || vnni) {
-            __m512i bias = _mm512_set1_epi8(q4 ? 8 : (char)0x80);
-            C[k] = _mm512_sub_epi32(_mm512_setzero_si512(), q512_dot(vnni, _mm512_setzero_si512(), bias, X[k]));
-        }
+        if (vnni) /* -128 * (sums of x): takes the + 128 of w back out */
+            C[k] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                    q512_dot(1, _mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), X[k]));
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        const char *row = w + (size_t)r * row_bytes;
-        __m512i W, M = _mm512_setzero_si512();
+        const block_q8_0 *wb = (const block_q8_0 *)(w + (size_t)r * row_bytes) + b;
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)wb[0].qs);
+        __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
+        __m512i M = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+        __m512i W = vnni ? _mm512_xor_si512(M, _mm512_set1_epi8((char)0x80)) : _mm512_abs_epi8(M);
         __m512 DW;
-        if (q4) {
-            const block_q4_0 *wb = (const block_q4_0 *)row + b;
-            __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
-            __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
-            __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-            __m256i lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0f));
-            W = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            DW = q512_scales(&wb[0].d, two ? &wb[1].d : NULL, idx);
+        if (two) {
+            /* both scales lie in the first 64 of the pair's 68 bytes, words
+             * 0 and 17: one load, one word permute, eight f16 slots each */
+            const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17,
+                                                  17, 17, 17, 17, 0, 0, 0, 0, 0, 0, 0, 0);
+            __m512i raw = _mm512_loadu_si512((const void *)wb);
+            DW = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx, raw)));
         } else {
-            const block_q8_0 *wb = (const block_q8_0 *)row + b;
-            __m256i w0 = _mm256_loadu_si256((const __m256i *)wb[0].qs);
-            __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
-            M = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-            W = vnni ? _mm512_xor_si512(M, _mm512_set1_epi8((char)0x80)) : _mm512_abs_epi8(M);
-            DW = q512_scales(&wb[0].d, two ? &wb[1].d : NULL, idx);
+            DW = q512_scales(&wb[0].d, NULL, idx);
         }
 #pragma GCC unroll 4
         for (int k = 0; k < nx; k++) {
             __m512i I;
-            if (q4 || vnni) {
-                I = q512_dot(vnni, C[k], W, X[k]);
+            if (vnni) {
+                I = q512_dot(1, C[k], W, X[k]);
             } else {
                 __mmask64 neg = _mm512_movepi8_mask(M);
                 __m512i sx = _mm512_mask_sub_epi8(X[k], neg, _mm512_setzero_si512(), X[k]);
                 I = q512_dot(0, _mm512_setzero_si512(), W, sx);
             }
+            acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I), _mm512_mul_ps(DW, DX[k]), acc[r][k]);
+        }
+    }
+}
+
+/* Up to four f16 scales, stride bytes apart from p (cnt of them, the rest
+ * 0), spread over the lanes by idx. */
+INLINE_Q512 __m512 q512_scales4(const char *p, size_t stride, const int cnt, __m512i idx)
+{
+    __m128i v = _mm_cvtsi32_si128((int)q512_half(p));
+    if (cnt > 1)
+        v = _mm_insert_epi16(v, (int)q512_half(p + stride), 1);
+    if (cnt > 2)
+        v = _mm_insert_epi16(v, (int)q512_half(p + 2 * stride), 2);
+    if (cnt > 3)
+        v = _mm_insert_epi16(v, (int)q512_half(p + 3 * stride), 3);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(v)));
+}
+
+/* Q4_0, four blocks at block b (cnt < 4: the last ones, zeros after). The
+ * 128-bit lane j of every vector is block b + j: nibbles [lo_b .. lo_b+3]
+ * and [hi_b .. hi_b+3] against x's first and second halves, two dot
+ * products chained into one int32 vector per (r, k). */
+INLINE_Q512 void q512_step_q4(const int vnni, const int cnt, int b, const char *w, size_t row_bytes, const char *x,
+                              size_t x_stride, const int nr, const int nx, __m512 acc[4][4])
+{
+    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512i XL[4], XH[4], C[4];
+    __m512 DX[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < nx; k++) {
+        const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)k * x_stride) + b;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
+        __m256i x1 = cnt > 1 ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
+        __m256i x2 = cnt > 2 ? _mm256_loadu_si256((const __m256i *)xb[2].qs) : _mm256_setzero_si256();
+        __m256i x3 = cnt > 3 ? _mm256_loadu_si256((const __m256i *)xb[3].qs) : _mm256_setzero_si256();
+        __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+        __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(x2), x3, 1);
+        XL[k] = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(2, 0, 2, 0));
+        XH[k] = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(3, 1, 3, 1));
+        DX[k] = q512_scales4((const char *)&xb[0].d, sizeof(block_q8_0), cnt, idx);
+        __m512i eight = _mm512_set1_epi8(8);
+        __m512i s8 = q512_dot(vnni, q512_dot(vnni, _mm512_setzero_si512(), eight, XL[k]), eight, XH[k]);
+        C[k] = _mm512_sub_epi32(_mm512_setzero_si512(), s8);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        const block_q4_0 *wb = (const block_q4_0 *)(w + (size_t)r * row_bytes) + b;
+        __m512i q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)wb[0].qs));
+        if (cnt > 1)
+            q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[1].qs), 1);
+        if (cnt > 2)
+            q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[2].qs), 2);
+        if (cnt > 3)
+            q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[3].qs), 3);
+        if (cnt < 4) /* the lanes past cnt are undefined after the cast */
+            q = _mm512_maskz_mov_epi32((__mmask16)((1u << (4 * cnt)) - 1), q);
+        __m512i lo = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), _mm512_set1_epi8(0x0f));
+        __m512 DW;
+        if (cnt == 4) {
+            /* the four scales lie in the first 64 of the blocks' 72 bytes,
+             * words 0, 9, 18 and 27: one load, one word permute puts each
+             * in four consecutive f16 slots */
+            const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 27, 27, 27, 27,
+                                                  18, 18, 18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
+            __m512i raw = _mm512_loadu_si512((const void *)wb);
+            DW = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx, raw)));
+        } else {
+            DW = q512_scales4((const char *)&wb[0].d, sizeof(block_q4_0), cnt, idx);
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++) {
+            __m512i I = q512_dot(vnni, q512_dot(vnni, C[k], lo, XL[k]), hi, XH[k]);
             acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I), _mm512_mul_ps(DW, DX[k]), acc[r][k]);
         }
     }
@@ -313,10 +380,21 @@ INLINE_Q512 void q512_tile(const int q4, const int vnni, const char *w, size_t r
         for (int k = 0; k < nx; k++)
             acc[r][k] = _mm512_setzero_ps();
     int b = 0;
-    for (; b + 2 <= nb; b += 2)
-        q512_step(q4, vnni, 1, b, w, row_bytes, x, x_stride, nr, nx, acc);
-    if (b < nb)
-        q512_step(q4, vnni, 0, b, w, row_bytes, x, x_stride, nr, nx, acc);
+    if (q4) {
+        for (; b + 4 <= nb; b += 4)
+            q512_step_q4(vnni, 4, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        if (b + 3 == nb)
+            q512_step_q4(vnni, 3, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        else if (b + 2 == nb)
+            q512_step_q4(vnni, 2, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        else if (b + 1 == nb)
+            q512_step_q4(vnni, 1, b, w, row_bytes, x, x_stride, nr, nx, acc);
+    } else {
+        for (; b + 2 <= nb; b += 2)
+            q512_step_q8(vnni, 1, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        if (b < nb)
+            q512_step_q8(vnni, 0, b, w, row_bytes, x, x_stride, nr, nx, acc);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4

@@ -158,11 +158,13 @@ static void neon_axpy_f32(float *y, float a, const float *x, int n)
 
 /* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
  *
- * A block is two int8x16 (Q4_0: nibbles - 8, low nibbles the first 16
- * values). Per block and per (weight row r, activation row k):
+ * A block is two int8x16 (Q4_0: the nibbles 0..15, low nibbles the first
+ * 16 values). Per block and per (weight row r, activation row k):
  *
  *   I = int32x4 sums of w * x_k: vdotq_s32 with the dot-product extension
- *       (chosen at run time, cpu_features.dotprod), else vmull_s8 + vpadalq_s16
+ *       (chosen at run time, cpu_features.dotprod), else vmull_s8 + vpadalq_s16;
+ *       for Q4_0 starting from C_k = -8 * (sums of x_k), computed once per
+ *       activation block for all rows, instead of subtracting 8 per weight
  *   acc_rk = acc_rk + float(I) * (dw * dx)     (vfmaq_n_f32)
  *
  * and the row's result is the sum of acc_rk's lanes. The integer sums are
@@ -195,15 +197,20 @@ static inline __attribute__((always_inline)) NEON_DOTPROD_TARGET int32x4_t neon_
     return vdotq_s32(acc, a, b);
 }
 
-/* The two int8x16 halves of block b of a weight row. */
-static inline __attribute__((always_inline)) void neon_q_load(const int q4, const char *row, int b, int8x16_t *lo,
-                                                              int8x16_t *hi, float *d)
+/* The two int8x16 halves of block b of a weight row; Q4_0's nibbles less
+ * 8 when minus8, else as they are (0..15). */
+static inline __attribute__((always_inline)) void neon_q_load(const int q4, const int minus8, const char *row, int b,
+                                                              int8x16_t *lo, int8x16_t *hi, float *d)
 {
     if (q4) {
         const block_q4_0 *wb = (const block_q4_0 *)row + b;
         uint8x16_t q = vld1q_u8(wb->qs);
-        *lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
-        *hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+        *lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+        *hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        if (minus8) {
+            *lo = vsubq_s8(*lo, vdupq_n_s8(8));
+            *hi = vsubq_s8(*hi, vdupq_n_s8(8));
+        }
         *d = neon_q_half(&wb->d);
     } else {
         const block_q8_0 *wb = (const block_q8_0 *)row + b;
@@ -224,6 +231,7 @@ static inline __attribute__((always_inline)) void neon_q_load(const int q4, cons
             _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) acc[r][k] = vdupq_n_f32(0.0f);                    \
         for (int b = 0; b < nb; b++) {                                                                              \
             int8x16_t xl[4], xh[4];                                                                                 \
+            int32x4_t c[4];                                                                                         \
             float dx[4];                                                                                            \
             _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                    \
             {                                                                                                       \
@@ -231,15 +239,18 @@ static inline __attribute__((always_inline)) void neon_q_load(const int q4, cons
                 xl[k] = vld1q_s8(xb->qs);                                                                           \
                 xh[k] = vld1q_s8(xb->qs + 16);                                                                      \
                 dx[k] = neon_q_half(&xb->d);                                                                        \
+                c[k] = vdupq_n_s32(0);                                                                              \
+                if (q4) /* -8 * (sums of x), lane by lane as DOT groups them */                                     \
+                    c[k] = vmulq_n_s32(DOT(DOT(c[k], vdupq_n_s8(1), xl[k]), vdupq_n_s8(1), xh[k]), -8);             \
             }                                                                                                       \
             _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                    \
             {                                                                                                       \
                 int8x16_t wl, wh;                                                                                   \
                 float dw;                                                                                           \
-                neon_q_load(q4, w + (size_t)r * row_bytes, b, &wl, &wh, &dw);                                       \
+                neon_q_load(q4, 0, w + (size_t)r * row_bytes, b, &wl, &wh, &dw);                                    \
                 _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                \
                 {                                                                                                   \
-                    int32x4_t I = DOT(DOT(vdupq_n_s32(0), wl, xl[k]), wh, xh[k]);                                   \
+                    int32x4_t I = DOT(DOT(c[k], wl, xl[k]), wh, xh[k]);                                             \
                     acc[r][k] = vfmaq_n_f32(acc[r][k], vcvtq_f32_s32(I), dw * dx[k]);                               \
                 }                                                                                                   \
             }                                                                                                       \
@@ -357,7 +368,7 @@ static void neon_q4_0_to_f32(const void *src, float *dst, int64_t n)
     for (int64_t k = 0; k < n / QK4_0; k++) {
         float d;
         int8x16_t half[2];
-        neon_q_load(1, (const char *)(b + k), 0, &half[0], &half[1], &d);
+        neon_q_load(1, 1, (const char *)(b + k), 0, &half[0], &half[1], &d);
         for (int j = 0; j < 2; j++) {
             int16x8_t lo = vmovl_s8(vget_low_s8(half[j])), hi = vmovl_high_s8(half[j]);
             float *o = dst + k * QK4_0 + 16 * j;
