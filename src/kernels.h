@@ -29,8 +29,9 @@
  * call with that activation row alone.
  * Prefill (n tokens) uses kernels_matmul: OpenBLAS sgemm, with non-F32
  * weights converted to F32 in row panels first; block-type weights with
- * fewer than 64 tokens take the decode row kernels with all n activation
- * rows at once instead (faster here below that; see kernels_matmul.c).
+ * few tokens (q8_0 below 64, q4_0 below 192) take the decode row kernels
+ * with all n activation rows at once instead (faster here below that; see
+ * kernels_matmul.c).
  *
  * The pool is process-wide and configured once (kernels_init); only one
  * thread (the node's compute thread) may call the kernels.

@@ -99,18 +99,25 @@ static void matmul_int8(float *y, const mat_t *w, const float *x, int n)
 }
 
 /* Below this many tokens, integer tiles; from it on, dequantized panels and
- * sgemm. Measured here on the TinyLlama shapes (5632x2048, one thread,
- * AVX-512 VNNI, noisy shared machine): 4 tokens 1-2 ms against 22-47 ms (the
- * panels cost a pass over the whole matrix), 16 tokens 10-17 against 34, 48
- * tokens 45-49 against 51-61, 128 tokens 40-156 against 38-116 ms over the
- * three shapes (bin/bench_kernels: matmul_int8, matmul_dequant_sgemm). */
-#define MATMUL_INT8_BELOW 64
+ * sgemm: sgemm's cost per token falls as the prompt grows, the tiles' does
+ * not. Measured here (AVX-512 VNNI, OpenBLAS SkylakeX, TinyLlama shapes,
+ * one thread, a noisy shared machine; bin/bench_kernels: matmul_int8 and
+ * matmul_dequant_sgemm):
+ *   q8_0, 5632x2048: 4 tokens 2 ms against 47 (the panels cost a pass over
+ *     the whole matrix), 16: 10 against 35, 48: 45 against 61, 128 tokens
+ *     on the three shapes: 20-41 ms against 15-38
+ *   q4_0 (four blocks per vector, a third of the float work of q8_0):
+ *     128 tokens 9-34 ms against 10-44 (7 cases of 9, 1 and 2 threads),
+ *     256 tokens 21-92 against 17-85, 512: sgemm ahead everywhere. */
+static int matmul_int8_below(dtype_t t)
+{
+    return t == DTYPE_Q4_0 ? 192 : 64;
+}
 
 /* The path MATMUL_AUTO takes for a block type. */
 static int matmul_pick(const mat_t *w, int n)
 {
-    (void)w;
-    return n < MATMUL_INT8_BELOW ? MATMUL_INT8 : MATMUL_SGEMM;
+    return n < matmul_int8_below(w->dtype) ? MATMUL_INT8 : MATMUL_SGEMM;
 }
 
 void kernels_matmul(float *y, const mat_t *w, const float *x, int n, const float *bias)

@@ -22,8 +22,9 @@
  *
  * Prefill: sgemm GFLOP/s for a 512-token prefill (f32, bf16 weights), and
  * for the block types at 128 tokens on the TinyLlama shapes 2048x2048,
- * 5632x2048 and 2048x5632 (and 16, 64 tokens on 5632x2048) both ways: "matmul_dequant_sgemm" (F32 panels and
- * OpenBLAS) and "matmul_int8" (X quantized to Q8_0, integer row tiles).
+ * 5632x2048 and 2048x5632 (and 16, 64, 256 tokens on 5632x2048) both
+ * ways: "matmul_dequant_sgemm" (F32 panels and OpenBLAS) and "matmul_int8"
+ * (X quantized to Q8_0, integer row tiles).
  *
  * MDI_BENCH_QUICK=1 runs every part on little data, to check the program.
  *
@@ -210,13 +211,14 @@ static void bench_matmul(void)
         free(y);
         free(w);
     }
-    /* Block types at 128 tokens, both paths; and at 16 and 64 tokens for
-     * the MLP shape, where the default path changes (kernels_matmul.c). */
+    /* Block types at 128 tokens, both paths; and at 16, 64 and 256 tokens
+     * for the MLP shape, around where the default path changes
+     * (kernels_matmul.c). */
     static const int shapes[][3] = { { 2048, 2048, 128 }, { 5632, 2048, 128 }, { 2048, 5632, 128 },
-                                     { 5632, 2048, 16 },  { 5632, 2048, 64 } };
+                                     { 5632, 2048, 16 },  { 5632, 2048, 64 },  { 5632, 2048, 256 } };
     static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0 };
     for (int q = 0; q < 2; q++)
-        for (int s = 0; s < 5; s++) {
+        for (int s = 0; s < 6; s++) {
             dtype_t dt = qtypes[q];
             int rows = shapes[s][0], cols = shapes[s][1], n = shapes[s][2];
             float *x = malloc(sizeof(float) * (size_t)n * cols);
