@@ -207,7 +207,8 @@ static ATTR_AVX2 double avx2_sum_bytes(const char *p, size_t n)
  * from the portable path only in the order of the float additions, by less
  * than (nb + 8) * 2^-24 * sum_b |dw_b dx_b I_b| for nb blocks. Tiles of 4
  * weight rows x 2 activation rows; each (r, k) pair runs the same
- * operations whatever its tile.
+ * operations whatever its tile. Each step prefetches the place four rows
+ * on (see q512_prefetch in kernels_avx512.c).
  */
 #define ATTR_Q256 __attribute__((target("avx2,fma,f16c")))
 #define INLINE_Q256 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
@@ -262,6 +263,7 @@ INLINE_Q256 void q256_step_q4(const int two, int b, const char *w, size_t row_by
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         const block_q4_0 *wb = (const block_q4_0 *)(w + (size_t)r * row_bytes) + b;
+        _mm_prefetch((const char *)wb + 4 * row_bytes, _MM_HINT_T0);
         __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
         __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
         __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
@@ -316,6 +318,7 @@ INLINE_Q256 void q256_tile(const int q4, const char *w, size_t row_bytes, int nb
                 DW = _mm256_set1_ps(q256_half(&wb->d));
             } else {
                 const block_q8_0 *wb = (const block_q8_0 *)row + b;
+                _mm_prefetch((const char *)wb + 4 * row_bytes, _MM_HINT_T0);
                 Q = _mm256_loadu_si256((const __m256i *)wb->qs);
                 W = _mm256_abs_epi8(Q);
                 DW = _mm256_set1_ps(q256_half(&wb->d));

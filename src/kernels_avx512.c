@@ -236,6 +236,17 @@ INLINE_Q512 __m512 q512_scales(const void *p0, const void *p1, __m512i idx)
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
 }
 
+/* Rows of a block type are short streams (Q4_0: 1152 bytes for 2048
+ * columns), too short for the hardware prefetcher to pick up before each
+ * ends: a step asks for the two lines at the same place four rows on, the
+ * next tile's, about one tile ahead. Measured streaming 1 GiB, one thread:
+ * Q8_0 about as many rows per second as BF16 without this. */
+INLINE_Q512 void q512_prefetch(const char *p)
+{
+    _mm_prefetch(p, _MM_HINT_T0);
+    _mm_prefetch(p + 64, _MM_HINT_T0);
+}
+
 /* u8 x s8 dot products summed in fours into c's int32 lanes. */
 INLINE_Q512 __m512i q512_dot(const int vnni, __m512i c, __m512i u, __m512i s)
 {
@@ -266,6 +277,7 @@ INLINE_Q512 void q512_step_q8(const int vnni, const int two, int b, const char *
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         const block_q8_0 *wb = (const block_q8_0 *)(w + (size_t)r * row_bytes) + b;
+        q512_prefetch((const char *)wb + 4 * row_bytes);
         __m256i w0 = _mm256_loadu_si256((const __m256i *)wb[0].qs);
         __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
         __m512i M = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
@@ -339,6 +351,7 @@ INLINE_Q512 void q512_step_q4(const int vnni, const int cnt, int b, const char *
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         const block_q4_0 *wb = (const block_q4_0 *)(w + (size_t)r * row_bytes) + b;
+        q512_prefetch((const char *)wb + 4 * row_bytes);
         __m512i q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)wb[0].qs));
         if (cnt > 1)
             q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[1].qs), 1);

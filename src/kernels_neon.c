@@ -198,12 +198,17 @@ static inline __attribute__((always_inline)) NEON_DOTPROD_TARGET int32x4_t neon_
 }
 
 /* The two int8x16 halves of block b of a weight row; Q4_0's nibbles less
- * 8 when minus8, else as they are (0..15). */
+ * 8 when minus8, else as they are (0..15). prefetch_stride: bytes ahead to
+ * prefetch (four rows on: rows are streams too short for the hardware
+ * prefetcher, see q512_prefetch in kernels_avx512.c), or 0. */
 static inline __attribute__((always_inline)) void neon_q_load(const int q4, const int minus8, const char *row, int b,
-                                                              int8x16_t *lo, int8x16_t *hi, float *d)
+                                                              size_t prefetch_stride, int8x16_t *lo, int8x16_t *hi,
+                                                              float *d)
 {
     if (q4) {
         const block_q4_0 *wb = (const block_q4_0 *)row + b;
+        if (prefetch_stride)
+            __builtin_prefetch((const char *)wb + prefetch_stride);
         uint8x16_t q = vld1q_u8(wb->qs);
         *lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
         *hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
@@ -214,6 +219,8 @@ static inline __attribute__((always_inline)) void neon_q_load(const int q4, cons
         *d = neon_q_half(&wb->d);
     } else {
         const block_q8_0 *wb = (const block_q8_0 *)row + b;
+        if (prefetch_stride)
+            __builtin_prefetch((const char *)wb + prefetch_stride);
         *lo = vld1q_s8(wb->qs);
         *hi = vld1q_s8(wb->qs + 16);
         *d = neon_q_half(&wb->d);
@@ -247,7 +254,7 @@ static inline __attribute__((always_inline)) void neon_q_load(const int q4, cons
             {                                                                                                       \
                 int8x16_t wl, wh;                                                                                   \
                 float dw;                                                                                           \
-                neon_q_load(q4, 0, w + (size_t)r * row_bytes, b, &wl, &wh, &dw);                                    \
+                neon_q_load(q4, 0, w + (size_t)r * row_bytes, b, 4 * row_bytes, &wl, &wh, &dw);                     \
                 _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                \
                 {                                                                                                   \
                     int32x4_t I = DOT(DOT(c[k], wl, xl[k]), wh, xh[k]);                                             \
@@ -368,7 +375,7 @@ static void neon_q4_0_to_f32(const void *src, float *dst, int64_t n)
     for (int64_t k = 0; k < n / QK4_0; k++) {
         float d;
         int8x16_t half[2];
-        neon_q_load(1, 1, (const char *)(b + k), 0, &half[0], &half[1], &d);
+        neon_q_load(1, 1, (const char *)(b + k), 0, 0, &half[0], &half[1], &d);
         for (int j = 0; j < 2; j++) {
             int16x8_t lo = vmovl_s8(vget_low_s8(half[j])), hi = vmovl_high_s8(half[j]);
             float *o = dst + k * QK4_0 + 16 * j;
