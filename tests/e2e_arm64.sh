@@ -2,9 +2,11 @@
 # e2e_arm64: the NEON kernels, built for aarch64 and run under user-mode
 # QEMU. test_kernels compares every kernel with a double-precision loop, the
 # SIMD path with the portable one, and 1/2/3-thread results bit for bit; here
-# it must select "neon" and pass all of that. Each of its PASS/FAIL lines is
-# forwarded as "PASS: [arm64] name". Every src/*.c is also compiled for
-# aarch64 and must give no warning.
+# it must select "neon" and pass all of that, once with the dot-product
+# extension of QEMU's default CPU and once capped at plain NEON
+# (MDI_SIMD=neon). Each of its PASS/FAIL lines is forwarded as
+# "PASS: [arm64] name" ("[arm64] [neon] name" for the second run). Every
+# src/*.c is also compiled for aarch64 and must give no warning.
 #
 # Optional: it needs a cross compiler, QEMU and Debian's arm64 OpenBLAS
 # (multiarch), and prints one SKIP line when any of them is missing:
