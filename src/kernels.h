@@ -8,7 +8,8 @@
  *   kernels_portable.c    portable C row kernels, any dtype through its traits
  *   kernels_avx512.c      x86 AVX-512 kernels     kernels_avx2.c  AVX2 + FMA
  *   kernels_neon.c        ARM NEON kernels
- *   kernels_matmul.c      prefill: sgemm, block types dequantized in panels
+ *   kernels_matmul.c      prefill: sgemm (block types dequantized in panels)
+ *                         or, for short prompts, integer tiles of block types
  *   kernels_elementwise.c rmsnorm, softmax, swiglu, dot, axpy
  *
  * Weight matrices are row-major, one row per output feature, as Hugging Face
@@ -27,7 +28,10 @@
  * each weight row while it is in cache, each row's result identical to a
  * call with that activation row alone.
  * Prefill (n tokens) uses kernels_matmul: OpenBLAS sgemm, with non-F32
- * weights converted to F32 in row panels first.
+ * weights converted to F32 in row panels first; block-type weights with
+ * few tokens (q8_0 below 64, q4_0 below 192) take the decode row kernels
+ * with all n activation rows at once instead (faster here below that; see
+ * kernels_matmul.c).
  *
  * The pool is process-wide and configured once (kernels_init); only one
  * thread (the node's compute thread) may call the kernels.
@@ -90,7 +94,9 @@ void kernels_matvec(float *out, const mat_t *w, const float *x, kernels_scratch 
 
 /* Y (n, W.rows) = X (n, W.cols) @ W^T (+ bias broadcast over rows).
  * For F32 weights a single sgemm; others are converted to F32 in panels
- * into scratch (owned by the kernels module, grown as needed). */
+ * into scratch (owned by the kernels module, grown as needed), or, block
+ * types with few tokens, X is quantized into such scratch and multiplied by
+ * integer tiles (each row of Y then equals a kernels_matvec of that token). */
 void kernels_matmul(float *y, const mat_t *w, const float *x, int n, const float *bias);
 
 /* Row r of W as F32 into out (W.cols,): embedding lookups. */

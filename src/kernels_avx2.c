@@ -249,6 +249,279 @@ static ATTR_AVX2 double avx2_sum_bytes(const char *p, size_t n)
     return avx2_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
+/* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
+ *
+ * Per step and per (weight row r, activation row k), in exact int32 lanes:
+ *
+ *   Q8_0, one block per ymm: I = madd16(maddubs(|w|, sign(x_k, w)), 1)
+ *   Q4_0, two blocks per ymm, 128-bit lane j = block b + j:
+ *         I = C_k + madd16(maddubs(lo nibbles, x_k first halves)
+ *                          + maddubs(hi nibbles, x_k second halves), 1)
+ *         C_k = -8 * (sums of x_k)
+ *
+ * (maddubs cannot saturate: |w| <= 128 and |x| <= 127, or nibbles <= 15),
+ * then acc_rk = fma(float(I), dw * dx, acc_rk) and the row's result is the
+ * sum of acc_rk's lanes. The integer sums are exact: the result differs
+ * from the portable path only in the order of the float additions, by less
+ * than (nb + 8) * 2^-24 * sum_b |dw_b dx_b I_b| for nb blocks. Tiles of 4
+ * weight rows x 2 activation rows; each (r, k) pair runs the same
+ * operations whatever its tile. Each step prefetches the place four rows
+ * on (see q512_prefetch in kernels_avx512.c).
+ */
+#define ATTR_Q256 __attribute__((target("avx2,fma,f16c")))
+#define INLINE_Q256 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+INLINE_Q256 float q256_half(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof(h));
+    return _cvtsh_ss(h);
+}
+
+/* [d0, d1] (f16 at p0 and, when p1, at p1; else 0) spread over the lanes
+ * by idx. */
+INLINE_Q256 __m256 q256_scales2(const void *p0, const void *p1, __m256i idx)
+{
+    uint16_t h0, h1 = 0;
+    memcpy(&h0, p0, sizeof(h0));
+    if (p1)
+        memcpy(&h1, p1, sizeof(h1));
+    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d), idx);
+}
+
+INLINE_Q256 __m256i q256_madd(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Q4_0, a pair of blocks at block b (two = 0: the last, single block):
+ * nibbles [lo_b | lo_b+1] and [hi_b | hi_b+1] against x's first and second
+ * halves; the two maddubs results add in int16 (|sum| <= 7680) before
+ * madd16. int32 lanes 0..3 are block b, 4..7 block b + 1. */
+INLINE_Q256 void q256_step_q4(const int two, int b, const char *w, size_t row_bytes, const char *x,
+                              size_t x_stride, const int nr, const int nx, __m256 acc[4][2])
+{
+    const __m256i idx = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256i XL[2], XH[2], C[2];
+    __m256 DX[2];
+#pragma GCC unroll 2
+    for (int k = 0; k < nx; k++) {
+        const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)k * x_stride) + b;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
+        __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
+        XL[k] = _mm256_permute2x128_si256(x0, x1, 0x20);
+        XH[k] = _mm256_permute2x128_si256(x0, x1, 0x31);
+        DX[k] = q256_scales2(&xb[0].d, two ? &xb[1].d : NULL, idx);
+        __m256i eight = _mm256_set1_epi8(8);
+        __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, XL[k]), _mm256_maddubs_epi16(eight, XH[k]));
+        C[k] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(s16, ones));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        const block_q4_0 *wb = (const block_q4_0 *)(w + (size_t)r * row_bytes) + b;
+        _mm_prefetch((const char *)wb + 4 * row_bytes, _MM_HINT_T0);
+        __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
+        __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
+        __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+        __m256i lo = _mm256_and_si256(q, mask), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+        __m256 DW = q256_scales2(&wb[0].d, two ? &wb[1].d : NULL, idx);
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, XL[k]), _mm256_maddubs_epi16(hi, XH[k]));
+            __m256i I = _mm256_add_epi32(C[k], _mm256_madd_epi16(s16, ones));
+            acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(DW, DX[k]), acc[r][k]);
+        }
+    }
+}
+
+INLINE_Q256 void q256_tile(const int q4, const char *w, size_t row_bytes, int nb, const char *x, size_t x_stride,
+                           const int nr, const int nx, float *out, size_t out_stride)
+{
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            acc[r][k] = _mm256_setzero_ps();
+    if (q4) {
+        int b = 0;
+        for (; b + 2 <= nb; b += 2)
+            q256_step_q4(1, b, w, row_bytes, x, x_stride, nr, nx, acc);
+        if (b < nb)
+            q256_step_q4(0, b, w, row_bytes, x, x_stride, nr, nx, acc);
+    }
+    for (int b = 0; !q4 && b < nb; b++) {
+        __m256i X[2], C[2];
+        __m256 DX[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)k * x_stride) + b;
+            X[k] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            DX[k] = _mm256_set1_ps(q256_half(&xb->d));
+            if (q4)
+                C[k] = _mm256_sub_epi32(_mm256_setzero_si256(), q256_madd(_mm256_set1_epi8(8), X[k]));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const char *row = w + (size_t)r * row_bytes;
+            __m256i W, Q = _mm256_setzero_si256();
+            __m256 DW;
+            if (q4) {
+                const block_q4_0 *wb = (const block_q4_0 *)row + b;
+                __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
+                W = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+                W = _mm256_and_si256(W, _mm256_set1_epi8(0x0f));
+                DW = _mm256_set1_ps(q256_half(&wb->d));
+            } else {
+                const block_q8_0 *wb = (const block_q8_0 *)row + b;
+                _mm_prefetch((const char *)wb + 4 * row_bytes, _MM_HINT_T0);
+                Q = _mm256_loadu_si256((const __m256i *)wb->qs);
+                W = _mm256_abs_epi8(Q);
+                DW = _mm256_set1_ps(q256_half(&wb->d));
+            }
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                __m256i I = q4 ? _mm256_add_epi32(C[k], q256_madd(W, X[k])) : q256_madd(W, _mm256_sign_epi8(X[k], Q));
+                acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(DW, DX[k]), acc[r][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r][k]), _mm256_extractf128_ps(acc[r][k], 1));
+            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            out[(size_t)k * out_stride + r] = _mm_cvtss_f32(s);
+        }
+}
+
+INLINE_Q256 void q256_rows(const int q4, const mat_t *m, int r0, int r1, const void *xv, size_t x_stride, int n_x,
+                           float *out, size_t out_stride)
+{
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    int nb = m->cols / QK8_0;
+    const char *base = m->data, *x = xv;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            q256_tile(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 2,
+                      out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q256_tile(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 1,
+                      out + (size_t)k * out_stride + r, out_stride);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            q256_tile(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 2,
+                      out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q256_tile(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 1,
+                      out + (size_t)k * out_stride + r, out_stride);
+    }
+}
+
+static ATTR_Q256 void avx2_rows_q8_0(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
+                                     float *out, size_t out_stride)
+{
+    q256_rows(0, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+static ATTR_Q256 void avx2_rows_q4_0(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
+                                     float *out, size_t out_stride)
+{
+    q256_rows(1, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+
+/* roundf, half away from zero (see kernels_avx512.c). */
+INLINE_Q256 __m256 q256_round(__m256 p)
+{
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+    __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    __m256 one = _mm256_or_ps(_mm256_and_ps(p, sign), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(up, one));
+}
+
+/* As q8_0_from_f32 (dtype.c), bit for bit. */
+static ATTR_Q256 void avx2_q8_0_from_f32(const float *src, void *dst, int64_t n)
+{
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    block_q8_0 *b = dst;
+    for (int64_t k = 0; k < n / QK8_0; k++) {
+        __m256 v[4];
+        for (int j = 0; j < 4; j++)
+            v[j] = _mm256_loadu_ps(src + k * QK8_0 + 8 * j);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t h = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        memcpy(&b[k].d, &h, sizeof(h));
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; j++)
+            q[j] = _mm256_cvttps_epi32(q256_round(_mm256_mul_ps(v[j], vid)));
+        /* packs work within 128-bit lanes: put the dwords back in order */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)b[k].qs, p);
+    }
+}
+
+static ATTR_Q256 void avx2_q8_0_to_f32(const void *src, float *dst, int64_t n)
+{
+    const block_q8_0 *b = src;
+    for (int64_t k = 0; k < n / QK8_0; k++) {
+        __m256 d = _mm256_set1_ps(q256_half(&b[k].d));
+        for (int j = 0; j < 4; j++) {
+            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[k].qs + 8 * j)));
+            _mm256_storeu_ps(dst + k * QK8_0 + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static ATTR_Q256 void avx2_q4_0_to_f32(const void *src, float *dst, int64_t n)
+{
+    const block_q4_0 *b = src;
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (int64_t k = 0; k < n / QK4_0; k++) {
+        __m256 d = _mm256_set1_ps(q256_half(&b[k].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)b[k].qs);
+        __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        __m128i part[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+        for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(part[j]), eight);
+            _mm256_storeu_ps(dst + k * QK4_0 + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(v)));
+        }
+    }
+}
+
+static void avx2_register_blocks(kernels_isa *k, const cpu_features *f)
+{
+    if (!f->f16c)
+        return;
+    k->rows[DTYPE_Q8_0] = avx2_rows_q8_0;
+    k->rows[DTYPE_Q4_0] = avx2_rows_q4_0;
+    k->from_f32[DTYPE_Q8_0] = avx2_q8_0_from_f32;
+    k->to_f32[DTYPE_Q8_0] = avx2_q8_0_to_f32;
+    k->to_f32[DTYPE_Q4_0] = avx2_q4_0_to_f32;
+}
+
+/* ==== end of the block types ==== */
+
 void kernels_avx2_register(kernels_isa *k, const cpu_features *f)
 {
     k->name = "avx2";
@@ -265,6 +538,7 @@ void kernels_avx2_register(kernels_isa *k, const cpu_features *f)
     k->dot_f32 = avx2_dot_f32;
     k->axpy_f32 = avx2_axpy_f32;
     k->sum_bytes = avx2_sum_bytes;
+    avx2_register_blocks(k, f);
 }
 
 #endif /* KERNELS_X86 */

@@ -84,6 +84,13 @@ static inline int64_t kernels_split_rows(int64_t total, int ith, int nth)
     return (total * ith / nth) & ~(int64_t)15;
 }
 
+/* kernels_matmul with the path chosen: MATMUL_AUTO as kernels_matmul,
+ * MATMUL_SGEMM (block types dequantized to F32 panels, then sgemm) or
+ * MATMUL_INT8 (block types only: X quantized to Q8_0, integer row tiles;
+ * other types take sgemm). For tests and bin/bench_kernels. */
+enum { MATMUL_AUTO, MATMUL_SGEMM, MATMUL_INT8 };
+void kernels_matmul_with(float *y, const mat_t *w, const float *x, int n, const float *bias, int path);
+
 /* Frees the prefill panel scratch (kernels_shutdown). */
 void kernels_matmul_release(void);
 

@@ -268,6 +268,248 @@ static void neon_axpy_f16(float *y, float a, const uint16_t *x, int n)
 #undef LOAD_H
 }
 
+/* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
+ *
+ * A block is two int8x16 (Q4_0: the nibbles 0..15, low nibbles the first
+ * 16 values). Per block and per (weight row r, activation row k):
+ *
+ *   I = int32x4 sums of w * x_k: vdotq_s32 with the dot-product extension
+ *       (chosen at run time, cpu_features.dotprod), else vmull_s8 + vpadalq_s16;
+ *       for Q4_0 starting from C_k = -8 * (sums of x_k), computed once per
+ *       activation block for all rows, instead of subtracting 8 per weight
+ *   acc_rk = acc_rk + float(I) * (dw * dx)     (vfmaq_n_f32)
+ *
+ * and the row's result is the sum of acc_rk's lanes. The integer sums are
+ * exact: the result differs from the portable path only in the order of the
+ * float additions, by less than (nb + 4) * 2^-24 * sum_b |dw_b dx_b I_b| for
+ * nb blocks (the two variants group products into lanes differently, so
+ * they may differ from each other by as much). Tiles of 4 weight rows x 4
+ * activation rows; each (r, k) pair runs the same operations whatever its
+ * tile. The tile is written once as a macro and instantiated for each dot
+ * product, so that the base variant is compiled without the extension.
+ */
+static inline float neon_q_half(const void *p)
+{
+    __fp16 h;
+    memcpy(&h, p, sizeof(h));
+    return (float)h;
+}
+
+static inline __attribute__((always_inline)) int32x4_t neon_q_dot_base(int32x4_t acc, int8x16_t a, int8x16_t b)
+{
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_high_s8(a, b));
+}
+
+#define NEON_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+
+static inline __attribute__((always_inline)) NEON_DOTPROD_TARGET int32x4_t neon_q_dot_sdot(int32x4_t acc, int8x16_t a,
+                                                                                          int8x16_t b)
+{
+    return vdotq_s32(acc, a, b);
+}
+
+/* The two int8x16 halves of block b of a weight row; Q4_0's nibbles less
+ * 8 when minus8, else as they are (0..15). prefetch_stride: bytes ahead to
+ * prefetch (four rows on: rows are streams too short for the hardware
+ * prefetcher, see q512_prefetch in kernels_avx512.c), or 0. */
+static inline __attribute__((always_inline)) void neon_q_load(const int q4, const int minus8, const char *row, int b,
+                                                              size_t prefetch_stride, int8x16_t *lo, int8x16_t *hi,
+                                                              float *d)
+{
+    if (q4) {
+        const block_q4_0 *wb = (const block_q4_0 *)row + b;
+        if (prefetch_stride)
+            __builtin_prefetch((const char *)wb + prefetch_stride);
+        uint8x16_t q = vld1q_u8(wb->qs);
+        *lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+        *hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        if (minus8) {
+            *lo = vsubq_s8(*lo, vdupq_n_s8(8));
+            *hi = vsubq_s8(*hi, vdupq_n_s8(8));
+        }
+        *d = neon_q_half(&wb->d);
+    } else {
+        const block_q8_0 *wb = (const block_q8_0 *)row + b;
+        if (prefetch_stride)
+            __builtin_prefetch((const char *)wb + prefetch_stride);
+        *lo = vld1q_s8(wb->qs);
+        *hi = vld1q_s8(wb->qs + 16);
+        *d = neon_q_half(&wb->d);
+    }
+}
+
+#define NEON_Q_TILE(NAME, ATTR, DOT)                                                                                \
+    static inline __attribute__((always_inline)) ATTR void NAME(const int q4, const char *w, size_t row_bytes,    \
+                                                                int nb, const char *x, size_t x_stride,            \
+                                                                const int nr, const int nx, float *out,            \
+                                                                size_t out_stride)                                 \
+    {                                                                                                               \
+        float32x4_t acc[4][4];                                                                                      \
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) acc[r][k] = vdupq_n_f32(0.0f);                    \
+        for (int b = 0; b < nb; b++) {                                                                              \
+            int8x16_t xl[4], xh[4];                                                                                 \
+            int32x4_t c[4];                                                                                         \
+            float dx[4];                                                                                            \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                    \
+            {                                                                                                       \
+                const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)k * x_stride) + b;                          \
+                xl[k] = vld1q_s8(xb->qs);                                                                           \
+                xh[k] = vld1q_s8(xb->qs + 16);                                                                      \
+                dx[k] = neon_q_half(&xb->d);                                                                        \
+                c[k] = vdupq_n_s32(0);                                                                              \
+                if (q4) /* -8 * (sums of x), lane by lane as DOT groups them */                                     \
+                    c[k] = vmulq_n_s32(DOT(DOT(c[k], vdupq_n_s8(1), xl[k]), vdupq_n_s8(1), xh[k]), -8);             \
+            }                                                                                                       \
+            _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                    \
+            {                                                                                                       \
+                int8x16_t wl, wh;                                                                                   \
+                float dw;                                                                                           \
+                neon_q_load(q4, 0, w + (size_t)r * row_bytes, b, 4 * row_bytes, &wl, &wh, &dw);                     \
+                _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                \
+                {                                                                                                   \
+                    int32x4_t I = DOT(DOT(c[k], wl, xl[k]), wh, xh[k]);                                             \
+                    acc[r][k] = vfmaq_n_f32(acc[r][k], vcvtq_f32_s32(I), dw * dx[k]);                               \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) out[(size_t)k * out_stride + r] =                 \
+                vaddvq_f32(acc[r][k]);                                                                              \
+    }
+
+NEON_Q_TILE(neon_q_tile_base, , neon_q_dot_base)
+NEON_Q_TILE(neon_q_tile_sdot, NEON_DOTPROD_TARGET, neon_q_dot_sdot)
+
+/* Rows [r0, r1) in tiles of 4 x 4, 4 x 1, 1 x 4 and 1 x 1. */
+#define NEON_Q_ROWS(NAME, ATTR, TILE)                                                                               \
+    static inline __attribute__((always_inline)) ATTR void NAME(const int q4, const mat_t *m, int r0, int r1,     \
+                                                                const void *xv, size_t x_stride, int n_x,          \
+                                                                float *out, size_t out_stride)                     \
+    {                                                                                                               \
+        size_t row_bytes = dtype_row_size(m->dtype, m->cols);                                                       \
+        int nb = m->cols / QK8_0;                                                                                   \
+        const char *base = m->data, *x = xv;                                                                        \
+        for (int r = r0; r < r1;) {                                                                                 \
+            const char *w = base + (size_t)r * row_bytes;                                                           \
+            int four = r + 4 <= r1, k = 0;                                                                          \
+            for (; k + 4 <= n_x; k += 4) {                                                                          \
+                if (four)                                                                                           \
+                    TILE(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 4,                            \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+                else                                                                                                \
+                    TILE(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 4,                            \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+            }                                                                                                       \
+            for (; k < n_x; k++) {                                                                                  \
+                if (four)                                                                                           \
+                    TILE(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 1,                            \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+                else                                                                                                \
+                    TILE(q4, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 1,                            \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+            }                                                                                                       \
+            r += four ? 4 : 1;                                                                                      \
+        }                                                                                                           \
+    }
+
+NEON_Q_ROWS(neon_q_rows_base, , neon_q_tile_base)
+NEON_Q_ROWS(neon_q_rows_sdot, NEON_DOTPROD_TARGET, neon_q_tile_sdot)
+
+static void neon_rows_q8_0(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x, float *out,
+                           size_t out_stride)
+{
+    neon_q_rows_base(0, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+static void neon_rows_q4_0(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x, float *out,
+                           size_t out_stride)
+{
+    neon_q_rows_base(1, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+static NEON_DOTPROD_TARGET void neon_rows_q8_0_dot(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
+                               float *out, size_t out_stride)
+{
+    neon_q_rows_sdot(0, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+static NEON_DOTPROD_TARGET void neon_rows_q4_0_dot(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
+                               float *out, size_t out_stride)
+{
+    neon_q_rows_sdot(1, m, r0, r1, x, x_stride, n_x, out, out_stride);
+}
+
+/* As q8_0_from_f32 (dtype.c), bit for bit: vcvtaq rounds half away from
+ * zero as roundf does; the f16 conversion rounds to nearest even. */
+static void neon_q8_0_from_f32(const float *src, void *dst, int64_t n)
+{
+    block_q8_0 *b = dst;
+    for (int64_t k = 0; k < n / QK8_0; k++) {
+        float32x4_t v[8];
+        for (int j = 0; j < 8; j++)
+            v[j] = vld1q_f32(src + k * QK8_0 + 4 * j);
+        float32x4_t m = vabsq_f32(v[0]);
+        for (int j = 1; j < 8; j++)
+            m = vmaxq_f32(m, vabsq_f32(v[j]));
+        float amax = vmaxvq_f32(m);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        __fp16 h = (__fp16)d;
+        memcpy(&b[k].d, &h, sizeof(h));
+        for (int j = 0; j < 8; j += 2) {
+            int32x4_t q0 = vcvtaq_s32_f32(vmulq_n_f32(v[j], id));
+            int32x4_t q1 = vcvtaq_s32_f32(vmulq_n_f32(v[j + 1], id));
+            int16x8_t q = vcombine_s16(vmovn_s32(q0), vmovn_s32(q1));
+            vst1_s8(b[k].qs + 4 * j, vmovn_s16(q));
+        }
+    }
+}
+
+static void neon_q8_0_to_f32(const void *src, float *dst, int64_t n)
+{
+    const block_q8_0 *b = src;
+    for (int64_t k = 0; k < n / QK8_0; k++) {
+        float d = neon_q_half(&b[k].d);
+        for (int j = 0; j < 32; j += 16) {
+            int8x16_t q = vld1q_s8(b[k].qs + j);
+            int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+            float *o = dst + k * QK8_0 + j;
+            vst1q_f32(o, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d));
+            vst1q_f32(o + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d));
+            vst1q_f32(o + 8, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d));
+            vst1q_f32(o + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
+        }
+    }
+}
+
+static void neon_q4_0_to_f32(const void *src, float *dst, int64_t n)
+{
+    const block_q4_0 *b = src;
+    for (int64_t k = 0; k < n / QK4_0; k++) {
+        float d;
+        int8x16_t half[2];
+        neon_q_load(1, 1, (const char *)(b + k), 0, 0, &half[0], &half[1], &d);
+        for (int j = 0; j < 2; j++) {
+            int16x8_t lo = vmovl_s8(vget_low_s8(half[j])), hi = vmovl_high_s8(half[j]);
+            float *o = dst + k * QK4_0 + 16 * j;
+            vst1q_f32(o, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d));
+            vst1q_f32(o + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d));
+            vst1q_f32(o + 8, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d));
+            vst1q_f32(o + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
+        }
+    }
+}
+
+static void neon_register_blocks(kernels_isa *k, const cpu_features *f)
+{
+    k->rows[DTYPE_Q8_0] = f->dotprod ? neon_rows_q8_0_dot : neon_rows_q8_0;
+    k->rows[DTYPE_Q4_0] = f->dotprod ? neon_rows_q4_0_dot : neon_rows_q4_0;
+    k->from_f32[DTYPE_Q8_0] = neon_q8_0_from_f32;
+    k->to_f32[DTYPE_Q8_0] = neon_q8_0_to_f32;
+    k->to_f32[DTYPE_Q4_0] = neon_q4_0_to_f32;
+}
+
+/* ==== end of the block types ==== */
+
 void kernels_neon_register(kernels_isa *k, const cpu_features *f)
 {
     k->name = "neon";
@@ -281,6 +523,7 @@ void kernels_neon_register(kernels_isa *k, const cpu_features *f)
     k->axpy_f32 = neon_axpy_f32;
     k->dot_f32_f16 = neon_dot_f32_f16;
     k->axpy_f16 = neon_axpy_f16;
+    neon_register_blocks(k, f);
 }
 
 #endif /* KERNELS_NEON */

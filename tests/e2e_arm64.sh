@@ -2,9 +2,11 @@
 # e2e_arm64: the NEON kernels, built for aarch64 and run under user-mode
 # QEMU. test_kernels compares every kernel with a double-precision loop, the
 # SIMD path with the portable one, and 1/2/3-thread results bit for bit; here
-# it must select "neon" and pass all of that. Each of its PASS/FAIL lines is
-# forwarded as "PASS: [arm64] name". Every src/*.c is also compiled for
-# aarch64 and must give no warning.
+# it must select "neon" and pass all of that, once with the dot-product
+# extension of QEMU's default CPU and once capped at plain NEON
+# (MDI_SIMD=neon). Each of its PASS/FAIL lines is forwarded as
+# "PASS: [arm64] name" ("[arm64] [neon] name" for the second run). Every
+# src/*.c is also compiled for aarch64 and must give no warning.
 #
 # Optional: it needs a cross compiler, QEMU and Debian's arm64 OpenBLAS
 # (multiarch), and prints one SKIP line when any of them is missing:
@@ -110,6 +112,30 @@ if [ "$simd" = neon ]; then
     echo "PASS: arm64: the NEON path is selected"
 else
     echo "FAIL: arm64: the NEON path is selected: simd '${simd:-?}'"
+fi
+
+# QEMU's default CPU has the dot-product extension: the run above took the
+# vdotq_s32 block kernels. Run again capped at plain NEON (MDI_SIMD=neon)
+# for the vmull_s8 ones; its lines come as "[arm64] [neon] name".
+if grep -q '^info: features .*dotprod' "$tmp/run.out"; then
+    echo "PASS: arm64: the NEON dot-product path is selected"
+    env -u QEMU_LD_PREFIX timeout 300 "$QEMU" -E LD_LIBRARY_PATH="$BLAS_LIB:$MULTIARCH" -E MDI_SIMD=neon \
+        "$tmp/test_kernels" >"$tmp/run2.out" 2>"$tmp/run2.err"
+    rc=$?
+    sed -n -e 's/^\(PASS\|FAIL\|SKIP\): /\1: [arm64] /p' -e 's/^info: /info: [arm64] /p' "$tmp/run2.out"
+    passed=$(grep -c '^PASS:' "$tmp/run2.out")
+    failed=$(grep -c '^FAIL:' "$tmp/run2.out")
+    echo "info: [arm64] test_kernels with MDI_SIMD=neon: $passed passed, $failed failed"
+    if { [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; } || [ "$passed" -eq 0 ]; then
+        echo "FAIL: arm64: test_kernels with MDI_SIMD=neon exited with status $rc after $passed checks"
+    fi
+    if grep -q '^info: \[neon\] features .*dotprod' "$tmp/run2.out"; then
+        echo "FAIL: arm64: MDI_SIMD=neon turns the dot-product path off"
+    else
+        echo "PASS: arm64: MDI_SIMD=neon turns the dot-product path off"
+    fi
+else
+    echo "SKIP: arm64: this QEMU CPU has no dot-product extension; only plain NEON ran"
 fi
 
 # ---- the whole library, compiled for aarch64 ----

@@ -45,7 +45,8 @@ residual stream stay in full precision.
 With block-typed matrices, --check models the engine's activations: a token
 run alone (decode, and the output head at every step) has its activation row
 quantized to Q8_0 before the product with a Q8_0/Q4_0 matrix; a prompt run at
-once keeps F32 activations (q8_0_roundtrip, forward's q8_rows). --float-act
+once keeps F32 activations when it is long (q8_0_roundtrip, forward's q8_rows;
+INT8_PREFILL_BELOW). --float-act
 turns that off (for a block-typed chunk dequantized at load).
 """
 
@@ -180,6 +181,9 @@ class Checkpoint:
     def is_block(self, name):
         return self.where[name][1] in BLOCK_TYPES
 
+    def dtype(self, name):
+        return self.where[name][1]
+
     def get(self, name, round_bf16=False):
         fn, dt, shape, b, e = self.where[name]
         raw = self.maps[fn][b:e]
@@ -273,7 +277,15 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None, round_kv_f16=False):
+# A prompt of fewer tokens than this runs through a block-typed matrix as
+# integer tiles (its activations quantized to Q8_0, as in decode); longer
+# ones as dequantized panels and sgemm (F32 activations). The engine's rule:
+# src/kernels_matmul.c, matmul_int8_below.
+INT8_PREFILL_BELOW = {"Q8_0": 64, "Q4_0": 192}
+
+
+def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None, round_kv_f16=False,
+            prompt_len=0):
     """Logits (len(positions), vocab) float64 for token ids ids; positions
     default to every position.
 
@@ -299,6 +311,9 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
     def L(h, name, rows=None):                         # h @ W^T
         w = W(name)
         qr = q8_rows if rows is None else rows
+        if qr is not None and rows is None and ck.is_block(name) and \
+                1 < prompt_len < INT8_PREFILL_BELOW.get(ck.dtype(name), 0):
+            qr = qr | (np.arange(len(qr)) < prompt_len)
         if qr is not None and ck.is_block(name) and np.any(qr):
             h = h.copy()
             h[qr] = q8_0_roundtrip(h[qr])
@@ -381,10 +396,11 @@ def check_engine(a):
     positions = list(range(len(prompt) - 1, len(prompt) - 1 + n))
     # The engine runs the prompt at once (one token alone runs as decode)
     # and each later token alone: the latter quantize their activations for
-    # block-typed matrices.
+    # block-typed matrices, and so does a short prompt (INT8_PREFILL_BELOW).
     q8_rows = np.arange(len(seq)) >= (len(prompt) if len(prompt) > 1 else 0)
     ref = forward(ck, seq, round_bf16=a.round_bf16, positions=positions,
-                  q8_rows=None if a.float_act else q8_rows, round_kv_f16=a.round_kv_f16)
+                  q8_rows=None if a.float_act else q8_rows, round_kv_f16=a.round_kv_f16,
+                  prompt_len=len(prompt))
     fails = 0
     errs = [norm_err(rows[i], ref[i]) for i in range(n)]
     if not np.all(np.isfinite(rows[:n])):

@@ -773,6 +773,367 @@ static void test_dot_axpy_f16(void)
     test_result(worst_scalar <= BOUND, "dot_f32_f16/axpy_f16 SIMD vs scalar", "error %.3e", worst_scalar);
 }
 
+/* ==== block types: Q8_0 and Q4_0 ====
+ *
+ * The formats against hand-computed blocks (bytes known from the
+ * definitions in dtype.h), the SIMD conversions bit for bit against the
+ * portable ones, and the row kernels against a double-precision dot of the
+ * dequantized weights and the dequantized (quantized) activations.
+ *
+ * Bound: the integer sums per block are exact and each block's scale
+ * product dw * dx is rounded once, so a kernel's result differs from the
+ * exact sum of its blocks by at most (nb + 16) * 2^-24 * M, M = sum |w x|
+ * over the row (nb blocks, the float additions in whatever order the path
+ * uses). For the largest rows here (nb = 129) that is under 1e-5 * M:
+ * QBOUND. The same bound, relative to M, holds for prefill by integer tiles
+ * (against the same quantized X) and by dequantized sgemm (against X).
+ */
+#define QBOUND 1e-5
+
+static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0 };
+
+static void test_q_formats(void)
+{
+    /* Q8_0 quantize: amax 127 gives d = 1 (f16 0x3c00), q = roundf(x):
+     * ties go away from zero as in ggml (2.5 -> 3, -2.5 -> -3). */
+    float x[32];
+    int8_t want[32];
+    for (int j = 0; j < 32; j++) {
+        x[j] = (float)(j - 16);
+        want[j] = (int8_t)(j - 16);
+    }
+    x[31] = 127.0f, want[31] = 127;
+    x[1] = 2.5f, want[1] = 3;
+    x[2] = -2.5f, want[2] = -3;
+    x[3] = 0.5f, want[3] = 1;
+    x[4] = -0.5f, want[4] = -1;
+    x[5] = 0.49999997f, want[5] = 0;
+    x[6] = 3.5f, want[6] = 4;
+    for (int p = 0; p < 2; p++) {
+        unsigned char blk[34];
+        if (p)
+            kernels_isa_get()->from_f32[DTYPE_Q8_0](x, blk, 32);
+        else
+            dtype_get(DTYPE_Q8_0)->from_f32(x, blk, 32);
+        int ok = blk[0] == 0x00 && blk[1] == 0x3c && memcmp(blk + 2, want, 32) == 0;
+        char name[96];
+        snprintf(name, sizeof(name), "q8_0 quantize of a known block (%s): d 0x3c00, ties away from zero",
+                 p ? kernels_simd_name() : "portable");
+        test_result(ok, name, "d 0x%02x%02x q[1] %d q[2] %d q[5] %d", blk[1], blk[0], (int8_t)blk[3],
+                    (int8_t)blk[4], (int8_t)blk[7]);
+    }
+    /* Q8_0 dequantize: d = 0.5 (0x3800), q[j] = j - 16 -> 0.5 * (j - 16) */
+    unsigned char q8[34] = { 0x00, 0x38 };
+    for (int j = 0; j < 32; j++)
+        q8[2 + j] = (unsigned char)(int8_t)(j - 16);
+    /* Q4_0 dequantize: d = 2 (0x4000), byte j = j | (15 - j) << 4: value j is
+     * 2 * (j - 8), value 16 + j is 2 * (7 - j) */
+    unsigned char q4[18] = { 0x00, 0x40 };
+    for (int j = 0; j < 16; j++)
+        q4[2 + j] = (unsigned char)(j | (15 - j) << 4);
+    float y[32];
+    for (int p = 0; p < 2; p++) {
+        int ok8 = 1, ok4 = 1;
+        mat_t m8 = { DTYPE_Q8_0, 1, 32, q8 }, m4 = { DTYPE_Q4_0, 1, 32, q4 };
+        if (p)
+            kernels_get_row(y, &m8, 0);
+        else
+            dtype_get(DTYPE_Q8_0)->to_f32(q8, y, 32);
+        for (int j = 0; j < 32; j++)
+            ok8 = ok8 && y[j] == 0.5f * (float)(j - 16);
+        if (p)
+            kernels_get_row(y, &m4, 0);
+        else
+            dtype_get(DTYPE_Q4_0)->to_f32(q4, y, 32);
+        for (int j = 0; j < 16; j++)
+            ok4 = ok4 && y[j] == 2.0f * (float)(j - 8) && y[16 + j] == 2.0f * (float)(7 - j);
+        char name[96];
+        snprintf(name, sizeof(name), "q8_0 dequantize of a known block (%s)", p ? kernels_simd_name() : "portable");
+        test_result(ok8, name, "y[0] %g y[31] %g", (double)y[0], (double)y[31]);
+        snprintf(name, sizeof(name), "q4_0 dequantize of a known block, low nibbles first (%s)",
+                 p ? kernels_simd_name() : "portable");
+        test_result(ok4, name, "y[0] %g y[16] %g", (double)y[0], (double)y[16]);
+    }
+    /* Q4_0 quantize: x[0] = -8 has the largest magnitude: d = -8 / -8 = 1,
+     * q = trunc(x + 8.5) capped at 15: x[j] = j - 8 -> j, x[16 + j] = 7 - j
+     * -> 15 - j, so byte j = j | (15 - j) << 4 (the block above, d 1). */
+    for (int j = 0; j < 16; j++) {
+        x[j] = (float)(j - 8);
+        x[16 + j] = (float)(7 - j);
+    }
+    unsigned char blk4[18];
+    dtype_get(DTYPE_Q4_0)->from_f32(x, blk4, 32);
+    int ok = blk4[0] == 0x00 && blk4[1] == 0x3c && memcmp(blk4 + 2, q4 + 2, 16) == 0;
+    test_result(ok, "q4_0 quantize of a known block: d 0x3c00, byte j = q[j] | q[j+16] << 4", "d 0x%02x%02x byte0 0x%02x",
+                blk4[1], blk4[0], blk4[2]);
+    /* a round trip is exact for values the format holds */
+    dtype_get(DTYPE_Q4_0)->to_f32(blk4, y, 32);
+    test_result(memcmp(x, y, sizeof(y)) == 0, "q4_0 round trip of representable values", "differs");
+    for (int j = 0; j < 32; j++)
+        x[j] = (float)(j - 16) * 0.25f;
+    x[7] = 127 * 0.25f;
+    unsigned char blk8[34];
+    dtype_get(DTYPE_Q8_0)->from_f32(x, blk8, 32);
+    dtype_get(DTYPE_Q8_0)->to_f32(blk8, y, 32);
+    test_result(memcmp(x, y, sizeof(y)) == 0, "q8_0 round trip of representable values", "differs");
+}
+
+/* The SIMD conversions equal the portable ones bit for bit, on random rows
+ * at several scales and on rows full of ties (x = n + 0.5 with d = 1). */
+static void test_q_conversions(void)
+{
+    int n = 32 * 67;
+    float *x = malloc((size_t)n * sizeof(float)), *a = malloc((size_t)n * sizeof(float)),
+          *b = malloc((size_t)n * sizeof(float));
+    void *qa = malloc(dtype_row_size(DTYPE_Q8_0, n)), *qb = malloc(dtype_row_size(DTYPE_Q8_0, n));
+    int bad_q = 0, bad_d[2] = { 0, 0 };
+    static const float scales[] = { 1e-3f, 1.0f, 37.0f, 1e4f };
+    for (int s = 0; s < 5; s++) {
+        if (s < 4) {
+            fill_uniform(x, (size_t)n, scales[s]);
+        } else {
+            for (int i = 0; i < n; i++) {
+                int v = (int)(rand_uniform() * 126.0f);
+                x[i] = (float)v + (v < 0 ? -0.5f : 0.5f);
+                if (i % 32 == 9)
+                    x[i] = (i / 32) % 2 ? 127.0f : -127.0f;
+            }
+        }
+        for (int i = 0; i < n; i += 97)
+            x[i] = 0.0f;
+        memset(x + 32, 0, 32 * sizeof(float)); /* an all-zero block: d 0 */
+        dtype_get(DTYPE_Q8_0)->from_f32(x, qa, n);
+        kernels_isa_get()->from_f32[DTYPE_Q8_0](x, qb, n);
+        bad_q += memcmp(qa, qb, dtype_row_size(DTYPE_Q8_0, n)) != 0;
+        for (int t = 0; t < 2; t++) {
+            dtype_t dt = qtypes[t];
+            dtype_get(dt)->from_f32(x, qa, n);
+            mat_t m = { dt, 1, n, qa };
+            dtype_get(dt)->to_f32(qa, a, n);
+            kernels_get_row(b, &m, 0);
+            bad_d[t] += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+        }
+    }
+    char name[96];
+    snprintf(name, sizeof(name), "q8_0 quantize %s bit-identical to portable (ties included)", kernels_simd_name());
+    test_result(bad_q == 0, name, "%d of 5 rows differ", bad_q);
+    for (int t = 0; t < 2; t++) {
+        snprintf(name, sizeof(name), "%s dequantize %s bit-identical to portable", dtype_name(qtypes[t]),
+                 kernels_simd_name());
+        test_result(bad_d[t] == 0, name, "%d of 5 rows differ", bad_d[t]);
+    }
+    free(x);
+    free(a);
+    free(b);
+    free(qa);
+    free(qb);
+}
+
+/* A weight matrix of a block type: random values quantized by the
+ * portable reference, and what the stored blocks mean. */
+static void test_qmat_make(test_mat *t, dtype_t dt, int rows, int cols)
+{
+    size_t n = (size_t)rows * (size_t)cols;
+    t->values = malloc((n ? n : 1) * sizeof(float));
+    t->storage = malloc(dtype_matrix_size(dt, rows, cols) + 1);
+    fill_uniform(t->values, n, 1.0f);
+    dtype_convert(t->storage, dt, t->values, DTYPE_F32, n);
+    dtype_convert(t->values, DTYPE_F32, t->storage, dt, n);
+    t->m = (mat_t){ dt, rows, cols, t->storage };
+}
+
+/* ref (n, rows) and mag = sum |w x| from the dequantized weights and X as
+ * the kernels see it: quantized to Q8_0 and back when quant_x. */
+static void naive_qmatmul(double *ref, double *mag, const test_mat *t, const float *x, int n, int quant_x)
+{
+    int cols = t->m.cols;
+    float *xd = malloc((size_t)n * cols * sizeof(float));
+    void *xq = malloc(dtype_row_size(DTYPE_Q8_0, (int64_t)n * cols));
+    if (quant_x) {
+        dtype_convert(xq, DTYPE_Q8_0, x, DTYPE_F32, (size_t)n * cols);
+        dtype_convert(xd, DTYPE_F32, xq, DTYPE_Q8_0, (size_t)n * cols);
+    } else {
+        memcpy(xd, x, (size_t)n * cols * sizeof(float));
+    }
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < t->m.rows; r++) {
+            double s = 0, a = 0;
+            for (int c = 0; c < cols; c++) {
+                double p = (double)t->values[(size_t)r * cols + c] * (double)xd[(size_t)i * cols + c];
+                s += p;
+                a += fabs(p);
+            }
+            ref[(size_t)i * t->m.rows + r] = s;
+            mag[(size_t)i * t->m.rows + r] = a;
+        }
+    free(xd);
+    free(xq);
+}
+
+static double q_err(const float *y, const double *ref, const double *mag, size_t n)
+{
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)y[i] - ref[i]) / (mag[i] + 1e-30);
+        if (d > e || isnan(d))
+            e = isnan(d) ? INFINITY : d;
+    }
+    return e;
+}
+
+static const int q_cols[] = { 32, 64, 96, 2048, 4128 };
+static const int q_rows[] = { 1, 3, 17, 300 };
+
+/* Every shape with 1, 2 and 3 threads (bit-identical to 1 thread), the
+ * SIMD and the portable path each against the double reference, a batch
+ * of n_x = 1..9 activation rows equal to n_x single calls, and jobs that
+ * share one quantized activation (q/k/v) equal to single calls. */
+static void test_q_matvec(void)
+{
+    for (int t = 0; t < 2; t++) {
+        dtype_t dt = qtypes[t];
+        double worst[2] = { 0, 0 };
+        int differ_threads = 0, differ_batch = 0, differ_shared = 0, cases = 0;
+        for (size_t ci = 0; ci < sizeof(q_cols) / sizeof(q_cols[0]); ci++)
+            for (size_t ri = 0; ri < sizeof(q_rows) / sizeof(q_rows[0]); ri++) {
+                int rows = q_rows[ri], cols = q_cols[ci], nx = 9;
+                test_mat m;
+                test_qmat_make(&m, dt, rows, cols);
+                float *x = malloc((size_t)nx * cols * sizeof(float));
+                fill_uniform(x, (size_t)nx * cols, 2.0f);
+                float *y1 = malloc((size_t)nx * rows * sizeof(float)), *y = malloc((size_t)nx * rows * sizeof(float));
+                double *ref = malloc((size_t)nx * rows * sizeof(double)), *mag = malloc((size_t)nx * rows * sizeof(double));
+                kernels_scratch sc = { NULL, kernels_scratch_bytes(3, nx, cols) };
+                sc.data = malloc(sc.bytes);
+                naive_qmatmul(ref, mag, &m, x, 1, 1);
+                for (int p = 0; p < 2; p++) {
+                    kernels_force_scalar(p);
+                    kernels_init(1);
+                    kernels_matvec(y, &m.m, x, &sc);
+                    double e = q_err(y, ref, mag, (size_t)rows);
+                    worst[p] = e > worst[p] ? e : worst[p];
+                }
+                kernels_force_scalar(0);
+                kernels_init(1);
+                kernels_matvec(y1, &m.m, x, &sc);
+                for (int nt = 2; nt <= 3; nt++) {
+                    kernels_init(nt);
+                    kernels_matvec(y, &m.m, x, &sc);
+                    differ_threads += memcmp(y, y1, (size_t)rows * sizeof(float)) != 0;
+                }
+                /* n_x single calls, then batches of 1..9 */
+                for (int k = 0; k < nx; k++)
+                    kernels_matvec(y1 + (size_t)k * rows, &m.m, x + (size_t)k * cols, &sc);
+                for (int b = 1; b <= nx; b++) {
+                    matvec_job job = { y, &m.m, x, NULL };
+                    kernels_matvec_batch(&job, 1, b, &sc);
+                    differ_batch += memcmp(y, y1, (size_t)b * rows * sizeof(float)) != 0;
+                }
+                /* three jobs reading one activation batch of 5 rows */
+                float *ys[3];
+                matvec_job jobs[3];
+                for (int j = 0; j < 3; j++) {
+                    ys[j] = malloc((size_t)5 * rows * sizeof(float));
+                    jobs[j] = (matvec_job){ ys[j], &m.m, x, NULL };
+                }
+                kernels_matvec_batch(jobs, 3, 5, &sc);
+                for (int j = 0; j < 3; j++) {
+                    differ_shared += memcmp(ys[j], y1, (size_t)5 * rows * sizeof(float)) != 0;
+                    free(ys[j]);
+                }
+                cases++;
+                free(sc.data);
+                free(x);
+                free(y);
+                free(y1);
+                free(ref);
+                free(mag);
+                test_mat_free(&m);
+            }
+        char name[128];
+        snprintf(name, sizeof(name), "matvec %s %s vs dequantized double dot (err %.2e of sum|wx|)", dtype_name(dt),
+                 kernels_simd_name(), worst[0]);
+        test_result(worst[0] <= QBOUND, name, "error %.3e > %.0e", worst[0], QBOUND);
+        snprintf(name, sizeof(name), "matvec %s portable vs dequantized double dot (err %.2e of sum|wx|)",
+                 dtype_name(dt), worst[1]);
+        test_result(worst[1] <= QBOUND, name, "error %.3e > %.0e", worst[1], QBOUND);
+        snprintf(name, sizeof(name), "matvec %s 2 and 3 threads bit-identical to 1 thread", dtype_name(dt));
+        test_result(differ_threads == 0, name, "%d of %d runs differ", differ_threads, 2 * cases);
+        snprintf(name, sizeof(name), "matvec %s batches of 1..9 rows bit-identical to single calls", dtype_name(dt));
+        test_result(differ_batch == 0, name, "%d of %d batches differ", differ_batch, 9 * cases);
+        snprintf(name, sizeof(name), "matvec %s jobs sharing one quantized batch equal single calls", dtype_name(dt));
+        test_result(differ_shared == 0, name, "%d of %d jobs differ", differ_shared, 3 * cases);
+    }
+}
+
+/* Prefill of block types by both paths: dequantized sgemm against X,
+ * integer tiles against X quantized; the integer tiles' rows equal to
+ * matvec calls bit for bit, and independent of the thread count. */
+static void test_q_matmul(void)
+{
+    static const int ns[] = { 1, 5, 33 };
+    static const int shapes[][2] = { { 300, 256 }, { 1100, 512 } };
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 2; s++) {
+            dtype_t dt = qtypes[t];
+            int rows = shapes[s][0], cols = shapes[s][1];
+            test_mat m;
+            test_qmat_make(&m, dt, rows, cols);
+            for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+                int n = ns[ni];
+                float *x = malloc((size_t)n * cols * sizeof(float));
+                float *y = malloc((size_t)n * rows * sizeof(float)), *y2 = malloc((size_t)n * rows * sizeof(float));
+                double *ref = malloc((size_t)n * rows * sizeof(double)), *mag = malloc((size_t)n * rows * sizeof(double));
+                kernels_scratch sc = { NULL, kernels_scratch_bytes(1, 1, cols) };
+                sc.data = malloc(sc.bytes);
+                fill_uniform(x, (size_t)n * cols, 1.0f);
+                char name[128];
+                kernels_init(2);
+                kernels_matmul_with(y, &m.m, x, n, NULL, MATMUL_SGEMM);
+                naive_qmatmul(ref, mag, &m, x, n, 0);
+                double e = q_err(y, ref, mag, (size_t)n * rows);
+                snprintf(name, sizeof(name), "matmul %s dequant+sgemm n=%d %dx%d (err %.2e of sum|wx|)", dtype_name(dt), n,
+                         rows, cols, e);
+                test_result(e <= QBOUND, name, "error %.3e", e);
+                kernels_matmul_with(y, &m.m, x, n, NULL, MATMUL_INT8);
+                naive_qmatmul(ref, mag, &m, x, n, 1);
+                e = q_err(y, ref, mag, (size_t)n * rows);
+                snprintf(name, sizeof(name), "matmul %s int8 tiles n=%d %dx%d (err %.2e of sum|wx|)", dtype_name(dt), n,
+                         rows, cols, e);
+                test_result(e <= QBOUND, name, "error %.3e", e);
+                int differ = 0;
+                for (int i = 0; i < n; i++) {
+                    kernels_matvec(y2, &m.m, x + (size_t)i * cols, &sc);
+                    differ += memcmp(y2, y + (size_t)i * rows, (size_t)rows * sizeof(float)) != 0;
+                }
+                kernels_init(3);
+                kernels_matmul_with(y2, &m.m, x, n, NULL, MATMUL_INT8);
+                differ += memcmp(y2, y, (size_t)n * rows * sizeof(float)) != 0;
+                snprintf(name, sizeof(name), "matmul %s int8 tiles n=%d %dx%d: rows equal matvec, 3 threads equal 2",
+                         dtype_name(dt), n, rows, cols);
+                test_result(differ == 0, name, "%d differ", differ);
+                kernels_matmul(y2, &m.m, x, n, NULL);
+                snprintf(name, sizeof(name), "matmul %s default path n=%d %dx%d is one of the two", dtype_name(dt), n,
+                         rows, cols);
+                kernels_init(2);
+                kernels_matmul_with(y, &m.m, x, n, NULL, MATMUL_SGEMM);
+                int same_sgemm = memcmp(y, y2, (size_t)n * rows * sizeof(float)) == 0;
+                kernels_matmul_with(y, &m.m, x, n, NULL, MATMUL_INT8);
+                int same_int8 = memcmp(y, y2, (size_t)n * rows * sizeof(float)) == 0;
+                test_result(same_sgemm || same_int8, name, "neither");
+                free(sc.data);
+                free(x);
+                free(y);
+                free(y2);
+                free(ref);
+                free(mag);
+            }
+            test_mat_free(&m);
+        }
+}
+
+/* ==== end of the block types ==== */
+
 static void test_bandwidth(void)
 {
     kernels_init(2);
@@ -862,6 +1223,8 @@ int main(int argc, char **argv)
     matvec_teardown();
 
     if (rows_only) {
+        test_q_conversions();
+        test_q_matvec();
         kernels_shutdown();
         return test_failures;
     }
@@ -872,6 +1235,10 @@ int main(int argc, char **argv)
     test_get_row();
     test_dot_axpy();
     test_dot_axpy_f16();
+    test_q_formats();
+    test_q_conversions();
+    test_q_matvec();
+    test_q_matmul();
     test_bandwidth();
 
     kernels_shutdown();
