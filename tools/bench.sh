@@ -19,9 +19,12 @@
 # gnuplot is there, plots/bench_engine.png. Every row is synthetic weights:
 # the figures measure the engine, not a model's quality.
 #
-# Runs (storage -> compute): f32 -> f32 and bf16 -> bf16; when the disk is
-# too short for the F32 checkpoints, bf16 -> f32 stands in for F32 compute
-# (weights converted at load). BENCH_COMBOS overrides, e.g. "bf16:f32 bf16:bf16".
+# Runs (storage -> compute): f32 -> f32, bf16 -> bf16, and f32 -> q8_0 and
+# f32 -> q4_0 (quantized at load into the bytes prepare_model --dtype would
+# write); when the disk is too short for the F32 checkpoints, bf16 stands in
+# for f32 storage (weights converted at load). BENCH_COMBOS overrides, e.g.
+# "bf16:f32 bf16:bf16". Weights are held in anonymous memory (the starter's
+# default, --no-mmap).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -66,7 +69,8 @@ if [ $(( need_bf16 + margin )) -gt "$avail" ]; then
     echo "bench: not enough disk for the BF16 checkpoints ($(( need_bf16 >> 20 )) MiB needed, $(( avail >> 20 )) MiB free)" >&2
     exit 1
 fi
-COMBOS=${BENCH_COMBOS:-$([ $use_f32 = 1 ] && echo "f32:f32 bf16:bf16" || echo "bf16:f32 bf16:bf16")}
+COMBOS=${BENCH_COMBOS:-$([ $use_f32 = 1 ] && echo "f32:f32 bf16:bf16 f32:q8_0 f32:q4_0" ||
+    echo "bf16:f32 bf16:bf16 bf16:q8_0 bf16:q4_0")}
 
 for s in $SHAPES; do
     for d in $(for c in $COMBOS; do echo "${c%%:*}"; done | sort -u); do

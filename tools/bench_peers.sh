@@ -7,6 +7,7 @@
 #   BENCH_PEERS_MODELS=stories260K BENCH_PEERS_REPS=5 LLAMA2C_RUN=... tools/bench_peers.sh
 #   LLAMACPP_BENCH=/path/to/llama-bench LLAMACPP_GGUF_F32=tl-f32.gguf \
 #       LLAMACPP_GGUF_F16=tl-f16.gguf LLAMACPP_GGUF_BF16=tl-bf16.gguf \
+#       LLAMACPP_GGUF_Q8_0=tl-q8_0.gguf LLAMACPP_GGUF_Q4_0=tl-q4_0.gguf \
 #       [LLAMACPP_SIMPLE=/path/to/llama-simple] tools/bench_peers.sh
 #
 # The peers are not part of this project: build them wherever you keep them
@@ -75,6 +76,15 @@
 # that it is converted: F32 and F16 from -bf16, BF16 from -f32 (the same
 # shapes; random weights, so the values do not change the work).
 #
+# Q8_0 and Q4_0 (LLAMACPP_GGUF_Q8_0/Q4_0: made from the F32 GGUF with
+# llama-quantize --pure, which quantizes every matrix, embedding and output
+# included, with the reference rounding): ours is the -f32 folder quantized
+# by bin/prepare_model --dtype into DIR-q8_0 / DIR-q4_0 (made when missing),
+# with every matrix quantized too. These run twice, weights in anonymous
+# memory and borrowed from the file mapping (phases *_mmap; set
+# BENCH_PEERS_MMAP_TOO=0 to skip). BENCH_PEERS_DTYPES picks the dtypes
+# (default "f32 f16 bf16 q8_0 q4_0"). Our peak RSS is printed per run.
+#
 # Both count the 128-token prefill as one batch and each decode step as one
 # forward pass of one token (llama-bench decodes from an empty cache, ours
 # after the 128 prompt tokens: a 1B model's attention over 160 positions is
@@ -106,6 +116,8 @@ PEER=${LLAMA2C_RUN:-}
 LLAMACPP=${LLAMACPP_BENCH:-}
 LLAMACPP_CKPT=${BENCH_PEERS_LLAMACPP_CKPT:-checkpoints/synthetic-tinyllama-1.1b}
 LLAMACPP_R=${BENCH_PEERS_LLAMACPP_R:-1}
+LLAMACPP_DTYPES=${BENCH_PEERS_DTYPES:-"f32 f16 bf16 q8_0 q4_0"}
+LLAMACPP_MMAP_TOO=${BENCH_PEERS_MMAP_TOO:-1}
 CSV_HEADER="peer,model,synthetic,dtype,threads,phase,ours_tok_s,peer_tok_s,ratio"
 
 run_llama2c=yes run_llamacpp=yes
@@ -309,10 +321,10 @@ run_ours_pd() { # dir dtype threads -> "prefill decode" tok/s
     timeout 900 "$STARTER" --ckpt "$1" --prompt-ids "$(prompt_ids "$1")" --n-tokens 32 --temperature 0 \
         --n-threads "$3" --dtype "$2" $OURS_MMAP_FLAG --quiet --output "$tmp/ours.json" >"$tmp/ours.out" 2>"$tmp/ours.err" || {
         echo "bench_peers: starter failed: $(tail -n 2 "$tmp/ours.err" | tr '\n' ' ')" >&2; return 1; }
-    $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['stats']; print('%.3f %.3f' % (s['prefill_tok_s'], s['decode_tok_s']))" "$tmp/ours.json"
+    $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['stats']; print('%.3f %.3f %d' % (s['prefill_tok_s'], s['decode_tok_s'], s.get('peak_rss_bytes', 0) >> 20))" "$tmp/ours.json"
 }
 run_llamacpp() { # gguf threads -> "prefill decode" tok/s
-    timeout 900 "$LLAMACPP" -m "$1" -p 128 -n 32 -t "$2" -r "$LLAMACPP_R" -mmp 0 -o csv >"$tmp/lcpp.csv" 2>"$tmp/lcpp.err" || {
+    timeout 900 "$LLAMACPP" -m "$1" -p 128 -n 32 -t "$2" -r "$LLAMACPP_R" -mmp "${LLAMACPP_MMP:-0}" -o csv >"$tmp/lcpp.csv" 2>"$tmp/lcpp.err" || {
         echo "bench_peers: llama-bench failed: $(tail -n 2 "$tmp/lcpp.err" | tr '\n' ' ')" >&2; return 1; }
     $PY - "$tmp/lcpp.csv" <<'EOF'
 import csv, sys
@@ -350,7 +362,7 @@ EOF
 }
 
 bench_llamacpp() {
-    local d t r gguf dir same o p a b c e phase mo mp ratio label synth kn
+    local d t r gguf dir same o p a b c e rss phase mo mp ratio label synth kn ours_dtype modes sfx
     local ours_pf ours_dc peer_pf peer_dc
     label=$(basename "$LLAMACPP_CKPT")
     # Our weights in anonymous memory (see the header).
@@ -358,11 +370,16 @@ bench_llamacpp() {
     if "$STARTER" --help 2>&1 | grep -q -- '--no-mmap'; then OURS_MMAP_FLAG=--no-mmap; fi
     echo "bench_peers: ours $STARTER, peer $LLAMACPP; $REPS repetitions, programs alternating;" \
         "weights in anonymous memory (llama-bench -mmp 0, ours ${OURS_MMAP_FLAG:-converted at load})"
-    for d in f32 f16 bf16; do
+    local mode weights base_flag base_mmp
+    base_flag=$OURS_MMAP_FLAG base_mmp=0
+    for d in $LLAMACPP_DTYPES; do
         case $d in
         f32) gguf=${LLAMACPP_GGUF_F32:-} ;;
         f16) gguf=${LLAMACPP_GGUF_F16:-} ;;
-        *) gguf=${LLAMACPP_GGUF_BF16:-} ;;
+        bf16) gguf=${LLAMACPP_GGUF_BF16:-} ;;
+        q8_0) gguf=${LLAMACPP_GGUF_Q8_0:-} ;;
+        q4_0) gguf=${LLAMACPP_GGUF_Q4_0:-} ;;
+        *) echo "bench_peers: unknown dtype $d in BENCH_PEERS_DTYPES" >&2; failures=$((failures + 1)); continue ;;
         esac
         # the folder holding the GGUF's values (greedy check); F16 from the F32 draw
         case $d in f16) same=$LLAMACPP_CKPT-f32 ;; *) same=$LLAMACPP_CKPT-$d ;; esac
@@ -375,24 +392,50 @@ bench_llamacpp() {
             echo "SKIP: bench_peers: llama.cpp at $d: LLAMACPP_GGUF_${d^^} is not set or not a file"
             continue
         fi
-        if [ ! -f "$dir/model.safetensors" ]; then
-            echo "bench_peers: $dir not found (tools/gen_synthetic.py makes it)" >&2
+        ours_dtype=$d
+        case $d in
+        q8_0|q4_0)
+            # Ours: the F32 draw quantized by prepare_model --dtype into one
+            # chunk (the bytes llama-quantize --pure writes from the same F32
+            # values), used as stored.
+            dir=$LLAMACPP_CKPT-$d same=$dir ours_dtype=auto
+            if [ ! -f "$dir/chunks/1nodes/manifest.json" ]; then
+                echo "bench_peers: quantizing $LLAMACPP_CKPT-f32 to $d into $dir"
+                "$BIN/prepare_model" "$LLAMACPP_CKPT-f32" --n-nodes 1 --dtype "$d" --out "$dir" --no-progress \
+                    >"$tmp/prep.log" 2>&1 || { echo "bench_peers: prepare_model failed: $(tail -n 2 "$tmp/prep.log")" >&2
+                    failures=$((failures + 1)); continue; }
+            fi
+            weights=$dir/chunks/1nodes/model_starter.safetensors
+            ;;
+        *) weights=$dir/model.safetensors ;;
+        esac
+        if [ ! -f "$weights" ]; then
+            echo "bench_peers: $weights not found (tools/gen_synthetic.py makes it)" >&2
             failures=$((failures + 1)); continue
         fi
         synth=$($PY -c "import json, sys; print('yes' if json.load(open(sys.argv[1])).get('_synthetic') else 'no')" "$dir/config.json")
         # Bring both weight files into the page cache so neither run pays the disk.
-        cat "$dir"/*.safetensors "$gguf" >/dev/null
+        cat "$weights" "$gguf" >/dev/null
+        # Block types run both ways: weights in anonymous memory (ours
+        # --no-mmap, llama-bench -mmp 0) and borrowed from the file mapping
+        # (--mmap, -mmp 1); phases of the latter are named prefill_mmap and
+        # decode_mmap.
+        modes=anon
+        case $d in q8_0|q4_0) [ "$LLAMACPP_MMAP_TOO" = 1 ] && [ -n "$base_flag" ] && modes="anon mmap" ;; esac
+        for mode in $modes; do
+        if [ "$mode" = mmap ]; then OURS_MMAP_FLAG=--mmap LLAMACPP_MMP=1; else OURS_MMAP_FLAG=$base_flag LLAMACPP_MMP=$base_mmp; fi
+        sfx=; [ "$mode" = mmap ] && sfx=_mmap
         for t in $THREADS; do
             ours_pf=(); ours_dc=(); peer_pf=(); peer_dc=()
             for r in $(seq 1 "$REPS"); do
                 if [ $(( r % 2 )) = 1 ]; then
-                    o=$(run_ours_pd "$dir" "$d" "$t") && p=$(run_llamacpp "$gguf" "$t") || { failures=$((failures + 1)); break; }
+                    o=$(run_ours_pd "$dir" "$ours_dtype" "$t") && p=$(run_llamacpp "$gguf" "$t") || { failures=$((failures + 1)); break; }
                 else
-                    p=$(run_llamacpp "$gguf" "$t") && o=$(run_ours_pd "$dir" "$d" "$t") || { failures=$((failures + 1)); break; }
+                    p=$(run_llamacpp "$gguf" "$t") && o=$(run_ours_pd "$dir" "$ours_dtype" "$t") || { failures=$((failures + 1)); break; }
                 fi
-                read -r a b <<<"$o"; read -r c e <<<"$p"
+                read -r a b rss <<<"$o"; read -r c e <<<"$p"
                 ours_pf+=("$a"); ours_dc+=("$b"); peer_pf+=("$c"); peer_dc+=("$e")
-                echo "  $label $d ${t}t rep $r: prefill ours $a, llama.cpp $c; decode ours $b, llama.cpp $e tok/s (load average $(cut -d' ' -f1 /proc/loadavg))"
+                echo "  $label $d $mode ${t}t rep $r: prefill ours $a, llama.cpp $c; decode ours $b, llama.cpp $e tok/s; our peak RSS $rss MiB (load average $(cut -d' ' -f1 /proc/loadavg))"
             done
             [ "${#ours_pf[@]}" -gt 0 ] || continue
             for phase in prefill decode; do
@@ -402,9 +445,11 @@ bench_llamacpp() {
                     mo=$(median "${ours_dc[@]}"); mp=$(median "${peer_dc[@]}")
                 fi
                 ratio=$(awk -v x="$mo" -v y="$mp" 'BEGIN {printf "%.3f", (y > 0) ? x / y : 0}')
-                echo "llama.cpp,$label,$synth,$d,$t,$phase,$mo,$mp,$ratio" >>"$CSV"
+                echo "llama.cpp,$label,$synth,$d,$t,$phase$sfx,$mo,$mp,$ratio" >>"$CSV"
             done
         done
+        done
+        OURS_MMAP_FLAG=$base_flag LLAMACPP_MMP=$base_mmp
         if [ -n "${LLAMACPP_SIMPLE:-}" ] && [ -x "$LLAMACPP_SIMPLE" ]; then
             read -r kn < <(llamacpp_greedy "$same" "$d" "$gguf")
             if [ "$synth" = yes ]; then

@@ -57,7 +57,10 @@ BIN=${BIN:-bin}
 PY=/usr/bin/python3
 SHAPE=tinyllama-1.1b
 SRC=checkpoints/synthetic-$SHAPE-bf16
-CK=${BENCH_RING_CKPT:-checkpoints/bench-tinyllama}
+# BENCH_RING_DTYPE=q4_0 (or q8_0, f32 ...): chunks stored as that dtype by
+# prepare_model --dtype, in their own folder, CSV and plot.
+DTYPE=${BENCH_RING_DTYPE:-}
+CK=${BENCH_RING_CKPT:-checkpoints/bench-tinyllama${DTYPE:+-$DTYPE}}
 NTOK=${BENCH_RING_N_TOKENS:-16}
 NTOK_PINNED=${BENCH_RING_PINNED_N_TOKENS:-24}
 PIN_REPS=${BENCH_RING_PINNED_REPS:-3}
@@ -65,8 +68,9 @@ NODES=${BENCH_RING_NODES:-"1 2 3"}
 NET_NODES=${BENCH_RING_NET_NODES:-"2 3"}
 SCENARIOS=${BENCH_RING_SCENARIOS:-"loopback network wire pinned"}
 TIMEOUT=${BENCH_RING_TIMEOUT:-300}
-CSV=plots/bench_ring.csv
-PNG=plots/bench_ring.png
+CSV=plots/bench_ring${DTYPE:+_$DTYPE}.csv
+PNG=plots/bench_ring${DTYPE:+_$DTYPE}.png
+export RING_WEIGHTS=synthetic${DTYPE:+-$DTYPE}
 STARTER=$BIN/starter
 SECONDARY=$BIN/secondary
 
@@ -100,7 +104,9 @@ for n in 1 2 3; do
     m=$CK/chunks/${n}nodes/manifest.json
     if [ ! -f "$m" ] || [ "$m" -ot "$SRC/model.safetensors" ]; then
         echo "bench_ring: preparing $n-node chunks under $CK"
-        "$BIN/prepare_model" "$SRC" --n-nodes "$n" --out "$CK" --no-progress >>"$TMP/prepare.log" 2>&1 || {
+        # shellcheck disable=SC2086 # DTYPE is empty or one word
+        "$BIN/prepare_model" "$SRC" --n-nodes "$n" --out "$CK" ${DTYPE:+--dtype $DTYPE} --no-progress \
+            >>"$TMP/prepare.log" 2>&1 || {
             echo "bench_ring: prepare_model failed: $(tail -n 3 "$TMP/prepare.log")" >&2; exit 1; }
     fi
 done
@@ -115,7 +121,7 @@ echo "weights,scenario,network,shaper,n_nodes,n_samples,wire_dtype,threads_per_n
 # starter's --output JSON. Arguments: json scenario network shaper nodes
 # samples wire threads reference_tok_s.
 cat >"$TMP/row.py" <<'EOF'
-import json, sys
+import json, os, sys
 out, scen, net, shaper, nn, ns, wire, th, ref = sys.argv[1:10]
 d = json.load(open(out))
 st = d["stats"]
@@ -130,8 +136,8 @@ ref = float(ref)
 ratio = tok_s / ref if ref > 0 else 0.0
 comp = ";".join("%.2f" % float(n.get("compute_s") or 0) for n in nodes)
 wait = ";".join("%.2f" % float(n.get("wait_s") or 0) for n in nodes)
-print("synthetic,%s,%s,%s,%s,%s,%s,%s,%.3f,%.3f,%.3f,%d,%.1f,%.1f,%.3f,%s,%s,ok," % (
-    scen, net, shaper, nn, ns, wire, th, tok_s, float(st.get("decode_tok_s") or 0), total, tok,
+print("%s,%s,%s,%s,%s,%s,%s,%s,%.3f,%.3f,%.3f,%d,%.1f,%.1f,%.3f,%s,%s,ok," % (
+    os.environ.get("RING_WEIGHTS", "synthetic"), scen, net, shaper, nn, ns, wire, th, tok_s, float(st.get("decode_tok_s") or 0), total, tok,
     bpt, bpt_hop, ratio, comp, wait))
 if nodes:
     parts = []
@@ -148,7 +154,7 @@ EOF
 
 # A CSV row saying a scenario did not run: scenario network shaper nodes samples wire status note.
 skip_row() {
-    echo "synthetic,$1,$2,$3,$4,$5,$6,,,,,,,,,,,$7,$8" >>"$CSV"
+    echo "$RING_WEIGHTS,$1,$2,$3,$4,$5,$6,,,,,,,,,,,$7,$8" >>"$CSV"
 }
 
 # N distinct free TCP ports on 127.0.0.1.
