@@ -132,6 +132,23 @@ static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
     }
 }
 
+/* Interleaved RoPE (llama-architecture GGUF layout): (x_2i, x_2i+1)
+ * rotated by pos * inv_freq_i. The q and k rows are in the matching
+ * order, so q . k equals the rotate-half computation on Hugging Face rows. */
+static void rope_interleaved(float *v, int n_heads, int hd, int pos, const float *inv_freq)
+{
+    for (int i = 0; i < hd / 2; i++) {
+        float angle = (float)pos * inv_freq[i];
+        float cs = cosf(angle), sn = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = v + (size_t)h * hd + 2 * i;
+            float x0 = p[0], x1 = p[1];
+            p[0] = x0 * cs - x1 * sn;
+            p[1] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
 /* Multiply-adds of one attention call below which it runs on one thread. */
 #define ATTENTION_PARALLEL_MIN (32 * 1024)
 
@@ -231,8 +248,13 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
             kernels_matmul(s->v, &w->wv, s->xb, n, w->bv);
         }
         for (int i = 0; i < n; i++) {
-            rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
-            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            if (c->rope_interleaved) {
+                rope_interleaved(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
+                rope_interleaved(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            } else {
+                rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
+                rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            }
         }
         memcpy(k_cache + (size_t)pos * kv_dim, s->k, (size_t)n * kv_dim * sizeof(float));
         memcpy(v_cache + (size_t)pos * kv_dim, s->v, (size_t)n * kv_dim * sizeof(float));

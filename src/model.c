@@ -111,6 +111,7 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
             return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3)", fname, rts);
         }
     }
+    c->rope_interleaved = json_is_true(json_object_get(root, "rope_interleaved"));
     json_t *tie = json_object_get(root, "tie_word_embeddings");
     c->tie_embeddings = json_is_true(tie);
     c->attn_bias = !strcmp(type, "qwen2");
@@ -143,7 +144,9 @@ int model_config_load(model_config *c, const char *path, char *err)
     }
     if (path_join(p, sizeof(p), dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", dir);
-    if (file_exists(p)) {
+    /* a GGUF carries its config in its metadata */
+    int gguf = !dir_exists(path) && str_has_suffix(path, ".gguf");
+    if (file_exists(p) && !gguf) {
         json_error_t jerr;
         json_t *root = json_load_file(p, 0, &jerr);
         if (!root)
@@ -170,7 +173,7 @@ int model_config_load(model_config *c, const char *path, char *err)
     }
     if (rc)
         return rc;
-    if (path_join(p, sizeof(p), dir, "generation_config.json") == 0 && file_exists(p)) {
+    if (!gguf && path_join(p, sizeof(p), dir, "generation_config.json") == 0 && file_exists(p)) {
         json_t *g = json_load_file(p, 0, NULL);
         if (g) {
             json_t *b = json_object_get(g, "bos_token_id");
@@ -208,6 +211,8 @@ json_t *model_config_to_json(const model_config *c)
     else
         json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+    if (c->rope_interleaved)
+        json_object_set_new(o, "rope_interleaved", json_true());
     if (c->sliding_window)
         json_object_set_new(o, "sliding_window", json_integer(c->sliding_window));
     json_object_set_new(o, "hidden_act", json_string("silu"));
@@ -324,9 +329,11 @@ dtype_t model_fallback_dtype(dtype_t stored)
 }
 
 /* The alignment a borrowed row of t needs: a float's size, or the block's
- * f16 scale. */
+ * f16 scale (Q8_K's scale is an f32). */
 static uintptr_t dtype_align(dtype_t t)
 {
+    if (t == DTYPE_Q8_K)
+        return sizeof(float);
     return dtype_is_block(t) ? sizeof(uint16_t) : dtype_get(t)->block_bytes;
 }
 

@@ -49,6 +49,8 @@ typedef struct {
     int rope_llama3;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    int rope_interleaved;    /* rotate pairs (2i, 2i+1) of a head, not (i, i + hd/2): q/k rows
+                              * as llama-architecture GGUFs store them ("rope_interleaved") */
     int tie_embeddings;
     int attn_bias;           /* q/k/v biases (qwen2, or attention_bias true) */
     int sliding_window;      /* attend to this many latest positions (Mistral); 0: all */
@@ -59,7 +61,7 @@ typedef struct {
 
 /* Parses a config.json object; fname is used in messages. */
 int model_config_from_json(model_config *c, json_t *root, const char *fname, char *err);
-/* Reads DIR/config.json, or the header of a llama2.c .bin. generation_config.json
+/* Reads DIR/config.json, the header of a llama2.c .bin, or a GGUF's metadata. generation_config.json
  * beside it, when present, overrides bos/eos. */
 int model_config_load(model_config *c, const char *path, char *err);
 /* The config as a config.json-shaped object (new reference). */

@@ -652,9 +652,9 @@ static int source_locate(const prepare_opts *o, const char *out_dir, source *s, 
         return MDI_OK;
     }
     if (file_exists(o->source)) {
-        if (!str_has_suffix(o->source, ".bin"))
-            return mdi_fail(err, MDI_EARG, "%s: SOURCE must be a checkpoint folder, a llama2.c .bin or a hub repository id",
-                            o->source);
+        if (!str_has_suffix(o->source, ".bin") && !str_has_suffix(o->source, ".gguf"))
+            return mdi_fail(err, MDI_EARG, "%s: SOURCE must be a checkpoint folder, a llama2.c .bin, a .gguf or a hub "
+                            "repository id", o->source);
         path_dirname(o->source, s->dir, sizeof(s->dir));
         snprintf(s->weights, sizeof(s->weights), "%s", o->source);
         return MDI_OK;
@@ -671,7 +671,7 @@ static int source_open(source *s, char *err)
     int rc;
     if (path_join(cfg_path, sizeof(cfg_path), s->dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", s->dir);
-    int have_cfg = file_exists(cfg_path) && !str_has_suffix(s->weights, ".bin");
+    int have_cfg = file_exists(cfg_path) && !str_has_suffix(s->weights, ".bin") && !str_has_suffix(s->weights, ".gguf");
     if (have_cfg) {
         if ((rc = model_config_load(&s->cfg, s->dir, err)))
             return rc;
@@ -683,7 +683,7 @@ static int source_open(source *s, char *err)
         return MDI_EFORMAT;
     json_t *lc = tsrc_llama2c_config(s->tsrc);
     if (lc) {
-        s->llama2c = 1;
+        s->llama2c = !tsrc_gguf(s->tsrc); /* a GGUF's config is its metadata too */
         if (!have_cfg) {
             if ((rc = model_config_from_json(&s->cfg, lc, s->weights, err)))
                 return rc;
