@@ -580,11 +580,11 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
     /* a vocabulary size from the tokens or the embedding when not given */
     if (!json_object_get(c, "vocab_size")) {
         const gguf_kv *tokens;
-        const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+        const tensor_info *emb = tsrc_find(s, "model.embed_tokens.weight");
         if (gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens, NULL) == 1)
             json_object_set_new(c, "vocab_size", json_integer((json_int_t)tokens->n));
-        else if (emb && emb->n_dims == 2)
-            json_object_set_new(c, "vocab_size", json_integer(emb->ne[1]));
+        else if (emb && emb->ndim == 2)
+            json_object_set_new(c, "vocab_size", json_integer(emb->shape[0]));
     }
     double eps = 1e-5, theta = 10000.0;
     if ((rc = gguf_get_float(g, arch_key(arch, "attention.layer_norm_rms_epsilon"), &eps, err)) < 0 ||
@@ -620,7 +620,7 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
                       (long long)head_dim);
         goto fail;
     }
-    json_object_set_new(c, "tie_word_embeddings", json_boolean(!gguf_find_tensor(g, "output.weight")));
+    json_object_set_new(c, "tie_word_embeddings", json_boolean(!tsrc_find(s, "lm_head.weight")));
     json_object_set_new(c, "hidden_act", json_string("silu"));
     /* llama.cpp's converter permutes llama's q and k rows to the
      * interleaved rotary order; qwen2 and qwen3 keep rotate-half */
