@@ -5,7 +5,8 @@
 # rotary order), in F32 and in the block types; the starter runs each file
 # mapped as it is, and its greedy tokens equal the safetensors checkpoint's
 # run with the same weights (--dtype quantizes at load into the same
-# bytes).
+# bytes). The GGUFs carry the tokenizer (tokenizer.ggml.*), which encodes
+# as tokenizer.json does.
 #
 # Bounds: qwen2 GGUFs keep Hugging Face's row order, so their logits equal
 # the safetensors run's bit for bit. llama GGUFs rotate interleaved pairs
@@ -95,6 +96,17 @@ for arch in llama qwen2; do
     done
 done
 
+# The tokenizer written into the GGUF (tokenizer.ggml.*) encodes as tokenizer.json.
+TXT="Hello world, this is 🦙.cpp: Führer  of   spaces 123456"
+for arch in llama qwen2; do
+    src=$TL
+    [ $arch = qwen2 ] && src=$TQ
+    a=$("$BIN/tokenize" "$src" "$TXT" 2>&1)
+    b=$("$BIN/tokenize" "$src/$arch-f32.gguf" "$TXT" 2>&1)
+    [ -n "$a" ] && [ "$a" = "$b" ]
+    check "e2e_gguf $arch: the GGUF's own tokenizer encodes as tokenizer.json" $? "[$a] vs [$b]"
+done
+
 # The tensors as bin/gguf_tool show lists them: ggml names, reversed shapes, types.
 "$GG" show "$TL/llama-q4_k.gguf" >"$TMP/show.txt" 2>&1
 grep -qE '^  blk\.0\.attn_q\.weight +Q4_K +ne \[256, 256\]' "$TMP/show.txt" &&
@@ -165,11 +177,17 @@ PYEOF
 fi
 
 # Malformed files: one line each, naming the file.
-head -c 100000 "$G" >"$TL/trunc.gguf"
+head -c $(( $(stat -c %s "$G") - 5000 )) "$G" >"$TL/trunc.gguf"
 "$ST" --ckpt "$TL/trunc.gguf" --prompt-ids 1 --n-tokens 1 --quiet >/dev/null 2>"$TMP/e1"
 st=$?
 [ $st -ne 0 ] && [ "$(grep -c . "$TMP/e1")" = 1 ] && grep -q 'trunc.gguf: truncated tensor data: tensor ' "$TMP/e1"
 check "e2e_gguf truncated GGUF: one line naming the file and the tensor" $? "exit $st: $(head -3 "$TMP/e1")"
+head -c 100000 "$G" >"$TL/trunc2.gguf"
+"$ST" --ckpt "$TL/trunc2.gguf" --prompt-ids 1 --n-tokens 1 --quiet >/dev/null 2>"$TMP/e1"
+st=$?
+[ $st -ne 0 ] && [ "$(grep -c . "$TMP/e1")" = 1 ] &&
+    grep -q 'trunc2.gguf: metadata tokenizer.ggml.tokens at byte [0-9]*: [0-9]* strings cannot fit' "$TMP/e1"
+check "e2e_gguf GGUF cut in its metadata: one line naming the key and the byte" $? "exit $st: $(head -3 "$TMP/e1")"
 printf 'GGUF\003\000\000\000' >"$TL/short.gguf"
 "$ST" --ckpt "$TL/short.gguf" --prompt-ids 1 --n-tokens 1 --quiet >/dev/null 2>"$TMP/e2"
 st=$?

@@ -18,6 +18,7 @@
 #include "safetensors.h"
 #include "util.h"
 
+#include <jansson.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,124 @@ static void set_config(gguf_writer *w, const model_config *c)
         gguf_writer_set_int(w, "tokenizer.ggml.eos_token_id", GGUF_TYPE_UINT32, c->eos_ids[0]);
 }
 
+
+/* tokenizer.json as GGUF tokenizer metadata: tokens by id, token types
+ * (control for special added tokens, user-defined for other added ones,
+ * byte for <0xXX>); SentencePiece-style files become model "llama" with
+ * scores ordering merges as the merges list does (a token scores minus the
+ * rank of the first merge making it), byte-level ones model "gpt2" with the
+ * merges and the pre-tokenizer named after the architecture. */
+static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c, char *err)
+{
+    char path[4096];
+    if (path_join(path, sizeof(path), dir, "tokenizer.json") != 0 || !file_exists(path))
+        return MDI_OK;
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        return mdi_fail(err, MDI_EFORMAT, "%s: JSON error at line %d: %s", path, je.line, je.text);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    json_t *merges = json_object_get(json_object_get(root, "model"), "merges");
+    json_t *added = json_object_get(root, "added_tokens");
+    char *pt = json_dumps(json_object_get(root, "pre_tokenizer"), 0);
+    int byte_level = pt && strstr(pt, "\"ByteLevel\"") != NULL;
+    free(pt);
+    int n = 0;
+    const char *key;
+    json_t *v;
+    size_t i;
+    json_object_foreach(vocab, key, v)
+        if (json_integer_value(v) + 1 > n)
+            n = (int)json_integer_value(v) + 1;
+    json_array_foreach(added, i, v)
+        if (json_integer_value(json_object_get(v, "id")) + 1 > n)
+            n = (int)json_integer_value(json_object_get(v, "id")) + 1;
+    size_t n_merges = json_array_size(merges);
+    const char **tok = calloc((size_t)n + 1, sizeof(*tok));
+    double *type = calloc((size_t)n + 1, sizeof(double)), *score = calloc((size_t)n + 1, sizeof(double));
+    char **mstr = calloc(n_merges + 1, sizeof(*mstr));
+    int rc = MDI_OK;
+    if (!tok || !type || !score || !mstr) {
+        rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
+        goto done;
+    }
+    json_object_foreach(vocab, key, v) {
+        int id = (int)json_integer_value(v);
+        tok[id] = key;
+        type[id] = strlen(key) == 6 && !strncmp(key, "<0x", 3) && key[5] == '>' ? 6 : 1;
+        score[id] = 1; /* no merge makes it yet */
+    }
+    json_array_foreach(added, i, v) {
+        int id = (int)json_integer_value(json_object_get(v, "id"));
+        tok[id] = json_string_value(json_object_get(v, "content"));
+        type[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
+    }
+    for (int k = 0; k < n; k++)
+        if (!tok[k])
+            tok[k] = "";
+    json_array_foreach(merges, i, v) {
+        const char *a, *b;
+        if (json_is_string(v)) {
+            a = json_string_value(v);
+            const char *sp = strchr(a, ' ');
+            if (!sp) {
+                rc = mdi_fail(err, MDI_EFORMAT, "%s: merges[%zu] is not \"a b\"", path, i);
+                goto done;
+            }
+            mstr[i] = strdup(a);
+            mstr[i][sp - a] = '\0';
+            b = mstr[i] + (sp - a) + 1;
+            a = mstr[i];
+        } else {
+            a = json_string_value(json_array_get(v, 0));
+            b = json_string_value(json_array_get(v, 1));
+            if (!a || !b) {
+                rc = mdi_fail(err, MDI_EFORMAT, "%s: merges[%zu] is not [\"a\", \"b\"]", path, i);
+                goto done;
+            }
+            mstr[i] = malloc(strlen(a) + strlen(b) + 2);
+            sprintf(mstr[i], "%s%c%s", a, 0, b);
+            b = mstr[i] + strlen(a) + 1;
+            a = mstr[i];
+        }
+        char joined[1024];
+        snprintf(joined, sizeof(joined), "%s%s", a, b);
+        json_t *id = json_object_get(vocab, joined);
+        if (id && score[json_integer_value(id)] > 0)
+            score[json_integer_value(id)] = -(double)i;
+        mstr[i][strlen(a)] = ' '; /* "a b" */
+    }
+    for (int k = 0; k < n; k++)
+        if (score[k] > 0)
+            score[k] = 0;
+    gguf_writer_set_str(w, "tokenizer.ggml.model", byte_level ? "gpt2" : "llama");
+    if (byte_level)
+        gguf_writer_set_str(w, "tokenizer.ggml.pre", !strcmp(c->model_type, "qwen2") ? "qwen2" : "llama-bpe");
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)n);
+    if (!byte_level)
+        gguf_writer_set_arr_num(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
+    gguf_writer_set_arr_num(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n);
+    if (byte_level)
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)mstr, n_merges);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", c->bos_id >= 0 && strcmp(c->model_type, "qwen2"));
+    if (path_join(path, sizeof(path), dir, "tokenizer_config.json") == 0 && file_exists(path)) {
+        json_t *tc = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+        const char *tmpl = json_string_value(json_object_get(tc, "chat_template"));
+        if (tmpl)
+            gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
+        json_decref(tc);
+    }
+done:
+    for (i = 0; mstr && i < n_merges; i++)
+        free(mstr[i]);
+    free(mstr);
+    free(tok);
+    free(type);
+    free(score);
+    json_decref(root);
+    return rc;
+}
+
 /* HF q/k rows (rotate-half, per head: first halves then second halves) to
  * the interleaved order: row h*hd + 2i + p <- row h*hd + p*hd/2 + i. */
 static void interleave_rows(float *dst, const float *src, int64_t rows, int hd, int64_t cols)
@@ -135,8 +254,18 @@ static int from_hf(const char *src, const char *out, const char *dtype_s, int n_
     int rc = 0;
     for (int k = 0; k < n_split; k++) {
         w[k] = gguf_writer_new();
-        if (k == 0)
+        if (k == 0) {
             set_config(w[k], &c);
+            char dir[4096];
+            if (dir_exists(src))
+                snprintf(dir, sizeof(dir), "%s", src);
+            else
+                path_dirname(src, dir, sizeof(dir));
+            if (set_tokenizer(w[k], dir, &c, err) != 0) {
+                fprintf(stderr, "gguf_tool: %s\n", err);
+                rc = 1;
+            }
+        }
         if (n_split > 1) {
             gguf_writer_set_int(w[k], "split.no", GGUF_TYPE_UINT16, k);
             gguf_writer_set_int(w[k], "split.count", GGUF_TYPE_UINT16, n_split);
