@@ -88,6 +88,8 @@ int forward_state_init(forward_state *s, const model *m, int max_batch, int max_
         double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
         if (c->rope_llama3)
             f = rope_llama3_scale(c, f);
+        if (c->n_rope_freq_factors)
+            f /= c->rope_freq_factors[i];
         s->rope_inv_freq[i] = (float)f;
     }
     return MDI_OK;

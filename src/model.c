@@ -112,6 +112,22 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
         }
     }
     c->rope_interleaved = json_is_true(json_object_get(root, "rope_interleaved"));
+    json_t *ff = json_object_get(root, "rope_freq_factors");
+    if (ff && !json_is_null(ff)) {
+        if (!json_is_array(ff) || json_array_size(ff) != (size_t)c->head_dim / 2 ||
+            json_array_size(ff) > MODEL_MAX_ROPE_FACTORS)
+            return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors must be an array of head_dim / 2 = %d numbers",
+                            fname, c->head_dim / 2);
+        if (c->rope_llama3)
+            return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors and rope_scaling llama3 both given", fname);
+        for (size_t i = 0; i < json_array_size(ff); i++) {
+            json_t *x = json_array_get(ff, i);
+            if (!json_is_number(x) || !(json_number_value(x) > 0))
+                return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors[%zu] must be a positive number", fname, i);
+            c->rope_freq_factors[i] = (float)json_number_value(x);
+        }
+        c->n_rope_freq_factors = (int)json_array_size(ff);
+    }
     json_t *tie = json_object_get(root, "tie_word_embeddings");
     c->tie_embeddings = json_is_true(tie);
     c->attn_bias = !strcmp(type, "qwen2");
@@ -213,6 +229,12 @@ json_t *model_config_to_json(const model_config *c)
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
     if (c->rope_interleaved)
         json_object_set_new(o, "rope_interleaved", json_true());
+    if (c->n_rope_freq_factors) {
+        json_t *ff = json_array();
+        for (int i = 0; i < c->n_rope_freq_factors; i++)
+            json_array_append_new(ff, json_real(c->rope_freq_factors[i]));
+        json_object_set_new(o, "rope_freq_factors", ff);
+    }
     if (c->sliding_window)
         json_object_set_new(o, "sliding_window", json_integer(c->sliding_window));
     json_object_set_new(o, "hidden_act", json_string("silu"));

@@ -32,6 +32,7 @@
 #include "safetensors.h"
 
 #define MODEL_MAX_EOS 8
+#define MODEL_MAX_ROPE_FACTORS 256 /* head_dim / 2 at most */
 
 typedef struct {
     char model_type[32];     /* "llama", "mistral", "qwen2" */
@@ -49,6 +50,11 @@ typedef struct {
     int rope_llama3;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    /* per-frequency divisors of RoPE's inverse frequencies (a GGUF's
+     * rope_freqs.weight: Llama 3.1 scaling as llama.cpp stores it), config
+     * key "rope_freq_factors"; 0 factors when absent */
+    int n_rope_freq_factors;
+    float rope_freq_factors[MODEL_MAX_ROPE_FACTORS];
     int rope_interleaved;    /* rotate pairs (2i, 2i+1) of a head, not (i, i + hd/2): q/k rows
                               * as llama-architecture GGUFs store them ("rope_interleaved") */
     int tie_embeddings;

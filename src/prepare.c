@@ -804,6 +804,8 @@ static int tensor_kind(const char *name, int *layer)
         return T_HEAD;
     if (str_has_suffix(name, "rotary_emb.inv_freq")) /* a buffer some exports keep; recomputed */
         return T_DROP;
+    if (!strcmp(name, "rope_freqs.weight")) /* a GGUF's RoPE factors: in the config */
+        return T_DROP;
     return T_OTHER;
 }
 

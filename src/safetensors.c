@@ -601,11 +601,6 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
                       arch_key(arch, "rope.scaling.type"), (int)rs_len, rs);
         goto fail;
     }
-    if (tsrc_find(s, "rope_freqs.weight")) {
-        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: tensor rope_freqs.weight (per-frequency RoPE factors, Llama 3.1 "
-                      "scaling) is not supported yet", g->path);
-        goto fail;
-    }
     int64_t dim_count;
     if ((rc = gguf_get_int(g, arch_key(arch, "rope.dimension_count"), &dim_count, err)) < 0)
         goto fail;
@@ -619,6 +614,22 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
                       "not supported", g->path, arch_key(arch, "rope.dimension_count"), (long long)dim_count,
                       (long long)head_dim);
         goto fail;
+    }
+    /* Llama 3.1 scaling as llama.cpp stores it: a divisor per frequency */
+    const tensor_info *ff = tsrc_find(s, "rope_freqs.weight");
+    if (ff) {
+        if (ff->dtype != DTYPE_F32 || ff->ndim != 1 || ff->shape[0] != head_dim / 2) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor rope_freqs.weight must be F32 of head_dim / 2 = %lld values",
+                          ff->file, (long long)(head_dim / 2));
+            goto fail;
+        }
+        json_t *arr = json_array();
+        for (int64_t i = 0; i < ff->shape[0]; i++) {
+            float v;
+            memcpy(&v, (const char *)ff->data + i * 4, 4);
+            json_array_append_new(arr, json_real(v));
+        }
+        json_object_set_new(c, "rope_freq_factors", arr);
     }
     json_object_set_new(c, "tie_word_embeddings", json_boolean(!tsrc_find(s, "lm_head.weight")));
     json_object_set_new(c, "hidden_act", json_string("silu"));

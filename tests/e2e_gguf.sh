@@ -96,6 +96,35 @@ for arch in llama qwen2; do
     done
 done
 
+# Llama 3.1 RoPE scaling as llama.cpp stores it (rope_freqs.weight, a divisor
+# per frequency): tiny-llama3's original context of 64 positions puts a
+# 70-token prompt across all three bands. Same tokens, logits within 1e-4
+# (measured 1.5e-6).
+L3="$TMP/l3"
+LIDS=$(seq -s, 5 74)
+if $PY tools/gen_synthetic.py --shape tiny-llama3 --dtype f32 --vocab 4096 --out "$L3" >>"$TMP/gen.log" 2>&1 &&
+   "$GG" from-hf "$L3" "$L3/l3.gguf" >>"$TMP/gguf.log" 2>&1; then
+    "$GG" show "$L3/l3.gguf" | grep -qE '^  rope_freqs\.weight +F32 +ne \[8\]'
+    check "e2e_gguf llama3 scaling written as rope_freqs.weight" $? "$("$GG" show "$L3/l3.gguf" | grep rope)"
+    "$ST" --ckpt "$L3" --prompt-ids "$LIDS" --n-tokens $NTOK "${ONE[@]}" --logits-out "$TMP/l3a.logits" \
+        --output "$TMP/l3a.json" 2>>"$TMP/starter.log"
+    st1=$?
+    "$ST" --ckpt "$L3/l3.gguf" --prompt-ids "$LIDS" --n-tokens $NTOK "${ONE[@]}" --logits-out "$TMP/l3b.logits" \
+        --output "$TMP/l3b.json" 2>>"$TMP/starter.log"
+    st2=$?
+    msg=$(same_ids "$TMP/l3a.json" "$TMP/l3b.json" 2>&1); same=$?
+    [ $((st1 | st2)) -ne 0 ] && msg="exit $st1/$st2: $(tail -3 "$TMP/starter.log")"
+    check "e2e_gguf llama3 rope_freqs: greedy tokens equal the safetensors run's" $((st1 | st2 | same)) "$msg"
+    msg=$(close "$TMP/l3a.logits" "$TMP/l3b.logits" 1e-4); st=$?
+    check "e2e_gguf llama3 rope_freqs: logits within 1e-4" $st "$msg"
+    a=$("$BIN/tokenize" "$L3" "Hello world, 123456 ok" 2>&1)
+    b=$("$BIN/tokenize" "$L3/l3.gguf" "Hello world, 123456 ok" 2>&1)
+    [ -n "$a" ] && [ "$a" = "$b" ]
+    check "e2e_gguf llama3: the GGUF's own tokenizer (llama-bpe) encodes as tokenizer.json" $? "[$a] vs [$b]"
+else
+    fail "e2e_gguf llama3 GGUF" "$(tail -3 "$TMP/gguf.log" "$TMP/gen.log")"
+fi
+
 # The tokenizer written into the GGUF (tokenizer.ggml.*) encodes as tokenizer.json.
 TXT="Hello world, this is 🦙.cpp: Führer  of   spaces 123456"
 for arch in llama qwen2; do
@@ -113,6 +142,64 @@ grep -qE '^  blk\.0\.attn_q\.weight +Q4_K +ne \[256, 256\]' "$TMP/show.txt" &&
     grep -qE '^  token_embd\.weight +Q4_K +ne \[256, 4096\]' "$TMP/show.txt" &&
     grep -qE '^  llama\.attention\.head_count_kv +uint32 +2$' "$TMP/show.txt"
 check "e2e_gguf bin/gguf_tool show lists names, types and ggml shapes" $? "$(head -5 "$TMP/show.txt")"
+
+# An independent parser, @huggingface/gguf from npm (installed by .ci/run
+# into tests/node_modules), reads every file written here: the same
+# version, metadata keys and values, tensor names, types, shapes and data
+# offsets as our reader.
+if [ -d tests/node_modules/@huggingface/gguf ] && command -v node >/dev/null; then
+    files=$(ls "$TL"/llama-*.gguf "$TQ"/qwen2-*.gguf "$L3/l3.gguf" 2>/dev/null)
+    node tests/gguf_check.mjs $files >"$TMP/hf_gguf.txt" 2>"$TMP/hf_gguf.err"
+    st=$?
+    for f in $files; do "$GG" show "$f"; done >"$TMP/our_gguf.txt" 2>&1
+    $PY - "$TMP/hf_gguf.txt" "$TMP/our_gguf.txt" <<'PYEOF'
+import re, sys
+hf = open(sys.argv[1]).read().split("version ")[1:]
+ours = re.split(r"^(?=\S+: GGUF version)", open(sys.argv[2]).read(), flags=re.M)[1:]
+if len(hf) != len(ours) or not hf:
+    sys.exit("%d files read by @huggingface/gguf, %d by gguf_tool" % (len(hf), len(ours)))
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return x
+for h, o in zip(hf, ours):
+    head = re.match(r"(\S+): GGUF version (\d+), (\d+) metadata pairs, (\d+) tensors, alignment \d+, data at byte (\d+)", o)
+    name, data_at = head.group(1), int(head.group(5))
+    hl = h.splitlines()
+    if hl[0] != head.group(2) or hl[1] != "tensors " + head.group(4):
+        sys.exit("%s: version/tensor count %s %s vs %s %s" % (name, hl[0], hl[1], head.group(2), head.group(4)))
+    hkv = {l.split(" ", 2)[1]: (l.split(" ", 2) + [""])[2] for l in hl if l.startswith("kv ")}
+    okv = {}
+    for m in re.finditer(r"^  (\S+) +(uint8|int8|uint16|int16|uint32|int32|float32|bool|string|array|uint64|int64|float64) +(.*)$", o, re.M):
+        v = m.group(3)
+        if m.group(2) == "array":
+            v = "[" + v.split("]")[0].lstrip("[") + "]"
+        okv[m.group(1)] = v
+    if set(hkv) != set(okv):
+        sys.exit("%s: keys differ: %s" % (name, sorted(set(hkv) ^ set(okv))))
+    for k in hkv:
+        a, b = num(hkv[k]), num(okv[k])
+        if isinstance(a, float) and isinstance(b, float):
+            if abs(a - b) > 1e-6 * max(1.0, abs(a)):
+                sys.exit("%s: %s = %s vs %s" % (name, k, hkv[k], okv[k]))
+        elif hkv[k] != okv[k]:
+            sys.exit("%s: %s = %r vs %r" % (name, k, hkv[k], okv[k]))
+    ht = [l.split(" ", 1)[1] for l in hl if l.startswith("tensor ")]
+    ot = ["%s %s [%s] %d" % (m.group(1), m.group(2), m.group(3), int(m.group(4)) - data_at)
+          for m in re.finditer(r"^  (\S+) +(\S+) +ne \[([^\]]*)\] \d+ bytes at (\d+)$", o, re.M)]
+    if ht != ot:
+        d = [(x, y) for x, y in zip(ht, ot) if x != y][:2]
+        sys.exit("%s: tensors differ: %s" % (name, d or (len(ht), len(ot))))
+print("%d files" % len(hf))
+PYEOF
+    st2=$?
+    [ $st -ne 0 ] && echo "node: $(tail -3 "$TMP/hf_gguf.err")"
+    check "e2e_gguf @huggingface/gguf reads every GGUF written here as our reader does (keys, values, tensors, offsets)" \
+        $((st | st2)) "see above"
+else
+    echo "SKIP: e2e_gguf @huggingface/gguf: tests/node_modules/@huggingface/gguf missing (.ci/run installs it)"
+fi
 
 # Split files equal the single file.
 "$GG" from-hf "$TL" "$TL/sp.gguf" --dtype q4_k --split 3 >>"$TMP/gguf.log" 2>&1

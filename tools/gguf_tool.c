@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,8 +239,8 @@ static int from_hf(const char *src, const char *out, const char *dtype_s, int n_
         fprintf(stderr, "gguf_tool: %s: model_type %s cannot be written as GGUF\n", src, c.model_type);
         return 1;
     }
-    if (c.rope_llama3 || c.sliding_window) {
-        fprintf(stderr, "gguf_tool: %s: rope_scaling llama3 and sliding windows are not written to GGUF\n", src);
+    if (c.sliding_window) {
+        fprintf(stderr, "gguf_tool: %s: a sliding attention window is not written to GGUF\n", src);
         return 1;
     }
     int interleave = strcmp(c.model_type, "qwen2") != 0 && !c.rope_interleaved;
@@ -313,6 +314,28 @@ static int from_hf(const char *src, const char *out, const char *dtype_s, int n_
         free(f);
         free(g);
         free(q);
+    }
+    /* Llama 3.1 scaling as llama.cpp's converter stores it: rope_freqs.weight,
+     * a divisor of each inverse frequency */
+    if (!rc && c.rope_llama3) {
+        float ff[MODEL_MAX_ROPE_FACTORS];
+        const double pi = 3.14159265358979323846;
+        double low_wl = c.rope_original_max_pos / c.rope_low_freq_factor;
+        double high_wl = c.rope_original_max_pos / c.rope_high_freq_factor;
+        for (int i = 0; i < c.head_dim / 2; i++) {
+            double wl = 2 * pi / pow((double)c.rope_theta, -2.0 * i / c.head_dim);
+            if (wl < high_wl) {
+                ff[i] = 1.0f;
+            } else if (wl > low_wl) {
+                ff[i] = c.rope_factor;
+            } else {
+                double smooth = (c.rope_original_max_pos / wl - c.rope_low_freq_factor) /
+                                (c.rope_high_freq_factor - c.rope_low_freq_factor);
+                ff[i] = (float)(1.0 / ((1 - smooth) / c.rope_factor + smooth));
+            }
+        }
+        int64_t ne[1] = { c.head_dim / 2 };
+        rc = gguf_writer_add_tensor(w[0], "rope_freqs.weight", DTYPE_F32, 1, ne, ff);
     }
     for (int k = 0; k < n_split && !rc; k++) {
         char path[4096];
