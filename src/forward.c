@@ -249,6 +249,12 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
             kernels_matmul(s->k, &w->wk, s->xb, n, w->bk);
             kernels_matmul(s->v, &w->wv, s->xb, n, w->bv);
         }
+        if (c->qk_norm) { /* qwen3: each head of q and k normalised */
+            for (int i = 0; i < n * c->n_heads; i++)
+                kernels_rmsnorm(s->q + (size_t)i * hd, s->q + (size_t)i * hd, w->q_norm, hd, c->norm_eps);
+            for (int i = 0; i < n * c->n_kv_heads; i++)
+                kernels_rmsnorm(s->k + (size_t)i * hd, s->k + (size_t)i * hd, w->k_norm, hd, c->norm_eps);
+        }
         for (int i = 0; i < n; i++) {
             if (c->rope_interleaved) {
                 rope_interleaved(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);

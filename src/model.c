@@ -64,9 +64,9 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
     if (!json_is_string(mt))
         return mdi_fail(err, MDI_EFORMAT, "%s: missing field \"model_type\"", fname);
     const char *type = json_string_value(mt);
-    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2"))
-        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2)",
-                        fname, type);
+    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2") && strcmp(type, "qwen3"))
+        return mdi_fail(err, MDI_EUNSUPPORTED,
+                        "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2, qwen3)", fname, type);
     snprintf(c->model_type, sizeof(c->model_type), "%s", type);
     int rc;
     if ((rc = get_int(root, "hidden_size", 1, 0, &c->dim, fname, err)) ||
@@ -131,6 +131,7 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
     json_t *tie = json_object_get(root, "tie_word_embeddings");
     c->tie_embeddings = json_is_true(tie);
     c->attn_bias = !strcmp(type, "qwen2");
+    c->qk_norm = !strcmp(type, "qwen3");
     json_t *ab = json_object_get(root, "attention_bias");
     if (json_is_true(ab) && strcmp(type, "qwen2"))
         return mdi_fail(err, MDI_EUNSUPPORTED, "%s: attention_bias true (o_proj bias) is not supported for %s", fname, type);
@@ -141,8 +142,8 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
     json_t *sw = json_object_get(root, "sliding_window");
     if (!strcmp(type, "mistral") && json_is_integer(sw) && json_integer_value(sw) > 0)
         c->sliding_window = (int)json_integer_value(sw);
-    if (!strcmp(type, "qwen2") && json_is_true(json_object_get(root, "use_sliding_window")))
-        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for qwen2", fname);
+    if ((!strcmp(type, "qwen2") || !strcmp(type, "qwen3")) && json_is_true(json_object_get(root, "use_sliding_window")))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for %s", fname, type);
     json_t *bos = json_object_get(root, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
     set_eos(c, json_object_get(root, "eos_token_id"));
@@ -508,6 +509,10 @@ int model_load(model *m, const char *path, const model_config *cfg, const model_
         MAT(w_down, "mlp.down_proj.weight", dim, c->hidden_dim)
         VEC(attn_norm, "input_layernorm.weight", dim)
         VEC(ffn_norm, "post_attention_layernorm.weight", dim)
+        if (c->qk_norm) {
+            VEC(q_norm, "self_attn.q_norm.weight", hd)
+            VEC(k_norm, "self_attn.k_norm.weight", hd)
+        }
         if (c->attn_bias) {
             VEC(bq, "self_attn.q_proj.bias", q_dim)
             VEC(bk, "self_attn.k_proj.bias", kv_dim)

@@ -4,7 +4,8 @@
  * layers, with or without the token embedding and the output head.
  *
  * Architectures: llama (Llama 2/3/3.1/3.2 incl. rope_scaling "llama3",
- * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases). Tied or untied
+ * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases), qwen3 (RMSNorm of each
+ * q and k head). Tied or untied
  * embeddings, head_dim given or derived, grouped-query attention.
  *
  * Each matrix keeps a dtype of its own (mat_t.dtype), chosen per tensor by
@@ -35,7 +36,7 @@
 #define MODEL_MAX_ROPE_FACTORS 256 /* head_dim / 2 at most */
 
 typedef struct {
-    char model_type[32];     /* "llama", "mistral", "qwen2" */
+    char model_type[32];     /* "llama", "mistral", "qwen2", "qwen3" */
     int dim;                 /* hidden_size */
     int hidden_dim;          /* intermediate_size */
     int n_layers;
@@ -59,6 +60,7 @@ typedef struct {
                               * as llama-architecture GGUFs store them ("rope_interleaved") */
     int tie_embeddings;
     int attn_bias;           /* q/k/v biases (qwen2, or attention_bias true) */
+    int qk_norm;             /* RMSNorm of each head of q and k before RoPE (qwen3) */
     int sliding_window;      /* attend to this many latest positions (Mistral); 0: all */
     int bos_id;              /* -1 when none */
     int eos_ids[MODEL_MAX_EOS];
@@ -78,6 +80,7 @@ typedef struct {
     mat_t w_gate, w_up, w_down; /* (hidden, dim) (hidden, dim) (dim, hidden) */
     const float *bq, *bk, *bv;  /* NULL without attention bias */
     const float *attn_norm, *ffn_norm; /* (dim,) */
+    const float *q_norm, *k_norm;      /* (head_dim,), with qk_norm */
 } layer_weights;
 
 typedef struct {

@@ -828,7 +828,7 @@ static int check_shape(const tensor_info *t, int ndim, int64_t d0, int64_t d1, c
 typedef struct {
     const char *suffix;
     int ndim;
-    char d0, d1; /* 'd' dim, 'q' heads*hd, 'k' kv_heads*hd, 'h' hidden */
+    char d0, d1; /* 'd' dim, 'q' heads*hd, 'k' kv_heads*hd, 'h' hidden, 'e' head_dim */
 } expected_tensor;
 
 static const expected_tensor layer_tensors[] = {
@@ -841,6 +841,10 @@ static const expected_tensor layer_tensors[] = {
     { "mlp.gate_proj.weight", 2, 'h', 'd' },
     { "mlp.up_proj.weight", 2, 'h', 'd' },
     { "mlp.down_proj.weight", 2, 'd', 'h' },
+};
+static const expected_tensor qk_norm_tensors[] = {
+    { "self_attn.q_norm.weight", 1, 'e', 0 },
+    { "self_attn.k_norm.weight", 1, 'e', 0 },
 };
 static const expected_tensor bias_tensors[] = {
     { "self_attn.q_proj.bias", 1, 'q', 0 },
@@ -855,6 +859,7 @@ static int64_t dim_of(const model_config *c, char k)
     case 'q': return (int64_t)c->n_heads * c->head_dim;
     case 'k': return (int64_t)c->n_kv_heads * c->head_dim;
     case 'h': return c->hidden_dim;
+    case 'e': return c->head_dim;
     default: return 0;
     }
 }
@@ -878,6 +883,9 @@ static int check_tensors(const source *s, char *err)
     for (int l = 0; l < c->n_layers; l++) {
         for (size_t i = 0; i < sizeof(layer_tensors) / sizeof(layer_tensors[0]); i++)
             if ((rc = check_expected(s, l, &layer_tensors[i], err)))
+                return rc;
+        for (size_t i = 0; c->qk_norm && i < sizeof(qk_norm_tensors) / sizeof(qk_norm_tensors[0]); i++)
+            if ((rc = check_expected(s, l, &qk_norm_tensors[i], err)))
                 return rc;
         for (size_t i = 0; c->attn_bias && i < sizeof(bias_tensors) / sizeof(bias_tensors[0]); i++)
             if ((rc = check_expected(s, l, &bias_tensors[i], err)))

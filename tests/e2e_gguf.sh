@@ -8,7 +8,7 @@
 # bytes). The GGUFs carry the tokenizer (tokenizer.ggml.*), which encodes
 # as tokenizer.json does.
 #
-# Bounds: qwen2 GGUFs keep Hugging Face's row order, so their logits equal
+# Bounds: qwen2 and qwen3 GGUFs keep Hugging Face's row order, so their logits equal
 # the safetensors run's bit for bit. llama GGUFs rotate interleaved pairs
 # over rows in another order: q . k sums the same products in another
 # order, so logits differ by float rounding: with F32 weights about 1e-6 of
@@ -38,10 +38,13 @@ ONE=(--temperature 0 --quiet --n-threads 1)
 # Rows of 256 values, so that every block type applies to every matrix.
 TL="$TMP/tl"
 TQ="$TMP/tq"
+TQ3="$TMP/tq3"
 if ! $PY tools/gen_synthetic.py --shape tiny-llama --dtype f32 --hidden 256 --inter 512 --layers 3 --heads 4 \
         --kv-heads 2 --vocab 4096 --std 0.1 --out "$TL" >"$TMP/gen.log" 2>&1 ||
    ! $PY tools/gen_synthetic.py --shape tiny-qwen2 --dtype f32 --hidden 256 --inter 512 --layers 2 --heads 4 \
-        --kv-heads 2 --vocab 4096 --std 0.1 --out "$TQ" >>"$TMP/gen.log" 2>&1; then
+        --kv-heads 2 --vocab 4096 --std 0.1 --out "$TQ" >>"$TMP/gen.log" 2>&1 ||
+   ! $PY tools/gen_synthetic.py --shape tiny-qwen3 --dtype f32 --hidden 256 --inter 512 --layers 2 --heads 4 \
+        --kv-heads 2 --head-dim 128 --vocab 4096 --std 0.1 --out "$TQ3" >>"$TMP/gen.log" 2>&1; then
     fail "e2e_gguf synthetic checkpoints" "$(tail -3 "$TMP/gen.log")"; exit 1
 fi
 
@@ -67,9 +70,10 @@ run() {
         --output "$TMP/$name.json" "$@" 2>>"$TMP/starter.log"
 }
 
-for arch in llama qwen2; do
+for arch in llama qwen2 qwen3; do
     src=$TL
     [ $arch = qwen2 ] && src=$TQ
+    [ $arch = qwen3 ] && src=$TQ3
     for dt in f32 q8_0 q4_0 q4_k q5_k q6_k; do
         g="$src/$arch-$dt.gguf" # beside tokenizer.json: the starter reads the tokenizer there
         if ! "$GG" from-hf "$src" "$g" --dtype $dt >>"$TMP/gguf.log" 2>&1; then
@@ -84,7 +88,7 @@ for arch in llama qwen2; do
         msg=$(same_ids "$TMP/st-$arch-$dt.json" "$TMP/gg-$arch-$dt.json" 2>&1); same=$?
         [ $((st1 | st2)) -ne 0 ] && msg="exit $st1/$st2: $(tail -3 "$TMP/starter.log")"
         check "e2e_gguf $arch $dt: the GGUF's greedy tokens equal the safetensors run's" $((st1 | st2 | same)) "$msg"
-        if [ $arch = qwen2 ]; then
+        if [ $arch != llama ]; then
             cmp -s "$TMP/st-$arch-$dt.logits" "$TMP/gg-$arch-$dt.logits"
             check "e2e_gguf $arch $dt: logits equal bit for bit" $? "logits differ"
         else
@@ -148,7 +152,7 @@ check "e2e_gguf bin/gguf_tool show lists names, types and ggml shapes" $? "$(hea
 # version, metadata keys and values, tensor names, types, shapes and data
 # offsets as our reader.
 if [ -d tests/node_modules/@huggingface/gguf ] && command -v node >/dev/null; then
-    files=$(ls "$TL"/llama-*.gguf "$TQ"/qwen2-*.gguf "$L3/l3.gguf" 2>/dev/null)
+    files=$(ls "$TL"/llama-*.gguf "$TQ"/qwen2-*.gguf "$TQ3"/qwen3-*.gguf "$L3/l3.gguf" 2>/dev/null)
     node tests/gguf_check.mjs $files >"$TMP/hf_gguf.txt" 2>"$TMP/hf_gguf.err"
     st=$?
     for f in $files; do "$GG" show "$f"; done >"$TMP/our_gguf.txt" 2>&1

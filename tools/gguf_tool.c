@@ -185,14 +185,14 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
             score[k] = 0;
     gguf_writer_set_str(w, "tokenizer.ggml.model", byte_level ? "gpt2" : "llama");
     if (byte_level)
-        gguf_writer_set_str(w, "tokenizer.ggml.pre", !strcmp(c->model_type, "qwen2") ? "qwen2" : "llama-bpe");
+        gguf_writer_set_str(w, "tokenizer.ggml.pre", !strncmp(c->model_type, "qwen", 4) ? "qwen2" : "llama-bpe");
     gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)n);
     if (!byte_level)
         gguf_writer_set_arr_num(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
     gguf_writer_set_arr_num(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n);
     if (byte_level)
         gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)mstr, n_merges);
-    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", c->bos_id >= 0 && strcmp(c->model_type, "qwen2"));
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", c->bos_id >= 0 && strncmp(c->model_type, "qwen", 4));
     if (path_join(path, sizeof(path), dir, "tokenizer_config.json") == 0 && file_exists(path)) {
         json_t *tc = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
         const char *tmpl = json_string_value(json_object_get(tc, "chat_template"));
@@ -235,7 +235,8 @@ static int from_hf(const char *src, const char *out, const char *dtype_s, int n_
         fprintf(stderr, "gguf_tool: %s\n", err);
         return 1;
     }
-    if (strcmp(c.model_type, "llama") && strcmp(c.model_type, "mistral") && strcmp(c.model_type, "qwen2")) {
+    if (strcmp(c.model_type, "llama") && strcmp(c.model_type, "mistral") && strcmp(c.model_type, "qwen2") &&
+        strcmp(c.model_type, "qwen3")) {
         fprintf(stderr, "gguf_tool: %s: model_type %s cannot be written as GGUF\n", src, c.model_type);
         return 1;
     }
@@ -243,7 +244,7 @@ static int from_hf(const char *src, const char *out, const char *dtype_s, int n_
         fprintf(stderr, "gguf_tool: %s: a sliding attention window is not written to GGUF\n", src);
         return 1;
     }
-    int interleave = strcmp(c.model_type, "qwen2") != 0 && !c.rope_interleaved;
+    int interleave = strcmp(c.model_type, "qwen2") && strcmp(c.model_type, "qwen3") && !c.rope_interleaved;
     tensor_source *ts = tsrc_open(src, err);
     if (!ts) {
         fprintf(stderr, "gguf_tool: %s\n", err);
