@@ -39,7 +39,7 @@ ONE=(--temperature 0 --quiet --n-threads 1)
 TL="$TMP/tl"
 TQ="$TMP/tq"
 TQ3="$TMP/tq3"
-if ! $PY tools/gen_synthetic.py --shape tiny-llama --dtype f32 --hidden 256 --inter 512 --layers 3 --heads 4 \
+if ! $PY tools/gen_synthetic.py --shape tiny-llama --dtype f32 --hidden 256 --inter 512 --layers 5 --heads 4 \
         --kv-heads 2 --vocab 4096 --std 0.1 --out "$TL" >"$TMP/gen.log" 2>&1 ||
    ! $PY tools/gen_synthetic.py --shape tiny-qwen2 --dtype f32 --hidden 256 --inter 512 --layers 2 --heads 4 \
         --kv-heads 2 --vocab 4096 --std 0.1 --out "$TQ" >>"$TMP/gen.log" 2>&1 ||
@@ -220,17 +220,20 @@ check "e2e_gguf a split GGUF's second part alone is refused" $? "exit $st: $(cat
 # prepare_model on a GGUF: chunks keep each tensor's bytes; a ring equals standalone.
 G="$TL/llama-q4_k.gguf"
 CK="$TMP/ck"
-if ! prepare "$G" "$CK" 1 3; then
+if ! prepare "$G" "$CK" 1 2 3 4 5; then
     fail "e2e_gguf prepare_model on a GGUF" "$(tail -3 "$TMP/prepare.log")"
 else
-    $PY - "$CK/chunks" "$TMP/show.txt" <<'PYEOF'
-import json, os, re, struct, sys
-# every chunk tensor's bytes against the GGUF's, by offset from bin/gguf_tool show
+    $PY - "$CK/chunks" "$TMP/show.txt" "$G" <<'PYEOF'
+import collections, hashlib, json, os, re, struct, sys
+# Every chunk tensor's bytes against the GGUF's (offsets from bin/gguf_tool
+# show): the multiset of tensor contents is the same for each node count.
 show = open(sys.argv[2]).read()
-sizes = {m.group(1): int(m.group(2)) for m in re.finditer(r"^  (\S+) +\S+ +ne \[[^\]]*\] (\d+) bytes", show, re.M)}
-for n in ("1nodes", "3nodes"):
-    d = os.path.join(sys.argv[1], n)
-    seen = {}
+g = open(sys.argv[3], "rb").read()
+want = collections.Counter(hashlib.sha256(g[int(m.group(2)):int(m.group(2)) + int(m.group(1))]).hexdigest()
+                           for m in re.finditer(r"^  (?!rope_freqs)\S+ +\S+ +ne \[[^\]]*\] (\d+) bytes at (\d+)$", show, re.M))
+for n in range(1, 6):
+    d = os.path.join(sys.argv[1], "%dnodes" % n)
+    seen, got = set(), collections.Counter()
     for f in sorted(os.listdir(d)):
         if not f.endswith(".safetensors"):
             continue
@@ -240,13 +243,15 @@ for n in ("1nodes", "3nodes"):
             if k == "__metadata__":
                 continue
             if k in seen:
-                sys.exit("%s: tensor %s in two chunks" % (n, k))
-            seen[k] = v["data_offsets"][1] - v["data_offsets"][0]
-    if sum(seen.values()) != sum(sizes.values()) or len(seen) != len(sizes):
-        sys.exit("%s: %d tensors, %d bytes; the GGUF has %d, %d" % (n, len(seen), sum(seen.values()),
-                 len(sizes), sum(sizes.values())))
+                sys.exit("%d nodes: tensor %s in two chunks" % (n, k))
+            seen.add(k)
+            o = 8 + hl + v["data_offsets"][0]
+            got[hashlib.sha256(b[o:8 + hl + v["data_offsets"][1]]).hexdigest()] += 1
+    if got != want:
+        sys.exit("%d nodes: %d tensors, the GGUF has %d; %d contents differ" % (n, sum(got.values()),
+                 sum(want.values()), sum((got - want).values())))
 PYEOF
-    check "e2e_gguf prepare_model: every GGUF tensor in exactly one chunk, sizes kept (1 and 3 nodes)" $? "see above"
+    check "e2e_gguf prepare_model N = 1..5: every GGUF tensor in exactly one chunk, byte for byte" $? "see above"
     run ck1 "$CK"
     cmp -s "$TMP/ck1.logits" "$TMP/gg-llama-q4_k.logits"
     check "e2e_gguf chunks of a GGUF run equal to the GGUF, logits bit for bit" $? "logits differ"
