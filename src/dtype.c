@@ -477,23 +477,31 @@ static float q5_K_vec_dot(int n, const void *row, const void *xv)
     return sum;
 }
 
-/* Q6_K value v of a block, 0..63 (stored minus 32 on use). */
-static int q6_K_level(const block_q6_K *b, int v)
+/* The 256 levels of a Q6_K block, minus 32: q[v] in -32..31. Each half
+ * of 128 values takes 64 bytes of ql and 32 of qh, 32 values per quarter. */
+static void q6_K_levels(const block_q6_K *b, int8_t *q)
 {
-    int h = v / 128, r = v % 128, quarter = r / 32, l = r % 32;
-    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-    int lo = quarter & 1 ? ql[l + 32] : ql[l];
-    lo = quarter & 2 ? lo >> 4 : lo & 15;
-    return lo | ((qh[l] >> (2 * quarter)) & 3) << 4;
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+        }
+    }
 }
 
 static void q6_K_to_f32(const void *src, float *dst, int64_t n)
 {
     const block_q6_K *b = src;
+    int8_t q[QK_K];
     for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
         float d = f16_to_f32(b[k].d);
+        q6_K_levels(&b[k], q);
         for (int v = 0; v < QK_K; v++)
-            dst[v] = d * b[k].scales[v / 16] * (q6_K_level(&b[k], v) - 32);
+            dst[v] = d * b[k].scales[v / 16] * q[v];
     }
 }
 
@@ -595,12 +603,14 @@ static float q6_K_vec_dot(int n, const void *row, const void *xv)
     const block_q6_K *w = row;
     const block_q8_K *x = xv;
     float sum = 0.0f;
+    int8_t q[QK_K];
     for (int k = 0; k < n / QK_K; k++) {
         int32_t total = 0;
+        q6_K_levels(&w[k], q);
         for (int j = 0; j < 16; j++) {
             int32_t s = 0;
             for (int i = 0; i < 16; i++)
-                s += (q6_K_level(&w[k], 16 * j + i) - 32) * x[k].qs[16 * j + i];
+                s += q[16 * j + i] * x[k].qs[16 * j + i];
             total += w[k].scales[j] * s;
         }
         sum += f16_to_f32(w[k].d) * x[k].d * (float)total;
