@@ -98,6 +98,8 @@ int forward_state_init(forward_state *s, const model *m, int max_batch, int max_
         double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
         if (c->rope_llama3)
             f = rope_llama3_scale(c, f);
+        if (c->n_rope_freq_factors)
+            f /= c->rope_freq_factors[i];
         s->rope_inv_freq[i] = (float)f;
     }
     return MDI_OK;
@@ -138,6 +140,23 @@ static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
             float x0 = p[i], x1 = p[i + half];
             p[i] = x0 * cs - x1 * sn;
             p[i + half] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+/* Interleaved RoPE (llama-architecture GGUF layout): (x_2i, x_2i+1)
+ * rotated by pos * inv_freq_i. The q and k rows are in the matching
+ * order, so q . k equals the rotate-half computation on Hugging Face rows. */
+static void rope_interleaved(float *v, int n_heads, int hd, int pos, const float *inv_freq)
+{
+    for (int i = 0; i < hd / 2; i++) {
+        float angle = (float)pos * inv_freq[i];
+        float cs = cosf(angle), sn = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = v + (size_t)h * hd + 2 * i;
+            float x0 = p[0], x1 = p[1];
+            p[0] = x0 * cs - x1 * sn;
+            p[1] = x0 * sn + x1 * cs;
         }
     }
 }
@@ -253,9 +272,20 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
             kernels_matmul(s->k, &w->wk, s->xb, n, w->bk);
             kernels_matmul(s->v, &w->wv, s->xb, n, w->bv);
         }
+        if (c->qk_norm) { /* qwen3: each head of q and k normalised */
+            for (int i = 0; i < n * c->n_heads; i++)
+                kernels_rmsnorm(s->q + (size_t)i * hd, s->q + (size_t)i * hd, w->q_norm, hd, c->norm_eps);
+            for (int i = 0; i < n * c->n_kv_heads; i++)
+                kernels_rmsnorm(s->k + (size_t)i * hd, s->k + (size_t)i * hd, w->k_norm, hd, c->norm_eps);
+        }
         for (int i = 0; i < n; i++) {
-            rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
-            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            if (c->rope_interleaved) {
+                rope_interleaved(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
+                rope_interleaved(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            } else {
+                rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
+                rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+            }
         }
         /* into the cache, rounded to its dtype (a copy for F32) */
         dtype_convert(k_cache + (size_t)pos * kv->row_bytes, kv->dtype, s->k, DTYPE_F32, (size_t)n * kv_dim);

@@ -66,9 +66,9 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
     if (!json_is_string(mt))
         return mdi_fail(err, MDI_EFORMAT, "%s: missing field \"model_type\"", fname);
     const char *type = json_string_value(mt);
-    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2"))
-        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2)",
-                        fname, type);
+    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2") && strcmp(type, "qwen3"))
+        return mdi_fail(err, MDI_EUNSUPPORTED,
+                        "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2, qwen3)", fname, type);
     snprintf(c->model_type, sizeof(c->model_type), "%s", type);
     int rc;
     if ((rc = get_int(root, "hidden_size", 1, 0, &c->dim, fname, err)) ||
@@ -113,9 +113,27 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
             return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3)", fname, rts);
         }
     }
+    c->rope_interleaved = json_is_true(json_object_get(root, "rope_interleaved"));
+    json_t *ff = json_object_get(root, "rope_freq_factors");
+    if (ff && !json_is_null(ff)) {
+        if (!json_is_array(ff) || json_array_size(ff) != (size_t)c->head_dim / 2 ||
+            json_array_size(ff) > MODEL_MAX_ROPE_FACTORS)
+            return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors must be an array of head_dim / 2 = %d numbers",
+                            fname, c->head_dim / 2);
+        if (c->rope_llama3)
+            return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors and rope_scaling llama3 both given", fname);
+        for (size_t i = 0; i < json_array_size(ff); i++) {
+            json_t *x = json_array_get(ff, i);
+            if (!json_is_number(x) || !(json_number_value(x) > 0))
+                return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors[%zu] must be a positive number", fname, i);
+            c->rope_freq_factors[i] = (float)json_number_value(x);
+        }
+        c->n_rope_freq_factors = (int)json_array_size(ff);
+    }
     json_t *tie = json_object_get(root, "tie_word_embeddings");
     c->tie_embeddings = json_is_true(tie);
     c->attn_bias = !strcmp(type, "qwen2");
+    c->qk_norm = !strcmp(type, "qwen3");
     json_t *ab = json_object_get(root, "attention_bias");
     if (json_is_true(ab) && strcmp(type, "qwen2"))
         return mdi_fail(err, MDI_EUNSUPPORTED, "%s: attention_bias true (o_proj bias) is not supported for %s", fname, type);
@@ -126,8 +144,8 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
     json_t *sw = json_object_get(root, "sliding_window");
     if (!strcmp(type, "mistral") && json_is_integer(sw) && json_integer_value(sw) > 0)
         c->sliding_window = (int)json_integer_value(sw);
-    if (!strcmp(type, "qwen2") && json_is_true(json_object_get(root, "use_sliding_window")))
-        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for qwen2", fname);
+    if ((!strcmp(type, "qwen2") || !strcmp(type, "qwen3")) && json_is_true(json_object_get(root, "use_sliding_window")))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for %s", fname, type);
     json_t *bos = json_object_get(root, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
     set_eos(c, json_object_get(root, "eos_token_id"));
@@ -145,7 +163,9 @@ int model_config_load(model_config *c, const char *path, char *err)
     }
     if (path_join(p, sizeof(p), dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", dir);
-    if (file_exists(p)) {
+    /* a GGUF carries its config in its metadata */
+    int gguf = !dir_exists(path) && str_has_suffix(path, ".gguf");
+    if (file_exists(p) && !gguf) {
         json_error_t jerr;
         json_t *root = json_load_file(p, 0, &jerr);
         if (!root)
@@ -172,7 +192,7 @@ int model_config_load(model_config *c, const char *path, char *err)
     }
     if (rc)
         return rc;
-    if (path_join(p, sizeof(p), dir, "generation_config.json") == 0 && file_exists(p)) {
+    if (!gguf && path_join(p, sizeof(p), dir, "generation_config.json") == 0 && file_exists(p)) {
         json_t *g = json_load_file(p, 0, NULL);
         if (g) {
             json_t *b = json_object_get(g, "bos_token_id");
@@ -210,6 +230,14 @@ json_t *model_config_to_json(const model_config *c)
     else
         json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+    if (c->rope_interleaved)
+        json_object_set_new(o, "rope_interleaved", json_true());
+    if (c->n_rope_freq_factors) {
+        json_t *ff = json_array();
+        for (int i = 0; i < c->n_rope_freq_factors; i++)
+            json_array_append_new(ff, json_real(c->rope_freq_factors[i]));
+        json_object_set_new(o, "rope_freq_factors", ff);
+    }
     if (c->sliding_window)
         json_object_set_new(o, "sliding_window", json_integer(c->sliding_window));
     json_object_set_new(o, "hidden_act", json_string("silu"));
@@ -326,9 +354,11 @@ dtype_t model_fallback_dtype(dtype_t stored)
 }
 
 /* The alignment a borrowed row of t needs: a float's size, or the block's
- * f16 scale. */
+ * f16 scale (Q8_K's scale is an f32). */
 static uintptr_t dtype_align(dtype_t t)
 {
+    if (t == DTYPE_Q8_K)
+        return sizeof(float);
     return dtype_is_block(t) ? sizeof(uint16_t) : dtype_get(t)->block_bytes;
 }
 
@@ -481,6 +511,10 @@ int model_load(model *m, const char *path, const model_config *cfg, const model_
         MAT(w_down, "mlp.down_proj.weight", dim, c->hidden_dim)
         VEC(attn_norm, "input_layernorm.weight", dim)
         VEC(ffn_norm, "post_attention_layernorm.weight", dim)
+        if (c->qk_norm) {
+            VEC(q_norm, "self_attn.q_norm.weight", hd)
+            VEC(k_norm, "self_attn.k_norm.weight", hd)
+        }
         if (c->attn_bias) {
             VEC(bq, "self_attn.q_proj.bias", q_dim)
             VEC(bk, "self_attn.k_proj.bias", kv_dim)

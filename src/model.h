@@ -4,7 +4,8 @@
  * layers, with or without the token embedding and the output head.
  *
  * Architectures: llama (Llama 2/3/3.1/3.2 incl. rope_scaling "llama3",
- * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases). Tied or untied
+ * TinyLlama, SmolLM), mistral, qwen2 (q/k/v biases), qwen3 (RMSNorm of each
+ * q and k head). Tied or untied
  * embeddings, head_dim given or derived, grouped-query attention.
  *
  * Each matrix keeps a dtype of its own (mat_t.dtype), chosen per tensor by
@@ -33,9 +34,10 @@
 #include "safetensors.h"
 
 #define MODEL_MAX_EOS 8
+#define MODEL_MAX_ROPE_FACTORS 256 /* head_dim / 2 at most */
 
 typedef struct {
-    char model_type[32];     /* "llama", "mistral", "qwen2" */
+    char model_type[32];     /* "llama", "mistral", "qwen2", "qwen3" */
     int dim;                 /* hidden_size */
     int hidden_dim;          /* intermediate_size */
     int n_layers;
@@ -50,8 +52,16 @@ typedef struct {
     int rope_llama3;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    /* per-frequency divisors of RoPE's inverse frequencies (a GGUF's
+     * rope_freqs.weight: Llama 3.1 scaling as llama.cpp stores it), config
+     * key "rope_freq_factors"; 0 factors when absent */
+    int n_rope_freq_factors;
+    float rope_freq_factors[MODEL_MAX_ROPE_FACTORS];
+    int rope_interleaved;    /* rotate pairs (2i, 2i+1) of a head, not (i, i + hd/2): q/k rows
+                              * as llama-architecture GGUFs store them ("rope_interleaved") */
     int tie_embeddings;
     int attn_bias;           /* q/k/v biases (qwen2, or attention_bias true) */
+    int qk_norm;             /* RMSNorm of each head of q and k before RoPE (qwen3) */
     int sliding_window;      /* attend to this many latest positions (Mistral); 0: all */
     int bos_id;              /* -1 when none */
     int eos_ids[MODEL_MAX_EOS];
@@ -60,7 +70,7 @@ typedef struct {
 
 /* Parses a config.json object; fname is used in messages. */
 int model_config_from_json(model_config *c, json_t *root, const char *fname, char *err);
-/* Reads DIR/config.json, or the header of a llama2.c .bin. generation_config.json
+/* Reads DIR/config.json, the header of a llama2.c .bin, or a GGUF's metadata. generation_config.json
  * beside it, when present, overrides bos/eos. */
 int model_config_load(model_config *c, const char *path, char *err);
 /* The config as a config.json-shaped object (new reference). */
@@ -71,6 +81,7 @@ typedef struct {
     mat_t w_gate, w_up, w_down; /* (hidden, dim) (hidden, dim) (dim, hidden) */
     const float *bq, *bk, *bv;  /* NULL without attention bias */
     const float *attn_norm, *ffn_norm; /* (dim,) */
+    const float *q_norm, *k_norm;      /* (head_dim,), with qk_norm */
 } layer_weights;
 
 typedef struct {

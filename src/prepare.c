@@ -652,9 +652,9 @@ static int source_locate(const prepare_opts *o, const char *out_dir, source *s, 
         return MDI_OK;
     }
     if (file_exists(o->source)) {
-        if (!str_has_suffix(o->source, ".bin"))
-            return mdi_fail(err, MDI_EARG, "%s: SOURCE must be a checkpoint folder, a llama2.c .bin or a hub repository id",
-                            o->source);
+        if (!str_has_suffix(o->source, ".bin") && !str_has_suffix(o->source, ".gguf"))
+            return mdi_fail(err, MDI_EARG, "%s: SOURCE must be a checkpoint folder, a llama2.c .bin, a .gguf or a hub "
+                            "repository id", o->source);
         path_dirname(o->source, s->dir, sizeof(s->dir));
         snprintf(s->weights, sizeof(s->weights), "%s", o->source);
         return MDI_OK;
@@ -671,7 +671,7 @@ static int source_open(source *s, char *err)
     int rc;
     if (path_join(cfg_path, sizeof(cfg_path), s->dir, "config.json") != 0)
         return mdi_fail(err, MDI_EARG, "%s: path too long", s->dir);
-    int have_cfg = file_exists(cfg_path) && !str_has_suffix(s->weights, ".bin");
+    int have_cfg = file_exists(cfg_path) && !str_has_suffix(s->weights, ".bin") && !str_has_suffix(s->weights, ".gguf");
     if (have_cfg) {
         if ((rc = model_config_load(&s->cfg, s->dir, err)))
             return rc;
@@ -683,7 +683,7 @@ static int source_open(source *s, char *err)
         return MDI_EFORMAT;
     json_t *lc = tsrc_llama2c_config(s->tsrc);
     if (lc) {
-        s->llama2c = 1;
+        s->llama2c = !tsrc_gguf(s->tsrc); /* a GGUF's config is its metadata too */
         if (!have_cfg) {
             if ((rc = model_config_from_json(&s->cfg, lc, s->weights, err)))
                 return rc;
@@ -804,6 +804,8 @@ static int tensor_kind(const char *name, int *layer)
         return T_HEAD;
     if (str_has_suffix(name, "rotary_emb.inv_freq")) /* a buffer some exports keep; recomputed */
         return T_DROP;
+    if (!strcmp(name, "rope_freqs.weight")) /* a GGUF's RoPE factors: in the config */
+        return T_DROP;
     return T_OTHER;
 }
 
@@ -826,7 +828,7 @@ static int check_shape(const tensor_info *t, int ndim, int64_t d0, int64_t d1, c
 typedef struct {
     const char *suffix;
     int ndim;
-    char d0, d1; /* 'd' dim, 'q' heads*hd, 'k' kv_heads*hd, 'h' hidden */
+    char d0, d1; /* 'd' dim, 'q' heads*hd, 'k' kv_heads*hd, 'h' hidden, 'e' head_dim */
 } expected_tensor;
 
 static const expected_tensor layer_tensors[] = {
@@ -839,6 +841,10 @@ static const expected_tensor layer_tensors[] = {
     { "mlp.gate_proj.weight", 2, 'h', 'd' },
     { "mlp.up_proj.weight", 2, 'h', 'd' },
     { "mlp.down_proj.weight", 2, 'd', 'h' },
+};
+static const expected_tensor qk_norm_tensors[] = {
+    { "self_attn.q_norm.weight", 1, 'e', 0 },
+    { "self_attn.k_norm.weight", 1, 'e', 0 },
 };
 static const expected_tensor bias_tensors[] = {
     { "self_attn.q_proj.bias", 1, 'q', 0 },
@@ -853,6 +859,7 @@ static int64_t dim_of(const model_config *c, char k)
     case 'q': return (int64_t)c->n_heads * c->head_dim;
     case 'k': return (int64_t)c->n_kv_heads * c->head_dim;
     case 'h': return c->hidden_dim;
+    case 'e': return c->head_dim;
     default: return 0;
     }
 }
@@ -876,6 +883,9 @@ static int check_tensors(const source *s, char *err)
     for (int l = 0; l < c->n_layers; l++) {
         for (size_t i = 0; i < sizeof(layer_tensors) / sizeof(layer_tensors[0]); i++)
             if ((rc = check_expected(s, l, &layer_tensors[i], err)))
+                return rc;
+        for (size_t i = 0; c->qk_norm && i < sizeof(qk_norm_tensors) / sizeof(qk_norm_tensors[0]); i++)
+            if ((rc = check_expected(s, l, &qk_norm_tensors[i], err)))
                 return rc;
         for (size_t i = 0; c->attn_bias && i < sizeof(bias_tensors) / sizeof(bias_tensors[0]); i++)
             if ((rc = check_expected(s, l, &bias_tensors[i], err)))

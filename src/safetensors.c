@@ -1,5 +1,6 @@
 /* safetensors: see safetensors.h for the file layout. */
 #include "safetensors.h"
+#include "gguf.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -31,6 +32,8 @@ struct tensor_source {
     void **owned; /* buffers of converted llama2.c tensors */
     int n_owned;
     int anon;     /* files read into anonymous memory, not mapped (TSRC_READ) */
+    gguf_file **ggufs; /* a GGUF source: its file, or each of its split files */
+    int n_ggufs;
 };
 
 /* A header's dtype string: each type's safetensors spelling (dtype.h's
@@ -523,6 +526,290 @@ static int open_llama2c(tensor_source *s, const char *path, char *err)
     return MDI_OK;
 }
 
+
+/* ---- GGUF ---- */
+
+/* GGUF tensor names and their Hugging Face names: "blk.N." + the first
+ * column becomes "model.layers.N." + the second. */
+static const char *const gguf_layer_names[][2] = {
+    { "attn_norm.weight", "input_layernorm.weight" },
+    { "attn_q.weight", "self_attn.q_proj.weight" },
+    { "attn_k.weight", "self_attn.k_proj.weight" },
+    { "attn_v.weight", "self_attn.v_proj.weight" },
+    { "attn_output.weight", "self_attn.o_proj.weight" },
+    { "attn_q.bias", "self_attn.q_proj.bias" },
+    { "attn_k.bias", "self_attn.k_proj.bias" },
+    { "attn_v.bias", "self_attn.v_proj.bias" },
+    { "attn_q_norm.weight", "self_attn.q_norm.weight" },
+    { "attn_k_norm.weight", "self_attn.k_norm.weight" },
+    { "ffn_norm.weight", "post_attention_layernorm.weight" },
+    { "ffn_gate.weight", "mlp.gate_proj.weight" },
+    { "ffn_up.weight", "mlp.up_proj.weight" },
+    { "ffn_down.weight", "mlp.down_proj.weight" },
+};
+
+static const char *const gguf_global_names[][2] = {
+    { "token_embd.weight", "model.embed_tokens.weight" },
+    { "output_norm.weight", "model.norm.weight" },
+    { "output.weight", "lm_head.weight" },
+};
+
+/* The Hugging Face name of a GGUF tensor; names we do not know are kept. */
+static void gguf_hf_name(const char *g, char *out, size_t cap)
+{
+    for (size_t i = 0; i < sizeof(gguf_global_names) / sizeof(gguf_global_names[0]); i++) {
+        if (!strcmp(g, gguf_global_names[i][0])) {
+            snprintf(out, cap, "%s", gguf_global_names[i][1]);
+            return;
+        }
+    }
+    int layer, n = 0;
+    if (sscanf(g, "blk.%d.%n", &layer, &n) == 1 && n > 0 && layer >= 0) {
+        for (size_t i = 0; i < sizeof(gguf_layer_names) / sizeof(gguf_layer_names[0]); i++) {
+            if (!strcmp(g + n, gguf_layer_names[i][0])) {
+                snprintf(out, cap, "model.layers.%d.%s", layer, gguf_layer_names[i][1]);
+                return;
+            }
+        }
+    }
+    snprintf(out, cap, "%s", g);
+}
+
+int tsrc_gguf_name(const char *hf, char *out, size_t cap)
+{
+    for (size_t i = 0; i < sizeof(gguf_global_names) / sizeof(gguf_global_names[0]); i++) {
+        if (!strcmp(hf, gguf_global_names[i][1])) {
+            snprintf(out, cap, "%s", gguf_global_names[i][0]);
+            return 0;
+        }
+    }
+    int layer, n = 0;
+    if (sscanf(hf, "model.layers.%d.%n", &layer, &n) == 1 && n > 0 && layer >= 0) {
+        for (size_t i = 0; i < sizeof(gguf_layer_names) / sizeof(gguf_layer_names[0]); i++) {
+            if (!strcmp(hf + n, gguf_layer_names[i][1])) {
+                snprintf(out, cap, "blk.%d.%s", layer, gguf_layer_names[i][0]);
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
+/* "{arch}.suffix" */
+static const char *arch_key(const char *arch, const char *suffix)
+{
+    static __thread char buf[160];
+    snprintf(buf, sizeof(buf), "%s.%s", arch, suffix);
+    return buf;
+}
+
+/* The model config from a GGUF's metadata, as a config.json object (the
+ * shape model_config_from_json reads). */
+static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
+{
+    const char *arch_p;
+    size_t arch_len;
+    int rc = gguf_get_str(g, "general.architecture", &arch_p, &arch_len, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: no general.architecture in the metadata", g->path);
+    char arch[32];
+    snprintf(arch, sizeof(arch), "%.*s", (int)(arch_len < 31 ? arch_len : 31), arch_p);
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
+        return mdi_fail(err, MDI_EUNSUPPORTED, "%s: general.architecture \"%.*s\" (supported: llama, qwen2, qwen3)",
+                        g->path, (int)arch_len, arch_p);
+    json_t *c = json_object();
+    json_object_set_new(c, "model_type", json_string(arch));
+    static const struct { const char *key, *hf; int required; } ints[] = {
+        { "embedding_length", "hidden_size", 1 },
+        { "feed_forward_length", "intermediate_size", 1 },
+        { "block_count", "num_hidden_layers", 1 },
+        { "attention.head_count", "num_attention_heads", 1 },
+        { "attention.head_count_kv", "num_key_value_heads", 0 },
+        { "attention.key_length", "head_dim", 0 },
+        { "context_length", "max_position_embeddings", 0 },
+        { "vocab_size", "vocab_size", 0 },
+    };
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        int64_t v;
+        const char *key = arch_key(arch, ints[i].key);
+        rc = gguf_get_int(g, key, &v, err);
+        if (rc < 0)
+            goto fail;
+        if (rc == 0 && ints[i].required) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: no %s in the metadata", g->path, key);
+            goto fail;
+        }
+        if (rc == 1 && (v < 0 || v > (1 << 30))) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: metadata %s is %lld, out of range", g->path, key, (long long)v);
+            goto fail;
+        }
+        if (rc == 1)
+            json_object_set_new(c, ints[i].hf, json_integer(v));
+    }
+    /* a vocabulary size from the tokens or the embedding when not given */
+    if (!json_object_get(c, "vocab_size")) {
+        const gguf_kv *tokens;
+        const tensor_info *emb = tsrc_find(s, "model.embed_tokens.weight");
+        if (gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens, NULL) == 1)
+            json_object_set_new(c, "vocab_size", json_integer((json_int_t)tokens->n));
+        else if (emb && emb->ndim == 2)
+            json_object_set_new(c, "vocab_size", json_integer(emb->shape[0]));
+    }
+    double eps = 1e-5, theta = 10000.0;
+    if ((rc = gguf_get_float(g, arch_key(arch, "attention.layer_norm_rms_epsilon"), &eps, err)) < 0 ||
+        (rc = gguf_get_float(g, arch_key(arch, "rope.freq_base"), &theta, err)) < 0)
+        goto fail;
+    json_object_set_new(c, "rms_norm_eps", json_real(eps));
+    json_object_set_new(c, "rope_theta", json_real(theta));
+    const char *rs;
+    size_t rs_len;
+    if ((rc = gguf_get_str(g, arch_key(arch, "rope.scaling.type"), &rs, &rs_len, err)) < 0)
+        goto fail;
+    if (rc == 1 && !(rs_len == 4 && !memcmp(rs, "none", 4))) {
+        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: metadata %s is \"%.*s\" (supported: none)", g->path,
+                      arch_key(arch, "rope.scaling.type"), (int)rs_len, rs);
+        goto fail;
+    }
+    int64_t dim_count;
+    if ((rc = gguf_get_int(g, arch_key(arch, "rope.dimension_count"), &dim_count, err)) < 0)
+        goto fail;
+    json_t *hd = json_object_get(c, "head_dim");
+    json_int_t head_dim = hd ? json_integer_value(hd) :
+                          json_integer_value(json_object_get(c, "hidden_size")) /
+                          (json_integer_value(json_object_get(c, "num_attention_heads")) ?
+                           json_integer_value(json_object_get(c, "num_attention_heads")) : 1);
+    if (rc == 1 && dim_count != head_dim) {
+        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: metadata %s is %lld: RoPE on part of a head (head size %lld) is "
+                      "not supported", g->path, arch_key(arch, "rope.dimension_count"), (long long)dim_count,
+                      (long long)head_dim);
+        goto fail;
+    }
+    /* Llama 3.1 scaling as llama.cpp stores it: a divisor per frequency */
+    const tensor_info *ff = tsrc_find(s, "rope_freqs.weight");
+    if (ff) {
+        if (ff->dtype != DTYPE_F32 || ff->ndim != 1 || ff->shape[0] != head_dim / 2) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: tensor rope_freqs.weight must be F32 of head_dim / 2 = %lld values",
+                          ff->file, (long long)(head_dim / 2));
+            goto fail;
+        }
+        json_t *arr = json_array();
+        for (int64_t i = 0; i < ff->shape[0]; i++) {
+            float v;
+            memcpy(&v, (const char *)ff->data + i * 4, 4);
+            json_array_append_new(arr, json_real(v));
+        }
+        json_object_set_new(c, "rope_freq_factors", arr);
+    }
+    json_object_set_new(c, "tie_word_embeddings", json_boolean(!tsrc_find(s, "lm_head.weight")));
+    json_object_set_new(c, "hidden_act", json_string("silu"));
+    /* llama.cpp's converter permutes llama's q and k rows to the
+     * interleaved rotary order; qwen2 and qwen3 keep rotate-half */
+    json_object_set_new(c, "rope_interleaved", json_boolean(!strcmp(arch, "llama")));
+    int64_t id;
+    if ((rc = gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id, err)) < 0)
+        goto fail;
+    if (rc == 1)
+        json_object_set_new(c, "bos_token_id", json_integer(id));
+    json_t *eos = json_array();
+    json_object_set_new(c, "eos_token_id", eos);
+    const char *eos_keys[] = { "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id" };
+    for (int i = 0; i < 2; i++) {
+        if ((rc = gguf_get_int(g, eos_keys[i], &id, err)) < 0)
+            goto fail;
+        if (rc == 1 && !(i == 1 && json_array_size(eos) && json_integer_value(json_array_get(eos, 0)) == id))
+            json_array_append_new(eos, json_integer(id));
+    }
+    s->llama2c_config = c;
+    return MDI_OK;
+fail:
+    json_decref(c);
+    return rc;
+}
+
+/* Split files: NAME-00001-of-00003.gguf. 1 with the part count in *n and
+ * the prefix length in *prefix when path is the first part. */
+static int gguf_split_name(const char *path, int *n, size_t *prefix)
+{
+    size_t len = strlen(path);
+    const char *tail = "-00001-of-00000.gguf";
+    size_t tl = strlen(tail);
+    if (len < tl)
+        return 0;
+    const char *t = path + len - tl;
+    int a, b, used = 0;
+    if (sscanf(t, "-%5d-of-%5d.gguf%n", &a, &b, &used) != 2 || (size_t)used != tl || b < 1)
+        return 0;
+    if (a != 1)
+        return -1;
+    *n = b;
+    *prefix = len - tl;
+    return 1;
+}
+
+static int gguf_add_file(tensor_source *s, gguf_file *g, char *err)
+{
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *gt = &g->tensors[i];
+        char name[TENSOR_NAME_MAX];
+        gguf_hf_name(gt->name, name, sizeof(name));
+        if (strlen(gt->name) >= TENSOR_NAME_MAX)
+            return mdi_fail(err, MDI_EFORMAT, "%s: tensor name too long: %.60s...", g->path, gt->name);
+        if (tsrc_find(s, name))
+            return mdi_fail(err, MDI_EFORMAT, "%s: tensor %s is given twice (as %s)", g->path, gt->name, name);
+        tensor_info *t = add_tensor(s);
+        if (!t)
+            return mdi_fail(err, MDI_ENOMEM, "%s: out of memory", g->path);
+        snprintf(t->name, sizeof(t->name), "%s", name);
+        t->dtype = gt->dtype;
+        t->ndim = gt->n_dims;
+        /* ggml's ne[0] is the last (fastest) dimension of the row-major shape */
+        for (int d = 0; d < gt->n_dims; d++)
+            t->shape[d] = gt->ne[gt->n_dims - 1 - d];
+        t->data = gt->data;
+        t->nbytes = (size_t)gt->nbytes;
+        t->file = g->path;
+        t->mapped = 1;
+    }
+    return MDI_OK;
+}
+
+static int open_gguf(tensor_source *s, const char *path, char *err)
+{
+    int n_parts = 1;
+    size_t prefix = 0;
+    int split = gguf_split_name(path, &n_parts, &prefix);
+    if (split < 0)
+        return mdi_fail(err, MDI_EARG, "%s: a split GGUF is opened by its first part (-00001-of-N.gguf)", path);
+    s->ggufs = calloc((size_t)n_parts, sizeof(gguf_file *));
+    if (!s->ggufs)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc;
+    for (int i = 0; i < n_parts; i++) {
+        char p[4096];
+        if (split)
+            snprintf(p, sizeof(p), "%.*s-%05d-of-%05d.gguf", (int)prefix, path, i + 1, n_parts);
+        else
+            snprintf(p, sizeof(p), "%s", path);
+        gguf_file *g = gguf_open(p, err);
+        if (!g)
+            return MDI_EFORMAT;
+        s->ggufs[s->n_ggufs++] = g;
+        int64_t no = 0, count = 1;
+        if ((rc = gguf_get_int(g, "split.no", &no, err)) < 0 || (rc = gguf_get_int(g, "split.count", &count, err)) < 0)
+            return rc;
+        if (rc == 0)
+            count = 1;
+        if (count != n_parts || no != i)
+            return mdi_fail(err, MDI_EFORMAT, "%s: split.no %lld of split.count %lld, the file name says part %d of %d",
+                            p, (long long)no, (long long)count, i + 1, n_parts);
+        if ((rc = gguf_add_file(s, g, err)))
+            return rc;
+    }
+    return gguf_config(s, s->ggufs[0], err);
+}
+
 /* A llama2.c checkpoint in a folder: the one .bin file that is not a tokenizer. */
 static int find_llama2c_bin(const char *dir, char *out, size_t cap)
 {
@@ -574,10 +861,13 @@ tensor_source *tsrc_open_mode(const char *path, tsrc_mode mode, char *err)
         rc = open_st_file(s, path, err);
     } else if (str_has_suffix(path, ".bin")) {
         rc = open_llama2c(s, path, err);
+    } else if (str_has_suffix(path, ".gguf") && file_exists(path)) {
+        rc = open_gguf(s, path, err);
     } else if (!file_exists(path)) {
         rc = mdi_fail(err, MDI_EIO, "%s: no such file or folder", path);
     } else {
-        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: not a checkpoint folder, .safetensors or llama2.c .bin file", path);
+        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: not a checkpoint folder, .safetensors, .gguf or llama2.c .bin file",
+                      path);
     }
     if (rc) {
         tsrc_close(s);
@@ -596,6 +886,9 @@ void tsrc_close(tensor_source *s)
         free(s->files[i].path);
     }
     free(s->files);
+    for (int i = 0; i < s->n_ggufs; i++)
+        gguf_close(s->ggufs[i]);
+    free(s->ggufs);
     for (int i = 0; i < s->n_owned; i++)
         free(s->owned[i]);
     free(s->owned);
@@ -635,6 +928,7 @@ int tsrc_count(const tensor_source *s) { return s->n_tensors; }
 const tensor_info *tsrc_get(const tensor_source *s, int i) { return &s->tensors[i]; }
 json_t *tsrc_metadata(const tensor_source *s) { return s->metadata; }
 json_t *tsrc_llama2c_config(const tensor_source *s) { return s->llama2c_config; }
+const gguf_file *tsrc_gguf(const tensor_source *s) { return s->n_ggufs ? s->ggufs[0] : NULL; }
 
 const tensor_info *tsrc_find(const tensor_source *s, const char *name)
 {

@@ -42,7 +42,15 @@
  *     with its shards;
  *   - a single .safetensors file (a chunk written by prepare_model);
  *   - a llama2.c .bin checkpoint: converted in memory to Hugging Face names
- *     (q/k rows permuted from interleaved to rotate-half rotary layout).
+ *     (q/k rows permuted from interleaved to rotate-half rotary layout);
+ *   - a GGUF file (gguf.h), or the first of split files NAME-00001-of-0000N.gguf
+ *     (all parts then): tensors renamed to Hugging Face names (token_embd ->
+ *     model.embed_tokens, blk.N.attn_q -> model.layers.N.self_attn.q_proj,
+ *     output_norm -> model.norm, output -> lm_head, ...), shapes reversed from
+ *     ggml's order to row-major, data borrowed from the mapping in its GGUF
+ *     type. llama-architecture GGUFs keep q/k rows in the interleaved rotary
+ *     order: the config says so (rope_interleaved) instead of rows being
+ *     copied, so the file stays mapped. The config comes from the metadata.
  * Data pointers are borrowed from the mmap (or the source's own buffers) and
  * live until tsrc_close.
  *
@@ -61,6 +69,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include "kernels.h"
+#include "gguf.h"
 
 #define TENSOR_NAME_MAX 160
 #define TENSOR_MAX_DIMS 4
@@ -103,9 +112,17 @@ json_t *tsrc_metadata(const tensor_source *s);
  * mapping (a cold 4 GB file otherwise slows the first prefill many times). */
 void tsrc_prefault(const void *data, size_t nbytes);
 
-/* For llama2.c sources: the config read from the .bin header, as a
- * Hugging Face config.json object (borrowed). NULL for safetensors. */
+/* For llama2.c and GGUF sources: the config read from the .bin header or
+ * the GGUF metadata, as a Hugging Face config.json object (borrowed). NULL
+ * for safetensors. */
 json_t *tsrc_llama2c_config(const tensor_source *s);
+
+/* The GGUF name of a Hugging Face tensor name (the inverse of the renaming
+ * above): 0, or -1 when it has none. */
+int tsrc_gguf_name(const char *hf, char *out, size_t cap);
+
+/* For GGUF sources: the (first) file, borrowed; NULL otherwise. */
+const gguf_file *tsrc_gguf(const tensor_source *s);
 
 /* Writer. Tensors are added in order, then written in one pass to
  * path + ".tmp" which is fsync'ed and renamed onto path, so a reader never

@@ -27,6 +27,7 @@
 #include "prepare.h"
 #include "proto.h"
 #include "report.h"
+#include "gguf.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -64,11 +65,21 @@ static int find_prepared(char *out, size_t cap, int n_nodes, char *err)
                     n_nodes, found);
 }
 
-/* The tokenizer sits beside the weights: in the folder, or beside the file. */
+/* The tokenizer sits beside the weights: in the folder, or beside the file;
+ * a GGUF's own, from its metadata, when it has one. */
 static tokenizer *load_tokenizer(const char *ckpt, char *err)
 {
     if (dir_exists(ckpt))
         return tokenizer_load(ckpt, err);
+    if (str_has_suffix(ckpt, ".gguf")) {
+        gguf_file *g = gguf_open(ckpt, err);
+        if (!g)
+            return NULL;
+        int own = gguf_find_key(g, "tokenizer.ggml.tokens") >= 0;
+        gguf_close(g);
+        if (own)
+            return tokenizer_load(ckpt, err);
+    }
     char dir[4096];
     path_dirname(ckpt, dir, sizeof(dir));
     return tokenizer_load(dir, err);

@@ -25,6 +25,7 @@
  * time so both formats share one merge loop.
  */
 #include "tokenizer.h"
+#include "gguf.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -1890,6 +1891,19 @@ static int parse_model(tokenizer *t, json_t *root, const char *path, char *err)
     return 0;
 }
 
+/* The chat family from a template's markers. */
+static void chat_from_template(tokenizer *t, const char *tmpl)
+{
+    if (!tmpl)
+        return;
+    if (strstr(tmpl, "<|start_header_id|>"))
+        t->chat = CHAT_LLAMA3;
+    else if (strstr(tmpl, "<|im_start|>"))
+        t->chat = CHAT_CHATML;
+    else if (strstr(tmpl, "[INST]"))
+        t->chat = CHAT_LLAMA2;
+}
+
 /* Reads tokenizer_config.json and generation_config.json from dir, when
  * present, for BOS/EOS, add_bos_token and the chat template. */
 static int parse_configs(tokenizer *t, const char *dir, json_t *post, char *err)
@@ -1926,14 +1940,7 @@ static int parse_configs(tokenizer *t, const char *dir, json_t *post, char *err)
                     tmpl = json_string_value(json_object_get(e, "template"));
             }
         }
-        if (tmpl) {
-            if (strstr(tmpl, "<|start_header_id|>"))
-                t->chat = CHAT_LLAMA3;
-            else if (strstr(tmpl, "<|im_start|>"))
-                t->chat = CHAT_CHATML;
-            else if (strstr(tmpl, "[INST]"))
-                t->chat = CHAT_LLAMA2;
-        }
+        chat_from_template(t, tmpl);
     }
     if (!bos_named)
         t->bos_id = post_bos;
@@ -2031,6 +2038,256 @@ fail:
     return NULL;
 }
 
+
+/* -- GGUF metadata -- */
+
+/* Pre-tokenizer regexes by tokenizer.ggml.pre, as the tokenizer.json files
+ * of those families spell them. */
+static const char llama3_pattern[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char qwen2_pattern[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* ignore_merges: a piece that is a token is taken whole (Llama 3's
+ * tokenizer.json says so, and llama.cpp does it for these names). */
+static const struct { const char *pre; const char *pattern; int nfc, ignore_merges; } gguf_pre[] = {
+    { "llama-bpe", llama3_pattern, 0, 1 }, { "llama3", llama3_pattern, 0, 1 }, { "smaug-bpe", llama3_pattern, 0, 1 },
+    { "qwen2", qwen2_pattern, 1, 0 }, { "default", gpt2_pattern, 0, 0 }, { "gpt-2", gpt2_pattern, 0, 0 },
+    { "gpt2", gpt2_pattern, 0, 0 },
+};
+
+/* GGUF token types (llama.cpp's llama_token_type). */
+enum { GGUF_TOKEN_NORMAL = 1, GGUF_TOKEN_UNKNOWN = 2, GGUF_TOKEN_CONTROL = 3, GGUF_TOKEN_USER_DEFINED = 4,
+       GGUF_TOKEN_UNUSED = 5, GGUF_TOKEN_BYTE = 6 };
+
+
+/* tokenizer.ggml.model "llama" (SentencePiece: pieces with scores, "▁" for
+ * spaces, byte fallback, merged by score as llama.cpp and llama2.c do) or
+ * "gpt2" (byte-level BPE: merges "a b" in rank order, the regex named by
+ * tokenizer.ggml.pre). */
+static tokenizer *load_gguf(const char *path, char *err)
+{
+    gguf_file *g = gguf_open(path, err);
+    if (!g)
+        return NULL;
+    tokenizer *t = tokenizer_new();
+    const char **strs = NULL;
+    int *lens = NULL, *rank = NULL;
+    unsigned char *attr = NULL;
+    score_rank *scores = NULL;
+    char *tmpl = NULL;
+    const char *model;
+    size_t model_len;
+    const gguf_kv *tokens, *types = NULL, *score_kv = NULL, *merges = NULL;
+    int rc;
+    if (!t)
+        goto nomem;
+    if ((rc = gguf_get_str(g, "tokenizer.ggml.model", &model, &model_len, err)) <= 0 ||
+        (rc = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens, err)) <= 0) {
+        if (rc == 0)
+            mdi_fail(err, MDI_EFORMAT, "%s: no tokenizer in the metadata (tokenizer.ggml.model and .tokens)", path);
+        goto fail;
+    }
+    int spm = model_len == 5 && !memcmp(model, "llama", 5), bpe = model_len == 4 && !memcmp(model, "gpt2", 4);
+    if (!spm && !bpe) {
+        mdi_fail(err, MDI_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" (supported: llama, gpt2)", path,
+                 (int)model_len, model);
+        goto fail;
+    }
+    if (tokens->n < 3 || tokens->n > (1 << 24)) {
+        mdi_fail(err, MDI_EFORMAT, "%s: tokenizer.ggml.tokens holds %llu tokens", path, (unsigned long long)tokens->n);
+        goto fail;
+    }
+    int n = (int)tokens->n;
+    if ((rc = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_COUNT, &types, err)) < 0 ||
+        (rc = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_TYPE_COUNT, &score_kv, err)) < 0 ||
+        (rc = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &merges, err)) < 0)
+        goto fail;
+    if ((types && (types->n != (uint64_t)n || types->arr_type == GGUF_TYPE_STRING)) ||
+        (score_kv && (score_kv->n != (uint64_t)n || score_kv->arr_type == GGUF_TYPE_STRING))) {
+        mdi_fail(err, MDI_EFORMAT, "%s: tokenizer.ggml.token_type or .scores is not %d numbers, one per token",
+                 path, n);
+        goto fail;
+    }
+    strs = calloc((size_t)n, sizeof(*strs));
+    lens = calloc((size_t)n, sizeof(*lens));
+    attr = calloc((size_t)n, 1);
+    if (!strs || !lens || !attr)
+        goto nomem;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        strs[i] = gguf_arr_str(g, tokens, (uint64_t)i, &len);
+        if (len > (1 << 20)) {
+            mdi_fail(err, MDI_EFORMAT, "%s: token %d is %zu bytes long", path, i, len);
+            goto fail;
+        }
+        lens[i] = (int)len;
+        int type = types ? (int)gguf_arr_num(types, (uint64_t)i) : GGUF_TOKEN_NORMAL;
+        if (type == GGUF_TOKEN_CONTROL)
+            attr[i] = ATTR_ADDED | ATTR_SPECIAL;
+        else if (type == GGUF_TOKEN_USER_DEFINED)
+            attr[i] = ATTR_ADDED;
+        else if (type == GGUF_TOKEN_UNKNOWN)
+            attr[i] = ATTR_SPECIAL;
+    }
+    if (vocab_build(t, n, strs, lens, attr) != 0)
+        goto nomem;
+    int64_t id;
+    int flag;
+    if (spm) {
+        t->kind = TOK_SPM;
+        memcpy(t->space, "\xe2\x96\x81", 4);
+        t->space_len = 3;
+        t->replace_space = 1;
+        flag = 1;
+        if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &flag, err)) < 0)
+            goto fail;
+        t->prepend = flag ? PREPEND_ALWAYS : PREPEND_NEVER;
+        byte_tokens_init(t);
+        t->byte_fallback = 1;
+        t->unk_id = vocab_lookup(t, "<unk>", 5);
+        if ((rc = gguf_get_int(g, "tokenizer.ggml.unknown_token_id", &id, err)) < 0)
+            goto fail;
+        if (rc == 1 && id >= 0 && id < n)
+            t->unk_id = (int)id;
+        /* scores become ranks (higher score merges first; equal scores
+         * share a rank, so the leftmost pair wins), and every way to write a
+         * token as two tokens is a merge into it */
+        scores = calloc((size_t)n, sizeof(*scores));
+        rank = calloc((size_t)n, sizeof(*rank));
+        if (!scores || !rank)
+            goto nomem;
+        for (int i = 0; i < n; i++) {
+            scores[i].score = score_kv ? (float)gguf_arr_num(score_kv, (uint64_t)i) : (float)-i;
+            scores[i].id = i;
+        }
+        qsort(scores, (size_t)n, sizeof(*scores), score_desc);
+        for (int i = 0, r = 0; i < n; i++) {
+            if (i > 0 && scores[i].score != scores[i - 1].score)
+                r++;
+            rank[scores[i].id] = r;
+        }
+        size_t n_pairs = 0;
+        for (int i = 0; i < n; i++)
+            n_pairs += lens[i] > 1 ? (size_t)lens[i] - 1 : 0;
+        if (merges_alloc(t, n_pairs) != 0)
+            goto nomem;
+        const unsigned char skip = ATTR_ADDED | ATTR_SPECIAL | ATTR_BYTE;
+        for (int i = 0; i < n; i++) {
+            if (t->attr[i] & skip || !t->tokens[i])
+                continue;
+            for (int k = 1; k < lens[i]; k++) {
+                int a = vocab_lookup(t, t->tokens[i], (size_t)k);
+                int b = vocab_lookup(t, t->tokens[i] + k, (size_t)(lens[i] - k));
+                if (a >= 0 && b >= 0 && !(t->attr[a] & skip) && !(t->attr[b] & skip))
+                    merge_insert(t, a, b, rank[i], i);
+            }
+        }
+    } else {
+        t->kind = TOK_BYTE_LEVEL;
+        const char *pre = "default";
+        size_t pre_len = 7;
+        if ((rc = gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len, err)) < 0)
+            goto fail;
+        size_t k = 0;
+        while (k < sizeof(gguf_pre) / sizeof(gguf_pre[0]) &&
+               !(strlen(gguf_pre[k].pre) == pre_len && !memcmp(gguf_pre[k].pre, pre, pre_len)))
+            k++;
+        if (k == sizeof(gguf_pre) / sizeof(gguf_pre[0])) {
+            mdi_fail(err, MDI_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" (supported: llama-bpe, llama3, "
+                     "smaug-bpe, qwen2, default, gpt-2, gpt2)", path, (int)pre_len, pre);
+            goto fail;
+        }
+        if (add_regex(t, gguf_pre[k].pattern, path, err) != 0)
+            goto fail;
+        t->nfc = gguf_pre[k].nfc;
+        t->ignore_merges = gguf_pre[k].ignore_merges;
+        if (!merges) {
+            mdi_fail(err, MDI_EFORMAT, "%s: a gpt2 tokenizer without tokenizer.ggml.merges", path);
+            goto fail;
+        }
+        if (merges_alloc(t, merges->n) != 0)
+            goto nomem;
+        sbuf tmp = { 0 };
+        for (uint64_t i = 0; i < merges->n; i++) {
+            size_t len;
+            const char *m = gguf_arr_str(g, merges, i, &len);
+            const char *sp = memchr(m, ' ', len);
+            if (!sp) {
+                free(tmp.p);
+                mdi_fail(err, MDI_EFORMAT, "%s: tokenizer.ggml.merges[%llu] is not \"a b\"", path,
+                         (unsigned long long)i);
+                goto fail;
+            }
+            if (merge_add(t, m, (size_t)(sp - m), sp + 1, len - (size_t)(sp - m) - 1, (int)i, &tmp) != 0) {
+                free(tmp.p);
+                goto nomem;
+            }
+        }
+        free(tmp.p);
+        byte_alphabet_init();
+        char enc[4];
+        for (int b = 0; b < 256; b++)
+            t->byte_sym[b] = vocab_lookup(t, enc, (size_t)utf8_encode(byte_to_cp[b], enc));
+    }
+    t->bos_id = -1;
+    if ((rc = gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id, err)) < 0)
+        goto fail;
+    if (rc == 1 && id >= 0 && id < n)
+        t->bos_id = (int)id;
+    flag = spm;
+    if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag, err)) < 0)
+        goto fail;
+    t->adds_bos = flag && t->bos_id >= 0;
+    static const char *const eos_keys[] = { "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                                            "tokenizer.ggml.eom_token_id" };
+    for (size_t i = 0; i < sizeof(eos_keys) / sizeof(eos_keys[0]); i++) {
+        if ((rc = gguf_get_int(g, eos_keys[i], &id, err)) < 0)
+            goto fail;
+        if (rc == 1 && id >= 0 && id < n)
+            eos_add(t, (int)id);
+    }
+    const char *ct;
+    size_t ct_len;
+    if ((rc = gguf_get_str(g, "tokenizer.chat_template", &ct, &ct_len, err)) < 0)
+        goto fail;
+    if (rc == 1) {
+        if (!(tmpl = malloc(ct_len + 1)))
+            goto nomem;
+        memcpy(tmpl, ct, ct_len);
+        tmpl[ct_len] = '\0';
+        chat_from_template(t, tmpl);
+    }
+    if (t->chat == CHAT_LLAMA3)
+        eos_add(t, vocab_lookup(t, "<|eot_id|>", 10));
+    else if (t->chat == CHAT_CHATML)
+        eos_add(t, vocab_lookup(t, "<|im_end|>", 10));
+    if (added_index_build(t) != 0)
+        goto nomem;
+    free(strs);
+    free(lens);
+    free(attr);
+    free(scores);
+    free(rank);
+    free(tmpl);
+    gguf_close(g);
+    return t;
+nomem:
+    mdi_fail(err, MDI_ENOMEM, "%s: out of memory loading the tokenizer", path);
+fail:
+    free(strs);
+    free(lens);
+    free(attr);
+    free(scores);
+    free(rank);
+    free(tmpl);
+    tokenizer_free(t);
+    gguf_close(g);
+    return NULL;
+}
+
 /* The first bytes of a file, to tell JSON from a llama2.c .bin. */
 static int file_starts_with_brace(const char *path)
 {
@@ -2067,6 +2324,8 @@ tokenizer *tokenizer_load(const char *path, char *err)
         mdi_fail(err, MDI_EIO, "%s: cannot open: %s", path, strerror(ENOENT));
         return NULL;
     }
+    if (str_has_suffix(path, ".gguf"))
+        return load_gguf(path, err);
     if (file_starts_with_brace(path)) {
         snprintf(buf, sizeof(buf), "%s", path);
         char *slash = strrchr(buf, '/');

@@ -109,7 +109,7 @@ bad "bad input: more nodes than layers" "only 5 layers" "$HF" --n-nodes 6 --out 
 bad "bad input: --layers not summing" "sum to 4 but the model has 5" "$HF" --n-nodes 2 --layers 2,2 --out "$TMP/bad"
 bad "bad input: --layers count" "gives 3 counts but --n-nodes is 2" "$HF" --n-nodes 2 --layers 1,2,2 --out "$TMP/bad"
 bad "bad input: --layers malformed" "expected counts" "$HF" --n-nodes 2 --layers 2,three --out "$TMP/bad"
-bad "bad input: bad --dtype" 'unknown dtype "q4" (accepted: f32, f16, bf16, q8_0, q4_0)' "$HF" --n-nodes 2 --dtype q4 --out "$TMP/bad"
+bad "bad input: bad --dtype" 'unknown dtype "q4" (accepted: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q8_k)' "$HF" --n-nodes 2 --dtype q4 --out "$TMP/bad"
 mkcopy gpt2; sed -i 's/"model_type": "llama"/"model_type": "gpt2"/' "$TMP/gpt2/config.json"
 bad "bad input: unknown architecture" 'unknown model_type "gpt2"' "$TMP/gpt2" --n-nodes 2 --out "$TMP/bad"
 mkcopy trunc; truncate -s 300000 "$TMP/trunc/model.safetensors"

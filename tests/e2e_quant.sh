@@ -278,14 +278,14 @@ st_file "$TMP/bad_cols.safetensors" \
 one_line "e2e_quant bad input: Q8_0 chunk header with rows of 172 values" $? "$TMP/e2" \
     'bad_cols\.safetensors: tensor w: dtype Q8_0 needs a last dimension that is a multiple of 32, shape is \[64, 172\]'
 st_file "$TMP/bad_type.safetensors" \
-    '{"w":{"dtype":"Q5_K","shape":[2,256],"data_offsets":[0,352]}}' 352
+    '{"w":{"dtype":"Q2_K","shape":[2,256],"data_offsets":[0,168]}}' 168
 "$PM" --inspect "$TMP/bad_type.safetensors" >/dev/null 2>"$TMP/e3"
 one_line "e2e_quant bad input: unknown dtype in a chunk header" $? "$TMP/e3" \
-    'tensor w has dtype Q5_K \(supported: F32, F16, BF16, Q8_0, Q4_0\)'
+    'tensor w has dtype Q2_K \(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q8_K\)'
 "$PM" "$SRC" --n-nodes 1 --dtype q5_0 --out "$TMP/ck/bad" >/dev/null 2>"$TMP/e4"
 one_line "e2e_quant bad input: prepare_model --dtype q5_0" $? "$TMP/e4" \
-    'unknown dtype "q5_0" \(accepted: f32, f16, bf16, q8_0, q4_0\)'
+    'unknown dtype "q5_0" \(accepted: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q8_k\)'
 "$ST" --ckpt "$SRC" --dtype q5_0 --prompt-ids 1 --n-tokens 1 --quiet >/dev/null 2>"$TMP/e5"
 one_line "e2e_quant bad input: starter --dtype q5_0" $? "$TMP/e5" \
-    'unknown dtype "q5_0" \(accepted: auto, f32, f16, bf16, q8_0, q4_0\)'
+    'unknown dtype "q5_0" \(accepted: auto, f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q8_k\)'
 exit 0

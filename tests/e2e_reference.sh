@@ -86,6 +86,7 @@ gen tq-f32 tiny-qwen2 f32
 gen tq-f16 tiny-qwen2 f16 --seed 9
 gen tl3-f32 tiny-llama3 f32
 gen tm-f32 tiny-mistral f32
+gen tq3-f32 tiny-qwen3 f32
 
 run_case tiny-llama-f32            "$tmp/tl-f32"  "$ids5"   6 f32  1e-4
 run_case tiny-llama-f32-prompt40   "$tmp/tl-f32"  "$ids40"  6 f32  1e-4
@@ -98,6 +99,7 @@ run_case tiny-qwen2-f16stored      "$tmp/tq-f16"  "$ids5"   6 f32  1e-4
 run_case tiny-llama3-scaled-tied   "$tmp/tl3-f32" "$ids40l3" 6 f32 1e-4
 run_case tiny-llama3-bf16compute   "$tmp/tl3-f32" "$ids5"   6 bf16 1e-2 --round-bf16
 run_case tiny-mistral-window16-prompt40 "$tmp/tm-f32" "$ids40" 6 f32 1e-4
+run_case tiny-qwen3-qknorm-f32    "$tmp/tq3-f32" "$idsq"   6 f32  1e-4
 # An F16 KV cache (--kv-dtype f16): the reference rounds its keys and values
 # to F16 too, but values near a rounding boundary round differently from a
 # float64 and an F32 computation, and random weights amplify each flip: the

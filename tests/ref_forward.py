@@ -222,10 +222,11 @@ class Config:
         self.rope_scaling = c.get("rope_scaling")
         self.tied = bool(c.get("tie_word_embeddings", False))
         self.bias = self.model_type == "qwen2" or bool(c.get("attention_bias", False))
+        self.qk_norm = self.model_type == "qwen3"       # RMSNorm of each q and k head
         # Mistral attends to the last sliding_window positions (itself
         # included); Qwen2 only when use_sliding_window says so.
         sw = c.get("sliding_window")
-        if self.model_type == "qwen2" and not c.get("use_sliding_window", False):
+        if self.model_type in ("qwen2", "qwen3") and not c.get("use_sliding_window", False):
             sw = None
         self.sliding_window = sw
 
@@ -336,8 +337,12 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
             q += V(p + "self_attn.q_proj.bias")
             k += V(p + "self_attn.k_proj.bias")
             v += V(p + "self_attn.v_proj.bias")
-        q = apply_rope(q.reshape(n, nh, hd), pos, inv)
-        k = apply_rope(k.reshape(n, nkv, hd), pos, inv)
+        q, k = q.reshape(n, nh, hd), k.reshape(n, nkv, hd)
+        if cfg.qk_norm:
+            q = rmsnorm(q, V(p + "self_attn.q_norm.weight"), cfg.eps)
+            k = rmsnorm(k, V(p + "self_attn.k_norm.weight"), cfg.eps)
+        q = apply_rope(q, pos, inv)
+        k = apply_rope(k, pos, inv)
         v = v.reshape(n, nkv, hd)
         if round_kv_f16:                                # an F16 KV cache stores them so
             k = k.astype(np.float16).astype(np.float64)

@@ -93,10 +93,10 @@ static void test_run_config_json(void)
     json_object_set_new(j, "dtype", json_string("q4_0"));
     rc = run_config_from_json(&b, j, err);
     test_result(rc == 0 && b.dtype == DTYPE_Q4_0, "control run configuration dtype q4_0", "rc %d: %s", rc, err);
-    json_object_set_new(j, "dtype", json_string("q5_k"));
+    json_object_set_new(j, "dtype", json_string("q2_k"));
     rc = run_config_from_json(&b, j, err);
-    test_result(rc == MDI_EARG && strstr(err, "unknown dtype \"q5_k\"") &&
-                    strstr(err, "accepted: auto, f32, f16, bf16, q8_0, q4_0") && !strchr(err, '\n'),
+    test_result(rc == MDI_EARG && strstr(err, "unknown dtype \"q2_k\"") &&
+                    strstr(err, "accepted: auto, f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q8_k") && !strchr(err, '\n'),
                 "control run configuration unknown dtype: one line naming the accepted ones", "rc %d: %s", rc, err);
     json_object_set_new(j, "dtype", json_string("auto"));
     json_object_set_new(j, "kv_dtype", json_string("bf16"));

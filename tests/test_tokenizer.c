@@ -5,8 +5,11 @@
  * model, streaming decode, special ids, chat templates and malformed files.
  */
 #include "tokenizer.h"
+#include "gguf.h"
 #include "util.h"
 #include "test.h"
+
+#include <jansson.h>
 
 #include <limits.h>
 #include <unistd.h>
@@ -118,7 +121,8 @@ static const char *show(const char *s)
     return buf;
 }
 
-static void test_vectors(const char *vec, const char *tok_dir)
+/* tok_dir: under the shared folder, or an absolute path (a GGUF). */
+static void test_vectors_as(const char *vec, const char *tok_dir, const char *label)
 {
     char path[1024], name[128], err[MDI_ERR_LEN];
     cases c;
@@ -127,7 +131,7 @@ static void test_vectors(const char *vec, const char *tok_dir)
     char inp[1200], outp[1200];
     snprintf(inp, sizeof(inp), "%s/%s.inp", path, vec);
     snprintf(outp, sizeof(outp), "%s/%s.out", path, vec);
-    snprintf(name, sizeof(name), "vectors %s", vec);
+    snprintf(name, sizeof(name), "vectors %s%s", vec, label);
     int n = cases_load(inp, &c);
     int m = ids_load(outp, &want, &nwant);
     if (n <= 0 || m != n) {
@@ -135,7 +139,10 @@ static void test_vectors(const char *vec, const char *tok_dir)
         cases_free(&c);
         return;
     }
-    TEST_PATH(path, tok_dir);
+    if (tok_dir[0] == '/')
+        snprintf(path, sizeof(path), "%s", tok_dir);
+    else
+        TEST_PATH(path, tok_dir);
     tokenizer *t = tokenizer_load(path, err);
     if (!t) {
         test_result(0, name, "%s", err);
@@ -172,7 +179,7 @@ static void test_vectors(const char *vec, const char *tok_dir)
     else
         test_result(0, name, "%d of %d cases; first mismatch case %d \"%s\": expected [%s] got [%s]", ok,
                     n, bad, show(c.texts[bad]), want_s, got_s);
-    snprintf(name, sizeof(name), "round trip %s: decode(encode(x)) == x over %d texts", vec, n);
+    snprintf(name, sizeof(name), "round trip %s%s: decode(encode(x)) == x over %d texts", vec, label, n);
     test_result(trip_bad < 0, name, "case %d \"%s\" came back as %s", trip_bad,
                 trip_bad >= 0 ? show(c.texts[trip_bad]) : "", trip_s);
     tokenizer_free(t);
@@ -181,6 +188,122 @@ static void test_vectors(const char *vec, const char *tok_dir)
     free(want);
     free(nwant);
     cases_free(&c);
+}
+
+static void test_vectors(const char *vec, const char *tok_dir)
+{
+    test_vectors_as(vec, tok_dir, "");
+}
+
+/* A GGUF holding only the tokenizer of a tokenizer.json, written as
+ * llama.cpp's converter would: tokens by id, token types (control for
+ * special added tokens, user-defined for other added ones, byte for
+ * <0xXX>), and for model "llama" scores that order merges as the merges
+ * list does (a token scores minus the rank of the first merge making it),
+ * for "gpt2" the merges and the pre-tokenizer's name. */
+static int gguf_vocab_from_json(const char *json_path, const char *out, const char *model, const char *pre,
+                                char *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(json_path, 0, &je);
+    if (!root)
+        return mdi_fail(err, MDI_EFORMAT, "%s: %s", json_path, je.text);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    json_t *merges = json_object_get(json_object_get(root, "model"), "merges");
+    json_t *added = json_object_get(root, "added_tokens");
+    int n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(vocab, key, v)
+        if (json_integer_value(v) + 1 > n)
+            n = (int)json_integer_value(v) + 1;
+    size_t i;
+    json_array_foreach(added, i, v)
+        if (json_integer_value(json_object_get(v, "id")) + 1 > n)
+            n = (int)json_integer_value(json_object_get(v, "id")) + 1;
+    const char **tok = calloc((size_t)n, sizeof(*tok));
+    double *type = calloc((size_t)n, sizeof(double)), *score = calloc((size_t)n, sizeof(double));
+    const char **mstr = calloc(json_array_size(merges) + 1, sizeof(*mstr));
+    char **mown = calloc(json_array_size(merges) + 1, sizeof(*mown));
+    json_object_foreach(vocab, key, v) {
+        int id = (int)json_integer_value(v);
+        tok[id] = key;
+        type[id] = strlen(key) == 6 && !strncmp(key, "<0x", 3) && key[5] == '>' ? 6 : 1;
+        score[id] = 1; /* not made by a merge yet */
+    }
+    json_array_foreach(added, i, v) {
+        int id = (int)json_integer_value(json_object_get(v, "id"));
+        tok[id] = json_string_value(json_object_get(v, "content"));
+        type[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
+    }
+    for (int k = 0; k < n; k++)
+        if (!tok[k])
+            tok[k] = "";
+    json_array_foreach(merges, i, v) {
+        const char *a, *b;
+        char buf[512];
+        if (json_is_string(v)) {
+            mstr[i] = json_string_value(v);
+            const char *sp = strchr(mstr[i], ' ');
+            snprintf(buf, sizeof(buf), "%.*s%s", (int)(sp - mstr[i]), mstr[i], sp + 1);
+        } else {
+            a = json_string_value(json_array_get(v, 0));
+            b = json_string_value(json_array_get(v, 1));
+            mown[i] = malloc(strlen(a) + strlen(b) + 2);
+            sprintf(mown[i], "%s %s", a, b);
+            mstr[i] = mown[i];
+            snprintf(buf, sizeof(buf), "%s%s", a, b);
+        }
+        json_t *id = json_object_get(vocab, buf);
+        if (id && score[json_integer_value(id)] > 0)
+            score[json_integer_value(id)] = -(double)i;
+    }
+    for (int k = 0; k < n; k++)
+        if (score[k] > 0)
+            score[k] = 0;
+    gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "tokenizer.ggml.model", model);
+    if (pre)
+        gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)n);
+    gguf_writer_set_arr_num(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n);
+    if (!strcmp(model, "llama"))
+        gguf_writer_set_arr_num(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
+    else
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", mstr, json_array_size(merges));
+    int rc = gguf_writer_write(w, out, err);
+    gguf_writer_free(w);
+    for (i = 0; i < json_array_size(merges); i++)
+        free(mown[i]);
+    free(mown);
+    free(mstr);
+    free(tok);
+    free(type);
+    free(score);
+    json_decref(root);
+    return rc;
+}
+
+/* The vectors again, through GGUF vocabularies built from the same
+ * tokenizer.json files. */
+static void test_vectors_gguf(const char *tmp)
+{
+    static const struct { const char *vec, *dir, *model, *pre; } c[] = {
+        { "llama-spm", "tokenizers/llama2", "llama", NULL },
+        { "llama-bpe", "tokenizers/llama3", "gpt2", "llama-bpe" },
+        { "qwen2", "tokenizers/qwen3", "gpt2", "qwen2" },
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        char json[1024], out[1200], err[MDI_ERR_LEN], rel[256];
+        snprintf(rel, sizeof(rel), "%s/tokenizer.json", c[i].dir);
+        TEST_PATH(json, rel);
+        snprintf(out, sizeof(out), "%s/%s.gguf", tmp, c[i].vec);
+        if (gguf_vocab_from_json(json, out, c[i].model, c[i].pre, err) != 0) {
+            test_result(0, "GGUF vocabulary from tokenizer.json", "%s", err);
+            continue;
+        }
+        test_vectors_as(c[i].vec, out, " (GGUF vocabulary)");
+    }
 }
 
 static int ids_equal(const int *a, int na, const int *b, int nb)
@@ -617,6 +740,7 @@ int main(void)
     test_vectors("llama-bpe", "tokenizers/llama3");
     test_vectors("qwen2", "tokenizers/qwen3");
     test_vectors("llama-spm", "tokenizers/llama2");
+    test_vectors_gguf(tmp);
     test_stories();
     test_stream();
     test_specials();

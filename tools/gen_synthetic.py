@@ -82,6 +82,13 @@ SHAPES = {
                                           original_max_position_embeddings=64),
                         tokenizer="llama3", bos=128000,
                         eos=[128001, 128008, 128009], std=0.25),
+    # Qwen3: qwen2's layout without biases, with an RMSNorm on each q and k
+    # head, and a head_dim apart from hidden / heads.
+    "tiny-qwen3": dict(family="qwen3", hidden=64, inter=128, layers=2,
+                       heads=4, kv_heads=2, head_dim=32, vocab=151936,
+                       tied=True, theta=1000000.0, eps=1e-6, max_pos=40960,
+                       rope_scaling=None, tokenizer="qwen3", bos=None,
+                       eos=151645, std=0.25),
     # Mistral: llama's layout with a sliding attention window; the window is
     # shrunk to 16 positions so that a test prompt of 40 tokens crosses it.
     "tiny-mistral": dict(family="mistral", hidden=64, inter=160, layers=2,
@@ -134,7 +141,7 @@ def config_json(s, dtype):
             c["sliding_window"] = s["sliding_window"]
     else:
         c = {
-            "architectures": ["Qwen2ForCausalLM"],
+            "architectures": ["Qwen3ForCausalLM" if s["family"] == "qwen3" else "Qwen2ForCausalLM"],
             "attention_dropout": 0.0,
             "bos_token_id": s["bos"],
             "eos_token_id": s["eos"],
@@ -148,7 +155,7 @@ def config_json(s, dtype):
             "intermediate_size": s["inter"],
             "max_position_embeddings": s["max_pos"],
             "max_window_layers": s["layers"],
-            "model_type": "qwen2",
+            "model_type": s["family"],
             "num_attention_heads": s["heads"],
             "num_hidden_layers": s["layers"],
             "num_key_value_heads": s["kv_heads"],
@@ -156,6 +163,8 @@ def config_json(s, dtype):
         })
         if s["rope_scaling"] is not None:
             c["rope_scaling"] = s["rope_scaling"]
+        if s["family"] == "qwen3":
+            c["attention_bias"] = False
         c.update({
             "rope_theta": s["theta"],
             "sliding_window": s["max_pos"],
@@ -199,6 +208,11 @@ def tensor_list(s):
                 (p + "self_attn.q_proj.bias", (qd,), "bias"),
                 (p + "self_attn.k_proj.bias", (kvd,), "bias"),
                 (p + "self_attn.v_proj.bias", (kvd,), "bias"),
+            ]
+        if s["family"] == "qwen3":
+            out += [
+                (p + "self_attn.q_norm.weight", (hd,), "norm"),
+                (p + "self_attn.k_norm.weight", (hd,), "norm"),
             ]
         out += [
             (p + "self_attn.o_proj.weight", (d, qd), "w"),
