@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -11,11 +12,30 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t chat_interrupted;
+/* Self-pipe: the handler writes a byte, the wait for the next line polls
+ * it. The signal may be delivered to any thread that does not block it
+ * (OpenBLAS starts its own before main), and only that thread's poll would
+ * return EINTR; the pipe wakes the one that waits. */
+static int chat_wake[2] = { -1, -1 };
 
 static void chat_on_sigint(int sig)
 {
     (void)sig;
     chat_interrupted = 1;
+    if (chat_wake[1] >= 0) {
+        int e = errno;
+        ssize_t w = write(chat_wake[1], "", 1);
+        (void)w;
+        errno = e;
+    }
+}
+
+/* Empties the wake pipe of earlier Ctrl-Cs. */
+static void chat_wake_drain(void)
+{
+    char buf[64];
+    while (chat_wake[0] >= 0 && read(chat_wake[0], buf, sizeof(buf)) > 0)
+        ;
 }
 
 /* The ids of one turn: what the previous reply left outside the cache, then
@@ -75,11 +95,18 @@ static char *chat_read_line(line_reader *r)
                 line[n - 1] = 0;
             return line;
         }
-        struct pollfd p = { .fd = r->fd, .events = POLLIN };
-        if (poll(&p, 1, -1) < 0) {
-            if (errno == EINTR && !chat_interrupted)
+        struct pollfd p[2] = { { .fd = r->fd, .events = POLLIN }, { .fd = chat_wake[0], .events = POLLIN } };
+        int rc = poll(p, chat_wake[0] >= 0 ? 2 : 1, -1);
+        if (chat_interrupted)
+            return NULL;
+        if (rc < 0) {
+            if (errno == EINTR)
                 continue;
             return NULL;
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            chat_wake_drain();
+            continue;
         }
         ssize_t got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
         if (got < 0 && errno == EINTR)
@@ -103,6 +130,8 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     if (tokenizer_chat_family(tok) == CHAT_NONE)
         return mdi_fail(err, MDI_EUNSUPPORTED, "--chat: the tokenizer has no chat template we know "
                         "(supported: Llama 3, Llama 2, ChatML)");
+    if (pipe2(chat_wake, O_NONBLOCK | O_CLOEXEC) != 0)
+        chat_wake[0] = chat_wake[1] = -1; /* then a Ctrl-C at the prompt may wait for input */
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = chat_on_sigint;
@@ -117,6 +146,10 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     line_reader *reader = calloc(1, sizeof(*reader));
     if (!reader) {
         sigaction(SIGINT, &old_sa, NULL);
+        for (int i = 0; i < 2; i++)
+            if (chat_wake[i] >= 0)
+                close(chat_wake[i]);
+        chat_wake[0] = chat_wake[1] = -1;
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
     }
     reader->fd = fileno(in);
@@ -139,11 +172,14 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
             if (is_tty)
                 fprintf(out, "> %s\n", line);
         } else {
+            /* forget earlier Ctrl-Cs before the prompt shows, so that one
+             * typed as soon as it does is not lost */
+            chat_wake_drain();
+            chat_interrupted = 0;
             if (is_tty) {
                 fputs("> ", out);
                 fflush(out);
             }
-            chat_interrupted = 0;
             line = chat_read_line(reader);
             if (!line) {
                 fputc('\n', out);
@@ -220,6 +256,11 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     }
     sigaction(SIGINT, &old_sa, NULL);
     free(reader);
+    for (int i = 0; i < 2; i++) {
+        if (chat_wake[i] >= 0)
+            close(chat_wake[i]);
+        chat_wake[i] = -1;
+    }
 
     memset(st, 0, sizeof(*st));
     st->total_s = time_now() - t0;
