@@ -125,6 +125,12 @@ void kernels_axpy_f16(float *y, float a, const uint16_t *x, int n);
 const char *kernels_simd_name(void);
 const char *kernels_simd_features(void);
 
+/* Prefill of block type t (Q8_0, Q4_0) with fewer tokens than this runs as
+ * integer tiles (activations quantized to Q8_0, as in decode), longer ones
+ * as dequantized panels and sgemm (F32 activations): INT_MAX where the SIMD
+ * level has a GEMM kernel for t, 0 for other types. */
+int kernels_int8_prefill_below(dtype_t t);
+
 /* Forces the portable C path (tests compare it with the SIMD path). */
 void kernels_force_scalar(int on);
 

@@ -675,8 +675,289 @@ static ATTR_Q512 void avx512_q4_0_to_f32(const void *src, float *dst, int64_t n)
     }
 }
 
+/* ---- prefill GEMM (VNNI): both operands repacked once per matmul ----
+ *
+ * The row tiles above rebuild every vector of a step (nibble masks, lane
+ * shuffles, scale permutes, the C_k sums) for every tile; with both
+ * operands repacked in exactly the vectors a step uses, a step of the GEMM
+ * is loads and, per (r, k), the dot products and three float operations.
+ *
+ *   X, per activation row, per group of blocks (Q4_0: 4 blocks, 256 bytes:
+ *     XL, XH, C'_k, DX_k; Q8_0: 2 blocks, 192 bytes: X, C'_k, DX_k)
+ *   W, a panel of rows per thread, per row, per group (Q4_0: 192 bytes:
+ *     lo, hi, DW; Q8_0: 128 bytes: w ^ 0x80, DW)
+ *
+ * C'_k is C_k plus the bits of 1.5 * 2^23 (0x4b400000): the int32 sums then
+ * read as floats are 1.5 * 2^23 + I, exactly (|I| < 2^16 here), and one
+ * float subtraction gives float(I), which a conversion (port 0 only, like
+ * vpdpbusd) would give. The lanes, the integer sums and the float
+ * operations on them are those of the row tiles, in the same order: each
+ * (r, k) result equals the rows kernel's bit for bit. Tiles of 4 weight
+ * rows x 4 activation rows; per panel (about 256 KiB, in L2), the activation
+ * rows stream over it 4 at a time. */
+#define Q512_MAGIC 0x4b400000
+#define Q512_PANEL_BYTES (256u * 1024u)
+
+static size_t q512_groups(int cols, int per)
+{
+    return (size_t)((cols / QK8_0 + per - 1) / per);
+}
+
+static size_t q512_x_bytes_q4(int cols)
+{
+    return q512_groups(cols, 4) * 256;
+}
+static size_t q512_x_bytes_q8(int cols)
+{
+    return q512_groups(cols, 2) * 192;
+}
+
+static int q512_panel_rows(size_t wrow)
+{
+    int p = (int)(Q512_PANEL_BYTES / wrow) & ~3;
+    return p < 4 ? 4 : p;
+}
+
+static size_t q512_panel_bytes_q4(int cols)
+{
+    size_t wrow = q512_groups(cols, 4) * 192;
+    return (size_t)q512_panel_rows(wrow) * wrow;
+}
+static size_t q512_panel_bytes_q8(int cols)
+{
+    size_t wrow = q512_groups(cols, 2) * 128;
+    return (size_t)q512_panel_rows(wrow) * wrow;
+}
+
+static ATTR_Q512 void q512_pack_x_q4(const void *xq, void *xp, int cols)
+{
+    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i eight = _mm512_set1_epi8(8);
+    int nb = cols / QK8_0;
+    char *o = xp;
+    for (int b = 0; b < nb; b += 4, o += 256) {
+        const block_q8_0 *xb = (const block_q8_0 *)xq + b;
+        int cnt = nb - b < 4 ? nb - b : 4;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
+        __m256i x1 = cnt > 1 ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
+        __m256i x2 = cnt > 2 ? _mm256_loadu_si256((const __m256i *)xb[2].qs) : _mm256_setzero_si256();
+        __m256i x3 = cnt > 3 ? _mm256_loadu_si256((const __m256i *)xb[3].qs) : _mm256_setzero_si256();
+        __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+        __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(x2), x3, 1);
+        __m512i XL = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(2, 0, 2, 0));
+        __m512i XH = _mm512_shuffle_i64x2(a, c, _MM_SHUFFLE(3, 1, 3, 1));
+        __m512 DX = q512_scales4((const char *)&xb[0].d, sizeof(block_q8_0), cnt, idx);
+        __m512i s8 = q512_dot(1, q512_dot(1, _mm512_setzero_si512(), eight, XL), eight, XH);
+        __m512i C = _mm512_sub_epi32(_mm512_set1_epi32(Q512_MAGIC), s8);
+        _mm512_storeu_si512((void *)o, XL);
+        _mm512_storeu_si512((void *)(o + 64), XH);
+        _mm512_storeu_si512((void *)(o + 128), C);
+        _mm512_storeu_ps((void *)(o + 192), DX);
+    }
+}
+
+static ATTR_Q512 void q512_pack_x_q8(const void *xq, void *xp, int cols)
+{
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    int nb = cols / QK8_0;
+    char *o = xp;
+    for (int b = 0; b < nb; b += 2, o += 192) {
+        const block_q8_0 *xb = (const block_q8_0 *)xq + b;
+        int two = nb - b > 1;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].qs);
+        __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xb[1].qs) : _mm256_setzero_si256();
+        __m512i X = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+        __m512 DX = q512_scales(&xb[0].d, two ? &xb[1].d : NULL, idx);
+        __m512i s = q512_dot(1, _mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), X);
+        _mm512_storeu_si512((void *)o, X);
+        _mm512_storeu_si512((void *)(o + 64), _mm512_sub_epi32(_mm512_set1_epi32(Q512_MAGIC), s));
+        _mm512_storeu_ps((void *)(o + 128), DX);
+    }
+}
+
+/* Weight rows [r, r + pr) of m into the panel, wrow bytes a row. */
+static ATTR_Q512 void q512_pack_w_q4(const mat_t *m, int r, int pr, char *panel, size_t wrow)
+{
+    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 27, 27, 27, 27, 18, 18,
+                                          18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    int nb = m->cols / QK8_0;
+    for (int i = 0; i < pr; i++) {
+        const block_q4_0 *row = (const block_q4_0 *)((const char *)m->data + (size_t)(r + i) * row_bytes);
+        char *o = panel + (size_t)i * wrow;
+        for (int b = 0; b < nb; b += 4, o += 192) {
+            const block_q4_0 *wb = row + b;
+            int cnt = nb - b < 4 ? nb - b : 4;
+            __m512i q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)wb[0].qs));
+            if (cnt > 1)
+                q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[1].qs), 1);
+            if (cnt > 2)
+                q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[2].qs), 2);
+            if (cnt > 3)
+                q = _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)wb[3].qs), 3);
+            if (cnt < 4)
+                q = _mm512_maskz_mov_epi32((__mmask16)((1u << (4 * cnt)) - 1), q);
+            __m512 DW;
+            if (cnt == 4)
+                DW = _mm512_cvtph_ps(
+                    _mm512_castsi512_si256(_mm512_permutexvar_epi16(widx, _mm512_loadu_si512((const void *)wb))));
+            else
+                DW = q512_scales4((const char *)&wb[0].d, sizeof(block_q4_0), cnt, idx);
+            _mm512_storeu_si512((void *)o, _mm512_and_si512(q, _mm512_set1_epi8(0x0f)));
+            _mm512_storeu_si512((void *)(o + 64), _mm512_and_si512(_mm512_srli_epi16(q, 4), _mm512_set1_epi8(0x0f)));
+            _mm512_storeu_ps((void *)(o + 128), DW);
+        }
+    }
+}
+
+static ATTR_Q512 void q512_pack_w_q8(const mat_t *m, int r, int pr, char *panel, size_t wrow)
+{
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17,
+                                          17, 17, 0, 0, 0, 0, 0, 0, 0, 0);
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    int nb = m->cols / QK8_0;
+    for (int i = 0; i < pr; i++) {
+        const block_q8_0 *row = (const block_q8_0 *)((const char *)m->data + (size_t)(r + i) * row_bytes);
+        char *o = panel + (size_t)i * wrow;
+        for (int b = 0; b < nb; b += 2, o += 128) {
+            const block_q8_0 *wb = row + b;
+            int two = nb - b > 1;
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)wb[0].qs);
+            __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
+            __m512i M = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+            __m512 DW = two ? _mm512_cvtph_ps(_mm512_castsi512_si256(
+                                  _mm512_permutexvar_epi16(widx, _mm512_loadu_si512((const void *)wb))))
+                            : q512_scales(&wb[0].d, NULL, idx);
+            _mm512_storeu_si512((void *)o, _mm512_xor_si512(M, _mm512_set1_epi8((char)0x80)));
+            _mm512_storeu_ps((void *)(o + 64), DW);
+        }
+    }
+}
+
+/* One tile: nr packed weight rows (wrow bytes apart) x nx packed
+ * activation rows (xs bytes apart), ng groups. */
+INLINE_Q512 void q512_gemm_tile(const int q4, const char *wp, size_t wrow, size_t ng, const char *xp, size_t xs,
+                                const int nr, const int nx, float *out, size_t out_stride)
+{
+    const __m512 magic = _mm512_castsi512_ps(_mm512_set1_epi32(Q512_MAGIC));
+    const size_t wg = q4 ? 192 : 128, xg = q4 ? 256 : 192;
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++)
+            acc[r][k] = _mm512_setzero_ps();
+    for (size_t g = 0; g < ng; g++) {
+        const char *w = wp + g * wg, *x = xp + g * xg;
+        __m512i A[4], B[4];
+        /* the panel's rows two groups on (from L2; prefetching X too was
+         * slower, measured) */
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const char *pw = w + (size_t)r * wrow + 2 * wg;
+            _mm_prefetch(pw, _MM_HINT_T0);
+            _mm_prefetch(pw + 64, _MM_HINT_T0);
+            if (q4)
+                _mm_prefetch(pw + 128, _MM_HINT_T0);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            A[r] = _mm512_loadu_si512((const void *)(w + (size_t)r * wrow));
+            if (q4)
+                B[r] = _mm512_loadu_si512((const void *)(w + (size_t)r * wrow + 64));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++) {
+            const char *xk = x + (size_t)k * xs;
+            __m512i X0 = _mm512_loadu_si512((const void *)xk), X1, C;
+            __m512 DX;
+            if (q4) {
+                X1 = _mm512_loadu_si512((const void *)(xk + 64));
+                C = _mm512_loadu_si512((const void *)(xk + 128));
+                DX = _mm512_loadu_ps((const void *)(xk + 192));
+            } else {
+                X1 = X0;
+                C = _mm512_loadu_si512((const void *)(xk + 64));
+                DX = _mm512_loadu_ps((const void *)(xk + 128));
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m512i I = _mm512_dpbusd_epi32(C, A[r], X0);
+                if (q4)
+                    I = _mm512_dpbusd_epi32(I, B[r], X1);
+                __m512 f = _mm512_sub_ps(_mm512_castsi512_ps(I), magic);
+                __m512 DW = _mm512_loadu_ps((const void *)(w + (size_t)r * wrow + (q4 ? 128 : 64)));
+                acc[r][k] = _mm512_fmadd_ps(f, _mm512_mul_ps(DW, DX), acc[r][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = _mm512_reduce_add_ps(acc[r][k]);
+}
+
+INLINE_Q512 void q512_gemm(const int q4, const mat_t *m, int r0, int r1, const void *xpv, size_t xs, int n,
+                           float *out, size_t out_stride, void *panel)
+{
+    size_t ng = q512_groups(m->cols, q4 ? 4 : 2), wrow = ng * (q4 ? 192 : 128);
+    int prows = q512_panel_rows(wrow);
+    const char *xp = xpv;
+    for (int p0 = r0; p0 < r1; p0 += prows) {
+        int pr = r1 - p0 < prows ? r1 - p0 : prows;
+        if (q4)
+            q512_pack_w_q4(m, p0, pr, panel, wrow);
+        else
+            q512_pack_w_q8(m, p0, pr, panel, wrow);
+        const char *pp = panel;
+        int k = 0;
+        for (; k + 4 <= n; k += 4) {
+            const char *xk = xp + (size_t)k * xs;
+            float *o = out + (size_t)k * out_stride + p0;
+            int r = 0;
+            for (; r + 4 <= pr; r += 4)
+                q512_gemm_tile(q4, pp + (size_t)r * wrow, wrow, ng, xk, xs, 4, 4, o + r, out_stride);
+            for (; r < pr; r++)
+                q512_gemm_tile(q4, pp + (size_t)r * wrow, wrow, ng, xk, xs, 1, 4, o + r, out_stride);
+        }
+        for (; k < n; k++) {
+            const char *xk = xp + (size_t)k * xs;
+            float *o = out + (size_t)k * out_stride + p0;
+            int r = 0;
+            for (; r + 4 <= pr; r += 4)
+                q512_gemm_tile(q4, pp + (size_t)r * wrow, wrow, ng, xk, xs, 4, 1, o + r, out_stride);
+            for (; r < pr; r++)
+                q512_gemm_tile(q4, pp + (size_t)r * wrow, wrow, ng, xk, xs, 1, 1, o + r, out_stride);
+        }
+    }
+}
+
+static ATTR_Q512 void q512_gemm_q4(const mat_t *m, int r0, int r1, const void *xp, size_t xs, int n, float *out,
+                                   size_t out_stride, void *panel)
+{
+    q512_gemm(1, m, r0, r1, xp, xs, n, out, out_stride, panel);
+}
+static ATTR_Q512 void q512_gemm_q8(const mat_t *m, int r0, int r1, const void *xp, size_t xs, int n, float *out,
+                                   size_t out_stride, void *panel)
+{
+    q512_gemm(0, m, r0, r1, xp, xs, n, out, out_stride, panel);
+}
+
+static const gemm_kernel q512_gemm_kernel_q4 = { q512_x_bytes_q4, q512_panel_bytes_q4, q512_pack_x_q4,
+                                                 q512_gemm_q4 };
+static const gemm_kernel q512_gemm_kernel_q8 = { q512_x_bytes_q8, q512_panel_bytes_q8, q512_pack_x_q8,
+                                                 q512_gemm_q8 };
+
+
 static void avx512_register_blocks(kernels_isa *k, const cpu_features *f)
 {
+    if (f->avx512vnni) {
+        k->gemm[DTYPE_Q8_0] = &q512_gemm_kernel_q8;
+        k->gemm[DTYPE_Q4_0] = &q512_gemm_kernel_q4;
+    }
     k->rows[DTYPE_Q8_0] = f->avx512vnni ? avx512_rows_q8_0_vnni : avx512_rows_q8_0_bw;
     k->rows[DTYPE_Q4_0] = f->avx512vnni ? avx512_rows_q4_0_vnni : avx512_rows_q4_0_bw;
     k->from_f32[DTYPE_Q8_0] = avx512_q8_0_from_f32;

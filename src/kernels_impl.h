@@ -50,9 +50,24 @@ typedef void (*rows_fn)(const mat_t *w, int r0, int r1, const void *x, size_t x_
 typedef dtype_to_f32_fn to_f32_fn;
 typedef dtype_from_f32_fn from_f32_fn;
 
+/* Prefill GEMM for a block type, where a level has one: X, quantized to
+ * Q8_0, is repacked once a row at a time (pack_x: x_bytes(cols) bytes per
+ * row), then run computes out[k * out_stride + r] for r in [r0, r1) and all
+ * n packed rows, repacking weight rows a panel at a time into panel
+ * (panel_bytes(cols), one per thread). Each (r, k) result is bit for bit
+ * what the level's rows kernel gives. */
+typedef struct {
+    size_t (*x_bytes)(int cols);
+    size_t (*panel_bytes)(int cols);
+    void (*pack_x)(const void *xq, void *xp, int cols);
+    void (*run)(const mat_t *w, int r0, int r1, const void *xp, size_t xp_stride, int n, float *out,
+                size_t out_stride, void *panel);
+} gemm_kernel;
+
 typedef struct {
     const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
     rows_fn rows[DTYPE_COUNT];
+    const gemm_kernel *gemm[DTYPE_COUNT]; /* NULL: prefill uses rows */
     to_f32_fn to_f32[DTYPE_COUNT];    /* weights to F32: embedding rows, prefill panels */
     from_f32_fn from_f32[DTYPE_COUNT]; /* activations to a vec_dot_type */
     float (*dot_f32)(const float *a, const float *b, int n);

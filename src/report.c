@@ -1,5 +1,6 @@
 /* report: the --output JSON; see report.h. */
 #include "report.h"
+#include "kernels.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -191,6 +192,10 @@ int report_write_json(const char *path, const char *model, const char *mode, int
     json_object_set_new(s, "weight_bytes_per_token", json_integer((json_int_t)st->weight_bytes_per_token));
     json_object_set_new(s, "blas_core", json_string(st->blas_core ? st->blas_core : ""));
     json_object_set_new(s, "simd", json_string(st->simd ? st->simd : ""));
+    json_t *below = json_object();
+    json_object_set_new(below, "q8_0", json_integer(kernels_int8_prefill_below(DTYPE_Q8_0)));
+    json_object_set_new(below, "q4_0", json_integer(kernels_int8_prefill_below(DTYPE_Q4_0)));
+    json_object_set_new(s, "int8_prefill_below", below);
     json_object_set_new(s, "n_threads", json_integer(st->n_threads));
     json_object_set_new(s, "dtype", json_string(st->dtype ? st->dtype : ""));
     if (st->wire_dtype)

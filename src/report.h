@@ -11,7 +11,8 @@
  *    "stats": {"ttft_s", "prefill_tok_s", "decode_tok_s", "total_s",
  *              "tokens_generated", "peak_rss_bytes", "weight_bytes_per_token",
  *              "blas_core", "simd", "n_threads", "dtype", "wire_dtype",
- *              "kv_dtype", "kv_bytes"},
+ *              "kv_dtype", "kv_bytes", "int8_prefill_below": {"q8_0": N,
+ *              "q4_0": N} (kernels_int8_prefill_below on this node)},
  *    "nodes": [{"role", "index", "layers": [a, b], "compute_s", "wait_s",
  *               "bytes_sent", "bytes_received", ...}, ...]}
  *

@@ -281,12 +281,14 @@ def silu(x):
 # A prompt of fewer tokens than this runs through a block-typed matrix as
 # integer tiles (its activations quantized to Q8_0, as in decode); longer
 # ones as dequantized panels and sgemm (F32 activations). The engine's rule:
-# src/kernels_matmul.c, matmul_int8_below.
+# src/kernels_matmul.c, kernels_int8_prefill_below; the engine reports its
+# own in stats.int8_prefill_below (integer tiles at every length where the
+# CPU has the AVX-512 VNNI GEMM), which check_engine uses when present.
 INT8_PREFILL_BELOW = {"Q8_0": 64, "Q4_0": 192}
 
 
 def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_rows=None, round_kv_f16=False,
-            prompt_len=0):
+            prompt_len=0, int8_below=None):
     """Logits (len(positions), vocab) float64 for token ids ids; positions
     default to every position.
 
@@ -313,7 +315,7 @@ def forward(ck, ids, round_bf16=False, rope_scaling=True, positions=None, q8_row
         w = W(name)
         qr = q8_rows if rows is None else rows
         if qr is not None and rows is None and ck.is_block(name) and \
-                1 < prompt_len < INT8_PREFILL_BELOW.get(ck.dtype(name), 0):
+                1 < prompt_len < (int8_below or INT8_PREFILL_BELOW).get(ck.dtype(name), 0):
             qr = qr | (np.arange(len(qr)) < prompt_len)
         if qr is not None and ck.is_block(name) and np.any(qr):
             h = h.copy()
@@ -379,6 +381,8 @@ def check_engine(a):
     with open(a.samples) as f:
         out = json.load(f)
     sample = out["samples"][0]
+    below = out.get("stats", {}).get("int8_prefill_below")
+    int8_below = {k.upper(): int(v) for k, v in below.items()} if isinstance(below, dict) else None
     prompt = [int(t) for t in sample["prompt_ids"]]
     gen = [int(t) for t in sample["generated_ids"]]
     if a.prompt_ids:
@@ -405,7 +409,7 @@ def check_engine(a):
     q8_rows = np.arange(len(seq)) >= (len(prompt) if len(prompt) > 1 else 0)
     ref = forward(ck, seq, round_bf16=a.round_bf16, positions=positions,
                   q8_rows=None if a.float_act else q8_rows, round_kv_f16=a.round_kv_f16,
-                  prompt_len=len(prompt))
+                  prompt_len=len(prompt), int8_below=int8_below)
     fails = 0
     errs = [norm_err(rows[i], ref[i]) for i in range(n)]
     if not np.all(np.isfinite(rows[:n])):

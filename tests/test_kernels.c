@@ -1068,13 +1068,28 @@ static void test_q_matvec(void)
 
 /* Prefill of block types by both paths: dequantized sgemm against X,
  * integer tiles against X quantized; the integer tiles' rows equal to
- * matvec calls bit for bit, and independent of the thread count. */
+ * matvec calls bit for bit, and independent of the thread count. Where the
+ * level has a GEMM kernel (AVX-512 VNNI) the integer path is that kernel:
+ * token counts not a multiple of its 4-token tiles (5, 7, 33), rows not a
+ * multiple of its 4-row tiles (301), rows not a multiple of the block
+ * group (224 columns: 7 blocks, Q4_0 groups of 4 and Q8_0 pairs), several
+ * weight panels per thread (1100 rows). The MDI_SIMD reruns check the row
+ * tiles the same way. */
 static void test_q_matmul(void)
 {
-    static const int ns[] = { 1, 5, 33 };
-    static const int shapes[][2] = { { 300, 256 }, { 1100, 512 } };
+    static const int ns[] = { 1, 5, 7, 33 };
+    static const int shapes[][2] = { { 300, 256 }, { 1100, 512 }, { 301, 224 } };
+    const cpu_features *f = kernels_cpu_features();
+    int want_gemm = f->level == SIMD_AVX512 && f->avx512vnni;
+    for (int t = 0; t < 2; t++) {
+        int has = kernels_isa_get()->gemm[qtypes[t]] != NULL;
+        char name[96];
+        snprintf(name, sizeof(name), "prefill GEMM kernel for %s %s (AVX-512 VNNI only)", dtype_name(qtypes[t]),
+                 has ? "present" : "absent");
+        test_result(has == want_gemm, name, "has %d, want %d", has, want_gemm);
+    }
     for (int t = 0; t < 2; t++)
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < 3; s++) {
             dtype_t dt = qtypes[t];
             int rows = shapes[s][0], cols = shapes[s][1];
             test_mat m;

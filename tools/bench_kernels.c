@@ -24,7 +24,8 @@
  * for the block types at 128 tokens on the TinyLlama shapes 2048x2048,
  * 5632x2048 and 2048x5632 (and 16, 64, 256 tokens on 5632x2048) both
  * ways: "matmul_dequant_sgemm" (F32 panels and OpenBLAS) and "matmul_int8"
- * (X quantized to Q8_0, integer row tiles).
+ * (X quantized to Q8_0, integer row tiles, or the GEMM kernel where the
+ * level has one: AVX-512 VNNI).
  *
  * MDI_BENCH_QUICK=1 runs every part on little data, to check the program.
  *
