@@ -1213,6 +1213,7 @@ int main(int argc, char **argv)
     if (rows_only)
         test_name_prefix = "[neon] ";
     printf("info: %ssimd %s, blas core %s\n", test_name_prefix, kernels_simd_features(), kernels_blas_core());
+    printf("info: %sfeatures %s\n", test_name_prefix, kernels_simd_features());
     kernels_force_scalar(1);
     test_result(strcmp(kernels_simd_name(), "scalar") == 0, "force_scalar selects the portable path", "%s",
                 kernels_simd_name());
