@@ -30,6 +30,15 @@ static void chat_on_sigint(int sig)
     }
 }
 
+static void chat_wake_close(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (chat_wake[i] >= 0)
+            close(chat_wake[i]);
+        chat_wake[i] = -1;
+    }
+}
+
 /* Empties the wake pipe of earlier Ctrl-Cs. */
 static void chat_wake_drain(void)
 {
@@ -146,10 +155,7 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     line_reader *reader = calloc(1, sizeof(*reader));
     if (!reader) {
         sigaction(SIGINT, &old_sa, NULL);
-        for (int i = 0; i < 2; i++)
-            if (chat_wake[i] >= 0)
-                close(chat_wake[i]);
-        chat_wake[0] = chat_wake[1] = -1;
+        chat_wake_close();
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
     }
     reader->fd = fileno(in);
@@ -256,11 +262,7 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
     }
     sigaction(SIGINT, &old_sa, NULL);
     free(reader);
-    for (int i = 0; i < 2; i++) {
-        if (chat_wake[i] >= 0)
-            close(chat_wake[i]);
-        chat_wake[i] = -1;
-    }
+    chat_wake_close();
 
     memset(st, 0, sizeof(*st));
     st->total_s = time_now() - t0;
