@@ -176,63 +176,52 @@ static ATTR_AVX2 void avx2_f32_to_bf16(const float *src, void *dst, int64_t n)
     dtype_get(DTYPE_BF16)->from_f32(src + i, d + i, n - i);
 }
 
+/* a (n,) . b (n,) with b F32, or F16 (the rows of an F16 KV cache). */
+INLINE_AVX2 float avx2_dot(dtype_t bt, const float *a, const void *b, int n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), avx2_load(bt, b, i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), avx2_load(bt, b, i + 8), acc1);
+    }
+    if (i + 8 <= n) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), avx2_load(bt, b, i), acc0);
+        i += 8;
+    }
+    float s = avx2_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        s += a[i] * kernels_elem_f32(bt, b, i);
+    return s;
+}
+
+/* y (n,) += a * x (n,), x F32 or F16. */
+INLINE_AVX2 void avx2_axpy(dtype_t xt, float *y, float a, const void *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, avx2_load(xt, x, i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * kernels_elem_f32(xt, x, i);
+}
+
 static ATTR_AVX2 float avx2_dot_f32(const float *a, const float *b, int n)
 {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    }
-    if (i + 8 <= n) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        i += 8;
-    }
-    float s = avx2_hsum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    return avx2_dot(DTYPE_F32, a, b, n);
 }
-
 static ATTR_AVX2 void avx2_axpy_f32(float *y, float a, const float *x, int n)
 {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * x[i];
+    avx2_axpy(DTYPE_F32, y, a, x, n);
 }
-
-/* F16 KV rows (F16C): as avx2_dot_f32 and avx2_axpy_f32 with b, x widened. */
+/* (F16C: registered only where the CPU has it) */
 static ATTR_AVX2 float avx2_dot_f32_f16(const float *a, const uint16_t *b, int n)
 {
-#define LOAD_H(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), LOAD_H(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), LOAD_H(b + i + 8), acc1);
-    }
-    if (i + 8 <= n) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), LOAD_H(b + i), acc0);
-        i += 8;
-    }
-    float s = avx2_hsum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * f16_to_f32(b[i]);
-    return s;
+    return avx2_dot(DTYPE_F16, a, b, n);
 }
-
 static ATTR_AVX2 void avx2_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, LOAD_H(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * f16_to_f32(x[i]);
-#undef LOAD_H
+    avx2_axpy(DTYPE_F16, y, a, x, n);
 }
 
 static ATTR_AVX2 double avx2_sum_bytes(const char *p, size_t n)

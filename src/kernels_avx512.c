@@ -256,72 +256,63 @@ static ATTR_AVX512 void avx512_f32_to_bf16(const float *src, void *dst, int64_t 
     dtype_get(DTYPE_BF16)->from_f32(src + i, d + i, n - i);
 }
 
-static ATTR_AVX512 float avx512_dot_f32(const float *a, const float *b, int n)
+/* Columns [i, i + popcount(k)) of a row of F32 or F16 values, zeros past them. */
+INLINE_AVX512 __m512 avx512_load_tail(dtype_t dt, const void *row, int i, __mmask16 k)
+{
+    if (dt == DTYPE_F16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)row + i));
+    return _mm512_maskz_loadu_ps(k, (const float *)row + i);
+}
+
+/* a (n,) . b (n,) with b F32, or F16 (the rows of an F16 KV cache). */
+INLINE_AVX512 float avx512_dot(dtype_t bt, const float *a, const void *b, int n)
 {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int i = 0;
     for (; i + 32 <= n; i += 32) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), avx512_load(bt, b, i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), avx512_load(bt, b, i + 16), acc1);
     }
     if (i + 16 <= n) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), avx512_load(bt, b, i), acc0);
         i += 16;
     }
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), acc1);
+        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), avx512_load_tail(bt, b, i, k), acc1);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-static ATTR_AVX512 void avx512_axpy_f32(float *y, float a, const float *x, int n)
+/* y (n,) += a * x (n,), x F32 or F16. */
+INLINE_AVX512 void avx512_axpy(dtype_t xt, float *y, float a, const void *x, int n)
 {
     __m512 av = _mm512_set1_ps(a);
     int i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, avx512_load(xt, x, i), _mm512_loadu_ps(y + i)));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        __m512 yv = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i));
+        __m512 yv = _mm512_fmadd_ps(av, avx512_load_tail(xt, x, i, k), _mm512_maskz_loadu_ps(k, y + i));
         _mm512_mask_storeu_ps(y + i, k, yv);
     }
 }
 
-/* F16 KV rows: as avx512_dot_f32 and avx512_axpy_f32 with b, x widened. */
+static ATTR_AVX512 float avx512_dot_f32(const float *a, const float *b, int n)
+{
+    return avx512_dot(DTYPE_F32, a, b, n);
+}
+static ATTR_AVX512 void avx512_axpy_f32(float *y, float a, const float *x, int n)
+{
+    avx512_axpy(DTYPE_F32, y, a, x, n);
+}
 static ATTR_AVX512 float avx512_dot_f32_f16(const float *a, const uint16_t *b, int n)
 {
-#define LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
-#define LOAD_H_TAIL(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((k), (p)))
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LOAD_H(b + i), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), LOAD_H(b + i + 16), acc1);
-    }
-    if (i + 16 <= n) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), LOAD_H(b + i), acc0);
-        i += 16;
-    }
-    if (i < n) {
-        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), LOAD_H_TAIL(k, b + i), acc1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    return avx512_dot(DTYPE_F16, a, b, n);
 }
-
 static ATTR_AVX512 void avx512_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
-    __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, LOAD_H(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, LOAD_H_TAIL(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
-    }
-#undef LOAD_H
-#undef LOAD_H_TAIL
+    avx512_axpy(DTYPE_F16, y, a, x, n);
 }
 
 static ATTR_AVX512 double avx512_sum_bytes(const char *p, size_t n)

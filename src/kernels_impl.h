@@ -21,6 +21,7 @@
 #define MDI_KERNELS_IMPL_H
 
 #include "kernels.h"
+#include "util.h"
 
 #if defined(__x86_64__)
 #define KERNELS_X86 1
@@ -105,6 +106,13 @@ static inline int64_t kernels_split_rows(int64_t total, int ith, int nth)
  * other types take sgemm). For tests and bin/bench_kernels. */
 enum { MATMUL_AUTO, MATMUL_SGEMM, MATMUL_INT8 };
 void kernels_matmul_with(float *y, const mat_t *w, const float *x, int n, const float *bias, int path);
+
+/* Element i of a row of F32 or F16 values, as F32: the scalar tails of the
+ * SIMD kernels that take either. */
+static inline float kernels_elem_f32(dtype_t dt, const void *row, int i)
+{
+    return dt == DTYPE_F16 ? f16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
 
 /* Frees the prefill panel scratch (kernels_shutdown). */
 void kernels_matmul_release(void);

@@ -219,53 +219,46 @@ static void neon_f32_to_bf16(const float *src, void *dst, int64_t n)
     dtype_get(DTYPE_BF16)->from_f32(src + i, d + i, n - i);
 }
 
+/* a (n,) . b (n,) with b F32, or F16 (the rows of an F16 KV cache). */
+static inline __attribute__((always_inline)) float neon_dot(dtype_t bt, const float *a, const void *b, int n)
+{
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), neon_load(bt, b, i));
+        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), neon_load(bt, b, i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; i < n; i++)
+        s += a[i] * kernels_elem_f32(bt, b, i);
+    return s;
+}
+
+/* y (n,) += a * x (n,), x F32 or F16. */
+static inline __attribute__((always_inline)) void neon_axpy(dtype_t xt, float *y, float a, const void *x, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), neon_load(xt, x, i), a));
+    for (; i < n; i++)
+        y[i] += a * kernels_elem_f32(xt, x, i);
+}
+
 static float neon_dot_f32(const float *a, const float *b, int n)
 {
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
-        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-    }
-    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    return neon_dot(DTYPE_F32, a, b, n);
 }
-
 static void neon_axpy_f32(float *y, float a, const float *x, int n)
 {
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++)
-        y[i] += a * x[i];
+    neon_axpy(DTYPE_F32, y, a, x, n);
 }
-
-/* F16 KV rows: as neon_dot_f32 and neon_axpy_f32 with b, x widened. */
 static float neon_dot_f32_f16(const float *a, const uint16_t *b, int n)
 {
-#define LOAD_H(p) vcvt_f32_f16(vld1_f16((const float16_t *)(p)))
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), LOAD_H(b + i));
-        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), LOAD_H(b + i + 4));
-    }
-    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * f16_to_f32(b[i]);
-    return s;
+    return neon_dot(DTYPE_F16, a, b, n);
 }
-
 static void neon_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), LOAD_H(x + i), a));
-    for (; i < n; i++)
-        y[i] += a * f16_to_f32(x[i]);
-#undef LOAD_H
+    neon_axpy(DTYPE_F16, y, a, x, n);
 }
 
 /* ==== Block types: Q8_0 and Q4_0 weights times Q8_0 activations ====
