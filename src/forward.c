@@ -64,35 +64,43 @@ static double rope_llama3_scale(const model_config *c, double inv_freq)
     return (1 - smooth) * inv_freq / c->rope_factor + smooth * inv_freq;
 }
 
-int forward_state_init(forward_state *s, const model *m, int max_batch, int max_seq, char *err)
+int forward_state_init_batch(forward_state *s, const model *m, int max_batch, int max_samples, int max_seq,
+                             char *err)
 {
     memset(s, 0, sizeof(*s));
     const model_config *c = &m->cfg;
+    if (max_samples < 1 || max_samples > FORWARD_MAX_SAMPLES)
+        return mdi_fail(err, MDI_EARG, "batch of %d samples: expected 1 to %d", max_samples, FORWARD_MAX_SAMPLES);
     s->max_batch = max_batch;
+    s->max_samples = max_samples;
+    s->max_rows = max_batch > max_samples ? max_batch : max_samples;
     s->max_seq = max_seq;
-    size_t B = (size_t)max_batch;
+    size_t R = (size_t)s->max_rows;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     int nth = kernels_n_threads();
-    s->xb = malloc(B * c->dim * sizeof(float));
-    s->xb2 = malloc(B * (size_t)(q_dim > c->dim ? q_dim : c->dim) * sizeof(float));
-    s->q = malloc(B * q_dim * sizeof(float));
-    s->k = malloc(B * kv_dim * sizeof(float));
-    s->v = malloc(B * kv_dim * sizeof(float));
+    s->xb = malloc(R * c->dim * sizeof(float));
+    s->xb2 = malloc(R * (size_t)(q_dim > c->dim ? q_dim : c->dim) * sizeof(float));
+    s->q = malloc(R * q_dim * sizeof(float));
+    s->k = malloc(R * kv_dim * sizeof(float));
+    s->v = malloc(R * kv_dim * sizeof(float));
     s->att = malloc((size_t)nth * max_seq * sizeof(float));
-    s->hb = malloc(B * c->hidden_dim * sizeof(float));
-    s->hb2 = malloc(B * c->hidden_dim * sizeof(float));
+    s->hb = malloc(R * c->hidden_dim * sizeof(float));
+    s->hb2 = malloc(R * c->hidden_dim * sizeof(float));
     s->rope_inv_freq = malloc((size_t)(c->head_dim / 2) * sizeof(float));
+    s->rows = malloc(R * sizeof(forward_row));
     if (m->slice.head)
-        s->logits = malloc((size_t)c->vocab_size * sizeof(float));
+        s->logits = malloc((size_t)max_samples * c->vocab_size * sizeof(float));
     int max_cols = c->dim > q_dim ? c->dim : q_dim;
     if (c->hidden_dim > max_cols)
         max_cols = c->hidden_dim;
-    s->xq.bytes = kernels_scratch_bytes(3, 1, max_cols);
+    /* q, k and v read one activation of max_samples rows, quantized once */
+    s->xq.bytes = kernels_scratch_bytes(3, max_samples, max_cols);
     s->xq.data = malloc(s->xq.bytes);
-    if (!s->xq.data || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->rope_inv_freq ||
-        (m->slice.head && !s->logits)) {
+    if (!s->xq.data || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 ||
+        !s->rope_inv_freq || !s->rows || (m->slice.head && !s->logits)) {
         forward_state_free(s);
-        return mdi_fail(err, MDI_ENOMEM, "out of memory for run buffers (batch %d)", max_batch);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for run buffers (batch %d, %d samples)", max_batch,
+                        max_samples);
     }
     for (int i = 0; i < c->head_dim / 2; i++) {
         double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
@@ -103,6 +111,11 @@ int forward_state_init(forward_state *s, const model *m, int max_batch, int max_
         s->rope_inv_freq[i] = (float)f;
     }
     return MDI_OK;
+}
+
+int forward_state_init(forward_state *s, const model *m, int max_batch, int max_seq, char *err)
+{
+    return forward_state_init_batch(s, m, max_batch, 1, max_seq, err);
 }
 
 void forward_state_free(forward_state *s)
@@ -117,6 +130,7 @@ void forward_state_free(forward_state *s)
     free(s->hb2);
     free(s->logits);
     free(s->rope_inv_freq);
+    free(s->rows);
     free(s->xq.data);
     memset(s, 0, sizeof(*s));
 }
@@ -167,13 +181,13 @@ static void rope_interleaved(float *v, int n_heads, int hd, int pos, const float
 typedef struct {
     const model *m;
     forward_state *s;
-    const char *k_cache, *v_cache; /* this layer's (max_seq, kv_dim) in kv_dtype */
-    dtype_t kv_dtype;
-    size_t row_bytes;
-    int n, pos;
+    const forward_row *rows; /* row i: its cache and position */
+    int layer;               /* local layer index into the caches */
+    int n;
 } attn_task;
 
-/* Causal attention for every (token, head) pair, split across threads.
+/* Causal attention for every (row, head) pair, split across threads; row i
+ * attends to positions [.., rows[i].pos] of its own cache.
  * q (n, n_heads*hd) -> xb2 (n, n_heads*hd). */
 static void attention_worker(void *arg, int ith, int nth)
 {
@@ -187,18 +201,21 @@ static void attention_worker(void *arg, int ith, int nth)
     int units = a->n * c->n_heads;
     for (int u = ith; u < units; u += nth) {
         int i = u / c->n_heads, h = u % c->n_heads;
-        /* positions [t0, pos+i]: all before, or the latest sliding_window */
-        int t_end = a->pos + i + 1;
+        const kv_cache *kv = a->rows[i].kv;
+        size_t layer_off = (size_t)a->layer * kv->max_seq * kv->row_bytes;
+        const char *k_cache = (const char *)kv->k + layer_off, *v_cache = (const char *)kv->v + layer_off;
+        /* positions [t0, pos]: all before, or the latest sliding_window */
+        int t_end = a->rows[i].pos + 1;
         int t0 = c->sliding_window && t_end > c->sliding_window ? t_end - c->sliding_window : 0;
         int t_len = t_end - t0;
         const float *q = s->q + (size_t)i * q_dim + (size_t)h * hd;
         int kvh = h / group;
         float *out = s->xb2 + (size_t)i * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
-        if (a->kv_dtype == DTYPE_F16) {
-            size_t rb = a->row_bytes, head = dtype_row_size(DTYPE_F16, (int64_t)kvh * hd);
-            const char *kc = a->k_cache + (size_t)t0 * rb + head;
-            const char *vc = a->v_cache + (size_t)t0 * rb + head;
+        if (kv->dtype == DTYPE_F16) {
+            size_t rb = kv->row_bytes, head = dtype_row_size(DTYPE_F16, (int64_t)kvh * hd);
+            const char *kc = k_cache + (size_t)t0 * rb + head;
+            const char *vc = v_cache + (size_t)t0 * rb + head;
             for (int t = 0; t < t_len; t++)
                 att[t] = kernels_dot_f32_f16(q, (const uint16_t *)(kc + (size_t)t * rb), hd) * scale;
             kernels_softmax(att, t_len);
@@ -206,8 +223,8 @@ static void attention_worker(void *arg, int ith, int nth)
                 kernels_axpy_f16(out, att[t], (const uint16_t *)(vc + (size_t)t * rb), hd);
             continue;
         }
-        const float *kc = (const float *)a->k_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
-        const float *vc = (const float *)a->v_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
+        const float *kc = (const float *)k_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
+        const float *vc = (const float *)v_cache + (size_t)t0 * kv_dim + (size_t)kvh * hd;
         if (hd < 32) {
             /* tiny heads (stories260K has 8): a call per position costs
              * more than the arithmetic, so the loops stay inline */
@@ -234,39 +251,60 @@ static void attention_worker(void *arg, int ith, int nth)
     }
 }
 
-static void linear(forward_state *s, float *y, const mat_t *w, const float *x, int n, const float *bias)
+/* y (n, W.rows) = x (n, W.cols) @ W^T: decode kernels (each row as alone)
+ * or, for a prefill chunk, the matrix-matrix ones. */
+static void linear(forward_state *s, float *y, const mat_t *w, const float *x, int n, int decode, const float *bias)
 {
-    if (n == 1) {
+    if (decode) {
         matvec_job j = { y, w, x, bias };
-        kernels_matvec_batch(&j, 1, 1, &s->xq);
+        kernels_matvec_batch(&j, 1, n, &s->xq);
     } else {
         kernels_matmul(y, w, x, n, bias);
     }
 }
 
-void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos)
+/* Stores k and v (n, kv_dim) into the rows' caches, rounded to each
+ * cache's dtype (a copy for F32); consecutive positions of one cache (a
+ * prefill chunk) go in one conversion. */
+static void layers_store_kv(const forward_state *s, const forward_row *rows, int n, int layer, int kv_dim)
+{
+    for (int i = 0, j; i < n; i = j) {
+        kv_cache *kv = rows[i].kv;
+        for (j = i + 1; j < n && rows[j].kv == kv && rows[j].pos == rows[i].pos + (j - i); j++)
+            ;
+        size_t off = ((size_t)layer * kv->max_seq + (size_t)rows[i].pos) * kv->row_bytes;
+        size_t count = (size_t)(j - i) * kv_dim;
+        dtype_convert((char *)kv->k + off, kv->dtype, s->k + (size_t)i * kv_dim, DTYPE_F32, count);
+        dtype_convert((char *)kv->v + off, kv->dtype, s->v + (size_t)i * kv_dim, DTYPE_F32, count);
+    }
+}
+
+/* The layers on x (n, dim), row i at rows[i]: a prefill chunk of one
+ * sample (decode 0: matrix-matrix kernels) or decode rows (decode 1:
+ * matrix-vector kernels, each row computed as if alone). */
+static void layers_run(const model *m, forward_state *s, const forward_row *rows, int n, float *x, int decode)
 {
     const model_config *c = &m->cfg;
     int dim = c->dim, hd = c->head_dim, hidden = c->hidden_dim;
     int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int n_local = m->slice.layer_end - m->slice.layer_begin;
-    CHECK(n >= 1 && n <= s->max_batch && pos + n <= kv->max_seq);
+    size_t attn_work = 0;
+    for (int i = 0; i < n; i++)
+        attn_work += (size_t)c->n_heads * (size_t)(rows[i].pos + 1) * hd;
 
     for (int l = 0; l < n_local; l++) {
         const layer_weights *w = &m->layers[l];
-        char *k_cache = (char *)kv->k + (size_t)l * kv->max_seq * kv->row_bytes;
-        char *v_cache = (char *)kv->v + (size_t)l * kv->max_seq * kv->row_bytes;
 
         /* attention block: xb = rmsnorm(x); q, k, v = xb @ W^T */
         for (int i = 0; i < n; i++)
             kernels_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)i * dim, w->attn_norm, dim, c->norm_eps);
-        if (n == 1) {
+        if (decode) {
             matvec_job jobs[3] = {
                 { s->q, &w->wq, s->xb, w->bq },
                 { s->k, &w->wk, s->xb, w->bk },
                 { s->v, &w->wv, s->xb, w->bv },
             };
-            kernels_matvec_batch(jobs, 3, 1, &s->xq);
+            kernels_matvec_batch(jobs, 3, n, &s->xq);
         } else {
             kernels_matmul(s->q, &w->wq, s->xb, n, w->bq);
             kernels_matmul(s->k, &w->wk, s->xb, n, w->bk);
@@ -279,51 +317,72 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
                 kernels_rmsnorm(s->k + (size_t)i * hd, s->k + (size_t)i * hd, w->k_norm, hd, c->norm_eps);
         }
         for (int i = 0; i < n; i++) {
+            int pos = rows[i].pos;
             if (c->rope_interleaved) {
-                rope_interleaved(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
-                rope_interleaved(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+                rope_interleaved(s->q + (size_t)i * q_dim, c->n_heads, hd, pos, s->rope_inv_freq);
+                rope_interleaved(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos, s->rope_inv_freq);
             } else {
-                rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos + i, s->rope_inv_freq);
-                rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos + i, s->rope_inv_freq);
+                rope(s->q + (size_t)i * q_dim, c->n_heads, hd, pos, s->rope_inv_freq);
+                rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, hd, pos, s->rope_inv_freq);
             }
         }
-        /* into the cache, rounded to its dtype (a copy for F32) */
-        dtype_convert(k_cache + (size_t)pos * kv->row_bytes, kv->dtype, s->k, DTYPE_F32, (size_t)n * kv_dim);
-        dtype_convert(v_cache + (size_t)pos * kv->row_bytes, kv->dtype, s->v, DTYPE_F32, (size_t)n * kv_dim);
+        layers_store_kv(s, rows, n, l, kv_dim);
 
         /* small attention (tiny models, early positions) is cheaper than a
-         * dispatch; each (token, head) is computed alike either way */
-        attn_task at = { m, s, k_cache, v_cache, kv->dtype, kv->row_bytes, n, pos };
-        if ((size_t)n * c->n_heads * (size_t)(pos + n) * hd < ATTENTION_PARALLEL_MIN)
+         * dispatch; each (row, head) is computed alike either way */
+        attn_task at = { m, s, rows, l, n };
+        if (attn_work < ATTENTION_PARALLEL_MIN)
             attention_worker(&at, 0, 1);
         else
             kernels_parallel(attention_worker, &at);
 
         /* x += xb2 @ Wo^T */
-        linear(s, s->xb, &w->wo, s->xb2, n, NULL);
+        linear(s, s->xb, &w->wo, s->xb2, n, decode, NULL);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += s->xb[i];
 
         /* MLP block: x += down(silu(gate(xb)) * up(xb)), xb = rmsnorm(x) */
         for (int i = 0; i < n; i++)
             kernels_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)i * dim, w->ffn_norm, dim, c->norm_eps);
-        if (n == 1) {
+        if (decode) {
             matvec_job jobs[2] = {
                 { s->hb, &w->w_gate, s->xb, NULL },
                 { s->hb2, &w->w_up, s->xb, NULL },
             };
-            kernels_matvec_batch(jobs, 2, 1, &s->xq);
+            kernels_matvec_batch(jobs, 2, n, &s->xq);
         } else {
             kernels_matmul(s->hb, &w->w_gate, s->xb, n, NULL);
             kernels_matmul(s->hb2, &w->w_up, s->xb, n, NULL);
         }
         kernels_swiglu(s->hb, s->hb2, n * hidden);
-        linear(s, s->xb, &w->w_down, s->hb, n, NULL);
+        linear(s, s->xb, &w->w_down, s->hb, n, decode, NULL);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             x[i] += s->xb[i];
     }
-    if (pos + n > kv->len)
-        kv->len = pos + n;
+    for (int i = 0; i < n; i++)
+        if (rows[i].pos + 1 > rows[i].kv->len)
+            rows[i].kv->len = rows[i].pos + 1;
+}
+
+void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos)
+{
+    CHECK(n >= 1 && n <= s->max_batch && pos + n <= kv->max_seq);
+    for (int i = 0; i < n; i++) {
+        s->rows[i].kv = kv;
+        s->rows[i].pos = pos + i;
+    }
+    layers_run(m, s, s->rows, n, x, n == 1);
+}
+
+void forward_layers_batch(const model *m, forward_state *s, const forward_row *rows, int n, float *x)
+{
+    CHECK(n >= 1 && n <= s->max_samples);
+    for (int i = 0; i < n; i++) {
+        CHECK(rows[i].pos >= 0 && rows[i].pos < rows[i].kv->max_seq);
+        for (int j = 0; j < i; j++)
+            CHECK(rows[j].kv != rows[i].kv);
+    }
+    layers_run(m, s, rows, n, x, 1);
 }
 
 float *forward_head(const model *m, forward_state *s, const float *x)
@@ -332,6 +391,17 @@ float *forward_head(const model *m, forward_state *s, const float *x)
     kernels_rmsnorm(s->xb, x, m->final_norm, m->cfg.dim, m->cfg.norm_eps);
     matvec_job j = { s->logits, &m->lm_head, s->xb, NULL };
     kernels_matvec_batch(&j, 1, 1, &s->xq);
+    return s->logits;
+}
+
+float *forward_head_batch(const model *m, forward_state *s, const float *x, int n)
+{
+    CHECK(m->slice.head && n >= 1 && n <= s->max_samples);
+    int dim = m->cfg.dim;
+    for (int i = 0; i < n; i++)
+        kernels_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)i * dim, m->final_norm, dim, m->cfg.norm_eps);
+    matvec_job j = { s->logits, &m->lm_head, s->xb, NULL };
+    kernels_matvec_batch(&j, 1, n, &s->xq);
     return s->logits;
 }
 
@@ -348,4 +418,12 @@ float *forward_tokens(const model *m, forward_state *s, kv_cache *kv, const int 
             return forward_head(m, s, x_scratch + (size_t)(chunk - 1) * dim);
     }
     return NULL;
+}
+
+float *forward_batch(const model *m, forward_state *s, const forward_row *rows, const int *tokens, int n,
+                     float *x_scratch)
+{
+    forward_embed(m, tokens, n, x_scratch);
+    forward_layers_batch(m, s, rows, n, x_scratch);
+    return m->slice.head ? forward_head_batch(m, s, x_scratch, n) : NULL;
 }

@@ -13,6 +13,22 @@
  * n == 1 runs matrix-vector kernels (decode); n > 1 runs matrix-matrix
  * kernels (prefill). The run state holds every buffer; nothing here
  * allocates after forward_state_init.
+ *
+ * Batched decode: one token of each of several samples, every sample at a
+ * position of its own in a KV cache of its own (its slot):
+ *
+ *   tokens (n,) -> forward_embed -> x (n, dim)
+ *      -> forward_layers_batch(rows[i] = {cache of sample i, its position})
+ *      -> forward_head_batch -> logits (n, vocab)
+ *
+ * Each weight matrix is read once for the whole batch (the matrix-vector
+ * kernels take n activation rows per weight row); attention runs per row
+ * on that row's cache. Row i's result is bit for bit what forward_layers
+ * and forward_head give for sample i alone (n == 1): the kernels reduce
+ * each (weight row, activation row) pair in one fixed order whatever the
+ * batch, and everything else is per row. Prefill (n > 1 tokens of one
+ * sample) stays per sample: its matrix-matrix kernels would give other
+ * roundings than the decode kernels.
  */
 #ifndef MDI_FORWARD_H
 #define MDI_FORWARD_H
@@ -39,19 +55,38 @@ size_t kv_cache_bytes(const kv_cache *c);
 void kv_cache_reset(kv_cache *c);
 void kv_cache_free(kv_cache *c);
 
+/* Most samples one batched call takes (the batch limit of a node). */
+#define FORWARD_MAX_SAMPLES 64
+
+/* One row of a batched decode step: a token of the sample whose cache is
+ * kv, at position pos (the cache holds the positions before it). */
+typedef struct {
+    kv_cache *kv;           /* borrowed */
+    int pos;
+} forward_row;
+
 typedef struct {
     int max_batch;          /* most tokens one forward_layers call takes */
+    int max_samples;        /* most rows one forward_*_batch call takes */
+    int max_rows;           /* max(max_batch, max_samples): rows of the buffers */
     int max_seq;
-    float *xb, *xb2;        /* (max_batch, dim) */
-    float *q;               /* (max_batch, n_heads*hd) */
-    float *k, *v;           /* (max_batch, kv_dim) */
+    float *xb, *xb2;        /* (max_rows, dim) */
+    float *q;               /* (max_rows, n_heads*hd) */
+    float *k, *v;           /* (max_rows, kv_dim) */
     float *att;             /* (n_threads, max_seq) scores */
-    float *hb, *hb2;        /* (max_batch, hidden) */
-    float *logits;          /* (vocab,) when head */
+    float *hb, *hb2;        /* (max_rows, hidden) */
+    float *logits;          /* (max_samples, vocab) when head */
     float *rope_inv_freq;   /* (hd/2,) */
+    forward_row *rows;      /* (max_rows,): forward_layers' tokens as rows */
     kernels_scratch xq;     /* activations quantized for block-type weights */
 } forward_state;
 
+/* Buffers for prefill chunks of up to max_batch tokens and batched decode
+ * of up to max_samples samples (1 <= max_samples <= FORWARD_MAX_SAMPLES),
+ * attention over up to max_seq positions. */
+int forward_state_init_batch(forward_state *s, const model *m, int max_batch, int max_samples, int max_seq,
+                             char *err);
+/* The same with max_samples = 1 (one sequence at a time). */
 int forward_state_init(forward_state *s, const model *m, int max_batch, int max_seq, char *err);
 void forward_state_free(forward_state *s);
 
@@ -63,13 +98,31 @@ void forward_embed(const model *m, const int *tokens, int n, float *x);
  * pos + n <= kv->max_seq. Appends to the cache. */
 void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos);
 
+/* Runs the slice's layers on x (n, dim) in place, row i being one token
+ * of the sample whose cache is rows[i].kv, at position rows[i].pos (each
+ * cache appears once; n <= max_samples; rows[i].pos < its cache's
+ * max_seq). Appends each row to its cache. Row i of x ends bit for bit as
+ * forward_layers(m, s, rows[i].kv, x_i, 1, rows[i].pos) leaves it. */
+void forward_layers_batch(const model *m, forward_state *s, const forward_row *rows, int n, float *x);
+
 /* Final norm and output head on one row x (dim,): returns s->logits. */
 float *forward_head(const model *m, forward_state *s, const float *x);
+
+/* The same on n rows x (n, dim), n <= max_samples: returns s->logits
+ * (n, vocab), row i bit for bit forward_head of x_i. */
+float *forward_head_batch(const model *m, forward_state *s, const float *x, int n);
 
 /* Convenience for standalone use: embed + layers (+ head on the last row),
  * prompts longer than max_batch processed in chunks. Returns logits or NULL
  * when the slice has no head. x_scratch (max_batch, dim). */
 float *forward_tokens(const model *m, forward_state *s, kv_cache *kv,
                       const int *tokens, int n, int pos, float *x_scratch);
+
+/* One decode step of n samples: embed tokens[i] (one per row) + layers
+ * (+ head). Returns logits (n, vocab), row i bit for bit forward_tokens'
+ * for sample i alone, or NULL when the slice has no head (x then holds
+ * the rows). x_scratch (max_samples, dim). */
+float *forward_batch(const model *m, forward_state *s, const forward_row *rows, const int *tokens, int n,
+                     float *x_scratch);
 
 #endif
