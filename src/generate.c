@@ -169,84 +169,197 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
 }
 
 
+/* Standalone mode's run: up to GENERATE_MAX_SLOTS samples hold a slot (a
+ * KV cache) at once; each is prefilled alone when it takes its slot, and
+ * every decode step runs the slots' samples as one batch. */
+typedef struct {
+    const starter_opts *o;
+    const model *m;
+    const tokenizer *tok;
+    sample_result *results;
+    int n_samples, n_slots, max_seq;
+    forward_state fs;
+    kv_cache *kv;           /* (n_slots,) */
+    sample_state *ss;       /* (n_slots,) */
+    int *slot_sample;       /* (n_slots,): the sample in the slot, -1 free */
+    forward_row *rows;      /* (n_slots,) */
+    int *row_slot, *tokens; /* (n_slots,) */
+    float *x;               /* (max(max_batch, n_slots), dim) */
+    int *finished;          /* (n_samples,) */
+    int next_print;
+    FILE *echo, *logits_f;
+    double t0;
+    long generated;
+    token_curve curve;
+} standalone_run;
+
+/* Prints finished samples in order (several samples: after each one's
+ * predecessors, as when they ran in turn). */
+static void standalone_print(standalone_run *r)
+{
+    const starter_opts *o = r->o;
+    while (r->next_print < r->n_samples && r->finished[r->next_print]) {
+        int i = r->next_print++;
+        if (r->echo) {
+            fputc('\n', r->echo);
+            fflush(r->echo);
+        } else if (!o->quiet) {
+            printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : r->results[i].prompt, r->results[i].text);
+        }
+    }
+}
+
+/* Takes the logits after slot k's last token: 1 while its sample goes on,
+ * 0 once it finished (the slot is then free). */
+static int standalone_accept(standalone_run *r, int k, float *logits)
+{
+    int i = r->slot_sample[k];
+    sample_state *ss = &r->ss[k];
+    if (r->logits_f && i == 0)
+        fwrite(logits, sizeof(float), (size_t)r->m->cfg.vocab_size, r->logits_f);
+    int going = sample_state_accept(ss, r->tok, logits, time_now() - r->t0);
+    token_curve_add(&r->curve, time_now() - r->t0, ++r->generated);
+    if (going && ss->pos >= r->max_seq) {
+        ss->done = 1;
+        r->results[i].t_done = time_now() - r->t0;
+        going = 0;
+    }
+    if (!going) {
+        sample_state_free(ss);
+        r->slot_sample[k] = -1;
+        r->finished[i] = 1;
+        standalone_print(r);
+    }
+    return going;
+}
+
+static void standalone_free(standalone_run *r)
+{
+    for (int k = 0; r->kv && k < r->n_slots; k++)
+        kv_cache_free(&r->kv[k]);
+    for (int k = 0; r->ss && r->slot_sample && k < r->n_slots; k++)
+        if (r->slot_sample[k] >= 0)
+            sample_state_free(&r->ss[k]);
+    free(r->kv);
+    free(r->ss);
+    free(r->slot_sample);
+    free(r->rows);
+    free(r->row_slot);
+    free(r->tokens);
+    free(r->x);
+    free(r->finished);
+    if (r->fs.xb)
+        forward_state_free(&r->fs);
+}
+
 int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
                         sample_result *results, int n_samples, run_stats *st, char *err)
 {
     const model_config *c = &m->cfg;
-    int max_seq, max_batch, rc;
-    if ((rc = generate_plan(o, c, results, n_samples, &max_seq, &max_batch, err)))
+    int max_batch, rc;
+    standalone_run r;
+    memset(&r, 0, sizeof(r));
+    r.o = o;
+    r.m = m;
+    r.tok = tok;
+    r.results = results;
+    r.n_samples = n_samples;
+    if ((rc = generate_plan(o, c, results, n_samples, &r.max_seq, &max_batch, err)))
         return rc;
-    forward_state fs;
-    kv_cache kv;
-    if ((rc = forward_state_init(&fs, m, max_batch, max_seq, err)))
+    r.n_slots = n_samples < GENERATE_MAX_SLOTS ? (n_samples > 0 ? n_samples : 1) : GENERATE_MAX_SLOTS;
+    int n = r.n_slots, x_rows = max_batch > n ? max_batch : n;
+    if ((rc = forward_state_init_batch(&r.fs, m, max_batch, n, r.max_seq, err)))
         return rc;
-    if ((rc = kv_cache_init(&kv, m, max_seq, o->kv_dtype, err))) {
-        forward_state_free(&fs);
-        return rc;
+    r.kv = calloc((size_t)n, sizeof(kv_cache));
+    r.ss = calloc((size_t)n, sizeof(sample_state));
+    r.slot_sample = malloc((size_t)n * sizeof(int));
+    r.rows = malloc((size_t)n * sizeof(forward_row));
+    r.row_slot = malloc((size_t)n * sizeof(int));
+    r.tokens = malloc((size_t)n * sizeof(int));
+    r.x = malloc((size_t)x_rows * c->dim * sizeof(float));
+    r.finished = calloc((size_t)(n_samples > 0 ? n_samples : 1), sizeof(int));
+    if (!r.kv || !r.ss || !r.slot_sample || !r.rows || !r.row_slot || !r.tokens || !r.x || !r.finished) {
+        standalone_free(&r);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory for %d slots", n);
     }
-    float *x = malloc((size_t)max_batch * c->dim * sizeof(float));
-    FILE *logits_f = NULL;
-    if (o->logits_out && !(logits_f = fopen(o->logits_out, "wb")))
+    for (int k = 0; k < n; k++)
+        r.slot_sample[k] = -1;
+    for (int k = 0; k < n && !rc; k++)
+        rc = kv_cache_init(&r.kv[k], m, r.max_seq, o->kv_dtype, err);
+    if (!rc && o->logits_out && !(r.logits_f = fopen(o->logits_out, "wb")))
         rc = mdi_fail(err, MDI_EIO, "%s: cannot create", o->logits_out);
 
-    double t0 = time_now(), prefill_time = 0, decode_time = 0;
-    long prefill_tokens = 0, decode_tokens = 0, generated = 0;
-    token_curve curve = { 0 };
-    token_curve_add(&curve, 0, 0);
-    FILE *echo = (o->quiet || n_samples > 1) ? NULL : stdout;
-    for (int i = 0; i < n_samples && !rc; i++) {
-        sample_state ss;
-        if ((rc = sample_state_init(&ss, &results[i], o, tok, c->vocab_size, i, echo, err)))
-            break;
-        kv_cache_reset(&kv);
-        double ta = time_now();
-        float *logits = forward_tokens(m, &fs, &kv, results[i].prompt_ids, results[i].n_prompt, 0, x);
-        double tb = time_now();
-        prefill_time += tb - ta;
-        prefill_tokens += results[i].n_prompt;
-        ss.pos = results[i].n_prompt;
-        int going = !ss.done;
-        while (going) {
-            if (logits_f)
-                fwrite(logits, sizeof(float), (size_t)c->vocab_size, logits_f);
-            going = sample_state_accept(&ss, tok, logits, time_now() - t0);
-            token_curve_add(&curve, time_now() - t0, ++generated);
-            if (going && ss.pos >= max_seq) {
-                ss.done = 1;
-                results[i].t_done = time_now() - t0;
-                going = 0;
-            }
-            if (!going)
+    r.t0 = time_now();
+    double prefill_time = 0, decode_time = 0;
+    long prefill_tokens = 0, decode_tokens = 0;
+    token_curve_add(&r.curve, 0, 0);
+    r.echo = (o->quiet || n_samples > 1) ? NULL : stdout;
+    int next = 0, busy = 0;
+    while (!rc && (next < n_samples || busy > 0)) {
+        /* Free slots take the next samples, each prefilled alone. */
+        for (int k = 0; k < n && next < n_samples && !rc; k++) {
+            if (r.slot_sample[k] >= 0)
+                continue;
+            int i = next++;
+            if ((rc = sample_state_init(&r.ss[k], &results[i], o, tok, c->vocab_size, i, r.echo, err)))
                 break;
-            double td = time_now();
-            logits = forward_tokens(m, &fs, &kv, &ss.next_token, 1, ss.pos, x);
-            ss.pos++;
-            decode_time += time_now() - td;
-            decode_tokens++;
+            r.slot_sample[k] = i;
+            kv_cache_reset(&r.kv[k]);
+            double ta = time_now();
+            float *logits = forward_tokens(m, &r.fs, &r.kv[k], results[i].prompt_ids, results[i].n_prompt, 0, r.x);
+            prefill_time += time_now() - ta;
+            prefill_tokens += results[i].n_prompt;
+            r.ss[k].pos = results[i].n_prompt;
+            if (r.ss[k].done) { /* --n-tokens 0 */
+                sample_state_free(&r.ss[k]);
+                r.slot_sample[k] = -1;
+                r.finished[i] = 1;
+                standalone_print(&r);
+                k--; /* the slot is free again */
+                continue;
+            }
+            if (standalone_accept(&r, k, logits))
+                busy++;
+            else
+                k--;
         }
-        if (echo) {
-            fputc('\n', echo);
-            fflush(echo);
+        if (rc || busy == 0)
+            continue;
+        /* One decode step of every sample in a slot. */
+        int b = 0;
+        for (int k = 0; k < n; k++) {
+            if (r.slot_sample[k] < 0)
+                continue;
+            r.rows[b].kv = &r.kv[k];
+            r.rows[b].pos = r.ss[k].pos;
+            r.tokens[b] = r.ss[k].next_token;
+            r.row_slot[b++] = k;
         }
-        else if (!o->quiet)
-            printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : results[i].prompt, results[i].text);
-        sample_state_free(&ss);
+        double td = time_now();
+        float *logits = forward_batch(m, &r.fs, r.rows, r.tokens, b, r.x);
+        decode_time += time_now() - td;
+        decode_tokens += b;
+        for (int j = 0; j < b; j++) {
+            int k = r.row_slot[j];
+            r.ss[k].pos++;
+            if (!standalone_accept(&r, k, logits + (size_t)j * c->vocab_size))
+                busy--;
+        }
     }
-    if (logits_f)
-        fclose(logits_f);
+    if (r.logits_f)
+        fclose(r.logits_f);
     memset(st, 0, sizeof(*st));
-    st->curve = curve;
-    st->total_s = time_now() - t0;
+    st->curve = r.curve;
+    st->total_s = time_now() - r.t0;
     st->ttft_s = n_samples ? results[0].t_first_token : 0;
     st->prefill_tok_s = prefill_time > 0 ? prefill_tokens / prefill_time : 0;
     st->decode_tok_s = decode_time > 0 ? decode_tokens / decode_time : 0;
     for (int i = 0; i < n_samples; i++)
         st->tokens_generated += results[i].n_generated;
-    st->kv_dtype = dtype_name(kv.dtype);
-    st->kv_bytes = kv_cache_bytes(&kv);
-    free(x);
-    kv_cache_free(&kv);
-    forward_state_free(&fs);
+    st->kv_dtype = dtype_name(o->kv_dtype);
+    for (int k = 0; k < n; k++)
+        st->kv_bytes += kv_cache_bytes(&r.kv[k]);
+    standalone_free(&r);
     return rc;
 }
 

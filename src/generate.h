@@ -60,7 +60,15 @@ int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, do
 int generate_plan(const starter_opts *o, const model_config *c, const sample_result *r, int n,
                   int *max_seq, int *max_batch, char *err);
 
-/* Standalone mode: runs every sample in turn. Fills results and stats. */
+/* Samples standalone mode runs at once: each holds a KV cache (a slot);
+ * the next sample takes the slot of one that finished. */
+#define GENERATE_MAX_SLOTS 16
+
+/* Standalone mode: up to GENERATE_MAX_SLOTS samples at once, each
+ * prefilled alone when it starts, their decode steps run as one batch
+ * (forward_batch: each sample's tokens as when it runs alone). Samples'
+ * texts are printed in order. Fills results and stats (decode_tok_s: all
+ * samples' tokens over the decode time). */
 int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
                         sample_result *results, int n_samples, run_stats *st, char *err);
 
