@@ -54,7 +54,12 @@ struct pipeline {
     kv_cache *kv;
     int n_kv;
     size_t kv_bytes, kv_bytes_peak;     /* the starter's caches, now and at most */
-    float *x;
+    float *x;            /* (max(max_batch, batch_max), dim) */
+    int batch_max;       /* decode rows run together at most */
+    proto_frame **batch; /* (batch_max,): logits frames back together */
+    forward_row *rows;   /* (batch_max,) */
+    int *row_sample, *tokens; /* (batch_max,) */
+    long batches, batched_tokens; /* head rounds of several samples, their rows */
     double compute_s, wait_s;
     token_curve curve;   /* tokens-versus-time, handed to run_stats */
 };
@@ -317,6 +322,24 @@ static void pl_curve_add(pipeline *p, double t, long n)
     token_curve_add(&p->curve, t, n);
 }
 
+/* Sends rows (n, dim), sample s's positions pos.., as a DATA frame. */
+static int pl_send_frame(pipeline *p, int s, int pos, int n, int logits, const float *rows, char *err)
+{
+    double t = time_now();
+    proto_frame *f = ring_frame_get(&p->ring, p->o->timeout_s);
+    if (!f) return mdi_fail(err, MDI_ESTATE, "starter: no free frame (ring stopped)");
+    f->h = proto_header_make(PROTO_DATA);
+    f->h.sample_id = (uint32_t)s;
+    f->h.pos = (uint32_t)pos;
+    f->h.n_tokens = (uint32_t)n;
+    f->h.dtype = (uint16_t)p->o->wire_dtype;
+    f->h.flags = logits ? PROTO_FLAG_LOGITS : 0;
+    f->h.payload_len = (uint64_t)n * dtype_row_size(p->o->wire_dtype, p->cfg.dim);
+    proto_pack(rows, (size_t)n * p->cfg.dim, p->o->wire_dtype, f->payload);
+    p->compute_s += time_now() - t;
+    return ring_send(&p->ring, f, err);
+}
+
 /* Runs the starter's layers on x (n rows) for sample s and sends them. */
 static int pl_send_rows(pipeline *p, int s, int pos, int n, int logits, char *err)
 {
@@ -329,18 +352,8 @@ static int pl_send_rows(pipeline *p, int s, int pos, int n, int logits, char *er
         if (p->kv_bytes > p->kv_bytes_peak) p->kv_bytes_peak = p->kv_bytes;
     }
     forward_layers(&p->m, &p->fs, kv, p->x, n, pos);
-    proto_frame *f = ring_frame_get(&p->ring, p->o->timeout_s);
-    if (!f) return mdi_fail(err, MDI_ESTATE, "starter: no free frame (ring stopped)");
-    f->h = proto_header_make(PROTO_DATA);
-    f->h.sample_id = (uint32_t)s;
-    f->h.pos = (uint32_t)pos;
-    f->h.n_tokens = (uint32_t)n;
-    f->h.dtype = (uint16_t)p->o->wire_dtype;
-    f->h.flags = logits ? PROTO_FLAG_LOGITS : 0;
-    f->h.payload_len = (uint64_t)n * dtype_row_size(p->o->wire_dtype, p->cfg.dim);
-    proto_pack(p->x, (size_t)n * p->cfg.dim, p->o->wire_dtype, f->payload);
     p->compute_s += time_now() - t;
-    return ring_send(&p->ring, f, err);
+    return pl_send_frame(p, s, pos, n, logits, p->x, err);
 }
 
 static int pl_send_control(pipeline *p, int type, int s, char *err)
@@ -397,37 +410,61 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
             }
         }
         if (rc) break;
+        /* The next frame back, and every other already back: the logits
+         * frames among them (one per sample at most) run as one batch. */
         proto_frame *f = NULL;
         double tw = time_now();
         rc = ring_recv(&p->ring, &f, o->timeout_s, err);
         p->wait_s += time_now() - tw;
         if (rc) break;
-        in_flight--;
-        int type = f->h.type;
-        int s = (int)f->h.sample_id;
-        if (type == PROTO_ERROR) {
-            int len = (int)f->h.payload_len;
-            rc = mdi_fail(err, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
-        } else if (type == PROTO_STOP) {
-            rc = mdi_fail(err, MDI_EPROTO, "starter: STOP came back before the run ended");
-        } else if (type == PROTO_DATA && (f->h.flags & PROTO_FLAG_LOGITS)) {
-            double t = time_now();
-            if (ss[s].done || f->h.n_tokens != 1 ||
-                (int)f->h.pos != (ss[s].pos ? ss[s].pos - 1 : res[s].n_prompt - 1)) {
-                rc = mdi_fail(err, MDI_EPROTO, "starter: unexpected frame for sample %d at position %u",
-                              s, f->h.pos);
-                ring_frame_put(&p->ring, f);
-                break;
+        int nb = 0;
+        for (;;) {
+            in_flight--;
+            int type = f->h.type;
+            int s = (int)f->h.sample_id;
+            if (type == PROTO_ERROR) {
+                int len = (int)f->h.payload_len;
+                rc = mdi_fail(err, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+            } else if (type == PROTO_STOP) {
+                rc = mdi_fail(err, MDI_EPROTO, "starter: STOP came back before the run ended");
+            } else if (type == PROTO_DATA && (f->h.flags & PROTO_FLAG_LOGITS)) {
+                if (s < 0 || s >= n || ss[s].done || f->h.n_tokens != 1 ||
+                    (int)f->h.pos != (ss[s].pos ? ss[s].pos - 1 : res[s].n_prompt - 1)) {
+                    rc = mdi_fail(err, MDI_EPROTO, "starter: unexpected frame for sample %d at position %u",
+                                  s, f->h.pos);
+                } else {
+                    p->batch[nb++] = f;
+                    f = NULL;
+                }
             }
-            proto_unpack(f->payload, (size_t)dim, (dtype_t)f->h.dtype, p->x);
-            float *logits = forward_head(&p->m, &p->fs, p->x);
+            if (f) ring_frame_put(&p->ring, f);
+            char why[MDI_ERR_LEN];
+            if (rc || nb == p->batch_max || ring_recv(&p->ring, &f, 0, why) != 0) break;
+        }
+        if (rc || nb == 0) {
+            for (int i = 0; i < nb; i++) ring_frame_put(&p->ring, p->batch[i]);
+            continue;
+        }
+        double t = time_now();
+        for (int i = 0; i < nb; i++)
+            proto_unpack(p->batch[i]->payload, (size_t)dim, (dtype_t)p->batch[i]->h.dtype, p->x + (size_t)i * dim);
+        float *logits = forward_head_batch(&p->m, &p->fs, p->x, nb);
+        if (nb > 1) {
+            p->batches++;
+            p->batched_tokens += nb;
+        }
+        int n_going = 0;
+        for (int i = 0; i < nb; i++) {
+            int s = (int)p->batch[i]->h.sample_id;
+            const float *row = logits + (size_t)i * p->cfg.vocab_size;
+            ring_frame_put(&p->ring, p->batch[i]);
             if (ss[s].pos == 0) {
                 ss[s].pos = res[s].n_prompt;
                 if (++n_first == n) t_prefilled = time_now() - t0;
             }
             if (logits_f && s == 0)
-                fwrite(logits, sizeof(float), (size_t)p->cfg.vocab_size, logits_f);
-            int going = sample_state_accept(&ss[s], tok, logits, time_now() - t0);
+                fwrite(row, sizeof(float), (size_t)p->cfg.vocab_size, logits_f);
+            int going = sample_state_accept(&ss[s], tok, (float *)row, time_now() - t0);
             generated++;
             pl_curve_add(p, time_now() - t0, generated);
             if (going && ss[s].pos >= p->max_seq) {
@@ -435,23 +472,33 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
                 res[s].t_done = time_now() - t0;
                 going = 0;
             }
-            p->compute_s += time_now() - t;
             if (going) {
-                t = time_now();
-                forward_embed(&p->m, &ss[s].next_token, 1, p->x);
-                p->compute_s += time_now() - t;
-                rc = pl_send_rows(p, s, ss[s].pos, 1, 1, err);
-                ss[s].pos++;
-            } else {
+                p->rows[n_going].kv = &p->kv[s];
+                p->rows[n_going].pos = ss[s].pos;
+                p->tokens[n_going] = ss[s].next_token;
+                p->row_sample[n_going++] = s;
+            } else if (!rc) {
                 rc = pl_send_control(p, PROTO_RELEASE, s, err);
                 n_done++;
+                in_flight++;
                 p->kv_bytes -= kv_cache_bytes(&p->kv[s]);
                 kv_cache_free(&p->kv[s]);
                 memset(&p->kv[s], 0, sizeof(kv_cache));
             }
+        }
+        /* the next token of every sample that goes on, through the
+         * starter's layers as one batch */
+        if (!rc && n_going > 0) {
+            forward_embed(&p->m, p->tokens, n_going, p->x);
+            forward_layers_batch(&p->m, &p->fs, p->rows, n_going, p->x);
+        }
+        p->compute_s += time_now() - t;
+        for (int j = 0; j < n_going && !rc; j++) {
+            int s = p->row_sample[j];
+            rc = pl_send_frame(p, s, ss[s].pos, 1, 1, p->x + (size_t)j * dim, err);
+            ss[s].pos++;
             in_flight++;
         }
-        ring_frame_put(&p->ring, f);
     }
     /* The RELEASE frames still in flight come back before the STOP. */
     while (!rc && in_flight > 0) {
@@ -526,6 +573,8 @@ static json_t *pl_nodes_json(pipeline *p)
     json_object_set_new(s, "frames_received", json_integer((json_int_t)rs.frames_received));
     json_object_set_new(s, "weight_bytes", json_integer((json_int_t)p->m.weight_bytes));
     json_object_set_new(s, "kv_bytes", json_integer((json_int_t)p->kv_bytes_peak));
+    json_object_set_new(s, "decode_batches", json_integer(p->batches));
+    json_object_set_new(s, "batched_tokens", json_integer(p->batched_tokens));
     json_array_append_new(arr, s);
     for (int i = 0; i < p->nc.n_secondary; i++) {
         const prepare_chunk *c = pl_chunk(p, i);
@@ -556,6 +605,10 @@ static void pl_free(pipeline *p)
     for (int i = 0; i < NODES_MAX_SECONDARY; i++) json_decref(p->final_status[i]);
     if (p->have_fs) forward_state_free(&p->fs);
     free(p->x);
+    free(p->batch);
+    free(p->rows);
+    free(p->row_sample);
+    free(p->tokens);
     if (p->have_model) model_free(&p->m);
     if (p->have_manifest) prepare_manifest_free(&p->man);
     token_curve_free(&p->curve);
@@ -593,12 +646,20 @@ static int pl_open(pipeline *p, int n_samples, char *err)
     if (p->listen_fd < 0)
         return mdi_fail(err, MDI_ENET, "starter (%s): inference.port_in: %s", p->nc.starter.addr, why);
     if ((rc = pl_load_starter(p, err))) return rc;
-    if ((rc = forward_state_init(&p->fs, &p->m, p->max_batch, p->max_seq, err))) return rc;
+    /* every sample's decode step may come back at once */
+    p->batch_max = n_samples < FORWARD_MAX_SAMPLES ? n_samples : FORWARD_MAX_SAMPLES;
+    int x_rows = p->max_batch > p->batch_max ? p->max_batch : p->batch_max;
+    if ((rc = forward_state_init_batch(&p->fs, &p->m, p->max_batch, p->batch_max, p->max_seq, err))) return rc;
     p->have_fs = 1;
     p->n_kv = n_samples;
     p->kv = calloc((size_t)n_samples, sizeof(kv_cache));
-    p->x = malloc((size_t)p->max_batch * p->cfg.dim * sizeof(float));
-    if (!p->kv || !p->x) return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    p->x = malloc((size_t)x_rows * p->cfg.dim * sizeof(float));
+    p->batch = calloc((size_t)p->batch_max, sizeof(*p->batch));
+    p->rows = calloc((size_t)p->batch_max, sizeof(*p->rows));
+    p->row_sample = calloc((size_t)p->batch_max, sizeof(int));
+    p->tokens = calloc((size_t)p->batch_max, sizeof(int));
+    if (!p->kv || !p->x || !p->batch || !p->rows || !p->row_sample || !p->tokens)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
 
     control_client_global_init();
     if ((rc = pl_init_secondaries(p, n_samples, err))) return rc;

@@ -9,7 +9,10 @@
  *   starter: final norm + head -> sample -> next token's DATA frame
  *
  * n_samples sequences travel the ring at once so that every node works on
- * a different sample at each moment. Each sample stops on its own EOS or
+ * a different sample at each moment. The decode steps that come back
+ * together run as one batch (one head call, then the next tokens through
+ * the starter's layers), as every secondary batches the decode frames it
+ * has waiting (ring.h). Each sample stops on its own EOS or
  * token limit; a RELEASE frame then frees its KV cache on every node, and
  * the run ends when all samples have finished: a STOP frame goes round the
  * ring and every secondary gets PUT /stop (which returns its figures).

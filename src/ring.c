@@ -205,30 +205,55 @@ static void ring_forward_error(ring *r, proto_frame *f, const char *text)
     if (queue_push(&r->out_q, f, r->o.timeout_s) != 0) queue_push(&r->free_q, f, 0);
 }
 
+/* The cache of the sample of DATA frame f (created at its first frame),
+ * after checking the frame's positions against it. NULL with the reason
+ * in why. */
+static kv_cache *ring_frame_cache(ring *r, const proto_frame *f, char *why)
+{
+    const model *m = r->o.m;
+    uint32_t s = f->h.sample_id;
+    int n = (int)f->h.n_tokens, pos = (int)f->h.pos;
+    kv_cache *kv = &r->kv[s];
+    if (!kv->k) {
+        if (pos != 0) {
+            mdi_fail(why, -1, "first frame of sample %u starts at position %d, not 0", s, pos);
+            return NULL;
+        }
+        if (kv_cache_init(kv, m, r->o.max_seq, r->o.kv_dtype, why) != 0) return NULL;
+        pthread_mutex_lock(&r->mu);
+        r->kv_bytes += kv_cache_bytes(kv);
+        if (r->kv_bytes > r->kv_bytes_peak) r->kv_bytes_peak = r->kv_bytes;
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (pos != kv->len) {
+        mdi_fail(why, -1, "frame of sample %u at position %d, but its cache holds %d positions", s, pos, kv->len);
+        return NULL;
+    }
+    if (pos + n > r->o.max_seq) {
+        mdi_fail(why, -1, "frame of sample %u reaches position %d, beyond max_seq %d", s, pos + n, r->o.max_seq);
+        return NULL;
+    }
+    return kv;
+}
+
+/* Writes n rows (n, dim) as frame f's payload in the wire dtype. */
+static void ring_frame_fill(ring *r, proto_frame *f, const float *rows, int n)
+{
+    int dim = r->o.m->cfg.dim;
+    f->h.dtype = (uint16_t)r->o.wire_dtype;
+    f->h.payload_len = (uint64_t)n * dtype_row_size(r->o.wire_dtype, dim);
+    proto_pack(rows, (size_t)n * dim, r->o.wire_dtype, f->payload);
+}
+
 /* Runs the slice's layers on one DATA frame, in place. Returns 0 or -1
  * with the reason in why. */
 static int ring_compute_data(ring *r, proto_frame *f, char *why)
 {
     const model *m = r->o.m;
     int dim = m->cfg.dim;
-    uint32_t s = f->h.sample_id;
     int n = (int)f->h.n_tokens, pos = (int)f->h.pos;
-    kv_cache *kv = &r->kv[s];
-    if (!kv->k) {
-        if (pos != 0)
-            return mdi_fail(why, -1, "first frame of sample %u starts at position %d, not 0", s, pos);
-        if (kv_cache_init(kv, m, r->o.max_seq, r->o.kv_dtype, why) != 0) return -1;
-        pthread_mutex_lock(&r->mu);
-        r->kv_bytes += kv_cache_bytes(kv);
-        if (r->kv_bytes > r->kv_bytes_peak) r->kv_bytes_peak = r->kv_bytes;
-        pthread_mutex_unlock(&r->mu);
-    }
-    if (pos != kv->len)
-        return mdi_fail(why, -1, "frame of sample %u at position %d, but its cache holds %d positions",
-                        s, pos, kv->len);
-    if (pos + n > r->o.max_seq)
-        return mdi_fail(why, -1, "frame of sample %u reaches position %d, beyond max_seq %d",
-                        s, pos + n, r->o.max_seq);
+    kv_cache *kv = ring_frame_cache(r, f, why);
+    if (!kv) return -1;
     proto_unpack(f->payload, (size_t)n * dim, (dtype_t)f->h.dtype, r->x);
     forward_layers(m, &r->fs, kv, r->x, n, pos);
     const float *out = r->x;
@@ -239,13 +264,64 @@ static int ring_compute_data(ring *r, proto_frame *f, char *why)
         f->h.n_tokens = 1;
         n = 1;
     }
-    f->h.dtype = (uint16_t)r->o.wire_dtype;
-    f->h.payload_len = (uint64_t)n * dtype_row_size(r->o.wire_dtype, dim);
-    proto_pack(out, (size_t)n * dim, r->o.wire_dtype, f->payload);
+    ring_frame_fill(r, f, out, n);
     pthread_mutex_lock(&r->mu);
     r->stats.tokens += f->h.n_tokens;
     pthread_mutex_unlock(&r->mu);
     return 0;
+}
+
+/* Runs nb decode frames (one token each, distinct samples) through the
+ * layers as one batch, each in place. 0 or -1 with the reason in why. */
+static int ring_compute_batch(ring *r, proto_frame **batch, int nb, char *why)
+{
+    const model *m = r->o.m;
+    int dim = m->cfg.dim;
+    for (int i = 0; i < nb; i++) {
+        kv_cache *kv = ring_frame_cache(r, batch[i], why);
+        if (!kv) return -1;
+        r->rows[i].kv = kv;
+        r->rows[i].pos = (int)batch[i]->h.pos;
+        proto_unpack(batch[i]->payload, (size_t)dim, (dtype_t)batch[i]->h.dtype, r->x + (size_t)i * dim);
+    }
+    forward_layers_batch(m, &r->fs, r->rows, nb, r->x);
+    for (int i = 0; i < nb; i++) ring_frame_fill(r, batch[i], r->x + (size_t)i * dim, 1);
+    pthread_mutex_lock(&r->mu);
+    r->stats.tokens += (uint64_t)nb;
+    r->stats.batches++;
+    r->stats.batched_tokens += (uint64_t)nb;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* A decode frame: DATA of one token. */
+static int ring_is_decode(const proto_frame *f)
+{
+    return f->h.type == PROTO_DATA && f->h.n_tokens == 1;
+}
+
+/* After decode frame batch[0]: takes the decode frames of other samples
+ * that are already waiting, up to the batch limit. The first frame that
+ * cannot join (another kind, or a second frame of a sample in the batch,
+ * which must wait for the first) is left in *held for the next round.
+ * Returns the batch's size. */
+static int ring_gather_batch(ring *r, proto_frame **held)
+{
+    int nb = 1;
+    while (nb < r->batch_max) {
+        void *item;
+        if (queue_pop(&r->in_q, &item, 0) != 0) break;
+        proto_frame *g = item;
+        int ok = ring_is_decode(g);
+        for (int i = 0; i < nb && ok; i++)
+            ok = r->batch[i]->h.sample_id != g->h.sample_id;
+        if (!ok) {
+            *held = g;
+            break;
+        }
+        r->batch[nb++] = g;
+    }
+    return nb;
 }
 
 static void ring_release_sample(ring *r, uint32_t s)
@@ -263,10 +339,17 @@ static void *ring_compute_main(void *arg)
 {
     ring *r = arg;
     char why[MDI_ERR_LEN], text[MDI_ERR_LEN + 80];
+    proto_frame *held = NULL; /* popped, not yet run: the next round's first frame */
     for (;;) {
         double t0 = time_now();
         void *item;
-        int rc = queue_pop(&r->in_q, &item, -1);
+        int rc = 0;
+        if (held) {
+            item = held;
+            held = NULL;
+        } else {
+            rc = queue_pop(&r->in_q, &item, -1);
+        }
         double t1 = time_now();
         if (rc != 0) {
             /* The receiver failed (its error is recorded) or we were
@@ -282,14 +365,21 @@ static void *ring_compute_main(void *arg)
         }
         proto_frame *f = item;
         int type = f->h.type;
-        int stop = 0;
+        int stop = 0, nb = 1;
+        r->batch[0] = f;
         if (type == PROTO_DATA) {
-            if (ring_compute_data(r, f, why) != 0) {
+            int failed;
+            if (ring_is_decode(f) && r->batch_max > 1 && (nb = ring_gather_batch(r, &held)) > 1)
+                failed = ring_compute_batch(r, r->batch, nb, why) != 0;
+            else
+                failed = ring_compute_data(r, f, why) != 0;
+            if (failed) {
                 snprintf(text, sizeof(text), "%s: %s", r->o.name, why);
                 ring_fail(r, "%s", text);
                 ring_forward_error(r, f, text);
+                for (int i = 1; i < nb; i++) queue_push(&r->free_q, r->batch[i], 0);
                 stop = 1;
-                f = NULL;
+                nb = 0;
             }
         } else if (type == PROTO_RELEASE) {
             ring_release_sample(r, f->h.sample_id);
@@ -306,12 +396,16 @@ static void *ring_compute_main(void *arg)
         r->stats.wait_s += t1 - t0;
         r->stats.compute_s += time_now() - t1;
         pthread_mutex_unlock(&r->mu);
-        if (f && queue_push(&r->out_q, f, -1) != 0) {
-            queue_push(&r->free_q, f, 0);
+        int pushed = 0;
+        for (; pushed < nb; pushed++)
+            if (queue_push(&r->out_q, r->batch[pushed], -1) != 0) break;
+        if (pushed < nb) {
+            for (; pushed < nb; pushed++) queue_push(&r->free_q, r->batch[pushed], 0);
             break;
         }
         if (stop) break;
     }
+    if (held) queue_push(&r->free_q, held, 0);
     pthread_mutex_lock(&r->mu);
     r->finished = 1;
     pthread_cond_broadcast(&r->cv);
@@ -347,10 +441,16 @@ int ring_start(ring *r, const ring_opts *o, char *err)
     }
     if (r->o.m) {
         const model *m = r->o.m;
-        if ((rc = forward_state_init(&r->fs, m, r->o.limits.max_batch, r->o.max_seq, err))) goto fail;
+        uint32_t ns = r->o.limits.n_samples;
+        r->batch_max = ns < 1 ? 1 : ns > FORWARD_MAX_SAMPLES ? FORWARD_MAX_SAMPLES : (int)ns;
+        int x_rows = r->o.limits.max_batch > r->batch_max ? r->o.limits.max_batch : r->batch_max;
+        if ((rc = forward_state_init_batch(&r->fs, m, r->o.limits.max_batch, r->batch_max, r->o.max_seq, err)))
+            goto fail;
         r->kv = calloc(r->o.limits.n_samples, sizeof(kv_cache));
-        r->x = malloc((size_t)r->o.limits.max_batch * m->cfg.dim * sizeof(float));
-        if (!r->kv || !r->x) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto fail; }
+        r->x = malloc((size_t)x_rows * m->cfg.dim * sizeof(float));
+        r->batch = calloc((size_t)r->batch_max, sizeof(*r->batch));
+        r->rows = calloc((size_t)r->batch_max, sizeof(*r->rows));
+        if (!r->kv || !r->x || !r->batch || !r->rows) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto fail; }
     }
     if (pthread_create(&r->rx, NULL, ring_rx_main, r) != 0) {
         rc = mdi_fail(err, MDI_ENOMEM, "cannot start the receiving thread");
@@ -508,6 +608,10 @@ void ring_stop(ring *r)
     if (r->o.m && r->fs.xb) forward_state_free(&r->fs);
     free(r->x);
     r->x = NULL;
+    free(r->batch);
+    free(r->rows);
+    r->batch = NULL;
+    r->rows = NULL;
     queue_free(&r->in_q);
     queue_free(&r->out_q);
     queue_free(&r->free_q);

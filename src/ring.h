@@ -19,7 +19,13 @@
  * A secondary passes its model (ring_opts.m) and the ring runs the compute
  * thread itself: it keeps one KV cache per sample, created at the sample's
  * first frame and freed when its RELEASE passes; the node whose next hop is
- * the starter sends only the last row of each frame. The starter passes no
+ * the starter sends only the last row of each frame. The compute thread
+ * takes every decode frame (one token) waiting in the input queue, of
+ * distinct samples and up to a batch limit (n_samples, at most
+ * FORWARD_MAX_SAMPLES), and runs them through the layers as one batch
+ * (forward_layers_batch: each weight matrix read once, each sample's rows
+ * as when it runs alone); a prefill chunk runs alone. Frames leave in the
+ * order they came. The starter passes no
  * model and is its own compute thread, through ring_recv / ring_send.
  *
  * Any failure (peer gone, garbage, timeout) is recorded once
@@ -67,6 +73,8 @@ typedef struct {
     double compute_s;          /* compute thread busy */
     double wait_s;             /* compute thread waiting for input */
     uint64_t tokens;           /* rows run through the layers */
+    uint64_t batches;          /* rounds that ran several decode frames together */
+    uint64_t batched_tokens;   /* the rows of those rounds */
 } ring_stats;
 
 typedef struct {
@@ -88,7 +96,10 @@ typedef struct {
     /* compute state (secondary) */
     forward_state fs;
     kv_cache *kv;              /* n_samples entries */
-    float *x;                  /* (max_batch, dim) */
+    float *x;                  /* (max(max_batch, batch_max), dim) */
+    int batch_max;             /* decode frames run together at most */
+    proto_frame **batch;       /* (batch_max,) */
+    forward_row *rows;         /* (batch_max,) */
     size_t kv_bytes, kv_bytes_peak;
 } ring;
 

@@ -156,13 +156,16 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 {
     ring_stats rs;
     ring_get_stats(r, &rs);
-    return json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:f}",
+    json_t *o = json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:f}",
                      "compute_s", rs.compute_s, "wait_s", rs.wait_s,
                      "bytes_sent", (json_int_t)rs.bytes_sent, "bytes_received", (json_int_t)rs.bytes_received,
                      "frames_sent", (json_int_t)rs.frames_sent, "frames_received", (json_int_t)rs.frames_received,
                      "tokens", (json_int_t)rs.tokens, "weight_bytes", (json_int_t)m->weight_bytes,
                      "dtype", m->dtypes, "memory_bytes", (json_int_t)ring_memory_bytes(r, 1),
                      "kv_bytes", (json_int_t)ring_kv_bytes(r, 1), "load_s", load_s);
+    json_object_set_new(o, "decode_batches", json_integer((json_int_t)rs.batches));
+    json_object_set_new(o, "batched_tokens", json_integer((json_int_t)rs.batched_tokens));
+    return o;
 }
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
