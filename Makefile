@@ -59,6 +59,7 @@ asan:
 bench: all
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench.sh
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_ring.sh
+	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_batch.sh
 
 demo: all
 	@BIN=$(BIN) MODEL=$(MODEL) tools/demo.sh
