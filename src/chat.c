@@ -234,7 +234,8 @@ int chat_run(const starter_opts *o, const tokenizer *tok, chat_engine *e, int vo
         r->generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int));
         sample_result_append_text(r, "");
         sample_state ss;
-        if (!r->generated_ids || (rc = sample_state_init(&ss, r, o, tok, vocab_size, n - 1, out, err))) {
+        sample_params sp = generate_sample_params(o, n - 1);
+        if (!r->generated_ids || (rc = sample_state_init(&ss, r, &sp, tok, vocab_size, out, err))) {
             if (!rc)
                 rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
             break;

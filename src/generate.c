@@ -81,14 +81,20 @@ int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_
     return MDI_OK;
 }
 
-int sample_state_init(sample_state *s, sample_result *res, const starter_opts *o, const tokenizer *tok,
-                      int vocab_size, int index, FILE *echo, char *err)
+sample_params generate_sample_params(const starter_opts *o, int index)
+{
+    sample_params sp = { o->n_tokens, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index, !o->chat };
+    return sp;
+}
+
+int sample_state_init(sample_state *s, sample_result *res, const sample_params *sp, const tokenizer *tok,
+                      int vocab_size, FILE *echo, char *err)
 {
     memset(s, 0, sizeof(*s));
     s->res = res;
-    s->max_new = o->n_tokens;
+    s->max_new = sp->max_new;
     s->echo = echo;
-    if (sampler_init(&s->smp, vocab_size, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index) != 0)
+    if (sampler_init(&s->smp, vocab_size, sp->temperature, sp->top_k, sp->top_p, sp->seed) != 0)
         return mdi_fail(err, MDI_ENOMEM, "out of memory for the sampler");
     tokenizer_stream_init(&s->stream);
     /* the prompt goes through the stream too, so that the first generated
@@ -96,7 +102,7 @@ int sample_state_init(sample_state *s, sample_result *res, const starter_opts *o
     char piece[512];
     for (int i = 0; i < res->n_prompt; i++) {
         tokenizer_stream_next(tok, &s->stream, res->prompt_ids[i], piece, sizeof(piece));
-        if (echo && !o->chat)
+        if (echo && sp->echo_prompt)
             fputs(piece, echo);
     }
     if (echo)
@@ -301,7 +307,8 @@ int generate_standalone(const starter_opts *o, const model *m, const tokenizer *
             if (r.slot_sample[k] >= 0)
                 continue;
             int i = next++;
-            if ((rc = sample_state_init(&r.ss[k], &results[i], o, tok, c->vocab_size, i, r.echo, err)))
+            sample_params sp = generate_sample_params(o, i);
+            if ((rc = sample_state_init(&r.ss[k], &results[i], &sp, tok, c->vocab_size, r.echo, err)))
                 break;
             r.slot_sample[k] = i;
             kv_cache_reset(&r.kv[k]);

@@ -40,10 +40,26 @@ typedef struct {
 int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_samples,
                              sample_result **out, char *err);
 
-/* Sets up a sample's sampler (seeded with o->seed + index) and stream, and
- * echoes its prompt when echo is given. */
-int sample_state_init(sample_state *s, sample_result *res, const starter_opts *o, const tokenizer *tok,
-                      int vocab_size, int index, FILE *echo, char *err);
+/* What one sample asks of the engine, apart from the command line: its
+ * token budget and its sampler (a service sets them per request). */
+typedef struct {
+    int max_new;             /* new tokens at most */
+    float temperature;       /* 0: greedy */
+    int top_k;               /* 0: off */
+    float top_p;             /* 1: off */
+    uint64_t seed;
+    int echo_prompt;         /* stream the prompt's text before the new text */
+} sample_params;
+
+/* The command line's parameters for sample index: --n-tokens,
+ * --temperature, --top-k, --top-p, seed --seed + index; the prompt is
+ * echoed unless --chat. */
+sample_params generate_sample_params(const starter_opts *o, int index);
+
+/* Sets up a sample's sampler and stream, and echoes its prompt when echo
+ * is given and sp->echo_prompt. */
+int sample_state_init(sample_state *s, sample_result *res, const sample_params *sp, const tokenizer *tok,
+                      int vocab_size, FILE *echo, char *err);
 void sample_state_free(sample_state *s);
 
 /* Takes the logits after the sample's last fed token at time t (seconds

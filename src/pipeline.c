@@ -377,9 +377,11 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
     }
     int n_init = 0, n_done = 0, in_flight = 0;
-    for (; n_init < n && !rc; n_init++)
-        rc = sample_state_init(&ss[n_init], &res[n_init], o, tok, p->cfg.vocab_size, n_init,
+    for (; n_init < n && !rc; n_init++) {
+        sample_params sp = generate_sample_params(o, n_init);
+        rc = sample_state_init(&ss[n_init], &res[n_init], &sp, tok, p->cfg.vocab_size,
                                n == 1 && !o->quiet ? stdout : NULL, err);
+    }
     for (int i = 0; i < n && !rc; i++)
         if (ss[i].done) {
             prefill_off[i] = res[i].n_prompt;
