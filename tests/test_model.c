@@ -382,6 +382,69 @@ static void test_malformed(void)
     expect_load_error("no such path", "/nonexistent/ckpt", "/nonexistent/ckpt", NULL);
 }
 
+/* Hostile or broken configurations: each refused with one line naming the
+ * field, before anything is sized from it. */
+static void test_config_limits(void)
+{
+    static const struct { const char *key, *value, *want; } cases[] = {
+        /* 16 * (2^29 + 4) and 8 * (2^29 + 4) wrap to 64 and 32 in int */
+        { "head_dim", "536870916", "head_dim" },
+        { "num_attention_heads", "5000", "num_attention_heads" },
+        { "hidden_size", "-64", "hidden_size" },
+        { "hidden_size", "4294967360", "hidden_size" },
+        { "intermediate_size", "1e9", "intermediate_size" },
+        { "num_hidden_layers", "100000", "num_hidden_layers" },
+        { "vocab_size", "-512", "vocab_size" },
+        { "vocab_size", "2147483648", "vocab_size" },
+        { "num_key_value_heads", "0", "must be positive" },
+        { "num_key_value_heads", "3", "not a multiple" },
+        { "max_position_embeddings", "0", "must be positive" },
+        { "max_position_embeddings", "9999999999", "max_position_embeddings" },
+        { "rms_norm_eps", "0", "rms_norm_eps" },
+        { "rms_norm_eps", "-1e-5", "rms_norm_eps" },
+        { "rms_norm_eps", "1e-300", "rms_norm_eps" },
+        { "rope_theta", "0.0", "rope_theta" },
+        { "rope_theta", "1e300", "rope_theta" },
+        { "rope_theta", "\"10000\"", "rope_theta" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": -8}", "factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 0}", "factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"low_freq_factor\": 4, \"high_freq_factor\": 4}",
+          "high_freq_factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"original_max_position_embeddings\": 0}",
+          "original_max_position_embeddings" },
+        { "rope_freq_factors", "[1, 1, 0, 1]", "rope_freq_factors[2]" },
+    };
+    const char *base = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 172, "
+                       "\"num_hidden_layers\": 5, \"num_attention_heads\": 8, \"num_key_value_heads\": 4, "
+                       "\"head_dim\": 8, \"vocab_size\": 512, \"max_position_embeddings\": 512}";
+    char err[MDI_ERR_LEN];
+    model_config c;
+    json_t *root = json_loads(base, 0, NULL);
+    int rc = model_config_from_json(&c, root, "config.json", err);
+    test_result(rc == 0 && c.dim == 64 && c.n_kv_heads == 4, "config limits: the base configuration loads", "%s", err);
+    json_decref(root);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        root = json_loads(base, 0, NULL);
+        json_t *v = json_loads(cases[i].value, JSON_DECODE_ANY, NULL);
+        json_object_set_new(root, cases[i].key, v ? v : json_string("?"));
+        err[0] = 0;
+        rc = model_config_from_json(&c, root, "config.json", err);
+        char name[160];
+        snprintf(name, sizeof(name), "config limits: %s = %s refused", cases[i].key, cases[i].value);
+        test_result(rc != 0 && strstr(err, cases[i].want) && strstr(err, "config.json") && !strchr(err, '\n'), name,
+                    "rc %d: %s", rc, err);
+        json_decref(root);
+    }
+    /* token ids out of range are dropped, not truncated */
+    root = json_loads(base, 0, NULL);
+    json_object_set_new(root, "bos_token_id", json_integer(-5));
+    json_object_set_new(root, "eos_token_id", json_pack("[I, i]", (json_int_t)1 << 40, 2));
+    rc = model_config_from_json(&c, root, "config.json", err);
+    test_result(rc == 0 && c.bos_id == -1 && c.n_eos == 1 && c.eos_ids[0] == 2,
+                "config limits: token ids outside 0..INT_MAX ignored", "rc %d bos %d n_eos %d", rc, c.bos_id, c.n_eos);
+    json_decref(root);
+}
+
 int main(void)
 {
     kernels_init(2);
@@ -395,6 +458,7 @@ int main(void)
     test_matrix_dtype_table();
     test_block_types();
     test_malformed();
+    test_config_limits();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
