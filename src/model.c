@@ -386,6 +386,20 @@ static uintptr_t dtype_align(dtype_t t)
     return dtype_is_block(t) ? sizeof(uint16_t) : dtype_get(t)->block_bytes;
 }
 
+/* The tensor's bytes where its type's loads are aligned: the data itself,
+ * or (a safetensors header of any length puts data at any offset) an aligned
+ * copy in *tmp, which the caller frees. NULL when out of memory. */
+static const void *aligned_source(const tensor_info *t, void **tmp)
+{
+    *tmp = NULL;
+    if ((uintptr_t)t->data % dtype_align(t->dtype) == 0)
+        return t->data;
+    *tmp = malloc(t->nbytes ? t->nbytes : 1);
+    if (*tmp)
+        memcpy(*tmp, t->data, t->nbytes);
+    return *tmp;
+}
+
 /* A matrix in the dtype model_matrix_dtype chooses: borrowed from the
  * mapping when stored so (and aligned), else converted into a buffer the
  * model owns. */
@@ -414,8 +428,13 @@ static int load_mat(model *m, const char *path, const char *name, int rows, int 
     void *buf = model_own(m, dtype_matrix_size(use, rows, cols));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    convert_task ct = { buf, use, t->data, t->dtype, n };
+    void *tmp = NULL;
+    const void *src = aligned_source(t, &tmp);
+    if (!src)
+        return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
+    convert_task ct = { buf, use, src, t->dtype, n };
     kernels_parallel(convert_worker, &ct);
+    free(tmp);
     out->data = buf;
     if (t->mapped)
         release_pages(t->data, t->nbytes);
@@ -434,9 +453,12 @@ static int load_vec(model *m, const char *path, const char *name, int n, const f
         return MDI_OK;
     }
     float *buf = model_own(m, (size_t)n * sizeof(float));
-    if (!buf)
+    void *tmp = NULL;
+    const void *src = buf ? aligned_source(t, &tmp) : NULL;
+    if (!src)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    dtype_convert(buf, DTYPE_F32, t->data, t->dtype, (size_t)n);
+    dtype_convert(buf, DTYPE_F32, src, t->dtype, (size_t)n);
+    free(tmp);
     *out = buf;
     return MDI_OK;
 }
