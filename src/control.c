@@ -126,8 +126,11 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
         (r = rc_str(o, "chunk_sha256", rc->chunk_sha256, sizeof(rc->chunk_sha256), err)))
         return r;
     if (!json_is_array(layers) || json_array_size(layers) != 2 ||
-        !json_is_integer(json_array_get(layers, 0)) || !json_is_integer(json_array_get(layers, 1)))
-        return mdi_fail(err, MDI_EARG, "run configuration: layers: expected [begin, end]");
+        !json_is_integer(json_array_get(layers, 0)) || !json_is_integer(json_array_get(layers, 1)) ||
+        json_integer_value(json_array_get(layers, 0)) < 0 || json_integer_value(json_array_get(layers, 1)) < 0 ||
+        json_integer_value(json_array_get(layers, 0)) > MODEL_MAX_LAYERS ||
+        json_integer_value(json_array_get(layers, 1)) > MODEL_MAX_LAYERS)
+        return mdi_fail(err, MDI_EARG, "run configuration: layers: expected [begin, end] in 0..%d", MODEL_MAX_LAYERS);
     rc->layer_begin = (int)json_integer_value(json_array_get(layers, 0));
     rc->layer_end = (int)json_integer_value(json_array_get(layers, 1));
     rc->is_last = json_is_true(json_object_get(o, "is_last"));
@@ -143,7 +146,8 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
     rc->chunk_size = (uint64_t)json_integer_value(size);
     json_t *to = json_object_get(o, "timeout_s");
     rc->timeout_s = json_is_number(to) ? json_number_value(to) : 10.0;
-    if (rc->timeout_s <= 0) return mdi_fail(err, MDI_EARG, "run configuration: timeout_s: expected > 0");
+    if (!(rc->timeout_s > 0 && rc->timeout_s <= 86400))
+        return mdi_fail(err, MDI_EARG, "run configuration: timeout_s: expected a number of seconds in (0, 86400]");
     if (strlen(rc->chunk_sha256) != 64 || strspn(rc->chunk_sha256, "0123456789abcdef") != 64)
         return mdi_fail(err, MDI_EARG, "run configuration: chunk_sha256: expected 64 lowercase hex digits");
     char why[MDI_ERR_LEN];

@@ -2,6 +2,7 @@
 #include "model.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 
 /* ---- configuration ---- */
 
-static int get_int(json_t *root, const char *key, int required, int dflt, int *out,
+static int get_int(json_t *root, const char *key, int required, int dflt, int max, int *out,
                    const char *fname, char *err)
 {
     json_t *v = json_object_get(root, key);
@@ -22,37 +23,49 @@ static int get_int(json_t *root, const char *key, int required, int dflt, int *o
         *out = dflt;
         return MDI_OK;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30))
-        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be a non-negative integer", fname, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be an integer in 0..%d", fname, key, max);
     *out = (int)json_integer_value(v);
     return MDI_OK;
 }
 
-static int get_num(json_t *root, const char *key, double dflt, float *out, const char *fname, char *err)
+/* A finite number; positive unless zero_ok. */
+static int get_num(json_t *root, const char *key, double dflt, int zero_ok, float *out, const char *fname,
+                   char *err)
 {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
         *out = (float)dflt;
         return MDI_OK;
     }
-    if (!json_is_number(v))
-        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be a number", fname, key);
-    *out = (float)json_number_value(v);
+    double x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!isfinite(x) || !isfinite((float)x) || x < 0 || (x == 0 && !zero_ok) || (x > 0 && (float)x == 0))
+        return mdi_fail(err, MDI_EFORMAT, "%s: field \"%s\" must be a finite %s number", fname, key,
+                        zero_ok ? "non-negative" : "positive");
+    *out = (float)x;
     return MDI_OK;
+}
+
+/* A token id from the configuration: ids outside 0..INT_MAX are ignored. */
+static int token_id(json_t *v, int *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+        return 0;
+    *out = (int)json_integer_value(v);
+    return 1;
 }
 
 static void set_eos(model_config *c, json_t *v)
 {
     if (json_is_integer(v)) {
-        c->eos_ids[0] = (int)json_integer_value(v);
-        c->n_eos = 1;
+        c->n_eos = token_id(v, &c->eos_ids[0]);
     } else if (json_is_array(v)) {
         size_t i;
         json_t *e;
         c->n_eos = 0;
         json_array_foreach(v, i, e) {
-            if (json_is_integer(e) && c->n_eos < MODEL_MAX_EOS)
-                c->eos_ids[c->n_eos++] = (int)json_integer_value(e);
+            if (c->n_eos < MODEL_MAX_EOS && token_id(e, &c->eos_ids[c->n_eos]))
+                c->n_eos++;
         }
     }
 }
@@ -71,27 +84,33 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
                         "%s: unknown model_type \"%s\" (supported: llama, mistral, qwen2, qwen3)", fname, type);
     snprintf(c->model_type, sizeof(c->model_type), "%s", type);
     int rc;
-    if ((rc = get_int(root, "hidden_size", 1, 0, &c->dim, fname, err)) ||
-        (rc = get_int(root, "intermediate_size", 1, 0, &c->hidden_dim, fname, err)) ||
-        (rc = get_int(root, "num_hidden_layers", 1, 0, &c->n_layers, fname, err)) ||
-        (rc = get_int(root, "num_attention_heads", 1, 0, &c->n_heads, fname, err)) ||
-        (rc = get_int(root, "vocab_size", 1, 0, &c->vocab_size, fname, err)) ||
-        (rc = get_int(root, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, fname, err)) ||
-        (rc = get_int(root, "max_position_embeddings", 0, 2048, &c->max_seq_len, fname, err)))
+    if ((rc = get_int(root, "hidden_size", 1, 0, MODEL_MAX_DIM, &c->dim, fname, err)) ||
+        (rc = get_int(root, "intermediate_size", 1, 0, MODEL_MAX_HIDDEN, &c->hidden_dim, fname, err)) ||
+        (rc = get_int(root, "num_hidden_layers", 1, 0, MODEL_MAX_LAYERS, &c->n_layers, fname, err)) ||
+        (rc = get_int(root, "num_attention_heads", 1, 0, MODEL_MAX_HEADS, &c->n_heads, fname, err)) ||
+        (rc = get_int(root, "vocab_size", 1, 0, MODEL_MAX_VOCAB, &c->vocab_size, fname, err)) ||
+        (rc = get_int(root, "num_key_value_heads", 0, c->n_heads, MODEL_MAX_HEADS, &c->n_kv_heads, fname, err)) ||
+        (rc = get_int(root, "max_position_embeddings", 0, 2048, MODEL_MAX_SEQ, &c->max_seq_len, fname, err)))
         return rc;
     if (c->dim == 0 || c->hidden_dim == 0 || c->n_layers == 0 || c->n_heads == 0 || c->vocab_size == 0 ||
-        c->n_kv_heads == 0)
+        c->n_kv_heads == 0 || c->max_seq_len == 0)
         return mdi_fail(err, MDI_EFORMAT, "%s: hidden_size, intermediate_size, num_hidden_layers, "
-                        "num_attention_heads, num_key_value_heads and vocab_size must be positive", fname);
+                        "num_attention_heads, num_key_value_heads, vocab_size and max_position_embeddings "
+                        "must be positive", fname);
     if (c->n_heads % c->n_kv_heads != 0)
         return mdi_fail(err, MDI_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
                         fname, c->n_heads, c->n_kv_heads);
-    if ((rc = get_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, fname, err)))
+    if ((rc = get_int(root, "head_dim", 0, c->dim / c->n_heads, MODEL_MAX_HEAD_DIM, &c->head_dim, fname, err)))
         return rc;
     if (c->head_dim == 0 || c->head_dim % 2 != 0)
         return mdi_fail(err, MDI_EFORMAT, "%s: head_dim %d must be positive and even", fname, c->head_dim);
-    if ((rc = get_num(root, "rms_norm_eps", 1e-6, &c->norm_eps, fname, err)) ||
-        (rc = get_num(root, "rope_theta", 10000.0, &c->rope_theta, fname, err)))
+    /* the widths the forward pass indexes with int: in 64-bit, then bounded */
+    int64_t q_dim = (int64_t)c->n_heads * c->head_dim;
+    if (q_dim > MODEL_MAX_DIM)
+        return mdi_fail(err, MDI_EFORMAT, "%s: num_attention_heads %d * head_dim %d = %lld exceeds %d", fname,
+                        c->n_heads, c->head_dim, (long long)q_dim, MODEL_MAX_DIM);
+    if ((rc = get_num(root, "rms_norm_eps", 1e-6, 0, &c->norm_eps, fname, err)) ||
+        (rc = get_num(root, "rope_theta", 10000.0, 0, &c->rope_theta, fname, err)))
         return rc;
     json_t *act = json_object_get(root, "hidden_act");
     if (json_is_string(act) && strcmp(json_string_value(act), "silu"))
@@ -104,11 +123,16 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
         const char *rts = json_is_string(rt) ? json_string_value(rt) : "?";
         if (!strcmp(rts, "llama3")) {
             c->rope_llama3 = 1;
-            if ((rc = get_num(rs, "factor", 8.0, &c->rope_factor, fname, err)) ||
-                (rc = get_num(rs, "low_freq_factor", 1.0, &c->rope_low_freq_factor, fname, err)) ||
-                (rc = get_num(rs, "high_freq_factor", 4.0, &c->rope_high_freq_factor, fname, err)) ||
-                (rc = get_int(rs, "original_max_position_embeddings", 0, 8192, &c->rope_original_max_pos, fname, err)))
+            if ((rc = get_num(rs, "factor", 8.0, 0, &c->rope_factor, fname, err)) ||
+                (rc = get_num(rs, "low_freq_factor", 1.0, 0, &c->rope_low_freq_factor, fname, err)) ||
+                (rc = get_num(rs, "high_freq_factor", 4.0, 0, &c->rope_high_freq_factor, fname, err)) ||
+                (rc = get_int(rs, "original_max_position_embeddings", 0, 8192, MODEL_MAX_SEQ,
+                              &c->rope_original_max_pos, fname, err)))
                 return rc;
+            if (!(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_original_max_pos == 0)
+                return mdi_fail(err, MDI_EFORMAT, "%s: rope_scaling: high_freq_factor %g must exceed low_freq_factor "
+                                "%g, and original_max_position_embeddings be positive", fname,
+                                (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
         } else if (strcmp(rts, "default")) {
             return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3)", fname, rts);
         }
@@ -124,7 +148,7 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
             return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors and rope_scaling llama3 both given", fname);
         for (size_t i = 0; i < json_array_size(ff); i++) {
             json_t *x = json_array_get(ff, i);
-            if (!json_is_number(x) || !(json_number_value(x) > 0))
+            if (!json_is_number(x) || !(json_number_value(x) > 0) || !isfinite((float)json_number_value(x)))
                 return mdi_fail(err, MDI_EFORMAT, "%s: rope_freq_factors[%zu] must be a positive number", fname, i);
             c->rope_freq_factors[i] = (float)json_number_value(x);
         }
@@ -143,11 +167,12 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
      * use_sliding_window, and then on some layers only: not supported. */
     json_t *sw = json_object_get(root, "sliding_window");
     if (!strcmp(type, "mistral") && json_is_integer(sw) && json_integer_value(sw) > 0)
-        c->sliding_window = (int)json_integer_value(sw);
+        c->sliding_window = json_integer_value(sw) < MODEL_MAX_SEQ ? (int)json_integer_value(sw) : 0;
     if ((!strcmp(type, "qwen2") || !strcmp(type, "qwen3")) && json_is_true(json_object_get(root, "use_sliding_window")))
         return mdi_fail(err, MDI_EUNSUPPORTED, "%s: use_sliding_window true is not supported for %s", fname, type);
     json_t *bos = json_object_get(root, "bos_token_id");
-    c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+    if (!token_id(bos, &c->bos_id))
+        c->bos_id = -1;
     set_eos(c, json_object_get(root, "eos_token_id"));
     return MDI_OK;
 }
@@ -196,8 +221,7 @@ int model_config_load(model_config *c, const char *path, char *err)
         json_t *g = json_load_file(p, 0, NULL);
         if (g) {
             json_t *b = json_object_get(g, "bos_token_id");
-            if (json_is_integer(b))
-                c->bos_id = (int)json_integer_value(b);
+            token_id(b, &c->bos_id);
             json_t *e = json_object_get(g, "eos_token_id");
             if (json_is_integer(e) || json_is_array(e))
                 set_eos(c, e);
@@ -362,6 +386,20 @@ static uintptr_t dtype_align(dtype_t t)
     return dtype_is_block(t) ? sizeof(uint16_t) : dtype_get(t)->block_bytes;
 }
 
+/* The tensor's bytes where its type's loads are aligned: the data itself,
+ * or (a safetensors header of any length puts data at any offset) an aligned
+ * copy in *tmp, which the caller frees. NULL when out of memory. */
+static const void *aligned_source(const tensor_info *t, void **tmp)
+{
+    *tmp = NULL;
+    if ((uintptr_t)t->data % dtype_align(t->dtype) == 0)
+        return t->data;
+    *tmp = malloc(t->nbytes ? t->nbytes : 1);
+    if (*tmp)
+        memcpy(*tmp, t->data, t->nbytes);
+    return *tmp;
+}
+
 /* A matrix in the dtype model_matrix_dtype chooses: borrowed from the
  * mapping when stored so (and aligned), else converted into a buffer the
  * model owns. */
@@ -390,8 +428,13 @@ static int load_mat(model *m, const char *path, const char *name, int rows, int 
     void *buf = model_own(m, dtype_matrix_size(use, rows, cols));
     if (!buf)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    convert_task ct = { buf, use, t->data, t->dtype, n };
+    void *tmp = NULL;
+    const void *src = aligned_source(t, &tmp);
+    if (!src)
+        return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
+    convert_task ct = { buf, use, src, t->dtype, n };
     kernels_parallel(convert_worker, &ct);
+    free(tmp);
     out->data = buf;
     if (t->mapped)
         release_pages(t->data, t->nbytes);
@@ -410,9 +453,12 @@ static int load_vec(model *m, const char *path, const char *name, int n, const f
         return MDI_OK;
     }
     float *buf = model_own(m, (size_t)n * sizeof(float));
-    if (!buf)
+    void *tmp = NULL;
+    const void *src = buf ? aligned_source(t, &tmp) : NULL;
+    if (!src)
         return mdi_fail(err, MDI_ENOMEM, "%s: out of memory converting %s", path, name);
-    dtype_convert(buf, DTYPE_F32, t->data, t->dtype, (size_t)n);
+    dtype_convert(buf, DTYPE_F32, src, t->dtype, (size_t)n);
+    free(tmp);
     *out = buf;
     return MDI_OK;
 }

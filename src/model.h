@@ -35,6 +35,16 @@
 
 #define MODEL_MAX_EOS 8
 #define MODEL_MAX_ROPE_FACTORS 256 /* head_dim / 2 at most */
+/* Limits of a configuration, checked (in 64-bit) before anything is sized
+ * from it: every width and product the forward pass computes in int stays
+ * far below INT_MAX, batch (PROTO/run max_batch <= 65536) included. */
+#define MODEL_MAX_DIM (1 << 17)       /* hidden_size; also num_attention_heads * head_dim */
+#define MODEL_MAX_HIDDEN (1 << 20)    /* intermediate_size */
+#define MODEL_MAX_LAYERS 4096
+#define MODEL_MAX_HEADS 4096
+#define MODEL_MAX_HEAD_DIM 4096
+#define MODEL_MAX_VOCAB (1 << 24)
+#define MODEL_MAX_SEQ (1 << 24)       /* max_position_embeddings */
 
 typedef struct {
     char model_type[32];     /* "llama", "mistral", "qwen2", "qwen3" */

@@ -176,7 +176,7 @@ int net_accept(int lfd, double timeout_s, const volatile int *cancel, char *peer
 {
     double deadline = timeout_s < 0 ? 0 : time_now() + timeout_s;
     for (;;) {
-        if (cancel && *cancel) return mdi_fail(err, MDI_ESTATE, "cancelled");
+        if (net_cancelled(cancel)) return mdi_fail(err, MDI_ESTATE, "cancelled");
         struct pollfd p = {.fd = lfd, .events = POLLIN};
         int ms = net_slice_ms(deadline);
         if (ms == 0) return mdi_fail(err, MDI_ETIMEOUT, "no connection within %.1f s", timeout_s);
@@ -206,7 +206,7 @@ int net_read_full(int fd, void *buf, size_t n, double timeout_s,
     size_t done = 0;
     int rc = 0;
     while (done < n) {
-        if (cancel && *cancel) { rc = mdi_fail(err, MDI_ESTATE, "cancelled"); break; }
+        if (net_cancelled(cancel)) { rc = mdi_fail(err, MDI_ESTATE, "cancelled"); break; }
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int ms = net_slice_ms(deadline);
         if (ms == 0) {
@@ -240,7 +240,7 @@ int net_write_full(int fd, const void *buf, size_t n, double timeout_s,
     double deadline = timeout_s < 0 ? 0 : time_now() + timeout_s;
     size_t done = 0;
     while (done < n) {
-        if (cancel && *cancel) return mdi_fail(err, MDI_ESTATE, "cancelled");
+        if (net_cancelled(cancel)) return mdi_fail(err, MDI_ESTATE, "cancelled");
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         int ms = net_slice_ms(deadline);
         if (ms == 0)

@@ -48,4 +48,15 @@ void net_peer_name(int fd, char *out);
 /* shutdown(2) both ways then close(2); ignores fd < 0. */
 void net_close(int fd);
 
+/* A cancel flag is set by one thread and polled by others: atomic loads and
+ * stores (a plain volatile int is a data race under the C11 model). */
+static inline int net_cancelled(const volatile int *cancel)
+{
+    return cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
+}
+static inline void net_cancel(volatile int *cancel)
+{
+    __atomic_store_n(cancel, 1, __ATOMIC_RELEASE);
+}
+
 #endif

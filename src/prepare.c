@@ -500,8 +500,9 @@ int prepare_manifest_load(prepare_manifest *m, const char *path, int allow_incom
     }
     for (int i = 0; i < m->n_nodes; i++) {
         json_t *x = json_array_get(lpn, (size_t)i);
-        if (!json_is_integer(x)) {
-            rc = mdi_fail(err, MDI_EFORMAT, "%s: layers_per_node[%d] is not an integer", file, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > m->n_layers) {
+            rc = mdi_fail(err, MDI_EFORMAT, "%s: layers_per_node[%d] is not an integer in 0..%d", file, i,
+                          m->n_layers);
             goto done;
         }
         m->layers_per_node[i] = (int)json_integer_value(x);

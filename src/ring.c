@@ -135,7 +135,7 @@ static void *ring_tx_main(void *arg)
      * until the deadline. */
     double deadline = time_now() + r->o.accept_timeout_s;
     int fd = -1;
-    while (!r->cancel) {
+    while (!net_cancelled(&r->cancel)) {
         fd = net_connect(r->o.next_host, r->o.next_port, r->o.timeout_s, err);
         if (fd >= 0) break;
         if (time_now() > deadline) {
@@ -143,7 +143,7 @@ static void *ring_tx_main(void *arg)
                       r->o.next_host, r->o.next_port, err);
             return NULL;
         }
-        for (int i = 0; i < 2 && !r->cancel; i++) {
+        for (int i = 0; i < 2 && !net_cancelled(&r->cancel); i++) {
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
@@ -354,7 +354,7 @@ static void *ring_compute_main(void *arg)
         if (rc != 0) {
             /* The receiver failed (its error is recorded) or we were
              * stopped: tell the nodes downstream when we can. */
-            if (!r->cancel) {
+            if (!net_cancelled(&r->cancel)) {
                 proto_frame *f = ring_frame_get(r, 0.5);
                 if (f) {
                     ring_error(r, why);
@@ -575,7 +575,7 @@ size_t ring_kv_bytes(ring *r, int peak)
 void ring_stop(ring *r)
 {
     pthread_mutex_lock(&r->mu);
-    r->cancel = 1;
+    net_cancel(&r->cancel);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     if (r->in_q.items) queue_close(&r->in_q);

@@ -1,6 +1,7 @@
 /* safetensors: see safetensors.h for the file layout. */
 #include "safetensors.h"
 #include "gguf.h"
+#include "model.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -443,14 +444,28 @@ static int open_llama2c(tensor_source *s, const char *path, char *err)
     int32_t h[7];
     memcpy(h, mf->map, sizeof(h));
     int dim = h[0], hidden = h[1], L = h[2], nh = h[3], nkv = h[4], vocab = h[5], seq = h[6];
+    /* a negative vocabulary means an unshared classifier; INT32_MIN has no
+     * positive counterpart */
     int shared = vocab > 0;
-    if (vocab < 0)
+    if (vocab < 0 && vocab != INT32_MIN)
         vocab = -vocab;
-    if (dim <= 0 || hidden <= 0 || L <= 0 || nh <= 0 || nkv <= 0 || vocab <= 0 || seq <= 0 ||
-        dim % nh != 0 || nh % nkv != 0 || dim > (1 << 20) || L > 4096 || vocab > (1 << 24))
+    /* each field within the limits of a configuration (model.h), so that
+     * every size below fits in 64 bits */
+    static const char *const field[7] = { "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
+                                          "seq_len" };
+    const int64_t lim[7] = { MODEL_MAX_DIM, MODEL_MAX_HIDDEN, MODEL_MAX_LAYERS, MODEL_MAX_HEADS, MODEL_MAX_HEADS,
+                             MODEL_MAX_VOCAB, MODEL_MAX_SEQ };
+    const int v[7] = { dim, hidden, L, nh, nkv, vocab, seq };
+    const char *bad = NULL;
+    for (int i = 0; i < 7 && !bad; i++)
+        if (v[i] <= 0 || v[i] > lim[i])
+            bad = field[i];
+    if (!bad && (dim % nh != 0 || nh % nkv != 0))
+        bad = dim % nh != 0 ? "n_heads (does not divide dim)" : "n_kv_heads (does not divide n_heads)";
+    if (bad)
         return mdi_fail(err, MDI_EFORMAT,
-                        "%s: bad llama2.c header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, seq %d)",
-                        path, dim, hidden, L, nh, nkv, vocab, seq);
+                        "%s: bad llama2.c header: %s (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, "
+                        "seq %d)", path, bad, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
     int hd = dim / nh, kv_dim = nkv * hd;
     size_t need = (size_t)vocab * dim + (size_t)L * dim + (size_t)L * dim * dim + 2 * (size_t)L * kv_dim * dim +
                   (size_t)L * dim * dim + (size_t)L * dim + 3 * (size_t)L * hidden * dim + dim +
@@ -661,6 +676,12 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
     if ((rc = gguf_get_float(g, arch_key(arch, "attention.layer_norm_rms_epsilon"), &eps, err)) < 0 ||
         (rc = gguf_get_float(g, arch_key(arch, "rope.freq_base"), &theta, err)) < 0)
         goto fail;
+    if (!(eps > 0 && eps < 1) || !(theta > 0 && theta < 1e30)) {
+        rc = mdi_fail(err, MDI_EFORMAT, "%s: metadata %s is %g: expected a finite positive number", g->path,
+                      arch_key(arch, eps > 0 && eps < 1 ? "rope.freq_base" : "attention.layer_norm_rms_epsilon"),
+                      eps > 0 && eps < 1 ? theta : eps);
+        goto fail;
+    }
     json_object_set_new(c, "rms_norm_eps", json_real(eps));
     json_object_set_new(c, "rope_theta", json_real(theta));
     const char *rs;
@@ -1066,6 +1087,9 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
 
     enum { CONV_BLOCK = 1 << 16 };
     static __thread uint8_t conv[CONV_BLOCK * 4];
+    /* the source step, copied first when misaligned for its type's loads
+     * (a safetensors header of any length puts data at any offset) */
+    static __thread uint8_t src_copy[CONV_BLOCK * 4] __attribute__((aligned(16)));
     for (int i = 0; i < w->n && !o.failed; i++) {
         st_pending *p = &w->t[i];
         if (p->dtype == p->src_dtype) {
@@ -1074,8 +1098,12 @@ int st_writer_finish(st_writer *w, const char *path, char sha256_out[65],
         }
         for (size_t b = 0; b < p->n_elem && !o.failed; b += CONV_BLOCK) {
             size_t n = p->n_elem - b < CONV_BLOCK ? p->n_elem - b : CONV_BLOCK;
-            dtype_convert(conv, p->dtype, (const char *)p->data + dtype_row_size(p->src_dtype, (int64_t)b),
-                          p->src_dtype, n);
+            const char *src = (const char *)p->data + dtype_row_size(p->src_dtype, (int64_t)b);
+            if ((uintptr_t)src % sizeof(float) != 0) {
+                memcpy(src_copy, src, dtype_row_size(p->src_dtype, (int64_t)n));
+                src = (const char *)src_copy;
+            }
+            dtype_convert(conv, p->dtype, src, p->src_dtype, n);
             out_write(&o, conv, dtype_row_size(p->dtype, (int64_t)n));
         }
     }

@@ -1772,8 +1772,9 @@ static int post_processor_bos(const tokenizer *t, json_t *pp)
         return -1;
     json_t *spec = json_object_get(json_object_get(pp, "special_tokens"), name);
     json_t *ids = json_object_get(spec, "ids");
-    if (json_is_integer(json_array_get(ids, 0)))
-        return (int)json_integer_value(json_array_get(ids, 0));
+    json_t *id = json_array_get(ids, 0);
+    if (json_is_integer(id))
+        return json_integer_value(id) >= 0 && json_integer_value(id) < t->n_vocab ? (int)json_integer_value(id) : -1;
     return vocab_lookup(t, name, strlen(name));
 }
 
@@ -1904,6 +1905,14 @@ static void chat_from_template(tokenizer *t, const char *tmpl)
         t->chat = CHAT_LLAMA2;
 }
 
+/* A token id given as a JSON number (read with JSON_DECODE_INT_AS_REAL):
+ * -1 unless a whole number naming a token of the vocabulary. */
+static int json_token_id(const tokenizer *t, json_t *v)
+{
+    double x = json_number_value(v);
+    return x >= 0 && x < t->n_vocab && x == (double)(int)x ? (int)x : -1;
+}
+
 /* Reads tokenizer_config.json and generation_config.json from dir, when
  * present, for BOS/EOS, add_bos_token and the chat template. */
 static int parse_configs(tokenizer *t, const char *dir, json_t *post, char *err)
@@ -1959,12 +1968,12 @@ static int parse_configs(tokenizer *t, const char *dir, json_t *post, char *err)
             return MDI_EFORMAT;
         json_t *e = json_object_get(gen, "eos_token_id");
         if (json_is_number(e))
-            eos_add(t, (int)json_number_value(e));
+            eos_add(t, json_token_id(t, e));
         size_t i;
         json_t *x;
         json_array_foreach(e, i, x)
             if (json_is_number(x))
-                eos_add(t, (int)json_number_value(x));
+                eos_add(t, json_token_id(t, x));
         json_decref(gen);
     }
     /* Generation from a chat prompt ends with the turn, so the template's

@@ -15,7 +15,12 @@ only=${TESTS:-}
 for t in "$BUILD"/tests/test_* tests/e2e_*.sh; do
     [ -e "$t" ] || continue
     name=$(basename "$t")
-    if [ -n "$only" ] && [[ "$name" != *$only* ]]; then continue; fi
+    if [ -n "$only" ]; then # TESTS=a|b: names containing a or b
+        keep=0
+        IFS='|' read -ra pats <<<"$only"
+        for p in "${pats[@]}"; do [[ "$name" == *$p* ]] && keep=1; done
+        [ $keep -eq 1 ] || continue
+    fi
     echo "== $name"
     start=$(date +%s)
     "$t" >"$log/$name.out" 2>"$log/$name.err"

@@ -3,6 +3,7 @@
  * every malformed input of the Loading section failing with one line that
  * names the file and the problem.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,9 +378,157 @@ static void test_malformed(void)
         fwrite(bin, 1, n, f);
         fclose(f);
         expect_load_error("bad llama2.c header", p, "bad llama2.c header", "model.bin");
+        /* fields whose sizes would overflow: each named */
+        static const struct { int field; int32_t value; const char *want; } bad[] = {
+            { 5, INT32_MIN, "bad llama2.c header: vocab_size" },
+            { 5, -(1 << 25), "bad llama2.c header: vocab_size" },
+            { 1, 1 << 30, "bad llama2.c header: hidden_dim" },
+            { 2, 1 << 20, "bad llama2.c header: n_layers" },
+            { 6, INT32_MAX, "bad llama2.c header: seq_len" },
+            { 0, 0, "bad llama2.c header: dim" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            int32_t hh[7] = { 64, 172, 5, 8, 4, 512, 512 };
+            hh[bad[i].field] = bad[i].value;
+            memcpy(bin, hh, sizeof(hh));
+            f = fopen(p, "wb");
+            fwrite(bin, 1, n, f);
+            fclose(f);
+            char name[96];
+            snprintf(name, sizeof(name), "llama2.c header field %d = %d refused", bad[i].field, (int)bad[i].value);
+            expect_load_error(name, p, bad[i].want, "model.bin");
+        }
         free(bin);
     }
     expect_load_error("no such path", "/nonexistent/ckpt", "/nonexistent/ckpt", NULL);
+}
+
+/* Hostile or broken configurations: each refused with one line naming the
+ * field, before anything is sized from it. */
+static void test_config_limits(void)
+{
+    static const struct { const char *key, *value, *want; } cases[] = {
+        /* 16 * (2^29 + 4) and 8 * (2^29 + 4) wrap to 64 and 32 in int */
+        { "head_dim", "536870916", "head_dim" },
+        { "num_attention_heads", "5000", "num_attention_heads" },
+        { "hidden_size", "-64", "hidden_size" },
+        { "hidden_size", "4294967360", "hidden_size" },
+        { "intermediate_size", "1e9", "intermediate_size" },
+        { "num_hidden_layers", "100000", "num_hidden_layers" },
+        { "vocab_size", "-512", "vocab_size" },
+        { "vocab_size", "2147483648", "vocab_size" },
+        { "num_key_value_heads", "0", "must be positive" },
+        { "num_key_value_heads", "3", "not a multiple" },
+        { "max_position_embeddings", "0", "must be positive" },
+        { "max_position_embeddings", "9999999999", "max_position_embeddings" },
+        { "rms_norm_eps", "0", "rms_norm_eps" },
+        { "rms_norm_eps", "-1e-5", "rms_norm_eps" },
+        { "rms_norm_eps", "1e-300", "rms_norm_eps" },
+        { "rope_theta", "0.0", "rope_theta" },
+        { "rope_theta", "1e300", "rope_theta" },
+        { "rope_theta", "\"10000\"", "rope_theta" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": -8}", "factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 0}", "factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"low_freq_factor\": 4, \"high_freq_factor\": 4}",
+          "high_freq_factor" },
+        { "rope_scaling", "{\"rope_type\": \"llama3\", \"original_max_position_embeddings\": 0}",
+          "original_max_position_embeddings" },
+        { "rope_freq_factors", "[1, 1, 0, 1]", "rope_freq_factors[2]" },
+    };
+    const char *base = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 172, "
+                       "\"num_hidden_layers\": 5, \"num_attention_heads\": 8, \"num_key_value_heads\": 4, "
+                       "\"head_dim\": 8, \"vocab_size\": 512, \"max_position_embeddings\": 512}";
+    char err[MDI_ERR_LEN];
+    model_config c;
+    json_t *root = json_loads(base, 0, NULL);
+    int rc = model_config_from_json(&c, root, "config.json", err);
+    test_result(rc == 0 && c.dim == 64 && c.n_kv_heads == 4, "config limits: the base configuration loads", "%s", err);
+    json_decref(root);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        root = json_loads(base, 0, NULL);
+        json_t *v = json_loads(cases[i].value, JSON_DECODE_ANY, NULL);
+        json_object_set_new(root, cases[i].key, v ? v : json_string("?"));
+        err[0] = 0;
+        rc = model_config_from_json(&c, root, "config.json", err);
+        char name[160];
+        snprintf(name, sizeof(name), "config limits: %s = %s refused", cases[i].key, cases[i].value);
+        test_result(rc != 0 && strstr(err, cases[i].want) && strstr(err, "config.json") && !strchr(err, '\n'), name,
+                    "rc %d: %s", rc, err);
+        json_decref(root);
+    }
+    /* token ids out of range are dropped, not truncated */
+    root = json_loads(base, 0, NULL);
+    json_object_set_new(root, "bos_token_id", json_integer(-5));
+    json_object_set_new(root, "eos_token_id", json_pack("[I, i]", (json_int_t)1 << 40, 2));
+    rc = model_config_from_json(&c, root, "config.json", err);
+    test_result(rc == 0 && c.bos_id == -1 && c.n_eos == 1 && c.eos_ids[0] == 2,
+                "config limits: token ids outside 0..INT_MAX ignored", "rc %d bos %d n_eos %d", rc, c.bos_id, c.n_eos);
+    json_decref(root);
+}
+
+/* A safetensors header of any length puts the data at any offset: BF16 and
+ * Q8_0 tensors starting at an odd byte load (through an aligned copy) to the
+ * same weights as when aligned. make asan checks the loads' alignment. */
+static void test_unaligned(void)
+{
+    char err[MDI_ERR_LEN] = "", p[512], q[512];
+    make_ckpt(NULL, NULL);
+    snprintf(p, sizeof(p), "%s/model.safetensors", tmpdir);
+    snprintf(q, sizeof(q), "%s/shifted.safetensors", tmpdir);
+    static const dtype_t types[] = { DTYPE_BF16, DTYPE_F16, DTYPE_Q8_0 };
+    for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+        dtype_t dt = types[k];
+        tensor_source *src = tsrc_open(p, err);
+        st_writer *w = st_writer_new();
+        for (int i = 0; src && i < tsrc_count(src); i++) {
+            const tensor_info *t = tsrc_get(src, i);
+            dtype_t to = dtype_row_ok(dt, t->shape[t->ndim - 1]) && t->ndim == 2 ? dt : DTYPE_F16;
+            st_writer_add(w, t->name, to, t->ndim, t->shape, t->data, t->dtype);
+        }
+        char conv[512];
+        snprintf(conv, sizeof(conv), "%s/conv.safetensors", tmpdir);
+        int rc = src ? st_writer_finish(w, conv, NULL, NULL, err) : -1;
+        st_writer_free(w);
+        tsrc_close(src);
+        /* the same file with one more header byte: every tensor at an odd offset */
+        char *buf = NULL;
+        size_t n = 0;
+        if (rc == 0)
+            rc = file_read_all(conv, &buf, &n, err);
+        if (rc == 0) {
+            uint64_t hlen;
+            memcpy(&hlen, buf, 8);
+            FILE *f = fopen(q, "wb");
+            uint64_t h2 = hlen + 1;
+            fwrite(&h2, 8, 1, f);
+            fwrite(buf + 8, 1, hlen, f);
+            fputc(' ', f);
+            fwrite(buf + 8 + hlen, 1, n - 8 - hlen, f);
+            fclose(f);
+        }
+        free(buf);
+        model_config cfg;
+        snprintf(conv, sizeof(conv), "%s", tmpdir);
+        if (rc == 0)
+            rc = model_config_load(&cfg, conv, err);
+        model a, b;
+        model_slice sl = { 0, 5, 1, 1, DTYPE_F32, TSRC_READ };
+        int ok = 0;
+        snprintf(conv, sizeof(conv), "%s/conv.safetensors", tmpdir);
+        if (rc == 0 && model_load(&a, conv, &cfg, &sl, err) == 0) {
+            if (model_load(&b, q, &cfg, &sl, err) == 0) {
+                ok = !memcmp(a.tok_embed.data, b.tok_embed.data, (size_t)cfg.vocab_size * cfg.dim * 4) &&
+                     !memcmp(a.layers[4].w_down.data, b.layers[4].w_down.data, (size_t)cfg.dim * cfg.hidden_dim * 4) &&
+                     !memcmp(a.layers[2].wq.data, b.layers[2].wq.data, (size_t)cfg.dim * cfg.dim * 4) &&
+                     !memcmp(a.layers[1].attn_norm, b.layers[1].attn_norm, (size_t)cfg.dim * 4);
+                model_free(&b);
+            }
+            model_free(&a);
+        }
+        char name[96];
+        snprintf(name, sizeof(name), "%s tensors at odd offsets load as when aligned", dtype_name(dt));
+        test_result(ok, name, "rc %d: %s", rc, err);
+    }
 }
 
 int main(void)
@@ -395,6 +544,8 @@ int main(void)
     test_matrix_dtype_table();
     test_block_types();
     test_malformed();
+    test_config_limits();
+    test_unaligned();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
