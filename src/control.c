@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -169,6 +171,8 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
 
 /* ---- server ---- */
 
+#define CONTROL_TIMEOUT_S 10.0
+
 struct control_server {
     struct MHD_Daemon *daemon;
     int listen_fd, port, node_index;
@@ -186,6 +190,14 @@ struct control_server {
     long chunks_received, runs, requests_rejected;
     json_t *stats;
     size_t memory_bytes;
+
+    /* connections: the starter's addresses (IPv4, network order), and how
+     * many connections are open from them and from anyone else */
+    uint32_t starter_ip[8];
+    int n_starter_ip;
+    int conns_starter, conns_other;
+    long conns_refused;
+    double timeout_s;
 };
 
 enum { REQ_STATUS = 1, REQ_INIT, REQ_CHUNK, REQ_START, REQ_STOP };
@@ -201,6 +213,9 @@ typedef struct {
     char part_path[PATH_MAX];
     sha256_ctx sha;
     uint64_t n_bytes;
+    uint64_t limit;        /* the size /init announced */
+    double window_t;       /* upload rate: bytes since window_t */
+    uint64_t window_bytes;
     int write_failed;
     char peer[NET_ADDR_LEN];
 } cs_request;
@@ -334,16 +349,27 @@ static enum MHD_Result cs_handle_init(control_server *s, struct MHD_Connection *
     return cs_reply(c, 200, json_pack("{s:b}", "have_chunk", have));
 }
 
-/* First call of PUT /chunk: open the part file. */
-static int cs_chunk_begin(control_server *s, cs_request *r, char *why)
+/* First call of PUT /chunk: open the part file. A Content-Length above
+ * the announced size is refused (413) before anything is written. Returns
+ * 0 or the HTTP status of the refusal. */
+static int cs_chunk_begin(control_server *s, struct MHD_Connection *c, cs_request *r, char *why)
 {
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     pthread_mutex_lock(&s->mu);
     int ok = s->has_init && !s->have_chunk && !s->upload_active && s->state == CONTROL_IDLE;
     if (!ok) {
         snprintf(why, MDI_ERR_LEN, "%s", !s->has_init ? "PUT /chunk before POST /init"
                  : s->have_chunk ? "the chunk is already held" : "busy");
         pthread_mutex_unlock(&s->mu);
-        return -1;
+        return 409;
+    }
+    r->limit = s->cfg.chunk_size;
+    if (cl && strtoull(cl, NULL, 10) > r->limit) {
+        snprintf(why, MDI_ERR_LEN, "Content-Length %.40s exceeds the announced chunk size of %llu bytes", cl,
+                 (unsigned long long)r->limit);
+        pthread_mutex_unlock(&s->mu);
+        log_warn("chunk upload from %s refused: %s", r->peer, why);
+        return 413;
     }
     s->upload_active = 1;
     cs_cache_path(s, s->cfg.chunk_sha256, ".part", r->part_path);
@@ -354,14 +380,64 @@ static int cs_chunk_begin(control_server *s, cs_request *r, char *why)
         pthread_mutex_lock(&s->mu);
         s->upload_active = 0;
         pthread_mutex_unlock(&s->mu);
-        return -1;
+        return 500;
     }
     sha256_init(&r->sha);
+    r->window_t = time_now();
     return 0;
+}
+
+/* Ends an upload early: the part file is removed, the node can take the
+ * next /init. */
+static void cs_chunk_abort(control_server *s, cs_request *r, const char *why)
+{
+    close(r->fd);
+    r->fd = -1;
+    unlink(r->part_path);
+    log_warn("chunk upload from %s dropped after %llu bytes: %s", r->peer, (unsigned long long)r->n_bytes, why);
+    pthread_mutex_lock(&s->mu);
+    s->upload_active = 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Takes n more bytes of PUT /chunk. MHD_NO (the connection is closed)
+ * when they run past the announced size, or when the upload trickles. */
+static enum MHD_Result cs_chunk_data(control_server *s, cs_request *r, const char *data, size_t n)
+{
+    char why[160];
+    if (r->fd < 0) return MHD_NO;
+    if (n > r->limit - r->n_bytes) {
+        snprintf(why, sizeof(why), "%llu more bytes would exceed the announced size of %llu bytes",
+                 (unsigned long long)n, (unsigned long long)r->limit);
+        cs_chunk_abort(s, r, why);
+        return MHD_NO;
+    }
+    double now = time_now(), span = now - r->window_t;
+    r->window_bytes += n;
+    if (span > s->timeout_s) {
+        if ((double)r->window_bytes < CONTROL_UPLOAD_MIN_RATE * span) {
+            snprintf(why, sizeof(why), "%llu bytes in %.1f s, below %d bytes/s",
+                     (unsigned long long)r->window_bytes, span, CONTROL_UPLOAD_MIN_RATE);
+            cs_chunk_abort(s, r, why);
+            return MHD_NO;
+        }
+        r->window_t = now;
+        r->window_bytes = 0;
+    }
+    sha256_update(&r->sha, data, n);
+    r->n_bytes += n;
+    for (size_t off = 0; off < n && !r->write_failed;) {
+        ssize_t k = write(r->fd, data + off, n - off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) r->write_failed = 1;
+        else off += (size_t)k;
+    }
+    return MHD_YES;
 }
 
 static enum MHD_Result cs_chunk_finish(control_server *s, struct MHD_Connection *c, cs_request *r)
 {
+    if (r->fd < 0) return MHD_NO;
     uint8_t digest[32];
     char hex[65];
     sha256_final(&r->sha, digest);
@@ -423,7 +499,14 @@ static enum MHD_Result cs_handle_start(control_server *s, struct MHD_Connection 
 static enum MHD_Result cs_handle_stop(control_server *s, struct MHD_Connection *c)
 {
     pthread_mutex_lock(&s->mu);
-    if (s->state != CONTROL_IDLE || s->cmd == CONTROL_CMD_START) {
+    if (s->cmd == CONTROL_CMD_START) {
+        /* A /start the main thread has not taken yet: cancelled here, so
+         * that the node is idle at once (overwriting it with STOP would
+         * leave the state "loading" with no run to end). */
+        s->cmd = CONTROL_CMD_NONE;
+        s->state = CONTROL_IDLE;
+        pthread_cond_broadcast(&s->cv);
+    } else if (s->state != CONTROL_IDLE) {
         s->cmd = CONTROL_CMD_STOP;
         pthread_cond_broadcast(&s->cv);
         struct timespec dl;
@@ -455,7 +538,7 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
             pthread_mutex_lock(&s->mu);
             s->requests_rejected++;
             pthread_mutex_unlock(&s->mu);
-            log_warn("HTTP %s %s from %s: wrong or missing secret (401)", method, url, r->peer);
+            log_warn("HTTP %.16s %.200s from %s: wrong or missing secret (401)", method, url, r->peer);
             r->answered = 1;
             return cs_error(c, 401, "wrong or missing secret (header %s)", CONTROL_SECRET_HEADER);
         }
@@ -466,16 +549,17 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
         else if (!strcmp(url, "/start") && post) r->kind = REQ_START;
         else if (!strcmp(url, "/stop") && (put || post)) r->kind = REQ_STOP;
         if (!r->kind) {
-            log_warn("HTTP %s %s from %s: no such endpoint (404)", method, url, r->peer);
+            log_warn("HTTP %.16s %.200s from %s: no such endpoint (404)", method, url, r->peer);
             r->answered = 1;
-            return cs_error(c, 404, "no endpoint %s %s (GET /, POST /init, PUT /chunk, POST /start, PUT /stop)",
+            return cs_error(c, 404, "no endpoint %.16s %.200s (GET /, POST /init, PUT /chunk, POST /start, PUT /stop)",
                             method, url);
         }
         if (r->kind == REQ_CHUNK) {
             char why[MDI_ERR_LEN];
-            if (cs_chunk_begin(s, r, why) != 0) {
+            int code = cs_chunk_begin(s, c, r, why);
+            if (code) {
                 r->answered = 1;
-                return cs_error(c, 409, "PUT /chunk: %s", why);
+                return cs_error(c, (unsigned)code, "PUT /chunk: %s", why);
             }
         }
         return MHD_YES;
@@ -485,14 +569,7 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         if (r->answered) return MHD_YES;   /* discard what follows an early answer */
         if (r->kind == REQ_CHUNK) {
-            sha256_update(&r->sha, upload_data, n);
-            r->n_bytes += n;
-            for (size_t off = 0; off < n && !r->write_failed;) {
-                ssize_t k = write(r->fd, upload_data + off, n - off);
-                if (k < 0 && errno == EINTR) continue;
-                if (k <= 0) r->write_failed = 1;
-                else off += (size_t)k;
-            }
+            return cs_chunk_data(s, r, upload_data, n);
         } else if (r->body_len + n > CONTROL_BODY_MAX) {
             r->too_big = 1;
         } else if (!r->too_big) {
@@ -546,9 +623,106 @@ static void cs_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* ---- connections: a per-address limit (MHD's), and room kept for the
+ * starter: others may hold at most CONTROL_CONN_MAX -
+ * CONTROL_STARTER_RESERVE connections together. ---- */
+
+static int cs_from_starter(control_server *s, const struct sockaddr *addr)
+{
+    if (!addr || addr->sa_family != AF_INET) return 0;
+    uint32_t ip = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
+    for (int i = 0; i < s->n_starter_ip; i++)
+        if (s->starter_ip[i] == ip) return 1;
+    return 0;
+}
+
+static enum MHD_Result cs_accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    control_server *s = cls;
+    if (!s->n_starter_ip || cs_from_starter(s, addr)) return MHD_YES;
+    pthread_mutex_lock(&s->mu);
+    int ok = s->conns_other < CONTROL_CONN_MAX - CONTROL_STARTER_RESERVE;
+    long refused = ok ? 0 : ++s->conns_refused;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok && (refused <= 10 || refused % 1000 == 0)) {
+        char host[INET_ADDRSTRLEN] = "?";
+        if (addr && addr->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, host, sizeof(host));
+        log_warn("HTTP: refused a connection from %s: %d connections open from addresses other than the "
+                 "starter's, the rest is kept for it (%ld refused so far)", host,
+                 CONTROL_CONN_MAX - CONTROL_STARTER_RESERVE, refused);
+    }
+    return ok ? MHD_YES : MHD_NO;
+}
+
+/* Counts open connections; socket_context marks the starter's (1) and
+ * the others' (2). */
+static void cs_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode toe)
+{
+    control_server *s = cls;
+    pthread_mutex_lock(&s->mu);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        int starter = ci && cs_from_starter(s, ci->client_addr);
+        *socket_context = (void *)(intptr_t)(starter ? 1 : 2);
+        if (starter) s->conns_starter++;
+        else s->conns_other++;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        intptr_t who = (intptr_t)*socket_context;
+        if (who == 1) s->conns_starter--;
+        else if (who == 2) s->conns_other--;
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The starter's IPv4 addresses, for the connections kept for it. */
+static void cs_resolve_starter(control_server *s, const char *addr)
+{
+    if (!addr || !addr[0]) {
+        log_warn("HTTP: the starter's address is unknown (no starter_addr in the configuration): no "
+                 "connections are kept for it");
+        return;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(addr, NULL, &hints, &res);
+    if (g != 0) {
+        log_warn("HTTP: cannot resolve the starter's address %s (%s): no connections are kept for it", addr,
+                 gai_strerror(g));
+        return;
+    }
+    for (struct addrinfo *ai = res; ai && s->n_starter_ip < 8; ai = ai->ai_next)
+        s->starter_ip[s->n_starter_ip++] = ((const struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr;
+    freeaddrinfo(res);
+}
+
+/* libmicrohttpd's own messages, at most 10 per 10 s (it has one per
+ * refused connection: a flood of connections must not flood the log). */
 static void cs_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static double window;
+    static int shown, quiet;
+    pthread_mutex_lock(&mu);
+    double now = time_now();
+    int more = 0, show;
+    if (now - window > 10.0) {
+        more = quiet;
+        window = now;
+        shown = quiet = 0;
+    }
+    show = shown < 10;
+    if (show) shown++;
+    else quiet++;
+    pthread_mutex_unlock(&mu);
+    if (more) log_warn("HTTP: %d more messages in the last 10 s not shown", more);
+    if (!show) return;
     char msg[MDI_ERR_LEN];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
@@ -586,13 +760,19 @@ control_server *control_server_start(const control_server_opts *o, char *err)
         goto fail;
     }
     s->port = net_local_port(s->listen_fd);
+    s->timeout_s = o->timeout_s > 0 ? o->timeout_s : CONTROL_TIMEOUT_S;
+    cs_resolve_starter(s, o->starter_addr);
+    /* A thread per connection: /stop waits in its handler for the node to
+     * be idle, and must hold up nobody else meanwhile. */
     s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                      MHD_USE_ERROR_LOG,
-                                 0, NULL, NULL, &cs_handler, s,
+                                 0, &cs_accept_policy, s, &cs_handler, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, &cs_mhd_log, NULL,
                                  MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(s->timeout_s + 0.999),
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONTROL_CONN_MAX,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONTROL_PER_ADDR_MAX,
+                                 MHD_OPTION_NOTIFY_CONNECTION, &cs_notify_connection, s,
                                  MHD_OPTION_NOTIFY_COMPLETED, &cs_completed, s,
                                  MHD_OPTION_END);
     if (!s->daemon) {
@@ -767,7 +947,8 @@ static int cc_request(const char *method, const char *host, int port, const char
     if (code >= 300) {
         const char *msg = json_is_object(j) ? json_string_value(json_object_get(j, "error")) : NULL;
         int kind = code == 401 ? MDI_EAUTH : code == 409 ? MDI_ESTATE : code == 400 ? MDI_EFORMAT : MDI_ENET;
-        rc = mdi_fail(err, kind, "%s %s: HTTP %ld: %s", method, path, code,
+        /* The node's words, bounded: a node's text may be anything. */
+        rc = mdi_fail(err, kind, "%s %s: HTTP %ld: %.256s", method, path, code,
                       msg ? msg : (b.data ? b.data : "(no body)"));
         json_decref(j);
         goto done;

@@ -18,6 +18,15 @@
  *   POST /start   loads the chunk and joins the ring (202; watch GET /)
  *   PUT  /stop    ends the run; answers the status once the node is idle
  *
+ * No client can starve the starter: at most CONTROL_CONN_MAX connections,
+ * CONTROL_PER_ADDR_MAX from one address, and CONTROL_STARTER_RESERVE of
+ * them open only to the starter's address (when known); a connection
+ * silent for timeout_s is closed, and so is an upload that stalls or
+ * trickles (less than CONTROL_UPLOAD_MIN_RATE over timeout_s). PUT /chunk
+ * takes no byte beyond the size /init announced: a Content-Length above it
+ * gets 413 before anything is written, and a body that runs past it
+ * (chunked encoding) is cut off there and discarded.
+ *
  * With a shared secret configured every request must carry it in the
  * X-MDI-Secret header, or gets 401 and changes nothing. Handlers parse,
  * validate and hand over: the node's main thread does the work
@@ -38,6 +47,10 @@
 #define CONTROL_SECRET_HEADER "X-MDI-Secret"
 #define CONTROL_HOST_LEN 128
 #define CONTROL_BODY_MAX (1 << 20)  /* largest JSON body a handler reads */
+#define CONTROL_CONN_MAX 64
+#define CONTROL_PER_ADDR_MAX 8
+#define CONTROL_STARTER_RESERVE 8
+#define CONTROL_UPLOAD_MIN_RATE (16 * 1024)  /* bytes per second */
 
 /* What POST /init carries: everything a secondary needs for one run. */
 typedef struct {
@@ -88,6 +101,11 @@ typedef struct {
     const char *secret;        /* NULL or "": none */
     const char *cache_dir;     /* created if missing */
     const char *local_chunk;   /* --chunk PATH or NULL */
+    const char *starter_addr;  /* the starter's address or name: connections
+                                  are kept for it; NULL or "": unknown */
+    double timeout_s;          /* a connection silent this long is closed; an
+                                  upload slower than CONTROL_UPLOAD_MIN_RATE
+                                  over this long is dropped; 0: 10 s */
 } control_server_opts;
 
 typedef struct control_server control_server;

@@ -426,7 +426,7 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
             int s = (int)f->h.sample_id;
             if (type == PROTO_ERROR) {
                 int len = (int)f->h.payload_len;
-                rc = mdi_fail(err, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+                rc = mdi_fail(err, MDI_EPROTO, "%.*s", len < PROTO_TEXT_SHOWN ? len : PROTO_TEXT_SHOWN, (const char *)f->payload);
             } else if (type == PROTO_STOP) {
                 rc = mdi_fail(err, MDI_EPROTO, "starter: STOP came back before the run ended");
             } else if (type == PROTO_DATA && (f->h.flags & PROTO_FLAG_LOGITS)) {
@@ -508,7 +508,7 @@ static int pl_generate(pipeline *p, const tokenizer *tok, sample_result *res, in
         if ((rc = ring_recv(&p->ring, &f, o->timeout_s, err))) break;
         if (f->h.type == PROTO_ERROR) {
             int len = (int)f->h.payload_len;
-            rc = mdi_fail(err, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+            rc = mdi_fail(err, MDI_EPROTO, "%.*s", len < PROTO_TEXT_SHOWN ? len : PROTO_TEXT_SHOWN, (const char *)f->payload);
         }
         ring_frame_put(&p->ring, f);
         in_flight--;
@@ -547,7 +547,7 @@ static int pl_stop_ring(pipeline *p, char *err)
         int type = f->h.type;
         if (type == PROTO_ERROR) {
             int len = (int)f->h.payload_len;
-            rc = mdi_fail(err, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+            rc = mdi_fail(err, MDI_EPROTO, "%.*s", len < PROTO_TEXT_SHOWN ? len : PROTO_TEXT_SHOWN, (const char *)f->payload);
         }
         ring_frame_put(&p->ring, f);
         if (type == PROTO_STOP) break;
@@ -798,7 +798,7 @@ int pipeline_turn(pipeline *p, const tokenizer *tok, sample_state *ss, const int
         in_flight--;
         if (f->h.type == PROTO_ERROR) {
             int len = (int)f->h.payload_len;
-            rc = mdi_fail(why, MDI_EPROTO, "%.*s", len, (const char *)f->payload);
+            rc = mdi_fail(why, MDI_EPROTO, "%.*s", len < PROTO_TEXT_SHOWN ? len : PROTO_TEXT_SHOWN, (const char *)f->payload);
         } else if (f->h.type == PROTO_DATA && (f->h.flags & PROTO_FLAG_LOGITS)) {
             int want = first ? pos_end - 1 : ss->pos - 1;
             if (ss->done || f->h.n_tokens != 1 || (int)f->h.pos != want) {
@@ -842,7 +842,7 @@ int pipeline_turn(pipeline *p, const tokenizer *tok, sample_state *ss, const int
 
 int pipeline_close(pipeline *p, run_stats *st, json_t **nodes, char *err)
 {
-    *nodes = NULL;
+    if (nodes) *nodes = NULL;
     int rc = 0;
     if (st) {
         /* the conversation's one sample leaves every node's cache */

@@ -12,7 +12,7 @@
 
 static const char *proto_type_names[PROTO_TYPE_END] = {
     [PROTO_HELLO] = "HELLO", [PROTO_DATA] = "DATA", [PROTO_RELEASE] = "RELEASE",
-    [PROTO_STOP] = "STOP", [PROTO_ERROR] = "ERROR",
+    [PROTO_STOP] = "STOP", [PROTO_ERROR] = "ERROR", [PROTO_KEEPALIVE] = "KEEPALIVE",
 };
 
 const char *proto_type_name(int type)
@@ -117,6 +117,7 @@ int proto_header_check(const proto_header *h, const proto_limits *lim, char *err
         break;
     case PROTO_RELEASE:
     case PROTO_STOP:
+    case PROTO_KEEPALIVE:
         if (h->payload_len != 0)
             return mdi_fail(err, MDI_EPROTO, "%s frame with payload_len %llu (expected 0)",
                             proto_type_name(h->type), (unsigned long long)h->payload_len);

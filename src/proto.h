@@ -6,7 +6,7 @@
  *   offset size field
  *        0    4 magic        "MDIR" (0x5249444d read as LE u32)
  *        4    2 version      PROTO_VERSION
- *        6    2 type         HELLO, DATA, RELEASE, STOP, ERROR
+ *        6    2 type         HELLO, DATA, RELEASE, STOP, ERROR, KEEPALIVE
  *        8    4 sample_id    which sequence (DATA, RELEASE); sender's
  *                            node index in HELLO (0 starter, 1 + i secondary i)
  *       12    4 pos          position of the first token (DATA)
@@ -20,7 +20,10 @@
  *                            after row: n_tokens * dtype_row_size(dtype, dim)
  *                            bytes exactly (a q8_0 row: dim/32 blocks of 34);
  *                            HELLO: the shared secret (may be empty);
- *                            ERROR: UTF-8 text saying what went wrong.
+ *                            ERROR: UTF-8 text saying what went wrong;
+ *                            KEEPALIVE: none (sent on a link idle for a
+ *                            second, so that a hung node can be told from
+ *                            a quiet one).
  *
  * A connection opens with HELLO from the connecting side; the accepting
  * side answers HELLO (accepted) or ERROR (wrong version or secret) and
@@ -41,6 +44,8 @@
 #define PROTO_HEADER_SIZE 40
 #define PROTO_SECRET_MAX 256
 #define PROTO_TEXT_MAX 4096
+/* At most this much of a peer's text (ERROR) is quoted in our messages. */
+#define PROTO_TEXT_SHOWN 256
 /* Hard ceiling of one payload whatever the model: 1 GiB. */
 #define PROTO_PAYLOAD_MAX ((uint64_t)1 << 30)
 
@@ -50,6 +55,7 @@ typedef enum {
     PROTO_RELEASE = 3,  /* the sample finished: free its KV cache */
     PROTO_STOP = 4,     /* the run is over: forward it, then tear down */
     PROTO_ERROR = 5,    /* text payload: a node saw a fault */
+    PROTO_KEEPALIVE = 6, /* no payload: the sender is alive, with nothing to send */
     PROTO_TYPE_END
 } proto_type;
 

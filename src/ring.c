@@ -3,12 +3,14 @@
  */
 #include "ring.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "lobby.h"
 #include "net.h"
 #include "util.h"
 
@@ -40,53 +42,113 @@ static void ring_fail(ring *r, const char *fmt, ...)
 
 /* ---- receiving thread ---- */
 
-/* Accepts until the expected previous node greets us properly. */
+/* The previous node's connection (see ring.h). Connections wait in the
+ * lobby until their HELLO has arrived whole, so that silent or garbage ones
+ * neither delay the real peer nor end the run. Candidates are connections
+ * greeted as the previous node: with none kept from before the run, the
+ * first greeted is taken at once; with some, the first to send a frame
+ * (the real previous node sends a DATA or a KEEPALIVE within a second) is
+ * taken and the others closed. */
 static int ring_accept_prev(ring *r)
 {
-    if (r->o.accepted_fd > 0) {
-        pthread_mutex_lock(&r->mu);
-        r->in_fd = r->o.accepted_fd;
-        r->rx_ready = 1;
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-        return 0;
+    double hello_to = r->o.timeout_s < RING_HELLO_TIMEOUT_S ? r->o.timeout_s : RING_HELLO_TIMEOUT_S;
+    int cand[RING_EARLY_MAX], n = 0, chosen = -1;
+    char cand_peer[RING_EARLY_MAX][NET_ADDR_LEN];
+    for (int i = 0; i < RING_EARLY_MAX; i++) {
+        if (r->o.accepted_fd[i] <= 0) continue;
+        cand[n] = r->o.accepted_fd[i];
+        net_peer_name(cand[n], cand_peer[n]);
+        r->o.accepted_fd[i] = 0;
+        n++;
+    }
+    int wait_for_frame = n > 0;
+    lobby own, *lb = r->o.lobby;
+    if (!lb) {
+        lobby_init(&own, r->o.listen_fd, hello_to, r->o.name);
+        lb = &own;
     }
     double deadline = time_now() + r->o.accept_timeout_s;
+    /* Greeted, the previous node is bound by the idle timeout as in the run. */
+    double speak_by = wait_for_frame && r->o.idle_timeout_s > 0 ? time_now() + r->o.idle_timeout_s : deadline;
     char err[MDI_ERR_LEN], peer[NET_ADDR_LEN];
-    for (;;) {
+    while (chosen < 0) {
         double left = deadline - time_now();
+        if (n > 0 && wait_for_frame && time_now() > speak_by) {
+            ring_fail(r, "%s: nothing from %s for %.1f s, not even a keepalive: taken for hung, run ended",
+                      r->o.name, r->o.prev_name, r->o.idle_timeout_s);
+            break;
+        }
         if (left <= 0) {
             ring_fail(r, "%s: %s never connected within %.0f s", r->o.name, r->o.prev_name,
                       r->o.accept_timeout_s);
-            return -1;
+            break;
         }
-        int fd = net_accept(r->o.listen_fd, left, &r->cancel, peer, err);
-        if (fd == MDI_ESTATE) return -1;
+        for (int i = 0; i < n && wait_for_frame;) {
+            char b;
+            ssize_t k = recv(cand[i], &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (k > 0) {
+                chosen = i;
+                break;
+            }
+            if (k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                log_warn("%s: ring port: the connection from %s greeted as %s closed before a frame", r->o.name,
+                         cand_peer[i], r->o.prev_name);
+                net_close(cand[i]);
+                memmove(&cand[i], &cand[i + 1], (size_t)(n - i - 1) * sizeof(cand[0]));
+                memmove(cand_peer[i], cand_peer[i + 1], (size_t)(n - i - 1) * sizeof(cand_peer[0]));
+                n--;
+                continue;
+            }
+            i++;
+        }
+        if (chosen >= 0) break;
+        int fd = lobby_wait(lb, wait_for_frame ? 0.02 : left, &r->cancel, peer, err);
+        if (fd == MDI_ESTATE) break;
+        if (fd == MDI_ETIMEOUT) continue;
         if (fd < 0) {
-            if (fd == MDI_ETIMEOUT) continue;
             ring_fail(r, "%s: accepting the connection from %s: %s", r->o.name, r->o.prev_name, err);
-            return -1;
+            break;
         }
         uint32_t index = 0;
-        double hello_to = r->o.timeout_s < RING_HELLO_TIMEOUT_S ? r->o.timeout_s : RING_HELLO_TIMEOUT_S;
-        int rc = proto_hello_accept(fd, r->o.secret, hello_to, &index, err);
-        if (rc == 0 && (int)index != r->o.prev_index) {
-            rc = MDI_EPROTO;
+        int hrc = proto_hello_accept(fd, r->o.secret, hello_to, &index, err);
+        if (hrc == 0 && (int)index != r->o.prev_index) {
+            hrc = MDI_EPROTO;
             snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", index, r->o.prev_index);
         }
-        if (rc) {
+        if (hrc) {
             log_warn("%s: ring port: rejected connection from %s: %s", r->o.name, peer, err);
             net_close(fd);
             continue;
         }
-        pthread_mutex_lock(&r->mu);
-        r->in_fd = fd;
-        r->rx_ready = 1;
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-        log_debug("%s: connected from %s (%s)", r->o.name, r->o.prev_name, peer);
-        return 0;
+        if (n == RING_EARLY_MAX) {
+            log_warn("%s: ring port: %d connections greeted as %s and none has spoken; closed the oldest, from %s",
+                     r->o.name, n, r->o.prev_name, cand_peer[0]);
+            net_close(cand[0]);
+            memmove(&cand[0], &cand[1], (size_t)(n - 1) * sizeof(cand[0]));
+            memmove(cand_peer[0], cand_peer[1], (size_t)(n - 1) * sizeof(cand_peer[0]));
+            n--;
+        }
+        cand[n] = fd;
+        snprintf(cand_peer[n], NET_ADDR_LEN, "%s", peer);
+        n++;
+        if (!wait_for_frame) chosen = n - 1;
     }
+    for (int i = 0; i < n; i++) {
+        if (i == chosen) continue;
+        if (chosen >= 0)
+            log_warn("%s: ring port: closed the connection from %s, also greeted as %s: the one from %s spoke first",
+                     r->o.name, cand_peer[i], r->o.prev_name, cand_peer[chosen]);
+        net_close(cand[i]);
+    }
+    if (lb == &own) lobby_clear(&own);
+    if (chosen < 0) return -1;
+    pthread_mutex_lock(&r->mu);
+    r->in_fd = cand[chosen];
+    r->rx_ready = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    log_debug("%s: connected from %s (%s)", r->o.name, r->o.prev_name, cand_peer[chosen]);
+    return 0;
 }
 
 static void *ring_rx_main(void *arg)
@@ -98,10 +160,24 @@ static void *ring_rx_main(void *arg)
         void *item;
         if (queue_pop(&r->free_q, &item, -1) != 0) return NULL;
         proto_frame *f = item;
-        int rc = proto_read_frame(r->in_fd, f, &r->o.limits, -1, r->o.timeout_s, &r->cancel, err);
+        double idle = r->o.idle_timeout_s > 0 ? r->o.idle_timeout_s : -1;
+        int rc;
+        double t0;
+        do {
+            t0 = time_now();
+            rc = proto_read_frame(r->in_fd, f, &r->o.limits, idle, r->o.timeout_s, &r->cancel, err);
+            if (rc == 0 && f->h.type == PROTO_KEEPALIVE) {
+                pthread_mutex_lock(&r->mu);
+                r->stats.bytes_received += PROTO_HEADER_SIZE;
+                pthread_mutex_unlock(&r->mu);
+            }
+        } while (rc == 0 && f->h.type == PROTO_KEEPALIVE);
         if (rc) {
             queue_push(&r->free_q, f, 0);
-            if (rc != MDI_ESTATE)
+            if (rc == MDI_ETIMEOUT && idle > 0 && time_now() - t0 >= idle)
+                ring_fail(r, "%s: nothing from %s for %.1f s, not even a keepalive: taken for hung, run ended",
+                          r->o.name, r->o.prev_name, r->o.idle_timeout_s);
+            else if (rc != MDI_ESTATE)
                 ring_fail(r, "%s: receiving from %s: %s", r->o.name, r->o.prev_name, err);
             return NULL;
         }
@@ -161,6 +237,7 @@ static void *ring_tx_main(void *arg)
     r->tx_ready = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    double last_sent = time_now();
     for (;;) {
         void *item;
         rc = queue_pop(&r->out_q, &item, 0.2);
@@ -174,12 +251,28 @@ static void *ring_tx_main(void *arg)
                 queue_close(&r->out_q);
                 return NULL;
             }
+            /* ... and tell it that we are. */
+            if (time_now() - last_sent >= RING_KEEPALIVE_S) {
+                proto_frame ka = {.h = proto_header_make(PROTO_KEEPALIVE)};
+                rc = proto_write_frame(fd, &ka, r->o.timeout_s, &r->cancel, err);
+                if (rc) {
+                    if (rc != MDI_ESTATE)
+                        ring_fail(r, "%s: sending to %s: %s", r->o.name, r->o.next_name, err);
+                    queue_close(&r->out_q);
+                    return NULL;
+                }
+                last_sent = time_now();
+                pthread_mutex_lock(&r->mu);
+                r->stats.bytes_sent += PROTO_HEADER_SIZE;
+                pthread_mutex_unlock(&r->mu);
+            }
             continue;
         }
         if (rc != 0) return NULL;
         proto_frame *f = item;
         int type = f->h.type;
         rc = proto_write_frame(fd, f, r->o.timeout_s, &r->cancel, err);
+        last_sent = time_now();
         uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len;
         queue_push(&r->free_q, f, 0);
         if (rc) {
@@ -388,7 +481,7 @@ static void *ring_compute_main(void *arg)
         } else if (type == PROTO_ERROR) {
             /* An upstream node failed: pass its words on and end. */
             int n = (int)f->h.payload_len;
-            snprintf(text, sizeof(text), "%.*s", n, (const char *)f->payload);
+            snprintf(text, sizeof(text), "%.*s", n < PROTO_TEXT_SHOWN ? n : PROTO_TEXT_SHOWN, (const char *)f->payload);
             ring_fail(r, "%s", text);
             stop = 1;
         }
@@ -590,8 +683,10 @@ void ring_stop(ring *r)
     if (r->has_tx) pthread_join(r->tx, NULL);
     if (r->has_compute) pthread_join(r->compute, NULL);
     r->has_rx = r->has_tx = r->has_compute = 0;
-    if (r->in_fd < 0 && r->o.accepted_fd > 0) net_close(r->o.accepted_fd);
-    r->o.accepted_fd = -1;
+    for (int i = 0; i < RING_EARLY_MAX; i++) {
+        if (r->o.accepted_fd[i] > 0) net_close(r->o.accepted_fd[i]);
+        r->o.accepted_fd[i] = 0;
+    }
     net_close(r->in_fd);
     net_close(r->out_fd);
     r->in_fd = r->out_fd = -1;

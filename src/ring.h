@@ -9,7 +9,12 @@
  * previous node's connection; it connects to the next node's port_in. Each
  * connection opens with a HELLO (protocol version, secret, sender's node
  * index); connections that fail it are logged and dropped, and the node
- * keeps waiting for the right peer.
+ * keeps waiting for the right peer. Connections wait in a lobby (lobby.h)
+ * until their HELLO has arrived whole: one that says nothing or garbage
+ * delays nobody. Where several connections greeted as the previous node
+ * (kept between runs, or posing as it), the first to send a frame is the
+ * run's; with none kept, the first HELLO from the expected node is. The
+ * run's connection is never replaced: nobody is accepted after it.
  *
  * Frames live in a pool allocated at start (payload room for max_batch
  * rows of dim floats): the receiver takes a free frame, fills it, queues
@@ -28,6 +33,12 @@
  * order they came. The starter passes no
  * model and is its own compute thread, through ring_recv / ring_send.
  *
+ * A sending thread with nothing to send for RING_KEEPALIVE_S sends a
+ * KEEPALIVE frame, which the receiving side drops: a link is never silent
+ * for long while both ends live, even while the starter waits for a chat's
+ * next line, so a secondary takes a previous node silent for
+ * idle_timeout_s for hung (stopped, or its host gone without a reset).
+ *
  * Any failure (peer gone, garbage, timeout) is recorded once
  * (ring_error), becomes an ERROR frame that travels on towards the
  * starter when it can, and ends the node's part of the run; ring_stop
@@ -43,12 +54,20 @@
 #include "queue.h"
 #include "util.h"
 
+#define RING_KEEPALIVE_S 1.0
+#define RING_EARLY_MAX 4
+
 typedef struct {
     int node_index;            /* 0 starter, 1 + i secondary i */
     char name[64];             /* "secondary 0", for messages */
     int listen_fd;             /* borrowed; listening on port_in */
-    int accepted_fd;           /* > 0: the previous node's connection, already
-                                  greeted (taken over); otherwise accept one */
+    struct lobby *lobby;       /* borrowed; the waiting room of listen_fd that
+                                  outlives runs (secondary); NULL: one of the
+                                  ring's own for this run */
+    int accepted_fd[RING_EARLY_MAX]; /* > 0: connections already greeted as the
+                                  previous node (taken over); the first to
+                                  send a frame is the run's, the others are
+                                  closed; none: accept one */
     int prev_index;            /* node index expected in the incoming HELLO */
     char prev_name[160];       /* "starter (10.0.0.2)", for messages */
     char next_host[128];
@@ -59,6 +78,9 @@ typedef struct {
     int queue_cap;             /* each queue; 0: 64 */
     double timeout_s;          /* a frame's body, connect, handshake */
     double accept_timeout_s;   /* waiting for the previous node */
+    double idle_timeout_s;     /* the previous node silent this long (no frame,
+                                  not even a keepalive) is taken for hung and
+                                  ends the run; 0: no limit */
     /* secondary compute (m == NULL: the caller computes) */
     const model *m;            /* borrowed */
     int max_seq;

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "control.h"
 #include "kernels.h"
+#include "lobby.h"
 #include "model.h"
 #include "net.h"
 #include "nodes_config.h"
@@ -31,6 +32,12 @@
 
 /* How often the main thread looks at commands, signals and the ring. */
 #define SECONDARY_TICK_S 0.1
+/* How long a connection to the ring port may take to send its whole HELLO. */
+#define SECONDARY_HELLO_S 5.0
+/* How long the previous node may stay silent in a run (--idle-timeout). */
+#define SECONDARY_IDLE_S 30.0
+/* A connection kept between runs older than this at /start is not used. */
+#define SECONDARY_EARLY_S 10.0
 
 typedef struct {
     const char *nodes_config;
@@ -43,6 +50,8 @@ typedef struct {
     int verbose;            /* -v, --verb: each run's figures on stderr */
     int mmap_weights;   /* --mmap 1, --no-mmap 0; -1: as the starter's run configuration says */
     int mlock;          /* --mlock 1; -1: as the run configuration says */
+    double http_timeout_s;  /* --http-timeout: idle HTTP connections, stalled uploads */
+    double idle_timeout_s;  /* --idle-timeout: a run's previous node silent this long */
 } secondary_opts;
 
 static volatile sig_atomic_t quit_requested;
@@ -72,6 +81,11 @@ static void usage(FILE *f, const char *argv0)
             "                     anonymous memory (default: as the starter asks, itself --no-mmap\n"
             "                     by default)\n"
             "  --mlock            lock the weights in memory (default: as the starter asks)\n"
+            "  --http-timeout S   an HTTP connection silent this long is closed, an upload that\n"
+            "                     stalls this long is dropped (default 10)\n"
+            "  --idle-timeout S   during a run, the previous node silent this long (it sends a\n"
+            "                     keepalive every second when it has nothing to say) is taken\n"
+            "                     for hung: back to idle (default 30)\n"
 
             "\n"
             "CONFIG.json is the nodes configuration, or this node's own entry alone\n"
@@ -111,6 +125,16 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
             if (!strcmp(a, "--device")) { if (cli_check_device(v, err)) return MDI_EARG; }
             else if (strcmp(v, "auto") && dtype_parse(v, &o->dtype) != 0)
                 return mdi_fail(err, MDI_EARG, "--dtype: unknown dtype \"%s\" (accepted: auto, %s)", v, dtype_names());
+            continue;
+        }
+        if (!strcmp(a, "--http-timeout") || !strcmp(a, "--idle-timeout")) {
+            if (i + 1 >= argc) return mdi_fail(err, MDI_EARG, "%s: missing value", a);
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (*end || !(v >= 0.5 && v <= 86400))
+                return mdi_fail(err, MDI_EARG, "%s: expected seconds in 0.5..86400, got %s", a, argv[i]);
+            if (!strcmp(a, "--http-timeout")) o->http_timeout_s = v;
+            else o->idle_timeout_s = v;
             continue;
         }
         int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
@@ -168,10 +192,22 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
     return o;
 }
 
+/* Connections greeted as the previous node between runs, kept for the next
+ * run: the starter connects before it sends the last /start, so the first
+ * node's previous node is greeted before its run begins. Several may be
+ * kept (someone may pose as that node without a secret): the run takes
+ * the first that sends a frame (ring.h). */
+typedef struct {
+    int fd[RING_EARLY_MAX];
+    double t[RING_EARLY_MAX];      /* when greeted */
+    char peer[RING_EARLY_MAX][NET_ADDR_LEN];
+    int n;
+} early_conns;
+
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
  * PUT /stop, and return to idle. */
-static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, int ring_fd,
-                      int early_fd, const run_config *cfg, const char *chunk_path)
+static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, lobby *lb,
+                      const early_conns *early, const run_config *cfg, const char *chunk_path)
 {
     int index = o->index;
     char err[MDI_ERR_LEN];
@@ -184,7 +220,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, o->dtype != DTYPE_COUNT ? o->dtype : cfg->dtype,
                          use_mmap ? TSRC_MAP : TSRC_READ};
     if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
-        if (early_fd >= 0) net_close(early_fd);
+        for (int i = 0; i < early->n; i++) net_close(early->fd[i]);
         log_error("loading %s: %s", chunk_path, err);
         char msg[MDI_ERR_LEN + 64];
         snprintf(msg, sizeof(msg), "loading the chunk: %s", err);
@@ -199,8 +235,9 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     memset(&ro, 0, sizeof(ro));
     ro.node_index = index + 1;
     snprintf(ro.name, sizeof(ro.name), "secondary %d", index);
-    ro.listen_fd = ring_fd;
-    ro.accepted_fd = early_fd;
+    ro.listen_fd = lb->listen_fd;
+    ro.lobby = lb;
+    for (int i = 0; i < early->n; i++) ro.accepted_fd[i] = early->fd[i];
     ro.prev_index = index;
     snprintf(ro.next_host, sizeof(ro.next_host), "%s", cfg->next_addr);
     ro.next_port = cfg->next_port;
@@ -218,6 +255,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ro.limits.max_batch = cfg->max_batch;
     ro.limits.n_samples = (uint32_t)cfg->n_samples;
     ro.timeout_s = cfg->timeout_s;
+    ro.idle_timeout_s = o->idle_timeout_s > 0 ? o->idle_timeout_s : SECONDARY_IDLE_S;
     ro.m = &m;
     ro.max_seq = cfg->max_seq;
     ro.wire_dtype = cfg->wire_dtype;
@@ -262,36 +300,69 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     }
 }
 
-/* Between runs the previous node of the next run may connect before this
- * node has handled its /start (the starter starts the nodes one after the
- * other): a connection whose HELLO comes from the previous node is kept for
- * the run; anything else is refused with a log line. Returns the kept
- * connection (the old one replaced) or early_fd unchanged. */
-static int accept_early(int ring_fd, int index, const char *secret, int early_fd)
-{
-    char peer[NET_ADDR_LEN], err[MDI_ERR_LEN];
-    int fd;
-    while ((fd = net_accept(ring_fd, 0.001, NULL, peer, NULL)) >= 0) {
-        uint32_t from = 0;
-        int rc = proto_hello_accept(fd, secret, 1.0, &from, err);
-        if (rc == 0 && (int)from == index) {
-            if (early_fd >= 0) net_close(early_fd);
-            early_fd = fd;
-            continue;
-        }
-        if (rc == 0) snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", from, index);
-        log_warn("ring port: rejected connection from %s: %s", peer, err);
-        net_close(fd);
-    }
-    return early_fd;
-}
-
 /* A kept connection whose peer has gone since (closed or reset) is no use.
  * Frames already waiting on it are fine: the previous node may have begun. */
 static int early_alive(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
     return poll(&p, 1, 0) == 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static void early_drop(early_conns *e, int i)
+{
+    net_close(e->fd[i]);
+    for (int j = i; j + 1 < e->n; j++) {
+        e->fd[j] = e->fd[j + 1];
+        e->t[j] = e->t[j + 1];
+        memcpy(e->peer[j], e->peer[j + 1], NET_ADDR_LEN);
+    }
+    e->n--;
+}
+
+/* Greets, between runs, the connections whose HELLO has arrived whole (the
+ * lobby never blocks): those from the previous node are kept (the oldest
+ * dropped when full), anything else is refused with a log line. */
+static void accept_early(lobby *lb, int index, const char *secret, early_conns *e)
+{
+    char peer[NET_ADDR_LEN], err[MDI_ERR_LEN];
+    int fd;
+    while ((fd = lobby_wait(lb, 0, NULL, peer, NULL)) >= 0) {
+        uint32_t from = 0;
+        int rc = proto_hello_accept(fd, secret, 1.0, &from, err);
+        if (rc == 0 && (int)from == index) {
+            if (e->n == RING_EARLY_MAX) {
+                log_warn("ring port: %d connections greeted as node %d wait for a run; dropped the oldest, from %s",
+                         e->n, index, e->peer[0]);
+                early_drop(e, 0);
+            }
+            e->fd[e->n] = fd;
+            e->t[e->n] = time_now();
+            snprintf(e->peer[e->n], NET_ADDR_LEN, "%s", peer);
+            e->n++;
+            continue;
+        }
+        if (rc == 0) snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", from, index);
+        log_warn("ring port: rejected connection from %s: %s", peer, err);
+        net_close(fd);
+    }
+}
+
+/* At /start: the kept connections whose peer has gone, or that are older
+ * than any the run's previous node can have made (a run that never
+ * started, or someone posing as that node), are dropped. */
+static void early_prune(early_conns *e)
+{
+    for (int i = 0; i < e->n;) {
+        int alive = early_alive(e->fd[i]);
+        double age = time_now() - e->t[i];
+        if (alive && age <= SECONDARY_EARLY_S) {
+            i++;
+            continue;
+        }
+        if (alive) log_warn("ring port: dropped the connection from %s kept for %.0f s: too old for this run",
+                            e->peer[i], age);
+        early_drop(e, i);
+    }
 }
 
 int main(int argc, char **argv)
@@ -343,39 +414,42 @@ int main(int argc, char **argv)
     }
     int status = 1;
     control_server *srv = NULL;
-    int ring_fd = net_listen(self->port_in, 8, err);
+    int ring_fd = net_listen(self->port_in, 64, err);
     if (ring_fd < 0) {
         log_error("%s: inference.port_in: %s", name, err);
         goto done;
     }
     control_server_opts co = {self->http_port, o.index, nc.secret,
-                              o.cache_dir ? o.cache_dir : cache_default, o.chunk};
+                              o.cache_dir ? o.cache_dir : cache_default, o.chunk, nc.starter.addr,
+                              o.http_timeout_s};
     if (!(srv = control_server_start(&co, err))) {
         log_error("%s: %s", name, err);
         goto done;
     }
     log_info("%s ready: HTTP port %d, ring port %d, %d threads%s", name, self->http_port, self->port_in,
              n_threads, nc.secret[0] ? ", secret required" : "");
-    int early_fd = -1;
+    early_conns early = {.n = 0};
+    lobby lb;
+    char lobby_name[32];
+    snprintf(lobby_name, sizeof(lobby_name), "secondary %d", o.index);
+    lobby_init(&lb, ring_fd, SECONDARY_HELLO_S, lobby_name);
     while (!quit_requested) {
         run_config cfg;
         char chunk_path[PATH_MAX];
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
-        early_fd = accept_early(ring_fd, o.index, nc.secret, early_fd);
+        accept_early(&lb, o.index, nc.secret, &early);
         if (cmd == CONTROL_CMD_START) {
             log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
                       "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
                       cfg.max_seq, cfg.max_batch, cfg.prev_addr, cfg.prev_port, cfg.next_addr, cfg.next_port,
                       chunk_path);
-            if (early_fd >= 0 && !early_alive(early_fd)) {
-                net_close(early_fd);
-                early_fd = -1;
-            }
-            serve_run(srv, &nc, &o, ring_fd, early_fd, &cfg, chunk_path);
-            early_fd = -1;
+            early_prune(&early);
+            serve_run(srv, &nc, &o, &lb, &early, &cfg, chunk_path);
+            early.n = 0;   /* the ring took them */
         }
     }
-    if (early_fd >= 0) net_close(early_fd);
+    while (early.n) early_drop(&early, 0);
+    lobby_clear(&lb);
     log_info("shutting down");
     status = 0;
 done:

@@ -60,10 +60,25 @@ static void log_v(const char *level, const char *fmt, va_list ap)
     if (n < 0 || n >= (int)sizeof(line))
         n = 0;
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    /* Messages carry text that came from the network (URLs, a peer's
+     * error): control characters are written as \xNN, so that nobody can
+     * forge a log line with a newline or drive the terminal. */
+    char out[4 * sizeof(line) + 1];
+    size_t len = 0;
+    for (const unsigned char *c = (const unsigned char *)line; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f) {
+            static const char hex[] = "0123456789abcdef";
+            out[len++] = '\\';
+            out[len++] = 'x';
+            out[len++] = hex[*c >> 4];
+            out[len++] = hex[*c & 15];
+        } else {
+            out[len++] = (char)*c;
+        }
+    }
     /* one write() per line so lines of concurrent threads do not interleave */
-    size_t len = strnlen(line, sizeof(line) - 2);
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
+    out[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, out, len);
     (void)w;
 }
 

@@ -150,7 +150,7 @@ static void test_server(void)
     const char *chunk = "the bytes of a chunk, standing in for a safetensors file";
     write_file(good, chunk);
     write_file(bad, "something else entirely, of another length");
-    control_server_opts so = {0, 0, NULL, cache, NULL};
+    control_server_opts so = {0, 0, NULL, cache, NULL, NULL, 0};
     control_server *s = control_server_start(&so, err);
     test_result(s != NULL, "control server starts on a free port", "%s", err);
     if (!s) return;
@@ -239,7 +239,7 @@ static void test_secret(void)
 {
     char err[MDI_ERR_LEN], cache[256];
     snprintf(cache, sizeof(cache), "%s/cache3", tmp_dir);
-    control_server_opts so = {0, 0, "open sesame", cache, NULL};
+    control_server_opts so = {0, 0, "open sesame", cache, NULL, NULL, 0};
     control_server *s = control_server_start(&so, err);
     if (!s) {
         test_result(0, "control server with secret", "%s", err);
@@ -267,6 +267,48 @@ static void test_secret(void)
     control_server_stop(s);
 }
 
+/* A /stop that comes before the main thread took the /start (it may be
+ * busy): the node must be idle at once and take the next /init, not stay
+ * "loading" with no run to end. */
+static void test_stop_races_start(void)
+{
+    char err[MDI_ERR_LEN], cache[256], path[256];
+    snprintf(cache, sizeof(cache), "%s/cache4", tmp_dir);
+    snprintf(path, sizeof(path), "%s/race.bin", tmp_dir);
+    const char *chunk = "a chunk for the race";
+    write_file(path, chunk);
+    control_server_opts so = {0, 0, NULL, cache, NULL, NULL, 0};
+    control_server *s = control_server_start(&so, err);
+    if (!s) {
+        test_result(0, "control server for the /stop race", "%s", err);
+        return;
+    }
+    int port = control_server_port(s);
+    run_config rc;
+    make_config(&rc, chunk);
+    int have = -1;
+    int r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    if (!r) r = control_client_upload_chunk("127.0.0.1", port, NULL, 2, path, err);
+    if (!r) r = control_client_start("127.0.0.1", port, NULL, 2, err);
+    int loading = status_is(port, NULL, "state", "loading");
+    json_t *st = NULL;
+    double t0 = time_now();
+    if (!r) r = control_client_stop("127.0.0.1", port, NULL, 5, &st, err);
+    double dt = time_now() - t0;
+    const char *state = json_string_value(json_object_get(st, "state"));
+    test_result(r == 0 && loading && state && !strcmp(state, "idle") && dt < 1,
+                "control /stop before the main thread took /start: idle at once",
+                "rc %d, loading before %d, state after %s, %.1f s: %s", r, loading, state ? state : "?", dt, err);
+    json_decref(st);
+    run_config got;
+    char chunk_path[PATH_MAX];
+    control_cmd c = control_wait_command(s, 0.01, &got, chunk_path);
+    test_result(c == CONTROL_CMD_NONE, "control the cancelled /start reaches no main thread", "command %d", (int)c);
+    r = control_client_init("127.0.0.1", port, NULL, 2, &rc, &have, err);
+    test_result(r == 0 && have == 1, "control /init after a cancelled /start", "rc %d: %s", r, err);
+    control_server_stop(s);
+}
+
 int main(void)
 {
     snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/mdi_test_control_XXXXXX");
@@ -275,6 +317,7 @@ int main(void)
     test_run_config_json();
     test_server();
     test_secret();
+    test_stop_races_start();
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp_dir);
     if (system(cmd) != 0) {}
