@@ -509,7 +509,8 @@ static ATTR_Q256 void avx2_q4_0_to_f32(const void *src, float *dst, int64_t n)
  * sub-block of 32 per step; Q6_K: two of 16, lanes 0..3 and 4..7). Per
  * super-block the integer totals and the float operations are the portable
  * vec_dot's (dtype.c), in its order: results bit for bit the portable
- * path's. Tiles of 4 weight rows x 2 activation rows.
+ * path's. Tiles of 4 weight rows x 2 activation rows. Dequantization (the
+ * prefill panels) is the portable path's bit for bit too.
  */
 INLINE_Q256 int32_t q256_hsum(__m256i v)
 {
@@ -671,6 +672,53 @@ Q256_KROWS(avx2_rows_q4_K, 4)
 Q256_KROWS(avx2_rows_q5_K, 5)
 Q256_KROWS(avx2_rows_q6_K, 6)
 
+/* Q4_K/Q5_K/Q6_K to F32 with the portable path's float operations
+ * (dtype.c), 8 values at a time: bit for bit its results. */
+INLINE_Q256 void q256_k_to_f32(const int type, const void *src, float *dst, int64_t n)
+{
+    const size_t bw = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
+        const char *blk = (const char *)src + (size_t)k * bw;
+        const block_q4_K *b4 = (const block_q4_K *)blk;
+        const block_q6_K *b6 = (const block_q6_K *)blk;
+        float d = q256_half(type == 6 ? (const void *)&b6->d : (const void *)&b4->d);
+        float dmin = type == 6 ? 0.0f : q256_half(&b4->dmin);
+        uint64_t sc = 0, mn = 0;
+        if (type != 6)
+            kernels_kq_scales(b4->scales, &sc, &mn);
+        for (int s = 0; s < 8; s++) {
+            uint8_t lv[32];
+            _mm256_storeu_si256((__m256i *)lv, q256_klevels(type, blk, s));
+            for (int j = 0; j < 4; j++) {
+                __m128i part = _mm_loadl_epi64((const __m128i *)(lv + 8 * j));
+                float *o = dst + 32 * s + 8 * j;
+                if (type == 6) {
+                    __m256 q = _mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_cvtepu8_epi32(part), _mm256_set1_epi32(32)));
+                    _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_set1_ps(d * b6->scales[2 * s + j / 2]), q));
+                } else {
+                    float sv = d * (float)(int)((sc >> (8 * s)) & 0xff);
+                    float mv = dmin * (float)(int)((mn >> (8 * s)) & 0xff);
+                    __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+                    _mm256_storeu_ps(o, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(sv), q), _mm256_set1_ps(mv)));
+                }
+            }
+        }
+    }
+}
+static ATTR_Q256 void avx2_q4_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(4, src, dst, n);
+}
+static ATTR_Q256 void avx2_q5_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(5, src, dst, n);
+}
+static ATTR_Q256 void avx2_q6_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(6, src, dst, n);
+}
+
 static void avx2_register_blocks(kernels_isa *k, const cpu_features *f)
 {
     if (!f->f16c)
@@ -683,6 +731,9 @@ static void avx2_register_blocks(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_Q4_K] = avx2_rows_q4_K;
     k->rows[DTYPE_Q5_K] = avx2_rows_q5_K;
     k->rows[DTYPE_Q6_K] = avx2_rows_q6_K;
+    k->to_f32[DTYPE_Q4_K] = avx2_q4_K_to_f32;
+    k->to_f32[DTYPE_Q5_K] = avx2_q5_K_to_f32;
+    k->to_f32[DTYPE_Q6_K] = avx2_q6_K_to_f32;
 }
 
 /* ==== end of the block types ==== */

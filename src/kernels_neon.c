@@ -505,6 +505,7 @@ static void neon_q4_0_to_f32(const void *src, float *dst, int64_t n)
  *   Q6_K:      s += d * dx * float(sum(A_rk))
  * so each result is bit for bit the portable path's, whatever the tile
  * (4 weight rows x 4 activation rows), the split or the batch.
+ * Dequantization (the prefill panels) is the portable path's bit for bit too.
  */
 
 /* Levels of sub-block j of a weight super-block: two int8x16 (Q4_K, Q5_K)
@@ -672,6 +673,59 @@ NEON_K_ENTRY(neon_rows_q4_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 4)
 NEON_K_ENTRY(neon_rows_q5_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 5)
 NEON_K_ENTRY(neon_rows_q6_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 6)
 
+/* Q4_K/Q5_K/Q6_K to F32 with the portable path's float operations
+ * (dtype.c), 4 values at a time: bit for bit its results. */
+static inline __attribute__((always_inline)) void neon_k_store16(int8x16_t q, float s, float m, float *o)
+{
+    int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    int32x4_t v[4] = { vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
+                       vmovl_high_s16(hi) };
+    for (int i = 0; i < 4; i++)
+        vst1q_f32(o + 4 * i, vsubq_f32(vmulq_n_f32(vcvtq_f32_s32(v[i]), s), vdupq_n_f32(m)));
+}
+
+static inline __attribute__((always_inline)) void neon_k_to_f32(const int type, const void *src, float *dst, int64_t n)
+{
+    const size_t bw = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
+        const char *blk = (const char *)src + (size_t)k * bw;
+        if (type == 6) {
+            const block_q6_K *b = (const block_q6_K *)blk;
+            float d = neon_q_half(&b->d);
+            for (int j = 0; j < 16; j++) {
+                int8x16_t q, unused;
+                neon_k_levels(6, blk, j, &q, &unused);
+                /* (d * sc) * q - 0: the subtraction of +0 changes no value */
+                neon_k_store16(q, d * b->scales[j], 0.0f, dst + 16 * j);
+            }
+        } else {
+            const block_q4_K *b = (const block_q4_K *)blk;
+            float d = neon_q_half(&b->d), dmin = neon_q_half(&b->dmin);
+            uint64_t sc, mn;
+            kernels_kq_scales(b->scales, &sc, &mn);
+            for (int j = 0; j < 8; j++) {
+                int8x16_t q0, q1;
+                neon_k_levels(type, blk, j, &q0, &q1);
+                float s = d * (float)(int)((sc >> (8 * j)) & 0xff), m = dmin * (float)(int)((mn >> (8 * j)) & 0xff);
+                neon_k_store16(q0, s, m, dst + 32 * j);
+                neon_k_store16(q1, s, m, dst + 32 * j + 16);
+            }
+        }
+    }
+}
+static void neon_q4_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(4, src, dst, n);
+}
+static void neon_q5_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(5, src, dst, n);
+}
+static void neon_q6_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(6, src, dst, n);
+}
+
 static void neon_register_blocks(kernels_isa *k, const cpu_features *f)
 {
     k->rows[DTYPE_Q8_0] = f->dotprod ? neon_rows_q8_0_dot : neon_rows_q8_0;
@@ -682,6 +736,9 @@ static void neon_register_blocks(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_Q4_K] = f->dotprod ? neon_rows_q4_K_dot : neon_rows_q4_K;
     k->rows[DTYPE_Q5_K] = f->dotprod ? neon_rows_q5_K_dot : neon_rows_q5_K;
     k->rows[DTYPE_Q6_K] = f->dotprod ? neon_rows_q6_K_dot : neon_rows_q6_K;
+    k->to_f32[DTYPE_Q4_K] = neon_q4_K_to_f32;
+    k->to_f32[DTYPE_Q5_K] = neon_q5_K_to_f32;
+    k->to_f32[DTYPE_Q6_K] = neon_q6_K_to_f32;
 }
 
 /* ==== end of the block types ==== */
