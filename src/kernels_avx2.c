@@ -498,6 +498,227 @@ static ATTR_Q256 void avx2_q4_0_to_f32(const void *src, float *dst, int64_t n)
     }
 }
 
+/* ==== K-quants: Q4_K, Q5_K and Q6_K weights times Q8_K activations ====
+ *
+ * As the AVX-512 kernels (kernels_avx512.c, where the layouts are drawn),
+ * 32 values per step (s = 0..7 over a super-block): x_k's qs[32s ..] against
+ * the weights' levels in the same order, then per (weight row r,
+ * activation row k) in exact int32 lanes
+ *   D = madd16(maddubs(levels, x_k), 1),  A_rk += madd16(D, scale)
+ * with each lane's sub-block scale in its low 16 bits (Q4_K/Q5_K: one
+ * sub-block of 32 per step; Q6_K: two of 16, lanes 0..3 and 4..7). Per
+ * super-block the integer totals and the float operations are the portable
+ * vec_dot's (dtype.c), in its order: results bit for bit the portable
+ * path's. Tiles of 4 weight rows x 2 activation rows. Dequantization (the
+ * prefill panels) is the portable path's bit for bit too.
+ */
+INLINE_Q256 int32_t q256_hsum(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* The levels of step s (values 32s .. 32s + 31) of a weight super-block. */
+INLINE_Q256 __m256i q256_klevels(const int type, const char *blk, const int s)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    if (type == 6) {
+        const block_q6_K *b = (const block_q6_K *)blk;
+        int h = s >> 2, odd = (s >> 1) & 1, half = s & 1;
+        __m256i L = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * half));
+        __m256i H = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i lv = odd ? _mm256_and_si256(_mm256_srli_epi16(L, 4), m4) : _mm256_and_si256(L, m4);
+        __m256i hv = !odd ? (half ? _mm256_slli_epi16(H, 2) : _mm256_slli_epi16(H, 4))
+                          : (half ? _mm256_srli_epi16(H, 2) : H);
+        return _mm256_or_si256(lv, _mm256_and_si256(hv, _mm256_set1_epi8(0x30)));
+    }
+    const uint8_t *qs = type == 5 ? ((const block_q5_K *)blk)->qs : ((const block_q4_K *)blk)->qs;
+    __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (s >> 1)));
+    __m256i W = (s & 1) ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+    if (type == 5) {
+        const __m256i bit = _mm256_set1_epi8((char)(1 << s));
+        __m256i H = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh);
+        __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(H, bit), bit);
+        W = _mm256_add_epi8(W, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+    return W;
+}
+
+INLINE_Q256 void q256_ktile(const int type, const char *w, size_t row_bytes, int nb, const char *x, size_t x_stride,
+                            const int nr, const int nx, float *out, size_t out_stride)
+{
+    const size_t wb = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m256i ones = _mm256_set1_epi16(1);
+    float sum[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            sum[r][k] = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const char *wr[4];
+        const block_q8_K *xb[2];
+        uint8_t sc[4][16]; /* per row: Q4_K/Q5_K the 8 scales, Q6_K the 16 (as bytes) */
+        __m256i SM[4];     /* per row: Q4_K/Q5_K mins, each twice, int16; Q6_K scales int16 */
+        __m256i A[4][2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            xb[k] = (const block_q8_K *)(x + (size_t)k * x_stride) + b;
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            wr[r] = w + (size_t)r * row_bytes + (size_t)b * wb;
+            const char *p = wr[r] + 4 * row_bytes;
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p + 64, _MM_HINT_T0);
+            _mm_prefetch(p + 128, _MM_HINT_T0);
+            _mm_prefetch(p + wb - 1, _MM_HINT_T0);
+            if (type == 6) {
+                __m128i s8 = _mm_loadu_si128((const __m128i *)((const block_q6_K *)wr[r])->scales);
+                _mm_storeu_si128((__m128i *)sc[r], s8);
+                SM[r] = _mm256_cvtepi8_epi16(s8);
+            } else {
+                uint64_t s64, m64;
+                kernels_kq_scales(((const block_q4_K *)wr[r])->scales, &s64, &m64);
+                memcpy(sc[r], &s64, 8);
+                __m128i m = _mm_cvtsi64_si128((long long)m64);
+                SM[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+            }
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                A[r][k] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; s++) {
+            __m256i X[2];
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                X[k] = _mm256_loadu_si256((const __m256i *)(xb[k]->qs + 32 * s));
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m256i W = q256_klevels(type, wr[r], s);
+                __m256i S = type == 6 ? _mm256_set_m128i(_mm_set1_epi32((uint16_t)(int16_t)(int8_t)sc[r][2 * s + 1]),
+                                                         _mm_set1_epi32((uint16_t)(int16_t)(int8_t)sc[r][2 * s]))
+                                      : _mm256_set1_epi32(sc[r][s]);
+#pragma GCC unroll 2
+                for (int k = 0; k < nx; k++) {
+                    __m256i D = _mm256_madd_epi16(_mm256_maddubs_epi16(W, X[k]), ones);
+                    A[r][k] = _mm256_add_epi32(A[r][k], _mm256_madd_epi16(D, S));
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k]->bsums);
+            float dx = xb[k]->d;
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                int32_t iq = q256_hsum(A[r][k]);
+                int32_t im = q256_hsum(_mm256_madd_epi16(bs, SM[r]));
+                if (type == 6) {
+                    sum[r][k] += q256_half(&((const block_q6_K *)wr[r])->d) * dx * (float)(iq - 32 * im);
+                } else {
+                    const block_q4_K *q = (const block_q4_K *)wr[r];
+                    float d = q256_half(&q->d), dmin = q256_half(&q->dmin);
+                    sum[r][k] += d * dx * (float)iq - dmin * dx * (float)im;
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = sum[r][k];
+}
+
+INLINE_Q256 void q256_krows(const int type, const mat_t *m, int r0, int r1, const void *xv, size_t x_stride,
+                            int n_x, float *out, size_t out_stride)
+{
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    int nb = m->cols / QK_K;
+    const char *base = m->data, *x = xv;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            q256_ktile(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 2,
+                       out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q256_ktile(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 1,
+                       out + (size_t)k * out_stride + r, out_stride);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            q256_ktile(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 2,
+                       out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q256_ktile(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 1,
+                       out + (size_t)k * out_stride + r, out_stride);
+    }
+}
+
+#define Q256_KROWS(NAME, TYPE)                                                                                     \
+    static ATTR_Q256 void NAME(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x, float *out, \
+                               size_t out_stride)                                                                  \
+    {                                                                                                              \
+        q256_krows(TYPE, m, r0, r1, x, x_stride, n_x, out, out_stride);                                            \
+    }
+Q256_KROWS(avx2_rows_q4_K, 4)
+Q256_KROWS(avx2_rows_q5_K, 5)
+Q256_KROWS(avx2_rows_q6_K, 6)
+
+/* Q4_K/Q5_K/Q6_K to F32 with the portable path's float operations
+ * (dtype.c), 8 values at a time: bit for bit its results. */
+INLINE_Q256 void q256_k_to_f32(const int type, const void *src, float *dst, int64_t n)
+{
+    const size_t bw = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
+        const char *blk = (const char *)src + (size_t)k * bw;
+        const block_q4_K *b4 = (const block_q4_K *)blk;
+        const block_q6_K *b6 = (const block_q6_K *)blk;
+        float d = q256_half(type == 6 ? (const void *)&b6->d : (const void *)&b4->d);
+        float dmin = type == 6 ? 0.0f : q256_half(&b4->dmin);
+        uint64_t sc = 0, mn = 0;
+        if (type != 6)
+            kernels_kq_scales(b4->scales, &sc, &mn);
+        for (int s = 0; s < 8; s++) {
+            uint8_t lv[32];
+            _mm256_storeu_si256((__m256i *)lv, q256_klevels(type, blk, s));
+            for (int j = 0; j < 4; j++) {
+                __m128i part = _mm_loadl_epi64((const __m128i *)(lv + 8 * j));
+                float *o = dst + 32 * s + 8 * j;
+                if (type == 6) {
+                    __m256 q = _mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_cvtepu8_epi32(part), _mm256_set1_epi32(32)));
+                    _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_set1_ps(d * b6->scales[2 * s + j / 2]), q));
+                } else {
+                    float sv = d * (float)(int)((sc >> (8 * s)) & 0xff);
+                    float mv = dmin * (float)(int)((mn >> (8 * s)) & 0xff);
+                    __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+                    _mm256_storeu_ps(o, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(sv), q), _mm256_set1_ps(mv)));
+                }
+            }
+        }
+    }
+}
+static ATTR_Q256 void avx2_q4_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(4, src, dst, n);
+}
+static ATTR_Q256 void avx2_q5_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(5, src, dst, n);
+}
+static ATTR_Q256 void avx2_q6_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q256_k_to_f32(6, src, dst, n);
+}
+
 static void avx2_register_blocks(kernels_isa *k, const cpu_features *f)
 {
     if (!f->f16c)
@@ -507,6 +728,12 @@ static void avx2_register_blocks(kernels_isa *k, const cpu_features *f)
     k->from_f32[DTYPE_Q8_0] = avx2_q8_0_from_f32;
     k->to_f32[DTYPE_Q8_0] = avx2_q8_0_to_f32;
     k->to_f32[DTYPE_Q4_0] = avx2_q4_0_to_f32;
+    k->rows[DTYPE_Q4_K] = avx2_rows_q4_K;
+    k->rows[DTYPE_Q5_K] = avx2_rows_q5_K;
+    k->rows[DTYPE_Q6_K] = avx2_rows_q6_K;
+    k->to_f32[DTYPE_Q4_K] = avx2_q4_K_to_f32;
+    k->to_f32[DTYPE_Q5_K] = avx2_q5_K_to_f32;
+    k->to_f32[DTYPE_Q6_K] = avx2_q6_K_to_f32;
 }
 
 /* ==== end of the block types ==== */

@@ -942,6 +942,349 @@ static const gemm_kernel q512_gemm_kernel_q4 = { q512_x_bytes_q4, q512_panel_byt
 static const gemm_kernel q512_gemm_kernel_q8 = { q512_x_bytes_q8, q512_panel_bytes_q8, q512_pack_x_q8,
                                                  q512_gemm_q8 };
 
+/* ==== K-quants: Q4_K, Q5_K and Q6_K weights times Q8_K activations ====
+ *
+ * A super-block is 256 values, four chunks of 64, one zmm each: x's chunk c
+ * is qs[64c .. 64c + 63]; the weights' levels (unsigned: Q4_K 0..15, Q5_K
+ * 0..31, Q6_K q + 32 in 0..63) are laid out in the same order:
+ *   Q4_K/Q5_K chunk c: low nibbles of qs[32c ..] then their high nibbles
+ *     (sub-blocks 2c, 2c + 1), Q5_K's fifth bit from qh bit 2c / 2c + 1
+ *   Q6_K chunk 2h + 0: low nibbles of ql[64h ..] | qh bits 0-1 / 2-3 << 4,
+ *        chunk 2h + 1: high nibbles               | qh bits 4-5 / 6-7 << 4
+ * Per chunk and (weight row r, activation row k), in exact int32 lanes:
+ *   D = dot(levels, x_k chunk)   (dpbusd, or maddubs + madd16), |D| < 2^15
+ *   A_rk += D * scale of the lane's sub-block (dpwssd with the scale in
+ *          the low 16 bits of each lane and zeros above, or madd16 + add)
+ * then per super-block the integer totals, as the portable vec_dot forms
+ * them (dtype.c):
+ *   Q4_K/Q5_K: sum_q = sum(A_rk), sum_m = sum_j m_j * (bsums[2j] + bsums[2j+1])
+ *              s += d * dx * float(sum_q) - dmin * dx * float(sum_m)
+ *   Q6_K:      total = sum(A_rk) - 32 * sum_j scale_j * bsums[j]
+ *              s += d * dx * float(total)
+ * The integer totals are exact and the float operations are the portable
+ * ones in the same order: each result is bit for bit the portable path's,
+ * whatever the tile (4 weight rows x 4 activation rows, every weight block
+ * read once for all of them), the split or the batch. The float operations
+ * of the nr rows of a tile run in the lanes of one vector (the integer
+ * totals reduced four vectors at a time), each lane the portable sequence.
+ * Dequantization (prefill panels, embedding rows) and Q8_K quantization of
+ * the activations are also the portable path's bit for bit.
+ */
+
+/* acc += dot(u, s) per lane times S (the scale in each lane's low 16 bits). */
+INLINE_Q512 __m512i q512_kdot(const int vnni, __m512i acc, __m512i u, __m512i s, __m512i S)
+{
+    if (vnni)
+        return _mm512_dpwssd_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s), S);
+    __m512i D = _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(D, S));
+}
+
+/* [sum(a), sum(b), sum(c), sum(d)] of four int32 vectors. */
+INLINE_Q512 __m128i q512_hsum4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same of c, d */
+    __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+INLINE_Q512 __m128i q512_hsum4_256(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+    __m256i s = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* The levels of chunk c of a weight super-block (type: 4, 5 or 6). */
+INLINE_Q512 __m512i q512_klevels(const int type, const char *blk, int c)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    if (type == 6) {
+        const block_q6_K *b = (const block_q6_K *)blk;
+        int h = c >> 1;
+        __m512i L = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
+        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        if ((c & 1) == 0) {
+            /* bits 0-1 (first 32 bytes) or 2-3 (next 32) of qh to bits 4-5 */
+            const __m512i sh = _mm512_set_epi64(0x0002000200020002LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                0x0002000200020002LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                0x0004000400040004LL, 0x0004000400040004LL);
+            return _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_and_si512(_mm512_sllv_epi16(H, sh), m30));
+        }
+        /* bits 4-5 or 6-7 */
+        return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                               _mm512_and_si512(_mm512_mask_srli_epi16(H, 0xffff0000u, H, 2), m30));
+    }
+    const uint8_t *qs = type == 5 ? ((const block_q5_K *)blk)->qs : ((const block_q4_K *)blk)->qs;
+    __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+    __m512i W = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xffff0000u, q, 4), m4);
+    if (type == 5) {
+        const block_q5_K *b = (const block_q5_K *)blk;
+        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qh));
+        /* the high half's bit 2c + 1 moved to bit 2c */
+        H = _mm512_mask_srli_epi16(H, 0xffff0000u, H, 1);
+        __mmask64 k = _mm512_test_epi8_mask(H, _mm512_set1_epi8((char)(1 << (2 * c))));
+        W = _mm512_mask_add_epi8(W, k, W, _mm512_set1_epi8(16));
+    }
+    return W;
+}
+
+INLINE_Q512 void q512_ktile(const int type, const int vnni, const char *w, size_t row_bytes, int nb, const char *x,
+                            size_t x_stride, const int nr, const int nx, float *out, size_t out_stride)
+{
+    const size_t wb = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    __m128 sum[4]; /* per activation row, lane r: weight row r */
+#pragma GCC unroll 4
+    for (int k = 0; k < nx; k++)
+        sum[k] = _mm_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const char *wr[4];
+        const block_q8_K *xb[4];
+        __m512i S[4];      /* per row: scales as int32 lanes (Q6_K: the 16; Q4_K/Q5_K: the 8) */
+        __m256i SM[4];     /* per row: Q4_K/Q5_K mins, each twice, int16; Q6_K scales int16 */
+        __m512i A[4][4];
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++)
+            xb[k] = (const block_q8_K *)(x + (size_t)k * x_stride) + b;
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            wr[r] = w + (size_t)r * row_bytes + (size_t)b * wb;
+            const char *p = wr[r] + 4 * row_bytes;
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p + 64, _MM_HINT_T0);
+            _mm_prefetch(p + 128, _MM_HINT_T0);
+            _mm_prefetch(p + wb - 1, _MM_HINT_T0);
+            if (type == 6) {
+                __m128i s8 = _mm_loadu_si128((const __m128i *)((const block_q6_K *)wr[r])->scales);
+                S[r] = _mm512_and_si512(_mm512_cvtepi8_epi32(s8), _mm512_set1_epi32(0xffff));
+                SM[r] = _mm256_cvtepi8_epi16(s8);
+            } else {
+                uint64_t sc, mn;
+                kernels_kq_scales(((const block_q4_K *)wr[r])->scales, &sc, &mn);
+                S[r] = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
+                __m128i m = _mm_cvtsi64_si128((long long)mn);
+                SM[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+            }
+#pragma GCC unroll 4
+            for (int k = 0; k < nx; k++)
+                A[r][k] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            /* lane l of chunk c belongs to sub-block (type 6: 4c + l / 4; else 2c + l / 8) */
+            const __m512i idx = type == 6 ? _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2,
+                                                             4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 1, 4 * c + 1,
+                                                             4 * c + 1, 4 * c + 1, 4 * c, 4 * c, 4 * c, 4 * c)
+                                          : _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                                             2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c,
+                                                             2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
+            __m512i X[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < nx; k++)
+                X[k] = _mm512_loadu_si512((const void *)(xb[k]->qs + 64 * c));
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m512i W = q512_klevels(type, wr[r], c);
+                __m512i Sc = _mm512_permutexvar_epi32(idx, S[r]);
+#pragma GCC unroll 4
+                for (int k = 0; k < nx; k++)
+                    A[r][k] = q512_kdot(vnni, A[r][k], W, X[k], Sc);
+            }
+        }
+        /* per activation row, the nr rows' totals in the lanes of one
+         * vector, then the portable float operations lane by lane */
+        uint16_t dh[8] = { 0 }, mh[8] = { 0 };
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            if (type == 6) {
+                memcpy(&dh[r], &((const block_q6_K *)wr[r])->d, 2);
+            } else {
+                memcpy(&dh[r], &((const block_q4_K *)wr[r])->d, 2);
+                memcpy(&mh[r], &((const block_q4_K *)wr[r])->dmin, 2);
+            }
+        }
+        __m128 D = _mm_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+        __m128 DM = _mm_cvtph_ps(_mm_loadu_si128((const __m128i *)mh));
+        const __m512i z = _mm512_setzero_si512();
+        const __m256i z8 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < nx; k++) {
+            __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k]->bsums);
+            __m128i iq = q512_hsum4(A[0][k], nr > 1 ? A[1][k] : z, nr > 2 ? A[2][k] : z, nr > 3 ? A[3][k] : z);
+            __m128i im = q512_hsum4_256(_mm256_madd_epi16(bs, SM[0]), nr > 1 ? _mm256_madd_epi16(bs, SM[1]) : z8,
+                                        nr > 2 ? _mm256_madd_epi16(bs, SM[2]) : z8,
+                                        nr > 3 ? _mm256_madd_epi16(bs, SM[3]) : z8);
+            __m128 dx = _mm_set1_ps(xb[k]->d);
+            __m128 t;
+            if (type == 6)
+                t = _mm_mul_ps(_mm_mul_ps(D, dx), _mm_cvtepi32_ps(_mm_sub_epi32(iq, _mm_slli_epi32(im, 5))));
+            else
+                t = _mm_sub_ps(_mm_mul_ps(_mm_mul_ps(D, dx), _mm_cvtepi32_ps(iq)),
+                               _mm_mul_ps(_mm_mul_ps(DM, dx), _mm_cvtepi32_ps(im)));
+            sum[k] = _mm_add_ps(sum[k], t);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < nx; k++) {
+        float o[4];
+        _mm_storeu_ps(o, sum[k]);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++)
+            out[(size_t)k * out_stride + r] = o[r];
+    }
+}
+
+INLINE_Q512 void q512_krows(const int type, const int vnni, const mat_t *m, int r0, int r1, const void *xv,
+                            size_t x_stride, int n_x, float *out, size_t out_stride)
+{
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    int nb = m->cols / QK_K;
+    const char *base = m->data, *x = xv;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 4 <= n_x; k += 4)
+            q512_ktile(type, vnni, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 4,
+                       out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q512_ktile(type, vnni, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 1,
+                       out + (size_t)k * out_stride + r, out_stride);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 4 <= n_x; k += 4)
+            q512_ktile(type, vnni, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 4,
+                       out + (size_t)k * out_stride + r, out_stride);
+        for (; k < n_x; k++)
+            q512_ktile(type, vnni, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 1,
+                       out + (size_t)k * out_stride + r, out_stride);
+    }
+}
+
+#define Q512_KROWS(NAME, TYPE, VNNI)                                                                               \
+    static ATTR_Q512 void NAME(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x, float *out, \
+                               size_t out_stride)                                                                  \
+    {                                                                                                              \
+        q512_krows(TYPE, VNNI, m, r0, r1, x, x_stride, n_x, out, out_stride);                                      \
+    }
+Q512_KROWS(avx512_rows_q4_K_vnni, 4, 1)
+Q512_KROWS(avx512_rows_q5_K_vnni, 5, 1)
+Q512_KROWS(avx512_rows_q6_K_vnni, 6, 1)
+Q512_KROWS(avx512_rows_q4_K_bw, 4, 0)
+Q512_KROWS(avx512_rows_q5_K_bw, 5, 0)
+Q512_KROWS(avx512_rows_q6_K_bw, 6, 0)
+
+/* 128-bit lane j of v. */
+INLINE_Q512 __m128i q512_lane(__m512i v, int j)
+{
+    switch (j) {
+    case 0:
+        return _mm512_extracti32x4_epi32(v, 0);
+    case 1:
+        return _mm512_extracti32x4_epi32(v, 1);
+    case 2:
+        return _mm512_extracti32x4_epi32(v, 2);
+    default:
+        return _mm512_extracti32x4_epi32(v, 3);
+    }
+}
+
+/* Q4_K/Q5_K/Q6_K to F32 with the portable path's float operations (dtype.c):
+ * (d * sc) * q - dmin * m, and (d * sc) * q for Q6_K, 16 values at a time:
+ * bit for bit its results. */
+INLINE_Q512 void q512_k_to_f32(const int type, const void *src, float *dst, int64_t n)
+{
+    const size_t bw = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
+        const char *blk = (const char *)src + (size_t)k * bw;
+        if (type == 6) {
+            const block_q6_K *b = (const block_q6_K *)blk;
+            float d = _cvtsh_ss((unsigned short)q512_half(&b->d));
+            for (int c = 0; c < 4; c++) {
+                /* levels q + 32, as the row kernels build them */
+                __m512i L = _mm512_sub_epi8(q512_klevels(6, blk, c), _mm512_set1_epi8(32));
+                for (int j = 0; j < 4; j++) {
+                    __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q512_lane(L, j)));
+                    float s = d * b->scales[4 * c + j];
+                    _mm512_storeu_ps(dst + 64 * c + 16 * j, _mm512_mul_ps(_mm512_set1_ps(s), q));
+                }
+            }
+        } else {
+            const block_q4_K *b = (const block_q4_K *)blk;
+            float d = _cvtsh_ss((unsigned short)q512_half(&b->d));
+            float dmin = _cvtsh_ss((unsigned short)q512_half(&b->dmin));
+            uint64_t sc, mn;
+            kernels_kq_scales(b->scales, &sc, &mn);
+            for (int c = 0; c < 4; c++) {
+                __m512i L = q512_klevels(type, blk, c);
+                for (int j = 0; j < 4; j++) {
+                    int sb = 2 * c + (j >> 1);
+                    float s = d * (float)(int)((sc >> (8 * sb)) & 0xff);
+                    float m = dmin * (float)(int)((mn >> (8 * sb)) & 0xff);
+                    __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q512_lane(L, j)));
+                    _mm512_storeu_ps(dst + 64 * c + 16 * j,
+                                     _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(s), q), _mm512_set1_ps(m)));
+                }
+            }
+        }
+    }
+}
+static ATTR_Q512 void avx512_q4_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q512_k_to_f32(4, src, dst, n);
+}
+static ATTR_Q512 void avx512_q5_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q512_k_to_f32(5, src, dst, n);
+}
+static ATTR_Q512 void avx512_q6_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    q512_k_to_f32(6, src, dst, n);
+}
+
+/* As q8_K_from_f32 (dtype.c), bit for bit: the first value of largest
+ * magnitude maps to -127, q = round to nearest even (vcvtps2dq under the
+ * default rounding, as the portable path's magic-number rounding for these
+ * magnitudes), at most 127; bsums from the stored q. */
+static ATTR_Q512 void avx512_q8_K_from_f32(const float *src, void *dst, int64_t n)
+{
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    block_q8_K *b = dst;
+    for (int64_t k = 0; k < n / QK_K; k++) {
+        const float *x = src + k * QK_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int j = 0; j < QK_K; j += 16)
+            m = _mm512_max_ps(m, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)));
+        float amax = _mm512_reduce_max_ps(m);
+        memset(&b[k], 0, sizeof(b[k]));
+        if (amax == 0.0f)
+            continue;
+        float max = 0.0f;
+        for (int j = 0; j < QK_K; j += 16) {
+            __mmask16 eq = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)), _mm512_set1_ps(amax),
+                                              _CMP_EQ_OQ);
+            if (eq) {
+                max = x[j + __builtin_ctz(eq)];
+                break;
+            }
+        }
+        float iscale = -127.0f / max;
+        __m512 vs = _mm512_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 16) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + j)));
+            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(b[k].qs + j), _mm512_cvtepi32_epi8(q));
+            b[k].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        b[k].d = 1 / iscale;
+    }
+}
 
 static void avx512_register_blocks(kernels_isa *k, const cpu_features *f)
 {
@@ -954,6 +1297,13 @@ static void avx512_register_blocks(kernels_isa *k, const cpu_features *f)
     k->from_f32[DTYPE_Q8_0] = avx512_q8_0_from_f32;
     k->to_f32[DTYPE_Q8_0] = avx512_q8_0_to_f32;
     k->to_f32[DTYPE_Q4_0] = avx512_q4_0_to_f32;
+    k->rows[DTYPE_Q4_K] = f->avx512vnni ? avx512_rows_q4_K_vnni : avx512_rows_q4_K_bw;
+    k->rows[DTYPE_Q5_K] = f->avx512vnni ? avx512_rows_q5_K_vnni : avx512_rows_q5_K_bw;
+    k->rows[DTYPE_Q6_K] = f->avx512vnni ? avx512_rows_q6_K_vnni : avx512_rows_q6_K_bw;
+    k->to_f32[DTYPE_Q4_K] = avx512_q4_K_to_f32;
+    k->to_f32[DTYPE_Q5_K] = avx512_q5_K_to_f32;
+    k->to_f32[DTYPE_Q6_K] = avx512_q6_K_to_f32;
+    k->from_f32[DTYPE_Q8_K] = avx512_q8_K_from_f32;
 }
 
 /* ==== end of the block types ==== */

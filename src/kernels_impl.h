@@ -23,6 +23,8 @@
 #include "kernels.h"
 #include "util.h"
 
+#include <string.h>
+
 #if defined(__x86_64__)
 #define KERNELS_X86 1
 #endif
@@ -112,6 +114,24 @@ void kernels_matmul_with(float *y, const mat_t *w, const float *x, int n, const 
 static inline float kernels_elem_f32(dtype_t dt, const void *row, int i)
 {
     return dt == DTYPE_F16 ? f16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* The 8 six-bit scales and 8 mins of a Q4_K/Q5_K super-block (dtype.h)
+ * as bytes: byte j of *sc is sub-block j's scale, of *mn its min. The
+ * layout read four sub-blocks at a time (little-endian):
+ *   a, b, c = scales[0..3], [4..7], [8..11]
+ *   scales 0-3: a & 63 per byte;  4-7: (c & 15) | (a >> 6) << 4
+ *   mins   0-3: b & 63 per byte;  4-7: (c >> 4) | (b >> 6) << 4 */
+static inline void kernels_kq_scales(const uint8_t *s, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t a, b, c;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + 4, 4);
+    memcpy(&c, s + 8, 4);
+    uint32_t s_lo = a & 0x3f3f3f3fu, s_hi = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u);
+    uint32_t m_lo = b & 0x3f3f3f3fu, m_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u);
+    *sc = s_lo | (uint64_t)s_hi << 32;
+    *mn = m_lo | (uint64_t)m_hi << 32;
 }
 
 /* Frees the prefill panel scratch (kernels_shutdown). */

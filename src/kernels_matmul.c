@@ -7,7 +7,8 @@
  * type other than F32 (BF16 for BF16 weights), so that prefill and decode
  * multiply the same values.
  *
- * Block types have a second path, integer tiles: X quantized to Q8_0 once,
+ * Block types have a second path, integer tiles: X quantized to its
+ * vec_dot_type (Q8_0, or Q8_K for the K-quants) once,
  * then the decode row kernels with all n activation rows at once (each
  * weight block read once for every token), weight rows split across the
  * pool. Where the SIMD level has a GEMM kernel for the type (AVX-512 VNNI),
@@ -231,10 +232,16 @@ static void matmul_int8(float *y, const mat_t *w, const float *x, int n)
  *     on the three shapes: 20-41 ms against 15-38
  *   q4_0 (four blocks per vector, a third of the float work of q8_0):
  *     128 tokens 9-34 ms against 10-44 (7 cases of 9, 1 and 2 threads),
- *     256 tokens 21-92 against 17-85, 512: sgemm ahead everywhere. */
+ *     256 tokens 21-92 against 17-85, 512: sgemm ahead everywhere.
+ *   q4_k, q6_k (row tiles of 4 x 4, panels dequantized by the AVX-512
+ *     kernels; load average above 10, so only the order holds): 128 tokens
+ *     on the three shapes 23-39 GFLOP/s against 9-29 for q4_k and 17-31
+ *     against 10-35 for q6_k (10 cases of 12 to the tiles), 256 tokens mixed. */
 static int matmul_int8_below(dtype_t t)
 {
-    return t == DTYPE_Q4_0 ? 192 : 64;
+    if (t == DTYPE_Q4_0 || t == DTYPE_Q4_K || t == DTYPE_Q5_K || t == DTYPE_Q6_K)
+        return 192;
+    return 64;
 }
 
 int kernels_int8_prefill_below(dtype_t t)

@@ -492,6 +492,240 @@ static void neon_q4_0_to_f32(const void *src, float *dst, int64_t n)
     }
 }
 
+/* ==== K-quants: Q4_K, Q5_K and Q6_K weights times Q8_K activations ====
+ *
+ * Per sub-block j of a super-block (dtype.h: Q4_K/Q5_K 8 of 32 values,
+ * Q6_K 16 of 16) and per (weight row r, activation row k), in exact int32
+ * lanes: D = the dot products of the sub-block's levels (Q4_K 0..15, Q5_K
+ * 0..31, Q6_K q - 32 in -32..31, all fitting int8) with x_k's values, by
+ * vdotq_s32 or vmull_s8 + vpadalq_s16, then A_rk += D * scale_j
+ * (vmlaq_n_s32). Per super-block the integer totals and the float
+ * operations are those of the portable vec_dot (dtype.c), in its order:
+ *   Q4_K/Q5_K: s += d * dx * float(sum(A_rk)) - dmin * dx * float(sum_j m_j * (bsums[2j] + bsums[2j+1]))
+ *   Q6_K:      s += d * dx * float(sum(A_rk))
+ * so each result is bit for bit the portable path's, whatever the tile
+ * (4 weight rows x 4 activation rows), the split or the batch.
+ * Dequantization (the prefill panels) is the portable path's bit for bit too.
+ */
+
+/* Levels of sub-block j of a weight super-block: two int8x16 (Q4_K, Q5_K)
+ * or one (Q6_K, in *a). */
+static inline __attribute__((always_inline)) void neon_k_levels(const int type, const char *blk, int j, int8x16_t *a,
+                                                                int8x16_t *b)
+{
+    if (type == 6) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        int h = j >> 3, quarter = (j & 7) >> 1, l0 = 16 * (j & 1);
+        uint8x16_t L = vld1q_u8(q->ql + 64 * h + 32 * (quarter & 1) + l0);
+        uint8x16_t H = vld1q_u8(q->qh + 32 * h + l0);
+        uint8x16_t lv = quarter >= 2 ? vshrq_n_u8(L, 4) : vandq_u8(L, vdupq_n_u8(0x0f));
+        uint8x16_t hv = vandq_u8(vshlq_u8(H, vdupq_n_s8((int8_t)(4 - 2 * quarter))), vdupq_n_u8(0x30));
+        *a = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lv, hv)), vdupq_n_s8(32));
+        return;
+    }
+    const uint8_t *qs = type == 5 ? ((const block_q5_K *)blk)->qs : ((const block_q4_K *)blk)->qs;
+    uint8x16_t q0 = vld1q_u8(qs + 32 * (j >> 1)), q1 = vld1q_u8(qs + 32 * (j >> 1) + 16);
+    if (j & 1) {
+        q0 = vshrq_n_u8(q0, 4);
+        q1 = vshrq_n_u8(q1, 4);
+    } else {
+        q0 = vandq_u8(q0, vdupq_n_u8(0x0f));
+        q1 = vandq_u8(q1, vdupq_n_u8(0x0f));
+    }
+    if (type == 5) {
+        const block_q5_K *q = (const block_q5_K *)blk;
+        uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << j)), sixteen = vdupq_n_u8(16);
+        q0 = vorrq_u8(q0, vandq_u8(vtstq_u8(vld1q_u8(q->qh), bit), sixteen));
+        q1 = vorrq_u8(q1, vandq_u8(vtstq_u8(vld1q_u8(q->qh + 16), bit), sixteen));
+    }
+    *a = vreinterpretq_s8_u8(q0);
+    *b = vreinterpretq_s8_u8(q1);
+}
+
+#define NEON_K_TILE(NAME, ATTR, DOT)                                                                                \
+    static inline __attribute__((always_inline)) ATTR void NAME(const int type, const char *w, size_t row_bytes,  \
+                                                                int nb, const char *x, size_t x_stride,            \
+                                                                const int nr, const int nx, float *out,            \
+                                                                size_t out_stride)                                 \
+    {                                                                                                               \
+        const size_t wb = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);    \
+        const int nsub = type == 6 ? 16 : 8;                                                                        \
+        float sum[4][4];                                                                                            \
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) sum[r][k] = 0.0f;                                 \
+        for (int b = 0; b < nb; b++) {                                                                              \
+            const char *wr[4];                                                                                      \
+            const block_q8_K *xb[4];                                                                                \
+            int8_t sc[4][16];                                                                                       \
+            int32_t mn[4][8];                                                                                       \
+            int32x4_t A[4][4];                                                                                      \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) xb[k] = (const block_q8_K *)(x + (size_t)k * x_stride) + b; \
+            _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                    \
+            {                                                                                                       \
+                wr[r] = w + (size_t)r * row_bytes + (size_t)b * wb;                                                 \
+                __builtin_prefetch(wr[r] + 4 * row_bytes);                                                          \
+                __builtin_prefetch(wr[r] + 4 * row_bytes + 64);                                                     \
+                __builtin_prefetch(wr[r] + 4 * row_bytes + 128);                                                    \
+                __builtin_prefetch(wr[r] + 4 * row_bytes + wb - 1);                                                 \
+                if (type == 6) {                                                                                    \
+                    memcpy(sc[r], ((const block_q6_K *)wr[r])->scales, 16);                                         \
+                } else {                                                                                            \
+                    uint64_t s64, m64;                                                                              \
+                    kernels_kq_scales(((const block_q4_K *)wr[r])->scales, &s64, &m64);                             \
+                    for (int i = 0; i < 8; i++) {                                                                   \
+                        sc[r][i] = (int8_t)(s64 >> (8 * i));                                                        \
+                        mn[r][i] = (int32_t)((m64 >> (8 * i)) & 0xff);                                              \
+                    }                                                                                               \
+                }                                                                                                   \
+                _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) A[r][k] = vdupq_n_s32(0);                     \
+            }                                                                                                       \
+            for (int j = 0; j < nsub; j++) {                                                                        \
+                int8x16_t xa[4], xc[4];                                                                             \
+                _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                \
+                {                                                                                                   \
+                    xa[k] = vld1q_s8(xb[k]->qs + (type == 6 ? 16 : 32) * j);                                        \
+                    xc[k] = type == 6 ? xa[k] : vld1q_s8(xb[k]->qs + 32 * j + 16);                                  \
+                }                                                                                                   \
+                _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                \
+                {                                                                                                   \
+                    int8x16_t wa, wc = vdupq_n_s8(0);                                                               \
+                    neon_k_levels(type, wr[r], j, &wa, &wc);                                                        \
+                    _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                            \
+                    {                                                                                               \
+                        int32x4_t D = DOT(vdupq_n_s32(0), wa, xa[k]);                                               \
+                        if (type != 6)                                                                              \
+                            D = DOT(D, wc, xc[k]);                                                                  \
+                        A[r][k] = vmlaq_n_s32(A[r][k], D, sc[r][j]);                                                \
+                    }                                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++)                                                    \
+            {                                                                                                       \
+                float dx = xb[k]->d;                                                                                \
+                _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                \
+                {                                                                                                   \
+                    int32_t iq = vaddvq_s32(A[r][k]);                                                               \
+                    if (type == 6) {                                                                                \
+                        sum[r][k] += neon_q_half(&((const block_q6_K *)wr[r])->d) * dx * (float)iq;                 \
+                    } else {                                                                                        \
+                        const block_q4_K *q = (const block_q4_K *)wr[r];                                            \
+                        int32_t im = 0;                                                                             \
+                        for (int i = 0; i < 8; i++)                                                                 \
+                            im += mn[r][i] * (xb[k]->bsums[2 * i] + xb[k]->bsums[2 * i + 1]);                       \
+                        float d = neon_q_half(&q->d), dmin = neon_q_half(&q->dmin);                                 \
+                        sum[r][k] += d * dx * (float)iq - dmin * dx * (float)im;                                    \
+                    }                                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int k = 0; k < nx; k++) out[(size_t)k * out_stride + r] = sum[r][k];      \
+    }
+
+NEON_K_TILE(neon_k_tile_base, , neon_q_dot_base)
+NEON_K_TILE(neon_k_tile_sdot, NEON_DOTPROD_TARGET, neon_q_dot_sdot)
+
+/* As NEON_Q_ROWS over super-blocks. */
+#define NEON_K_ROWS(NAME, ATTR, TILE)                                                                               \
+    static inline __attribute__((always_inline)) ATTR void NAME(const int type, const mat_t *m, int r0, int r1,   \
+                                                                const void *xv, size_t x_stride, int n_x,          \
+                                                                float *out, size_t out_stride)                     \
+    {                                                                                                               \
+        size_t row_bytes = dtype_row_size(m->dtype, m->cols);                                                       \
+        int nb = m->cols / QK_K;                                                                                    \
+        const char *base = m->data, *x = xv;                                                                        \
+        for (int r = r0; r < r1;) {                                                                                 \
+            const char *w = base + (size_t)r * row_bytes;                                                           \
+            int four = r + 4 <= r1, k = 0;                                                                          \
+            for (; k + 4 <= n_x; k += 4) {                                                                          \
+                if (four)                                                                                           \
+                    TILE(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 4,                          \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+                else                                                                                                \
+                    TILE(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 4,                          \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+            }                                                                                                       \
+            for (; k < n_x; k++) {                                                                                  \
+                if (four)                                                                                           \
+                    TILE(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 4, 1,                          \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+                else                                                                                                \
+                    TILE(type, w, row_bytes, nb, x + (size_t)k * x_stride, x_stride, 1, 1,                          \
+                         out + (size_t)k * out_stride + r, out_stride);                                             \
+            }                                                                                                       \
+            r += four ? 4 : 1;                                                                                      \
+        }                                                                                                           \
+    }
+
+NEON_K_ROWS(neon_k_rows_base, , neon_k_tile_base)
+NEON_K_ROWS(neon_k_rows_sdot, NEON_DOTPROD_TARGET, neon_k_tile_sdot)
+
+#define NEON_K_ENTRY(NAME, ATTR, ROWS, TYPE)                                                                        \
+    static ATTR void NAME(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x, float *out,     \
+                          size_t out_stride)                                                                        \
+    {                                                                                                               \
+        ROWS(TYPE, m, r0, r1, x, x_stride, n_x, out, out_stride);                                                   \
+    }
+NEON_K_ENTRY(neon_rows_q4_K, , neon_k_rows_base, 4)
+NEON_K_ENTRY(neon_rows_q5_K, , neon_k_rows_base, 5)
+NEON_K_ENTRY(neon_rows_q6_K, , neon_k_rows_base, 6)
+NEON_K_ENTRY(neon_rows_q4_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 4)
+NEON_K_ENTRY(neon_rows_q5_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 5)
+NEON_K_ENTRY(neon_rows_q6_K_dot, NEON_DOTPROD_TARGET, neon_k_rows_sdot, 6)
+
+/* Q4_K/Q5_K/Q6_K to F32 with the portable path's float operations
+ * (dtype.c), 4 values at a time: bit for bit its results. */
+static inline __attribute__((always_inline)) void neon_k_store16(int8x16_t q, float s, float m, float *o)
+{
+    int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    int32x4_t v[4] = { vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
+                       vmovl_high_s16(hi) };
+    for (int i = 0; i < 4; i++)
+        vst1q_f32(o + 4 * i, vsubq_f32(vmulq_n_f32(vcvtq_f32_s32(v[i]), s), vdupq_n_f32(m)));
+}
+
+static inline __attribute__((always_inline)) void neon_k_to_f32(const int type, const void *src, float *dst, int64_t n)
+{
+    const size_t bw = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t k = 0; k < n / QK_K; k++, dst += QK_K) {
+        const char *blk = (const char *)src + (size_t)k * bw;
+        if (type == 6) {
+            const block_q6_K *b = (const block_q6_K *)blk;
+            float d = neon_q_half(&b->d);
+            for (int j = 0; j < 16; j++) {
+                int8x16_t q, unused;
+                neon_k_levels(6, blk, j, &q, &unused);
+                /* (d * sc) * q - 0: the subtraction of +0 changes no value */
+                neon_k_store16(q, d * b->scales[j], 0.0f, dst + 16 * j);
+            }
+        } else {
+            const block_q4_K *b = (const block_q4_K *)blk;
+            float d = neon_q_half(&b->d), dmin = neon_q_half(&b->dmin);
+            uint64_t sc, mn;
+            kernels_kq_scales(b->scales, &sc, &mn);
+            for (int j = 0; j < 8; j++) {
+                int8x16_t q0, q1;
+                neon_k_levels(type, blk, j, &q0, &q1);
+                float s = d * (float)(int)((sc >> (8 * j)) & 0xff), m = dmin * (float)(int)((mn >> (8 * j)) & 0xff);
+                neon_k_store16(q0, s, m, dst + 32 * j);
+                neon_k_store16(q1, s, m, dst + 32 * j + 16);
+            }
+        }
+    }
+}
+static void neon_q4_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(4, src, dst, n);
+}
+static void neon_q5_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(5, src, dst, n);
+}
+static void neon_q6_K_to_f32(const void *src, float *dst, int64_t n)
+{
+    neon_k_to_f32(6, src, dst, n);
+}
+
 static void neon_register_blocks(kernels_isa *k, const cpu_features *f)
 {
     k->rows[DTYPE_Q8_0] = f->dotprod ? neon_rows_q8_0_dot : neon_rows_q8_0;
@@ -499,6 +733,12 @@ static void neon_register_blocks(kernels_isa *k, const cpu_features *f)
     k->from_f32[DTYPE_Q8_0] = neon_q8_0_from_f32;
     k->to_f32[DTYPE_Q8_0] = neon_q8_0_to_f32;
     k->to_f32[DTYPE_Q4_0] = neon_q4_0_to_f32;
+    k->rows[DTYPE_Q4_K] = f->dotprod ? neon_rows_q4_K_dot : neon_rows_q4_K;
+    k->rows[DTYPE_Q5_K] = f->dotprod ? neon_rows_q5_K_dot : neon_rows_q5_K;
+    k->rows[DTYPE_Q6_K] = f->dotprod ? neon_rows_q6_K_dot : neon_rows_q6_K;
+    k->to_f32[DTYPE_Q4_K] = neon_q4_K_to_f32;
+    k->to_f32[DTYPE_Q5_K] = neon_q5_K_to_f32;
+    k->to_f32[DTYPE_Q6_K] = neon_q6_K_to_f32;
 }
 
 /* ==== end of the block types ==== */

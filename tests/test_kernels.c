@@ -773,7 +773,7 @@ static void test_dot_axpy_f16(void)
     test_result(worst_scalar <= BOUND, "dot_f32_f16/axpy_f16 SIMD vs scalar", "error %.3e", worst_scalar);
 }
 
-/* ==== block types: Q8_0 and Q4_0 ====
+/* ==== block types: Q8_0, Q4_0 and the K-quants Q4_K, Q5_K, Q6_K ====
  *
  * The formats against hand-computed blocks (bytes known from the
  * definitions in dtype.h), the SIMD conversions bit for bit against the
@@ -787,10 +787,14 @@ static void test_dot_axpy_f16(void)
  * uses). For the largest rows here (nb = 129) that is under 1e-5 * M:
  * QBOUND. The same bound, relative to M, holds for prefill by integer tiles
  * (against the same quantized X) and by dequantized sgemm (against X).
+ * The K-quants' SIMD kernels form the portable path's integer totals per
+ * super-block and its float operations in the same order, so they are also
+ * checked equal to it bit for bit.
  */
 #define QBOUND 1e-5
 
-static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0 };
+static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K };
+#define NQTYPES ((int)(sizeof(qtypes) / sizeof(qtypes[0])))
 
 static void test_q_formats(void)
 {
@@ -882,42 +886,52 @@ static void test_q_formats(void)
  * at several scales and on rows full of ties (x = n + 0.5 with d = 1). */
 static void test_q_conversions(void)
 {
-    int n = 32 * 67;
-    float *x = malloc((size_t)n * sizeof(float)), *a = malloc((size_t)n * sizeof(float)),
-          *b = malloc((size_t)n * sizeof(float));
-    void *qa = malloc(dtype_row_size(DTYPE_Q8_0, n)), *qb = malloc(dtype_row_size(DTYPE_Q8_0, n));
-    int bad_q = 0, bad_d[2] = { 0, 0 };
+    /* 67 blocks of 32; the K-quants take the first 9 super-blocks */
+    int n = 32 * 67, nk = QK_K * 9;
+    float *x = malloc((size_t)nk * sizeof(float)), *a = malloc((size_t)nk * sizeof(float)),
+          *b = malloc((size_t)nk * sizeof(float));
+    size_t qbytes = dtype_row_size(DTYPE_Q8_K, nk) > dtype_row_size(DTYPE_Q8_0, n) ? dtype_row_size(DTYPE_Q8_K, nk)
+                                                                                   : dtype_row_size(DTYPE_Q8_0, n);
+    void *qa = malloc(qbytes), *qb = malloc(qbytes);
+    int bad_q = 0, bad_qk = 0, bad_d[NQTYPES] = { 0 };
     static const float scales[] = { 1e-3f, 1.0f, 37.0f, 1e4f };
     for (int s = 0; s < 5; s++) {
         if (s < 4) {
-            fill_uniform(x, (size_t)n, scales[s]);
+            fill_uniform(x, (size_t)nk, scales[s]);
         } else {
-            for (int i = 0; i < n; i++) {
+            for (int i = 0; i < nk; i++) {
                 int v = (int)(rand_uniform() * 126.0f);
                 x[i] = (float)v + (v < 0 ? -0.5f : 0.5f);
                 if (i % 32 == 9)
                     x[i] = (i / 32) % 2 ? 127.0f : -127.0f;
             }
         }
-        for (int i = 0; i < n; i += 97)
+        for (int i = 0; i < nk; i += 97)
             x[i] = 0.0f;
         memset(x + 32, 0, 32 * sizeof(float)); /* an all-zero block: d 0 */
+        memset(x + 2 * QK_K, 0, QK_K * sizeof(float)); /* an all-zero super-block */
         dtype_get(DTYPE_Q8_0)->from_f32(x, qa, n);
         kernels_isa_get()->from_f32[DTYPE_Q8_0](x, qb, n);
         bad_q += memcmp(qa, qb, dtype_row_size(DTYPE_Q8_0, n)) != 0;
-        for (int t = 0; t < 2; t++) {
+        dtype_get(DTYPE_Q8_K)->from_f32(x, qa, nk);
+        kernels_isa_get()->from_f32[DTYPE_Q8_K](x, qb, nk);
+        bad_qk += memcmp(qa, qb, dtype_row_size(DTYPE_Q8_K, nk)) != 0;
+        for (int t = 0; t < NQTYPES; t++) {
             dtype_t dt = qtypes[t];
-            dtype_get(dt)->from_f32(x, qa, n);
-            mat_t m = { dt, 1, n, qa };
-            dtype_get(dt)->to_f32(qa, a, n);
+            int len = dtype_block_size(dt) == QK_K ? nk : n;
+            dtype_get(dt)->from_f32(x, qa, len);
+            mat_t m = { dt, 1, len, qa };
+            dtype_get(dt)->to_f32(qa, a, len);
             kernels_get_row(b, &m, 0);
-            bad_d[t] += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+            bad_d[t] += memcmp(a, b, (size_t)len * sizeof(float)) != 0;
         }
     }
     char name[96];
     snprintf(name, sizeof(name), "q8_0 quantize %s bit-identical to portable (ties included)", kernels_simd_name());
     test_result(bad_q == 0, name, "%d of 5 rows differ", bad_q);
-    for (int t = 0; t < 2; t++) {
+    snprintf(name, sizeof(name), "q8_k quantize %s bit-identical to portable", kernels_simd_name());
+    test_result(bad_qk == 0, name, "%d of 5 rows differ", bad_qk);
+    for (int t = 0; t < NQTYPES; t++) {
         snprintf(name, sizeof(name), "%s dequantize %s bit-identical to portable", dtype_name(qtypes[t]),
                  kernels_simd_name());
         test_result(bad_d[t] == 0, name, "%d of 5 rows differ", bad_d[t]);
@@ -943,15 +957,17 @@ static void test_qmat_make(test_mat *t, dtype_t dt, int rows, int cols)
 }
 
 /* ref (n, rows) and mag = sum |w x| from the dequantized weights and X as
- * the kernels see it: quantized to Q8_0 and back when quant_x. */
+ * the kernels see it: quantized to the vec_dot_type (Q8_0, Q8_K) and back
+ * when quant_x. */
 static void naive_qmatmul(double *ref, double *mag, const test_mat *t, const float *x, int n, int quant_x)
 {
     int cols = t->m.cols;
+    dtype_t vt = dtype_get(t->m.dtype)->vec_dot_type;
     float *xd = malloc((size_t)n * cols * sizeof(float));
-    void *xq = malloc(dtype_row_size(DTYPE_Q8_0, (int64_t)n * cols));
+    void *xq = malloc(dtype_row_size(vt, (int64_t)n * cols));
     if (quant_x) {
-        dtype_convert(xq, DTYPE_Q8_0, x, DTYPE_F32, (size_t)n * cols);
-        dtype_convert(xd, DTYPE_F32, xq, DTYPE_Q8_0, (size_t)n * cols);
+        dtype_convert(xq, vt, x, DTYPE_F32, (size_t)n * cols);
+        dtype_convert(xd, DTYPE_F32, xq, vt, (size_t)n * cols);
     } else {
         memcpy(xd, x, (size_t)n * cols * sizeof(float));
     }
@@ -982,6 +998,7 @@ static double q_err(const float *y, const double *ref, const double *mag, size_t
 }
 
 static const int q_cols[] = { 32, 64, 96, 2048, 4128 };
+static const int qk_cols[] = { 256, 512, 768, 2048, 4352 };
 static const int q_rows[] = { 1, 3, 17, 300 };
 
 /* Every shape with 1, 2 and 3 threads (bit-identical to 1 thread), the
@@ -990,13 +1007,14 @@ static const int q_rows[] = { 1, 3, 17, 300 };
  * share one quantized activation (q/k/v) equal to single calls. */
 static void test_q_matvec(void)
 {
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < NQTYPES; t++) {
         dtype_t dt = qtypes[t];
+        int kq = dtype_block_size(dt) == QK_K;
         double worst[2] = { 0, 0 };
-        int differ_threads = 0, differ_batch = 0, differ_shared = 0, cases = 0;
+        int differ_threads = 0, differ_batch = 0, differ_shared = 0, differ_portable = 0, cases = 0;
         for (size_t ci = 0; ci < sizeof(q_cols) / sizeof(q_cols[0]); ci++)
             for (size_t ri = 0; ri < sizeof(q_rows) / sizeof(q_rows[0]); ri++) {
-                int rows = q_rows[ri], cols = q_cols[ci], nx = 9;
+                int rows = q_rows[ri], cols = kq ? qk_cols[ci] : q_cols[ci], nx = 9;
                 test_mat m;
                 test_qmat_make(&m, dt, rows, cols);
                 float *x = malloc((size_t)nx * cols * sizeof(float));
@@ -1009,10 +1027,11 @@ static void test_q_matvec(void)
                 for (int p = 0; p < 2; p++) {
                     kernels_force_scalar(p);
                     kernels_init(1);
-                    kernels_matvec(y, &m.m, x, &sc);
-                    double e = q_err(y, ref, mag, (size_t)rows);
+                    kernels_matvec(p ? y1 : y, &m.m, x, &sc);
+                    double e = q_err(p ? y1 : y, ref, mag, (size_t)rows);
                     worst[p] = e > worst[p] ? e : worst[p];
                 }
+                differ_portable += memcmp(y, y1, (size_t)rows * sizeof(float)) != 0;
                 kernels_force_scalar(0);
                 kernels_init(1);
                 kernels_matvec(y1, &m.m, x, &sc);
@@ -1057,6 +1076,11 @@ static void test_q_matvec(void)
         snprintf(name, sizeof(name), "matvec %s portable vs dequantized double dot (err %.2e of sum|wx|)",
                  dtype_name(dt), worst[1]);
         test_result(worst[1] <= QBOUND, name, "error %.3e > %.0e", worst[1], QBOUND);
+        if (kq) {
+            snprintf(name, sizeof(name), "matvec %s %s bit-identical to portable", dtype_name(dt),
+                     kernels_simd_name());
+            test_result(differ_portable == 0, name, "%d of %d runs differ", differ_portable, cases);
+        }
         snprintf(name, sizeof(name), "matvec %s 2 and 3 threads bit-identical to 1 thread", dtype_name(dt));
         test_result(differ_threads == 0, name, "%d of %d runs differ", differ_threads, 2 * cases);
         snprintf(name, sizeof(name), "matvec %s batches of 1..9 rows bit-identical to single calls", dtype_name(dt));
@@ -1079,6 +1103,7 @@ static void test_q_matmul(void)
 {
     static const int ns[] = { 1, 5, 7, 33 };
     static const int shapes[][2] = { { 300, 256 }, { 1100, 512 }, { 301, 224 } };
+    static const int kshapes[][2] = { { 300, 256 }, { 1100, 512 }, { 301, 768 } };
     const cpu_features *f = kernels_cpu_features();
     int want_gemm = f->level == SIMD_AVX512 && f->avx512vnni;
     for (int t = 0; t < 2; t++) {
@@ -1088,10 +1113,11 @@ static void test_q_matmul(void)
                  has ? "present" : "absent");
         test_result(has == want_gemm, name, "has %d, want %d", has, want_gemm);
     }
-    for (int t = 0; t < 2; t++)
+    for (int t = 0; t < NQTYPES; t++)
         for (int s = 0; s < 3; s++) {
             dtype_t dt = qtypes[t];
-            int rows = shapes[s][0], cols = shapes[s][1];
+            int kq = dtype_block_size(dt) == QK_K;
+            int rows = kq ? kshapes[s][0] : shapes[s][0], cols = kq ? kshapes[s][1] : shapes[s][1];
             test_mat m;
             test_qmat_make(&m, dt, rows, cols);
             for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {

@@ -7,7 +7,7 @@
  *
  * Prints the read bandwidth of main memory (1 and 2 threads), the pool's
  * dispatch latency, and matvec throughput for every weight type (f32, bf16,
- * f16, q8_0, q4_0) at the TinyLlama shapes 2048x2048 (attention) and
+ * f16, q8_0, q4_0, q4_k, q5_k, q6_k) at the TinyLlama shapes 2048x2048 (attention) and
  * 5632x2048 (MLP) with 1 and 2 threads, as GB/s of weights read and as a
  * share of the bandwidth measured in the same run. The matvec figures cycle
  * over enough copies of the matrix (1 GiB) that every call reads from DRAM,
@@ -28,6 +28,7 @@
  * level has one: AVX-512 VNNI).
  *
  * MDI_BENCH_QUICK=1 runs every part on little data, to check the program.
+ * MDI_BENCH_DTYPES=q4_k,q6_k,q4_0 measures only those weight types.
  *
  * CSV columns: bench,dtype,rows,cols,n,threads,seconds,gb_per_s,
  *              pct_of_bandwidth,gflop_per_s,path
@@ -42,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +55,24 @@ static size_t stream_bytes = (size_t)1 << 30;
 static int quick;
 
 static FILE *csv;
+
+/* The weight types to measure: all, or those listed in MDI_BENCH_DTYPES. */
+static int bench_wants(dtype_t dt)
+{
+    const char *list = getenv("MDI_BENCH_DTYPES");
+    if (!list || !*list)
+        return 1;
+    const char *name = dtype_name(dt);
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncasecmp(p, name, n) == 0)
+            return 1;
+        p += n + (end ? 1 : 0);
+    }
+    return 0;
+}
 static char path_name[96];
 
 static void csv_row(const char *bench, dtype_t dt, int rows, int cols, int n, int threads, double seconds,
@@ -109,12 +129,15 @@ static double time_matvec(const mat_t *mats, int n_copies, const float *x, int n
 static int bench_matvec(const double *bandwidth, int sub)
 {
     static const int shapes[][2] = { { 2048, 2048 }, { 5632, 2048 } };
-    static const dtype_t dtypes[] = { DTYPE_F32, DTYPE_BF16, DTYPE_F16, DTYPE_Q8_0, DTYPE_Q4_0 };
+    static const dtype_t dtypes[] = { DTYPE_F32,  DTYPE_BF16, DTYPE_F16,  DTYPE_Q8_0,
+                                      DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K };
     static const int nxs[] = { 2, 4, 8 };
     int passes = quick ? 1 : sub ? 3 : 10;
     for (size_t d = 0; d < sizeof(dtypes) / sizeof(dtypes[0]); d++)
         for (int s = 0; s < 2; s++) {
             dtype_t dt = dtypes[d];
+            if (!bench_wants(dt))
+                continue;
             int rows = shapes[s][0], cols = shapes[s][1];
             size_t mat_bytes = dtype_matrix_size(dt, rows, cols);
             int n_copies = (int)(stream_bytes / mat_bytes);
@@ -189,6 +212,8 @@ static void bench_matmul(void)
         fill_matrix(x, DTYPE_F32, (size_t)n * cols);
         for (int d = 0; d < 3; d++) {
             dtype_t dt = dtypes[d];
+            if (!bench_wants(dt))
+                continue;
             fill_matrix(w, dt, (size_t)rows * cols);
             mat_t m = { dt, rows, cols, w };
             for (int nt = 1; nt <= 2; nt++) {
@@ -217,10 +242,12 @@ static void bench_matmul(void)
      * (kernels_matmul.c). */
     static const int shapes[][3] = { { 2048, 2048, 128 }, { 5632, 2048, 128 }, { 2048, 5632, 128 },
                                      { 5632, 2048, 16 },  { 5632, 2048, 64 },  { 5632, 2048, 256 } };
-    static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0 };
-    for (int q = 0; q < 2; q++)
+    static const dtype_t qtypes[] = { DTYPE_Q8_0, DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K };
+    for (size_t q = 0; q < sizeof(qtypes) / sizeof(qtypes[0]); q++)
         for (int s = 0; s < 6; s++) {
             dtype_t dt = qtypes[q];
+            if (!bench_wants(dt))
+                continue;
             int rows = shapes[s][0], cols = shapes[s][1], n = shapes[s][2];
             float *x = malloc(sizeof(float) * (size_t)n * cols);
             float *y = malloc(sizeof(float) * (size_t)n * rows);
