@@ -108,6 +108,8 @@ int forward_state_init_batch(forward_state *s, const model *m, int max_batch, in
             f = rope_llama3_scale(c, f);
         if (c->n_rope_freq_factors)
             f /= c->rope_freq_factors[i];
+        if (c->rope_linear > 0)
+            f /= c->rope_linear;
         s->rope_inv_freq[i] = (float)f;
     }
     return MDI_OK;

@@ -853,3 +853,40 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err)
     }
     return MDI_OK;
 }
+
+int gguf_write_tokenizer(const gguf_file *g, const char *path, char *err)
+{
+    gguf_writer *w = gguf_writer_new();
+    if (!w)
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    int rc = MDI_OK;
+    for (int64_t i = 0; i < g->n_kv && !rc; i++) {
+        const gguf_kv *kv = &g->kv[i];
+        if (strncmp(kv->key, "tokenizer.", 10) && strcmp(kv->key, "general.architecture"))
+            continue;
+        /* the encoded value, as it lies in the file */
+        const uint8_t *begin = kv->data, *end;
+        if (kv->type == GGUF_TYPE_STRING) {
+            begin -= 8;
+            end = kv->data + kv->n;
+        } else if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
+            begin -= 12;
+            size_t len = 0;
+            const char *last = kv->n ? gguf_arr_str(g, kv, kv->n - 1, &len) : NULL;
+            end = last ? (const uint8_t *)last + len : kv->data;
+        } else if (kv->type == GGUF_TYPE_ARRAY && type_size(kv->arr_type)) {
+            begin -= 12;
+            end = kv->data + kv->n * type_size(kv->arr_type);
+        } else if (kv->type != GGUF_TYPE_ARRAY && type_size(kv->type)) {
+            end = kv->data + type_size(kv->type);
+        } else {
+            rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: metadata %s: nested arrays are not copied", g->path, kv->key);
+            break;
+        }
+        rc = gguf_writer_set_raw(w, kv->key, kv->type, begin, (size_t)(end - begin));
+    }
+    if (!rc)
+        rc = gguf_writer_write(w, path, err);
+    gguf_writer_free(w);
+    return rc;
+}

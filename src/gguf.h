@@ -164,4 +164,9 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, dtype_t t, int n_di
                            const void *data);
 int gguf_writer_write(gguf_writer *w, const char *path, char *err);
 
+/* A GGUF with no tensors holding g's general.architecture and every
+ * tokenizer.* pair, byte for byte: the tokenizer of a GGUF checkpoint that
+ * prepare_model keeps beside its chunks (tokenizer.gguf). */
+int gguf_write_tokenizer(const gguf_file *g, const char *path, char *err);
+
 #endif

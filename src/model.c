@@ -133,8 +133,14 @@ int model_config_from_json(model_config *c, json_t *root, const char *fname, cha
                 return mdi_fail(err, MDI_EFORMAT, "%s: rope_scaling: high_freq_factor %g must exceed low_freq_factor "
                                 "%g, and original_max_position_embeddings be positive", fname,
                                 (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
+        } else if (!strcmp(rts, "linear")) {
+            if ((rc = get_num(rs, "factor", 0.0, 1, &c->rope_linear, fname, err)))
+                return rc;
+            if (!(c->rope_linear > 0))
+                return mdi_fail(err, MDI_EFORMAT, "%s: rope_scaling linear needs a positive factor", fname);
         } else if (strcmp(rts, "default")) {
-            return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3)", fname, rts);
+            return mdi_fail(err, MDI_EUNSUPPORTED, "%s: rope_scaling type \"%s\" (supported: llama3, linear)", fname,
+                            rts);
         }
     }
     c->rope_interleaved = json_is_true(json_object_get(root, "rope_interleaved"));
@@ -251,6 +257,9 @@ json_t *model_config_to_json(const model_config *c)
                                       (double)c->rope_factor, "low_freq_factor", (double)c->rope_low_freq_factor,
                                       "high_freq_factor", (double)c->rope_high_freq_factor,
                                       "original_max_position_embeddings", c->rope_original_max_pos));
+    else if (c->rope_linear > 0)
+        json_object_set_new(o, "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "linear", "factor",
+                                                         (double)c->rope_linear));
     else
         json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));

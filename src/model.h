@@ -62,6 +62,9 @@ typedef struct {
     int rope_llama3;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    /* rope_scaling {"rope_type": "linear", "factor": F} (a GGUF's
+     * rope.scaling.type linear): positions divided by F; 0 when absent */
+    float rope_linear;
     /* per-frequency divisors of RoPE's inverse frequencies (a GGUF's
      * rope_freqs.weight: Llama 3.1 scaling as llama.cpp stores it), config
      * key "rope_freq_factors"; 0 factors when absent */

@@ -733,14 +733,32 @@ static void source_fingerprint(source *s)
     sha256_final_hex(&c, s->fingerprint);
 }
 
-/* Tokenizer and generation files copied beside config.json, when present. */
+/* Tokenizer and generation files copied beside config.json, when present.
+ * A GGUF with its own tokenizer keeps it, as the starter reads it: its
+ * tokenizer metadata alone as tokenizer.gguf, and no tokenizer files from
+ * the folder around it. */
 static int copy_side_files(const source *s, const char *out_dir, char *err)
 {
     static const char *hf_files[] = { "tokenizer.json", "tokenizer_config.json", "generation_config.json",
                                       "special_tokens_map.json", "tokenizer.model" };
     char src[PATH_CAP], dst[PATH_CAP];
-    int rc, n_tok = 0;
+    int rc = MDI_OK, n_tok = 0, own = 0;
+    gguf_file *g;
+    if (str_has_suffix(s->weights, ".gguf") && (g = gguf_open(s->weights, err))) {
+        if (gguf_find_key(g, "tokenizer.ggml.tokens") >= 0) {
+            if (path_join(dst, sizeof(dst), out_dir, "tokenizer.gguf") != 0)
+                rc = mdi_fail(err, MDI_EARG, "%s: path too long", out_dir);
+            else
+                rc = gguf_write_tokenizer(g, dst, err);
+            n_tok = own = !rc;
+        }
+        gguf_close(g);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < sizeof(hf_files) / sizeof(hf_files[0]); i++) {
+        if (own && !strncmp(hf_files[i], "tokenizer", 9))
+            continue;
         if (path_join(src, sizeof(src), s->dir, hf_files[i]) != 0 || !file_exists(src))
             continue;
         if (path_join(dst, sizeof(dst), out_dir, hf_files[i]) != 0)

@@ -688,11 +688,29 @@ static int gguf_config(tensor_source *s, const gguf_file *g, char *err)
     size_t rs_len;
     if ((rc = gguf_get_str(g, arch_key(arch, "rope.scaling.type"), &rs, &rs_len, err)) < 0)
         goto fail;
-    if (rc == 1 && !(rs_len == 4 && !memcmp(rs, "none", 4))) {
-        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: metadata %s is \"%.*s\" (supported: none)", g->path,
+    /* linear: positions / rope.scaling.factor (older files: rope.scale_linear) */
+    double linear = 1.0;
+    int is_linear = rc == 1 && rs_len == 6 && !memcmp(rs, "linear", 6);
+    if (rc == 1 && !is_linear && !(rs_len == 4 && !memcmp(rs, "none", 4))) {
+        rc = mdi_fail(err, MDI_EUNSUPPORTED, "%s: metadata %s is \"%.*s\" (supported: none, linear)", g->path,
                       arch_key(arch, "rope.scaling.type"), (int)rs_len, rs);
         goto fail;
     }
+    if ((rc = gguf_get_float(g, arch_key(arch, is_linear ? "rope.scaling.factor" : "rope.scale_linear"), &linear,
+                             err)) < 0)
+        goto fail;
+    if (is_linear && rc == 0) {
+        rc = mdi_fail(err, MDI_EFORMAT, "%s: rope.scaling.type linear without %s", g->path,
+                      arch_key(arch, "rope.scaling.factor"));
+        goto fail;
+    }
+    if (!(linear > 0) || linear > 1e6) {
+        rc = mdi_fail(err, MDI_EFORMAT, "%s: metadata %s is %g: not a scaling factor", g->path,
+                      arch_key(arch, is_linear ? "rope.scaling.factor" : "rope.scale_linear"), linear);
+        goto fail;
+    }
+    if (linear != 1.0)
+        json_object_set_new(c, "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "linear", "factor", linear));
     int64_t dim_count;
     if ((rc = gguf_get_int(g, arch_key(arch, "rope.dimension_count"), &dim_count, err)) < 0)
         goto fail;
@@ -813,7 +831,20 @@ static int open_gguf(tensor_source *s, const char *path, char *err)
             snprintf(p, sizeof(p), "%.*s-%05d-of-%05d.gguf", (int)prefix, path, i + 1, n_parts);
         else
             snprintf(p, sizeof(p), "%s", path);
-        gguf_file *g = gguf_open(p, err);
+        gguf_file *g;
+        if (s->anon) { /* --no-mmap: the file read into anonymous memory, the GGUF parsed there */
+            mapped_file *f = realloc(s->files, (size_t)(s->n_files + 1) * sizeof(*f));
+            if (!f)
+                return mdi_fail(err, MDI_ENOMEM, "out of memory");
+            s->files = f;
+            memset(&s->files[s->n_files], 0, sizeof(mapped_file));
+            if ((rc = map_file(&s->files[s->n_files], p, 1, err)))
+                return rc;
+            f = &s->files[s->n_files++];
+            g = gguf_open_memory(f->map, f->size, p, err);
+        } else {
+            g = gguf_open(p, err);
+        }
         if (!g)
             return MDI_EFORMAT;
         s->ggufs[s->n_ggufs++] = g;

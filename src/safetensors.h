@@ -54,9 +54,10 @@
  * Data pointers are borrowed from the mmap (or the source's own buffers) and
  * live until tsrc_close.
  *
- * Where the bytes live (tsrc_mode): TSRC_MAP maps each file read-only, so
- * its pages belong to the page cache; TSRC_READ reads each file whole into
- * anonymous memory (huge pages advised) and keeps no mapping of the file.
+ * Where the bytes live (tsrc_mode; GGUF files as the others): TSRC_MAP maps
+ * each file read-only, so its pages belong to the page cache; TSRC_READ
+ * reads each file whole into anonymous memory (huge pages advised) and
+ * keeps no mapping of the file.
  * Clean file pages left untouched are reclaimed by the kernel under memory
  * pressure, or proactively on some machines, and then read from disk again
  * at the next token; anonymous pages stay until freed (or are swapped).

@@ -100,6 +100,7 @@ struct tokenizer {
     int fuse_unk;
 
     int bos_id;
+    int pad_id;            /* -1 if none: metadata only, never encoded from text */
     int adds_bos;
     int eos[MAX_EOS];
     int n_eos;
@@ -1277,6 +1278,7 @@ fail:
 
 int tokenizer_vocab_size(const tokenizer *t) { return t->n_vocab; }
 int tokenizer_bos_id(const tokenizer *t) { return t->bos_id; }
+int tokenizer_pad_id(const tokenizer *t) { return t->pad_id; }
 int tokenizer_adds_bos(const tokenizer *t) { return t->adds_bos; }
 
 int tokenizer_eos_ids(const tokenizer *t, const int **ids)
@@ -1441,6 +1443,7 @@ static tokenizer *tokenizer_new(void)
     if (!t)
         return NULL;
     t->bos_id = -1;
+    t->pad_id = -1;
     t->unk_id = -1;
     t->chat = CHAT_NONE;
     for (int b = 0; b < 256; b++) {
@@ -1743,6 +1746,9 @@ static int parse_pre_tokenizer(tokenizer *t, json_t *pt, int *byte_level, const 
         t->metaspace_split = !split || json_is_true(split);
         return 0;
     }
+    if (!strcmp(type, "Digits")) /* SmolLM, StarCoder: each digit apart, or runs of them */
+        return add_regex(t, json_is_true(json_object_get(pt, "individual_digits")) ? "\\p{N}" : "\\p{N}+", path,
+                         err);
     return mdi_fail(err, MDI_EUNSUPPORTED, "%s: unsupported pre_tokenizer %s", path, type);
 }
 
@@ -1937,6 +1943,9 @@ static int parse_configs(tokenizer *t, const char *dir, json_t *post, char *err)
         const char *eos = json_token_name(json_object_get(cfg, "eos_token"));
         if (eos)
             eos_add(t, vocab_lookup(t, eos, strlen(eos)));
+        const char *pad = json_token_name(json_object_get(cfg, "pad_token"));
+        if (pad)
+            t->pad_id = vocab_lookup(t, pad, strlen(pad));
         json_t *ct = json_object_get(cfg, "chat_template");
         const char *tmpl = json_string_value(ct);
         if (json_is_array(ct)) {
@@ -2060,11 +2069,22 @@ static const char qwen2_pattern[] =
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /* ignore_merges: a piece that is a token is taken whole (Llama 3's
- * tokenizer.json says so, and llama.cpp does it for these names). */
-static const struct { const char *pre; const char *pattern; int nfc, ignore_merges; } gguf_pre[] = {
-    { "llama-bpe", llama3_pattern, 0, 1 }, { "llama3", llama3_pattern, 0, 1 }, { "smaug-bpe", llama3_pattern, 0, 1 },
-    { "qwen2", qwen2_pattern, 1, 0 }, { "default", gpt2_pattern, 0, 0 }, { "gpt-2", gpt2_pattern, 0, 0 },
-    { "gpt2", gpt2_pattern, 0, 0 },
+ * tokenizer.json says so, and llama.cpp does it for these names). digits:
+ * each digit split apart first (a Digits pre-tokenizer before the regex:
+ * SmolLM, StarCoder and their kin). The names are llama.cpp's, grouped as
+ * it groups them. */
+static const struct { const char *pre; const char *pattern; int digits, nfc, ignore_merges; } gguf_pre[] = {
+    { "llama-bpe", llama3_pattern, 0, 0, 1 }, { "llama3", llama3_pattern, 0, 0, 1 },
+    { "llama-v3", llama3_pattern, 0, 0, 1 }, { "falcon3", llama3_pattern, 0, 0, 1 },
+    { "smaug-bpe", llama3_pattern, 0, 0, 1 }, { "dbrx", llama3_pattern, 0, 0, 0 },
+    { "qwen2", qwen2_pattern, 0, 1, 0 }, { "deepseek-r1-qwen", qwen2_pattern, 0, 0, 0 },
+    { "megrez", qwen2_pattern, 0, 0, 0 }, { "stablelm2", qwen2_pattern, 0, 0, 0 },
+    { "default", gpt2_pattern, 0, 0, 0 }, { "gpt-2", gpt2_pattern, 0, 0, 0 }, { "gpt2", gpt2_pattern, 0, 0, 0 },
+    { "phi-2", gpt2_pattern, 0, 0, 0 }, { "mpt", gpt2_pattern, 0, 0, 0 }, { "olmo", gpt2_pattern, 0, 0, 0 },
+    { "jais", gpt2_pattern, 0, 0, 0 }, { "roberta-bpe", gpt2_pattern, 0, 0, 0 },
+    { "smollm", gpt2_pattern, 1, 0, 0 }, { "starcoder", gpt2_pattern, 1, 0, 0 }, { "refact", gpt2_pattern, 1, 0, 0 },
+    { "command-r", gpt2_pattern, 1, 0, 0 }, { "codeshell", gpt2_pattern, 1, 0, 0 },
+    { "exaone", gpt2_pattern, 1, 0, 0 }, { "minerva-7b", gpt2_pattern, 1, 0, 0 },
 };
 
 /* GGUF token types (llama.cpp's llama_token_type). */
@@ -2205,11 +2225,16 @@ static tokenizer *load_gguf(const char *path, char *err)
                !(strlen(gguf_pre[k].pre) == pre_len && !memcmp(gguf_pre[k].pre, pre, pre_len)))
             k++;
         if (k == sizeof(gguf_pre) / sizeof(gguf_pre[0])) {
-            mdi_fail(err, MDI_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" (supported: llama-bpe, llama3, "
-                     "smaug-bpe, qwen2, default, gpt-2, gpt2)", path, (int)pre_len, pre);
+            char names[512];
+            size_t l = 0;
+            for (k = 0; k < sizeof(gguf_pre) / sizeof(gguf_pre[0]) && l < sizeof(names); k++)
+                l += (size_t)snprintf(names + l, sizeof(names) - l, "%s%s", k ? ", " : "", gguf_pre[k].pre);
+            mdi_fail(err, MDI_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" (supported: %s)", path, (int)pre_len,
+                     pre, names);
             goto fail;
         }
-        if (add_regex(t, gguf_pre[k].pattern, path, err) != 0)
+        if ((gguf_pre[k].digits && add_regex(t, "\\p{N}", path, err) != 0) ||
+            add_regex(t, gguf_pre[k].pattern, path, err) != 0)
             goto fail;
         t->nfc = gguf_pre[k].nfc;
         t->ignore_merges = gguf_pre[k].ignore_merges;
@@ -2250,6 +2275,10 @@ static tokenizer *load_gguf(const char *path, char *err)
     if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag, err)) < 0)
         goto fail;
     t->adds_bos = flag && t->bos_id >= 0;
+    if ((rc = gguf_get_int(g, "tokenizer.ggml.padding_token_id", &id, err)) < 0)
+        goto fail;
+    if (rc == 1 && id >= 0 && id < n)
+        t->pad_id = (int)id;
     static const char *const eos_keys[] = { "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                             "tokenizer.ggml.eom_token_id" };
     for (size_t i = 0; i < sizeof(eos_keys) / sizeof(eos_keys[0]); i++) {
@@ -2318,6 +2347,8 @@ tokenizer *tokenizer_load(const char *path, char *err)
             return load_hf(buf, path, err);
         if (path_join(buf, sizeof(buf), path, "tokenizer.bin") == 0 && file_exists(buf))
             return load_llama2c(buf, err);
+        if (path_join(buf, sizeof(buf), path, "tokenizer.gguf") == 0 && file_exists(buf))
+            return load_gguf(buf, err); /* a GGUF checkpoint's, kept by prepare_model */
         glob_t g;
         memset(&g, 0, sizeof(g));
         if (path_join(buf, sizeof(buf), path, "tok*.bin") == 0 && glob(buf, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
@@ -2326,7 +2357,8 @@ tokenizer *tokenizer_load(const char *path, char *err)
             return load_llama2c(buf, err);
         }
         globfree(&g);
-        mdi_fail(err, MDI_EIO, "%s: no tokenizer.json, tokenizer.bin or tok*.bin in this folder", path);
+        mdi_fail(err, MDI_EIO, "%s: no tokenizer.json, tokenizer.bin, tokenizer.gguf or tok*.bin in this folder",
+                 path);
         return NULL;
     }
     if (!file_exists(path)) {

@@ -31,6 +31,9 @@ void tokenizer_free(tokenizer *t);
 
 int tokenizer_vocab_size(const tokenizer *t);
 int tokenizer_bos_id(const tokenizer *t);      /* -1 if none */
+/* Padding id (tokenizer_config.json pad_token, a GGUF's
+ * tokenizer.ggml.padding_token_id); -1 if none. */
+int tokenizer_pad_id(const tokenizer *t);
 /* End-of-sequence ids: eos_token, plus generation_config.json's eos_token_id
  * list when present (e.g. Llama 3 <|eot_id|>). Returns the count. */
 int tokenizer_eos_ids(const tokenizer *t, const int **ids);

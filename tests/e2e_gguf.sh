@@ -205,12 +205,25 @@ else
     echo "SKIP: e2e_gguf @huggingface/gguf: tests/node_modules/@huggingface/gguf missing (.ci/run installs it)"
 fi
 
+# --mmap and --no-mmap (the default: the file read into anonymous memory)
+# give the same logits bit for bit; a split GGUF too.
+run mm "$TL/llama-q4_k.gguf" --mmap
+st=$?
+cmp -s "$TMP/mm.logits" "$TMP/gg-llama-q4_k.logits"
+check "e2e_gguf --mmap (borrowed from the mapping) equals --no-mmap (anonymous memory) bit for bit" $((st | $?)) \
+    "exit $st: $(tail -3 "$TMP/starter.log")"
+
 # Split files equal the single file.
 "$GG" from-hf "$TL" "$TL/sp.gguf" --dtype q4_k --split 3 >>"$TMP/gguf.log" 2>&1
 run sp "$TL/sp-00001-of-00003.gguf"
 st=$?
 cmp -s "$TMP/sp.logits" "$TMP/gg-llama-q4_k.logits"
 check "e2e_gguf split files -00001-of-00003.gguf run equal to the single file" $((st | $?)) \
+    "exit $st: $(tail -3 "$TMP/starter.log")"
+run spm "$TL/sp-00001-of-00003.gguf" --mmap
+st=$?
+cmp -s "$TMP/spm.logits" "$TMP/gg-llama-q4_k.logits"
+check "e2e_gguf split files mapped (--mmap) run equal to the single file" $((st | $?)) \
     "exit $st: $(tail -3 "$TMP/starter.log")"
 "$ST" --ckpt "$TL/sp-00002-of-00003.gguf" --prompt-ids 1 --n-tokens 1 --quiet >/dev/null 2>"$TMP/e_sp"
 st=$?
@@ -252,6 +265,10 @@ for n in range(1, 6):
                  sum(want.values()), sum((got - want).values())))
 PYEOF
     check "e2e_gguf prepare_model N = 1..5: every GGUF tensor in exactly one chunk, byte for byte" $? "see above"
+    a=$("$BIN/tokenize" "$CK" "Hello world, 123" 2>&1)
+    b=$("$BIN/tokenize" "$G" "Hello world, 123" 2>&1)
+    [ -f "$CK/tokenizer.gguf" ] && [ -n "$b" ] && [ "$a" = "$b" ]
+    check "e2e_gguf prepare_model keeps the GGUF's tokenizer beside the chunks (tokenizer.gguf)" $? "[$a] vs [$b]"
     run ck1 "$CK"
     cmp -s "$TMP/ck1.logits" "$TMP/gg-llama-q4_k.logits"
     check "e2e_gguf chunks of a GGUF run equal to the GGUF, logits bit for bit" $? "logits differ"

@@ -242,6 +242,8 @@ def rope_inv_freq(cfg, apply_scaling=True):
     kind = rs.get("rope_type", rs.get("type"))
     if kind in (None, "default"):
         return inv
+    if kind == "linear":
+        return inv / float(rs["factor"])
     if kind != "llama3":
         raise ValueError("rope_scaling type %r not in the reference" % kind)
     factor = float(rs["factor"])

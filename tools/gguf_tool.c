@@ -85,6 +85,11 @@ static void set_config(gguf_writer *w, const model_config *c)
     U32("vocab_size", c->vocab_size);
     F32("rope.freq_base", c->rope_theta);
     F32("attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (c->rope_linear > 0) {
+        snprintf(key, sizeof(key), "%s.rope.scaling.type", arch);
+        gguf_writer_set_str(w, key, "linear");
+        F32("rope.scaling.factor", c->rope_linear);
+    }
 #undef U32
 #undef F32
     if (c->bos_id >= 0)
@@ -114,6 +119,8 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
     json_t *added = json_object_get(root, "added_tokens");
     char *pt = json_dumps(json_object_get(root, "pre_tokenizer"), 0);
     int byte_level = pt && strstr(pt, "\"ByteLevel\"") != NULL;
+    /* each digit apart, then the GPT-2 regex: llama.cpp's name is smollm */
+    int digits = byte_level && strstr(pt, "\"Digits\"") && strstr(pt, "\"individual_digits\": true");
     free(pt);
     int n = 0;
     const char *key;
@@ -126,6 +133,8 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
         if (json_integer_value(json_object_get(v, "id")) + 1 > n)
             n = (int)json_integer_value(json_object_get(v, "id")) + 1;
     size_t n_merges = json_array_size(merges);
+    int n_tok = n;
+    char *pads = NULL;
     const char **tok = calloc((size_t)n + 1, sizeof(*tok));
     double *type = calloc((size_t)n + 1, sizeof(double)), *score = calloc((size_t)n + 1, sizeof(double));
     char **mstr = calloc(n_merges + 1, sizeof(*mstr));
@@ -144,6 +153,27 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
         int id = (int)json_integer_value(json_object_get(v, "id"));
         tok[id] = json_string_value(json_object_get(v, "content"));
         type[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
+    }
+    /* the model's vocabulary may be padded past the tokenizer's (Qwen):
+     * llama.cpp's converter names the extra ids [PADi], type unused */
+    if (c->vocab_size > n) {
+        const char **t2 = realloc(tok, (size_t)c->vocab_size * sizeof(*tok));
+        double *y2 = realloc(type, (size_t)c->vocab_size * sizeof(double));
+        double *s2 = y2 ? realloc(score, (size_t)c->vocab_size * sizeof(double)) : NULL;
+        tok = t2 ? t2 : tok;
+        type = y2 ? y2 : type;
+        score = s2 ? s2 : score;
+        if (!t2 || !y2 || !s2 || !(pads = malloc((size_t)(c->vocab_size - n) * 24))) {
+            rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int k = n; k < c->vocab_size; k++) {
+            tok[k] = pads + (size_t)(k - n) * 24;
+            snprintf(pads + (size_t)(k - n) * 24, 24, "[PAD%d]", k);
+            type[k] = 5;
+            score[k] = 0;
+        }
+        n_tok = c->vocab_size;
     }
     for (int k = 0; k < n; k++)
         if (!tok[k])
@@ -185,11 +215,12 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
             score[k] = 0;
     gguf_writer_set_str(w, "tokenizer.ggml.model", byte_level ? "gpt2" : "llama");
     if (byte_level)
-        gguf_writer_set_str(w, "tokenizer.ggml.pre", !strncmp(c->model_type, "qwen", 4) ? "qwen2" : "llama-bpe");
-    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)n);
+        gguf_writer_set_str(w, "tokenizer.ggml.pre", digits ? "smollm" :
+                            !strncmp(c->model_type, "qwen", 4) ? "qwen2" : "llama-bpe");
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, (uint64_t)n_tok);
     if (!byte_level)
-        gguf_writer_set_arr_num(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
-    gguf_writer_set_arr_num(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n);
+        gguf_writer_set_arr_num(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n_tok);
+    gguf_writer_set_arr_num(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n_tok);
     if (byte_level)
         gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)mstr, n_merges);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", c->bos_id >= 0 && strncmp(c->model_type, "qwen", 4));
@@ -198,12 +229,21 @@ static int set_tokenizer(gguf_writer *w, const char *dir, const model_config *c,
         const char *tmpl = json_string_value(json_object_get(tc, "chat_template"));
         if (tmpl)
             gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
+        json_t *pad = json_object_get(tc, "pad_token");
+        const char *pad_s = json_is_object(pad) ? json_string_value(json_object_get(pad, "content"))
+                                                : json_string_value(pad);
+        for (int k = 0; pad_s && k < n; k++)
+            if (!strcmp(tok[k], pad_s)) {
+                gguf_writer_set_int(w, "tokenizer.ggml.padding_token_id", GGUF_TYPE_UINT32, k);
+                break;
+            }
         json_decref(tc);
     }
 done:
     for (i = 0; mstr && i < n_merges; i++)
         free(mstr[i]);
     free(mstr);
+    free(pads);
     free(tok);
     free(type);
     free(score);
