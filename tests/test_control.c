@@ -117,6 +117,24 @@ static void test_run_config_json(void)
     json_object_set_new(j, "layers", json_pack("[i, i]", 4, 9));
     rc = run_config_from_json(&b, j, err);
     test_result(rc == MDI_EARG && strstr(err, "layers [4, 9)"), "control run configuration bad layers", "rc %d: %s", rc, err);
+    json_object_set_new(j, "layers", json_pack("[I, I]", (json_int_t)1 << 32, ((json_int_t)1 << 32) + 3));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "layers"), "control run configuration layers beyond int refused",
+                "rc %d: %s", rc, err);
+    json_object_set_new(j, "layers", json_pack("[i, i]", 2, 5));
+    json_object_set_new(j, "timeout_s", json_real(1e300));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "timeout_s"), "control run configuration timeout_s 1e300 refused",
+                "rc %d: %s", rc, err);
+    json_object_set_new(j, "timeout_s", json_real(3));
+    /* the crafted /init: 16 and 8 heads of 2^29 + 4 wrap to 64 and 32 in int */
+    json_t *mc = json_object_get(j, "model_config");
+    json_object_set_new(mc, "num_attention_heads", json_integer(16));
+    json_object_set_new(mc, "num_key_value_heads", json_integer(8));
+    json_object_set_new(mc, "head_dim", json_integer((1 << 29) + 4));
+    rc = run_config_from_json(&b, j, err);
+    test_result(rc == MDI_EARG && strstr(err, "model_config") && strstr(err, "head_dim"),
+                "control run configuration with int-wrapping head widths refused", "rc %d: %s", rc, err);
     json_object_set_new(j, "chunk_sha256", json_string("xyz"));
     rc = run_config_from_json(&b, j, err);
     test_result(rc == MDI_EARG && strstr(err, "chunk_sha256"), "control run configuration bad hash", "rc %d: %s", rc, err);

@@ -356,6 +356,16 @@ static void test_malformed(void)
         memset(big_buf + 8 + n, 0, 8);
         write_file("model.safetensors", big_buf, 16 + n);
         expect_load_error("unsupported dtype", tmpdir, "dtype I64", "model.embed_tokens.weight");
+        /* a shape whose element count overflows 64 bits (2^32 * 2^32 * 2): refused */
+        hdr = "{\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,2],"
+              "\"data_offsets\":[0,8]}}";
+        n = strlen(hdr);
+        memcpy(big_buf, &n, 8);
+        memcpy(big_buf + 8, hdr, n);
+        memset(big_buf + 8 + n, 0, 8);
+        write_file("model.safetensors", big_buf, 16 + n);
+        expect_load_error("shape whose element count overflows", tmpdir, "too many elements",
+                          "model.embed_tokens.weight");
     }
 
     /* missing config.json */
