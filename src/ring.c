@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/socket.h>
 
 #include "net.h"
@@ -46,6 +47,7 @@ static int ring_accept_prev(ring *r)
     if (r->o.accepted_fd > 0) {
         pthread_mutex_lock(&r->mu);
         r->in_fd = r->o.accepted_fd;
+        r->rx_seal = r->o.accepted_seal;
         r->rx_ready = 1;
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
@@ -69,7 +71,8 @@ static int ring_accept_prev(ring *r)
         }
         uint32_t index = 0;
         double hello_to = r->o.timeout_s < RING_HELLO_TIMEOUT_S ? r->o.timeout_s : RING_HELLO_TIMEOUT_S;
-        int rc = proto_hello_accept(fd, r->o.secret, hello_to, &index, err);
+        seal_channel ch;
+        int rc = seal_accept(fd, &r->keys, (uint32_t)r->o.node_index, r->o.prev_index, hello_to, &index, &ch, err);
         if (rc == 0 && (int)index != r->o.prev_index) {
             rc = MDI_EPROTO;
             snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", index, r->o.prev_index);
@@ -81,6 +84,7 @@ static int ring_accept_prev(ring *r)
         }
         pthread_mutex_lock(&r->mu);
         r->in_fd = fd;
+        r->rx_seal = ch;
         r->rx_ready = 1;
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
@@ -98,7 +102,7 @@ static void *ring_rx_main(void *arg)
         void *item;
         if (queue_pop(&r->free_q, &item, -1) != 0) return NULL;
         proto_frame *f = item;
-        int rc = proto_read_frame(r->in_fd, f, &r->o.limits, -1, r->o.timeout_s, &r->cancel, err);
+        int rc = seal_read_frame(&r->rx_seal, r->in_fd, f, &r->o.limits, -1, r->o.timeout_s, &r->cancel, err);
         if (rc) {
             queue_push(&r->free_q, f, 0);
             if (rc != MDI_ESTATE)
@@ -113,7 +117,8 @@ static void *ring_rx_main(void *arg)
             return NULL;
         }
         pthread_mutex_lock(&r->mu);
-        r->stats.bytes_received += PROTO_HEADER_SIZE + f->h.payload_len;
+        r->stats.bytes_received += PROTO_HEADER_SIZE + f->h.payload_len +
+                                   (r->rx_seal.on ? SEAL_FRAME_OVERHEAD(f->h.payload_len) : 0);
         r->stats.frames_received++;
         pthread_mutex_unlock(&r->mu);
         if (queue_push(&r->in_q, f, -1) != 0) {
@@ -149,7 +154,8 @@ static void *ring_tx_main(void *arg)
         }
     }
     if (fd < 0) return NULL;
-    int rc = proto_hello_send(fd, (uint32_t)r->o.node_index, r->o.secret, r->o.timeout_s, err);
+    int rc = seal_connect(fd, &r->keys, (uint32_t)r->o.node_index, (uint32_t)r->o.next_index, r->o.timeout_s,
+                          &r->tx_seal, err);
     if (rc) {
         net_close(fd);
         ring_fail(r, "%s: handshake with %s at %s:%d: %s", r->o.name, r->o.next_name,
@@ -179,8 +185,9 @@ static void *ring_tx_main(void *arg)
         if (rc != 0) return NULL;
         proto_frame *f = item;
         int type = f->h.type;
-        rc = proto_write_frame(fd, f, r->o.timeout_s, &r->cancel, err);
-        uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len;
+        uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len +
+                     (r->tx_seal.on ? SEAL_FRAME_OVERHEAD(f->h.payload_len) : 0);
+        rc = seal_write_frame(&r->tx_seal, fd, f, r->o.timeout_s, &r->cancel, err);
         queue_push(&r->free_q, f, 0);
         if (rc) {
             if (rc != MDI_ESTATE)
@@ -333,8 +340,8 @@ int ring_start(ring *r, const ring_opts *o, char *err)
     int cap = r->o.queue_cap;
     r->n_frames = 2 * cap + 8;
     int rc;
-    if ((rc = queue_init(&r->in_q, cap, err)) || (rc = queue_init(&r->out_q, cap, err)) ||
-        (rc = queue_init(&r->free_q, r->n_frames, err)))
+    if ((rc = auth_keys_derive(&r->keys, r->o.secret, err)) || (rc = queue_init(&r->in_q, cap, err)) ||
+        (rc = queue_init(&r->out_q, cap, err)) || (rc = queue_init(&r->free_q, r->n_frames, err)))
         goto fail;
     size_t frame_cap = (size_t)r->o.limits.max_batch * (size_t)r->o.limits.dim * sizeof(float);
     if (frame_cap < PROTO_TEXT_MAX) frame_cap = PROTO_TEXT_MAX;
@@ -511,4 +518,8 @@ void ring_stop(ring *r)
     queue_free(&r->in_q);
     queue_free(&r->out_q);
     queue_free(&r->free_q);
+    seal_channel_clear(&r->rx_seal);
+    seal_channel_clear(&r->tx_seal);
+    seal_channel_clear(&r->o.accepted_seal);
+    sodium_memzero(&r->keys, sizeof(r->keys));
 }

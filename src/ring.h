@@ -7,9 +7,10 @@
  * The node listens on its inference.port_in (a socket the caller opened,
  * so that a busy port is reported before anything starts) and accepts the
  * previous node's connection; it connects to the next node's port_in. Each
- * connection opens with a HELLO (protocol version, secret, sender's node
- * index); connections that fail it are logged and dropped, and the node
- * keeps waiting for the right peer.
+ * connection opens with a HELLO (protocol version, sender's node index;
+ * with a secret, the challenge-response of seal.h, after which frames are
+ * encrypted and authenticated); connections that fail it are logged and
+ * dropped, and the node keeps waiting for the right peer.
  *
  * Frames live in a pool allocated at start (payload room for max_batch
  * rows of dim floats): the receiver takes a free frame, fills it, queues
@@ -35,6 +36,7 @@
 #include "forward.h"
 #include "proto.h"
 #include "queue.h"
+#include "seal.h"
 #include "util.h"
 
 typedef struct {
@@ -43,12 +45,14 @@ typedef struct {
     int listen_fd;             /* borrowed; listening on port_in */
     int accepted_fd;           /* > 0: the previous node's connection, already
                                   greeted (taken over); otherwise accept one */
+    seal_channel accepted_seal;/* the channel of accepted_fd's handshake */
     int prev_index;            /* node index expected in the incoming HELLO */
     char prev_name[160];       /* "starter (10.0.0.2)", for messages */
+    int next_index;            /* node index the next node must prove */
     char next_host[128];
     int next_port;
     char next_name[160];
-    const char *secret;        /* borrowed */
+    const char *secret;        /* borrowed; NULL or "": an open ring */
     proto_limits limits;       /* dim, max_batch, n_samples */
     int queue_cap;             /* each queue; 0: 64 */
     double timeout_s;          /* a frame's body, connect, handshake */
@@ -72,6 +76,8 @@ typedef struct {
 typedef struct {
     ring_opts o;
     int in_fd, out_fd;
+    auth_keys keys;            /* of o.secret */
+    seal_channel rx_seal, tx_seal;
     queue in_q, out_q, free_q;
     proto_frame **frames;
     int n_frames;

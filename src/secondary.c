@@ -27,6 +27,7 @@
 #include "nodes_config.h"
 #include "proto.h"
 #include "ring.h"
+#include "seal.h"
 #include "util.h"
 
 /* How often the main thread looks at commands, signals and the ring. */
@@ -168,7 +169,7 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
  * PUT /stop, and return to idle. */
 static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, int ring_fd,
-                      int early_fd, const run_config *cfg, const char *chunk_path)
+                      int early_fd, const seal_channel *early_seal, const run_config *cfg, const char *chunk_path)
 {
     int index = o->index;
     char err[MDI_ERR_LEN];
@@ -198,6 +199,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     snprintf(ro.name, sizeof(ro.name), "secondary %d", index);
     ro.listen_fd = ring_fd;
     ro.accepted_fd = early_fd;
+    ro.accepted_seal = *early_seal;
+    ro.next_index = cfg->is_last ? 0 : index + 2;
     ro.prev_index = index;
     snprintf(ro.next_host, sizeof(ro.next_host), "%s", cfg->next_addr);
     ro.next_port = cfg->next_port;
@@ -264,16 +267,18 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
  * other): a connection whose HELLO comes from the previous node is kept for
  * the run; anything else is refused with a log line. Returns the kept
  * connection (the old one replaced) or early_fd unchanged. */
-static int accept_early(int ring_fd, int index, const char *secret, int early_fd)
+static int accept_early(int ring_fd, int index, const auth_keys *keys, int early_fd, seal_channel *early_seal)
 {
     char peer[NET_ADDR_LEN], err[MDI_ERR_LEN];
     int fd;
     while ((fd = net_accept(ring_fd, 0.001, NULL, peer, NULL)) >= 0) {
         uint32_t from = 0;
-        int rc = proto_hello_accept(fd, secret, 1.0, &from, err);
+        seal_channel ch;
+        int rc = seal_accept(fd, keys, (uint32_t)index + 1, index, 1.0, &from, &ch, err);
         if (rc == 0 && (int)from == index) {
             if (early_fd >= 0) net_close(early_fd);
             early_fd = fd;
+            *early_seal = ch;
             continue;
         }
         if (rc == 0) snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", from, index);
@@ -316,6 +321,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o.secret) snprintf(nc.secret, sizeof(nc.secret), "%s", o.secret);
+    auth_keys keys;
+    if (auth_keys_derive(&keys, nc.secret, err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (!keys.on) auth_warn_open();
     const node_entry *self = &nc.secondary[o.index];
     char name[160];
     nodes_config_describe(&nc, o.index, name, sizeof(name));
@@ -354,11 +365,12 @@ int main(int argc, char **argv)
     log_info("%s ready: HTTP port %d, ring port %d, %d threads%s", name, self->http_port, self->port_in,
              n_threads, nc.secret[0] ? ", secret required" : "");
     int early_fd = -1;
+    seal_channel early_seal = {0};
     while (!quit_requested) {
         run_config cfg;
         char chunk_path[PATH_MAX];
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
-        early_fd = accept_early(ring_fd, o.index, nc.secret, early_fd);
+        early_fd = accept_early(ring_fd, o.index, &keys, early_fd, &early_seal);
         if (cmd == CONTROL_CMD_START) {
             log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
                       "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
@@ -368,8 +380,9 @@ int main(int argc, char **argv)
                 net_close(early_fd);
                 early_fd = -1;
             }
-            serve_run(srv, &nc, &o, ring_fd, early_fd, &cfg, chunk_path);
+            serve_run(srv, &nc, &o, ring_fd, early_fd, &early_seal, &cfg, chunk_path);
             early_fd = -1;
+            seal_channel_clear(&early_seal);
         }
     }
     if (early_fd >= 0) net_close(early_fd);
