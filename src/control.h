@@ -18,8 +18,12 @@
  *   POST /start   loads the chunk and joins the ring (202; watch GET /)
  *   PUT  /stop    ends the run; answers the status once the node is idle
  *
- * With a shared secret configured every request must carry it in the
- * X-MDI-Secret header, or gets 401 and changes nothing. Handlers parse,
+ * With a shared secret configured every request must carry a valid
+ * X-MDI-Auth header (an HMAC over method, path, body digest, timestamp and
+ * nonce; the secret itself never crosses the wire; auth.h), or gets 401
+ * and changes nothing; a replayed one is refused likewise. Answers are
+ * signed in turn, and the client accepts a successful answer only when its
+ * signature verifies. Handlers parse,
  * validate and hand over: the node's main thread does the work
  * (control_wait_command), and reports back with control_set_*.
  *
@@ -35,7 +39,6 @@
 #include "kernels.h"
 #include "model.h"
 
-#define CONTROL_SECRET_HEADER "X-MDI-Secret"
 #define CONTROL_HOST_LEN 128
 #define CONTROL_BODY_MAX (1 << 20)  /* largest JSON body a handler reads */
 
