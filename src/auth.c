@@ -34,8 +34,9 @@ static int auth_cache_next;
 int auth_keys_derive(auth_keys *k, const char *secret, char *err)
 {
     memset(k, 0, sizeof(*k));
-    if (!secret || !secret[0]) return 0;
+    /* Picks libsodium's fastest implementations for this CPU; idempotent. */
     if (sodium_init() < 0) return mdi_fail(err, MDI_ENOMEM, "libsodium failed to initialise");
+    if (!secret || !secret[0]) return 0;
     size_t n = strlen(secret);
     uint8_t tag[32];
     crypto_generichash(tag, sizeof(tag), (const uint8_t *)secret, n, NULL, 0);

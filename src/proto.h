@@ -28,8 +28,14 @@
  * and closes. Without a secret that is all, and frames follow as above.
  * With a secret, the HELLOs carry PROTO_FLAG_SEALED and a challenge-
  * response instead, and every frame after them travels encrypted and
- * authenticated, header included (layout in seal.h); the secret itself
- * never crosses the wire. Frames are validated before their payload is read: a frame with a
+ * authenticated, header included; the secret itself never crosses the
+ * wire. A sealed frame on the wire (details in seal.h):
+ *
+ *   offset size               field
+ *        0 40 + 16            the header above, encrypted (ChaCha20-Poly1305,
+ *                             the message counter as nonce), and its tag
+ *       56 payload_len + 16   the payload, encrypted, and its tag; absent
+ *                             when payload_len is 0 Frames are validated before their payload is read: a frame with a
  * wrong magic, version, type or dtype, or a length beyond what its
  * n_tokens and the model's dim allow, ends the connection with a message
  * that names the peer, the field and the byte values.
