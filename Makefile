@@ -12,7 +12,7 @@
 #   make deps       install the Debian packages we build against (root)
 
 CC      ?= cc
-PKGS    := openblas jansson libmicrohttpd libcurl libpcre2-8
+PKGS    := openblas jansson libmicrohttpd libcurl libpcre2-8 libsodium
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 # CFLAGS and LDFLAGS stay the user's (make asan sets them); what the build
@@ -123,7 +123,7 @@ demo: all
 deps:
 	apt-get install -y --no-install-recommends build-essential pkg-config \
 	    libopenblas-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev \
-	    libpcre2-dev python3 python3-numpy gnuplot-nox iproute2 util-linux curl \
+	    libpcre2-dev libsodium-dev python3 python3-numpy gnuplot-nox iproute2 util-linux curl \
 	    clang libclang-rt-dev
 
 clean:

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <microhttpd.h>
+#include <sodium.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "auth.h"
 #include "net.h"
 #include "proto.h"
 #include "util.h"
@@ -176,8 +178,10 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
 struct control_server {
     struct MHD_Daemon *daemon;
     int listen_fd, port, node_index;
-    char *secret, *cache_dir, *local_chunk;
+    char *cache_dir, *local_chunk;
     char local_sha[65];
+    auth_keys keys;            /* of the secret; keys.on = 0 without one */
+    auth_replay *replay;       /* nonces of recent requests */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -218,7 +222,16 @@ typedef struct {
     uint64_t window_bytes;
     int write_failed;
     char peer[NET_ADDR_LEN];
+    int authed;            /* its X-MDI-Auth verified: claim holds */
+    auth_http_claim claim;
 } cs_request;
+
+/* The server and request a handler of this thread is answering, so that
+ * cs_reply signs the answer with the request's nonce. Set at each entry of
+ * cs_handler: a request is handled on one thread at a time, from its
+ * handler's entry to its cs_reply. */
+static _Thread_local control_server *cs_current_server;
+static _Thread_local const cs_request *cs_current_request;
 
 static const char *cs_state_name(control_state st)
 {
@@ -237,6 +250,13 @@ static enum MHD_Result cs_reply(struct MHD_Connection *c, unsigned code, json_t 
                                   : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", "application/json");
+    const control_server *s = cs_current_server;
+    const cs_request *req = cs_current_request;
+    if (s && s->keys.on && req && req->authed) {
+        char sig[AUTH_HTTP_HEADER_LEN];
+        auth_http_sign_answer(&s->keys, req->claim.nonce_hex, code, text ? text : "", text ? strlen(text) : 0, sig);
+        MHD_add_response_header(r, AUTH_HTTP_RESPONSE_HEADER, sig);
+    }
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -278,15 +298,24 @@ static json_t *cs_status_locked(control_server *s)
     return o;
 }
 
-static int cs_authorized(control_server *s, struct MHD_Connection *c)
+/* With a secret: the request's X-MDI-Auth must verify (auth.h); a chunk
+ * upload must announce the digest /init announced, which the upload's own
+ * check then holds it to. 0 or MDI_EAUTH with why. */
+static int cs_authenticate(control_server *s, struct MHD_Connection *c, cs_request *r, const char *method,
+                           const char *url, char *why)
 {
-    if (!s->secret || !s->secret[0]) return 1;
-    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, CONTROL_SECRET_HEADER);
-    if (!given) return 0;
-    size_t a = strlen(given), b = strlen(s->secret);
-    unsigned diff = (unsigned)(a != b);
-    for (size_t i = 0; i < a; i++) diff |= (unsigned)(given[i] ^ (i < b ? s->secret[i] : 0));
-    return diff == 0;
+    if (!s->keys.on) return 0;
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, AUTH_HTTP_HEADER);
+    int rc = auth_http_check(&s->keys, s->replay, method, url, given, (int64_t)time(NULL), &r->claim, why);
+    if (rc) return rc;
+    r->authed = 1;
+    if (r->kind == REQ_CHUNK) {
+        pthread_mutex_lock(&s->mu);
+        int same = s->has_init && !strcmp(r->claim.body_hex, s->cfg.chunk_sha256);
+        pthread_mutex_unlock(&s->mu);
+        if (!same) return mdi_fail(why, MDI_EAUTH, "the upload's signed digest is not the chunk /init announced");
+    }
+    return 0;
 }
 
 static void cs_peer(struct MHD_Connection *c, char *out)
@@ -534,20 +563,24 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
         r->fd = -1;
         *con_cls = r;
         cs_peer(c, r->peer);
-        if (!cs_authorized(s, c)) {
-            pthread_mutex_lock(&s->mu);
-            s->requests_rejected++;
-            pthread_mutex_unlock(&s->mu);
-            log_warn("HTTP %.16s %.200s from %s: wrong or missing secret (401)", method, url, r->peer);
-            r->answered = 1;
-            return cs_error(c, 401, "wrong or missing secret (header %s)", CONTROL_SECRET_HEADER);
-        }
+        cs_current_server = s;
+        cs_current_request = r;
         int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), put = !strcmp(method, "PUT");
         if (!strcmp(url, "/") && get) r->kind = REQ_STATUS;
         else if (!strcmp(url, "/init") && post) r->kind = REQ_INIT;
         else if (!strcmp(url, "/chunk") && put) r->kind = REQ_CHUNK;
         else if (!strcmp(url, "/start") && post) r->kind = REQ_START;
         else if (!strcmp(url, "/stop") && (put || post)) r->kind = REQ_STOP;
+        char why[MDI_ERR_LEN];
+        if (cs_authenticate(s, c, r, method, url, why) != 0) {
+            pthread_mutex_lock(&s->mu);
+            s->requests_rejected++;
+            pthread_mutex_unlock(&s->mu);
+            log_warn("HTTP %.16s %.200s from %s: %s (401)", method, url, r->peer, why);
+            r->kind = 0;
+            r->answered = 1;
+            return cs_error(c, 401, "%s", why);
+        }
         if (!r->kind) {
             log_warn("HTTP %.16s %.200s from %s: no such endpoint (404)", method, url, r->peer);
             r->answered = 1;
@@ -555,7 +588,6 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
                             method, url);
         }
         if (r->kind == REQ_CHUNK) {
-            char why[MDI_ERR_LEN];
             int code = cs_chunk_begin(s, c, r, why);
             if (code) {
                 r->answered = 1;
@@ -564,6 +596,8 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
+    cs_current_server = s;
+    cs_current_request = r;
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -585,6 +619,15 @@ static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const cha
     if (r->answered) return MHD_YES;
     r->answered = 1;
     if (r->too_big) return cs_error(c, 413, "%s: body larger than %d bytes", url, CONTROL_BODY_MAX);
+    if (r->authed && r->kind != REQ_CHUNK) {
+        /* (A chunk's digest is held to /init's by cs_chunk_finish.) */
+        char hex[65];
+        auth_digest_hex(r->body ? r->body : "", r->body_len, hex);
+        if (sodium_memcmp(hex, r->claim.body_hex, 64) != 0) {
+            log_warn("HTTP %s %s from %s: body differs from its signed digest (401)", method, url, r->peer);
+            return cs_error(c, 401, "the body differs from its signed digest");
+        }
+    }
     switch (r->kind) {
     case REQ_STATUS: {
         pthread_mutex_lock(&s->mu);
@@ -736,7 +779,15 @@ control_server *control_server_start(const control_server_opts *o, char *err)
     if (!s) { mdi_fail(err, MDI_ENOMEM, "out of memory"); return NULL; }
     s->listen_fd = -1;
     s->node_index = o->node_index;
-    s->secret = o->secret && o->secret[0] ? strdup(o->secret) : NULL;
+    if (auth_keys_derive(&s->keys, o->secret, err) != 0) {
+        free(s);
+        return NULL;
+    }
+    if (!(s->replay = auth_replay_new())) {
+        free(s);
+        mdi_fail(err, MDI_ENOMEM, "out of memory");
+        return NULL;
+    }
     s->cache_dir = strdup(o->cache_dir);
     s->local_chunk = o->local_chunk ? strdup(o->local_chunk) : NULL;
     pthread_mutex_init(&s->mu, NULL);
@@ -797,7 +848,8 @@ void control_server_stop(control_server *s)
     json_decref(s->stats);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->secret);
+    auth_replay_free(s->replay);
+    sodium_memzero(&s->keys, sizeof(s->keys));
     free(s->cache_dir);
     free(s->local_chunk);
     free(s);
@@ -883,12 +935,41 @@ static size_t cc_write(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* Keeps the value of the answer's X-MDI-Auth-Response header. */
+static size_t cc_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    char *out = ud;
+    size_t n = size * nmemb, k = strlen(AUTH_HTTP_RESPONSE_HEADER);
+    if (n > k + 1 && n < k + AUTH_HTTP_HEADER_LEN && !strncasecmp(p, AUTH_HTTP_RESPONSE_HEADER, k) && p[k] == ':') {
+        const char *v = p + k + 1;
+        size_t len = n - k - 1;
+        while (len && (*v == ' ' || *v == '\t')) v++, len--;
+        while (len && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' ')) len--;
+        memcpy(out, v, len);
+        out[len] = 0;
+    }
+    return n;
+}
+
 /* One request. body (may be NULL) is sent as JSON; upload (may be NULL)
- * streams a file. *resp (may be NULL) gets the parsed answer. */
+ * streams a file whose SHA-256 is upload_hex (needed with a secret). With a
+ * secret the request is signed and a successful answer must be (auth.h).
+ * *resp (may be NULL) gets the parsed answer. */
 static int cc_request(const char *method, const char *host, int port, const char *path,
                       const char *secret, const char *body, FILE *upload, uint64_t upload_size,
-                      double timeout_s, json_t **resp, char *err)
+                      const char *upload_hex, double timeout_s, json_t **resp, char *err)
 {
+    auth_keys keys;
+    int rc0 = auth_keys_derive(&keys, secret, err);
+    if (rc0) return rc0;
+    char auth_line[AUTH_HTTP_HEADER_LEN + 32], nonce_hex[64] = "", answer_sig[AUTH_HTTP_HEADER_LEN] = "";
+    if (keys.on) {
+        char body_hex[65], value[AUTH_HTTP_HEADER_LEN];
+        if (upload) snprintf(body_hex, sizeof(body_hex), "%s", upload_hex ? upload_hex : "");
+        else auth_digest_hex(body ? body : "", body ? strlen(body) : 0, body_hex);
+        auth_http_sign(&keys, method, path, body_hex, value, nonce_hex);
+        snprintf(auth_line, sizeof(auth_line), "%s: %s", AUTH_HTTP_HEADER, value);
+    }
     char url[CONTROL_HOST_LEN + 64];
     snprintf(url, sizeof(url), "http://%s:%d%s", host, port, path);
     CURL *h = curl_easy_init();
@@ -905,10 +986,10 @@ static int cc_request(const char *method, const char *host, int port, const char
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cc_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_PROXY, "");
-    if (secret && secret[0]) {
-        char line[NET_ADDR_LEN + 300];
-        snprintf(line, sizeof(line), "%s: %s", CONTROL_SECRET_HEADER, secret);
-        hdr = curl_slist_append(hdr, line);
+    if (keys.on) {
+        hdr = curl_slist_append(hdr, auth_line);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, cc_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, answer_sig);
     }
     if (upload) {
         hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
@@ -953,6 +1034,13 @@ static int cc_request(const char *method, const char *host, int port, const char
         json_decref(j);
         goto done;
     }
+    if (keys.on && !auth_http_verify_answer(&keys, nonce_hex, code, b.data ? b.data : "", b.len, answer_sig)) {
+        rc = mdi_fail(err, MDI_EAUTH, "%s %s: HTTP %ld with an answer that is not authenticated (%s): the node's "
+                      "secret differs, or the answer was altered on the way", method, path, code,
+                      answer_sig[0] ? "its MAC does not verify" : "no " AUTH_HTTP_RESPONSE_HEADER);
+        json_decref(j);
+        goto done;
+    }
     if (!j) {
         rc = mdi_fail(err, MDI_EPROTO, "%s %s: HTTP %ld with an answer that is not JSON: %.80s",
                       method, path, code, b.data ? b.data : "");
@@ -968,7 +1056,7 @@ done:
 int control_client_status(const char *host, int port, const char *secret, double timeout_s,
                           json_t **status, char *err)
 {
-    return cc_request("GET", host, port, "/", secret, NULL, NULL, 0, timeout_s, status, err);
+    return cc_request("GET", host, port, "/", secret, NULL, NULL, 0, NULL, timeout_s, status, err);
 }
 
 int control_client_init(const char *host, int port, const char *secret, double timeout_s,
@@ -979,7 +1067,7 @@ int control_client_init(const char *host, int port, const char *secret, double t
     json_decref(o);
     if (!body) return mdi_fail(err, MDI_ENOMEM, "out of memory");
     json_t *resp = NULL;
-    int r = cc_request("POST", host, port, "/init", secret, body, NULL, 0, timeout_s, &resp, err);
+    int r = cc_request("POST", host, port, "/init", secret, body, NULL, 0, NULL, timeout_s, &resp, err);
     free(body);
     if (r) return r;
     *have_chunk = json_is_true(json_object_get(resp, "have_chunk"));
@@ -990,22 +1078,28 @@ int control_client_init(const char *host, int port, const char *secret, double t
 int control_client_upload_chunk(const char *host, int port, const char *secret, double timeout_s,
                                 const char *path, char *err)
 {
+    /* With a secret the request signs the body's digest, read first. */
+    char hex[65] = "";
+    if (secret && secret[0]) {
+        int rc = auth_digest_file_hex(path, hex, err);
+        if (rc) return rc;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return mdi_fail(err, MDI_EIO, "%s: %s", path, strerror(errno));
     struct stat st;
     fstat(fileno(f), &st);
-    int r = cc_request("PUT", host, port, "/chunk", secret, NULL, f, (uint64_t)st.st_size, timeout_s, NULL, err);
+    int r = cc_request("PUT", host, port, "/chunk", secret, NULL, f, (uint64_t)st.st_size, hex, timeout_s, NULL, err);
     fclose(f);
     return r;
 }
 
 int control_client_start(const char *host, int port, const char *secret, double timeout_s, char *err)
 {
-    return cc_request("POST", host, port, "/start", secret, "{}", NULL, 0, timeout_s, NULL, err);
+    return cc_request("POST", host, port, "/start", secret, "{}", NULL, 0, NULL, timeout_s, NULL, err);
 }
 
 int control_client_stop(const char *host, int port, const char *secret, double timeout_s,
                         json_t **status, char *err)
 {
-    return cc_request("PUT", host, port, "/stop", secret, NULL, NULL, 0, timeout_s, status, err);
+    return cc_request("PUT", host, port, "/stop", secret, NULL, NULL, 0, NULL, timeout_s, status, err);
 }

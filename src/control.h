@@ -27,8 +27,12 @@
  * gets 413 before anything is written, and a body that runs past it
  * (chunked encoding) is cut off there and discarded.
  *
- * With a shared secret configured every request must carry it in the
- * X-MDI-Secret header, or gets 401 and changes nothing. Handlers parse,
+ * With a shared secret configured every request must carry a valid
+ * X-MDI-Auth header (an HMAC over method, path, body digest, timestamp and
+ * nonce; the secret itself never crosses the wire; auth.h), or gets 401
+ * and changes nothing; a replayed one is refused likewise. Answers are
+ * signed in turn, and the client accepts a successful answer only when its
+ * signature verifies. Handlers parse,
  * validate and hand over: the node's main thread does the work
  * (control_wait_command), and reports back with control_set_*.
  *
@@ -44,7 +48,6 @@
 #include "kernels.h"
 #include "model.h"
 
-#define CONTROL_SECRET_HEADER "X-MDI-Secret"
 #define CONTROL_HOST_LEN 128
 #define CONTROL_BODY_MAX (1 << 20)  /* largest JSON body a handler reads */
 #define CONTROL_CONN_MAX 64

@@ -24,6 +24,8 @@
 /* Rejections logged per window; the rest are counted in one line. */
 #define LOBBY_LOG_WINDOW_S 10.0
 #define LOBBY_LOG_MAX 10
+/* Bounds one handshake step's reads (of bytes already there) and writes. */
+#define LOBBY_STEP_S 1.0
 
 /* One line per rejected connection, at most LOBBY_LOG_MAX per window: an
  * attacker opening connections in a loop does not flood the log. */
@@ -43,16 +45,21 @@ static void lobby_reject(lobby *l, const char *peer, const char *why)
         l->log_quiet++;
 }
 
-void lobby_init(lobby *l, int listen_fd, double hello_timeout_s, const char *name)
+void lobby_init(lobby *l, int listen_fd, double hello_timeout_s, const auth_keys *keys, uint32_t self, int expect,
+                const char *name)
 {
     memset(l, 0, sizeof(*l));
     l->listen_fd = listen_fd;
     l->hello_timeout_s = hello_timeout_s;
+    l->keys = keys;
+    l->self = self;
+    l->expect = expect;
     snprintf(l->name, sizeof(l->name), "%s", name);
 }
 
 static void lobby_remove(lobby *l, int i)
 {
+    seal_pending_clear(&l->guests[i].pend);
     memmove(&l->guests[i], &l->guests[i + 1], (size_t)(l->n - i - 1) * sizeof(l->guests[0]));
     l->n--;
 }
@@ -92,8 +99,8 @@ static void lobby_make_room(lobby *l)
     lobby_drop(l, victim, why);
 }
 
-/* 1: the guest's first frame is whole in its socket; 0: not yet; -1: the
- * guest was dropped (with the reason logged). */
+/* 1: the guest's next HELLO (its first, or its proof) is whole in its
+ * socket; 0: not yet; -1: the guest was dropped (with the reason logged). */
 static int lobby_look(lobby *l, int i, double now, int *has_bytes)
 {
     lobby_guest *g = &l->guests[i];
@@ -135,8 +142,10 @@ static int lobby_look(lobby *l, int i, double now, int *has_bytes)
         if (k > 0) have = (size_t)k;
     }
     if (now > g->deadline) {
-        if (have) snprintf(why, sizeof(why), "%zu bytes in %.1f s, not a whole first frame", have, l->hello_timeout_s);
-        else snprintf(why, sizeof(why), "said nothing within %.1f s", l->hello_timeout_s);
+        const char *what = g->challenged ? "its proof after the challenge" : "a whole first frame";
+        if (have) snprintf(why, sizeof(why), "%zu bytes in %.1f s, not %s", have, l->hello_timeout_s, what);
+        else snprintf(why, sizeof(why), "said nothing within %.1f s%s", l->hello_timeout_s,
+                      g->challenged ? " of the challenge" : "");
         lobby_drop(l, i, why);
         return -1;
     }
@@ -144,12 +153,47 @@ static int lobby_look(lobby *l, int i, double now, int *has_bytes)
     return 0;
 }
 
-int lobby_wait(lobby *l, double timeout_s, const volatile int *cancel, char *peer, char *err)
+/* Takes guest i, whose next HELLO is whole in its socket, one step through
+ * the handshake: 1 when it is greeted (its channel in *ch; the caller
+ * removes it from the room), 0 when it was challenged and stays, -1 when
+ * it was refused and dropped. The HELLO is there and the answers are a few
+ * bytes on a fresh connection, so no step waits on the guest: the timeout
+ * only bounds a peer that stops reading at once. */
+static int lobby_step(lobby *l, int i, seal_channel *ch)
+{
+    lobby_guest *g = &l->guests[i];
+    char why[MDI_ERR_LEN];
+    uint32_t from = 0;
+    int rc;
+    if (!g->challenged) {
+        int done = 0;
+        rc = seal_accept_begin(g->fd, l->keys, l->self, l->expect, LOBBY_STEP_S, &g->pend, &done, &from, ch, why);
+        if (rc == 0 && !done) {
+            g->challenged = 1;
+            g->deadline = time_now() + l->hello_timeout_s;
+            return 0;
+        }
+    } else {
+        rc = seal_accept_finish(g->fd, l->keys, l->self, &g->pend, LOBBY_STEP_S, &from, ch, why);
+    }
+    if (rc == 0 && l->expect >= 0 && (int)from != l->expect) {
+        rc = MDI_EPROTO;
+        snprintf(why, sizeof(why), "HELLO from node %u, expected node %d", from, l->expect);
+    }
+    if (rc) {
+        seal_channel_clear(ch);
+        lobby_drop(l, i, why);
+        return -1;
+    }
+    return 1;
+}
+
+int lobby_wait(lobby *l, double timeout_s, const volatile int *cancel, char *peer, seal_channel *ch, char *err)
 {
     double deadline = time_now() + (timeout_s > 0 ? timeout_s : 0);
     int accepted = 0, spins = 0;
     for (;;) {
-        if (cancel && *cancel) return mdi_fail(err, MDI_ESTATE, "cancelled");
+        if (net_cancelled(cancel)) return mdi_fail(err, MDI_ESTATE, "cancelled");
         double now = time_now();
         int partial = 0;          /* some guest has sent part of its frame */
         int waiting[LOBBY_MAX];   /* guests that have sent nothing yet */
@@ -158,6 +202,7 @@ int lobby_wait(lobby *l, double timeout_s, const volatile int *cancel, char *pee
         for (int i = 0; i < l->n;) {
             int has_bytes = 0;
             int st = lobby_look(l, i, now, &has_bytes);
+            if (st > 0) st = lobby_step(l, i, ch);
             if (st > 0) {
                 int fd = l->guests[i].fd;
                 if (peer) snprintf(peer, NET_ADDR_LEN, "%s", l->guests[i].peer);
@@ -202,6 +247,9 @@ int lobby_wait(lobby *l, double timeout_s, const volatile int *cancel, char *pee
 
 void lobby_clear(lobby *l)
 {
-    for (int i = 0; i < l->n; i++) net_close(l->guests[i].fd);
+    for (int i = 0; i < l->n; i++) {
+        net_close(l->guests[i].fd);
+        seal_pending_clear(&l->guests[i].pend);
+    }
     l->n = 0;
 }

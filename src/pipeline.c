@@ -18,6 +18,7 @@
 #include "generate.h"
 #include "model.h"
 #include "net.h"
+#include "auth.h"
 #include "nodes_config.h"
 #include "prepare.h"
 #include "ring.h"
@@ -265,6 +266,7 @@ static int pl_start_ring(pipeline *p, int n_samples, char *err)
     pl_node_name(p, p->nc.n_secondary - 1, ro.prev_name, sizeof(ro.prev_name));
     snprintf(ro.next_host, sizeof(ro.next_host), "%s", pl_sec(p, 0)->addr);
     ro.next_port = pl_sec(p, 0)->port_in;
+    ro.next_index = 1;
     pl_node_name(p, 0, ro.next_name, sizeof(ro.next_name));
     ro.secret = p->nc.secret;
     ro.limits.dim = p->cfg.dim;
@@ -664,6 +666,7 @@ static int pl_open(pipeline *p, int n_samples, char *err)
         return mdi_fail(err, MDI_ENOMEM, "out of memory");
 
     control_client_global_init();
+    if (!p->nc.secret[0]) auth_warn_open();
     if ((rc = pl_init_secondaries(p, n_samples, err))) return rc;
     if ((rc = pl_start_ring(p, n_samples, err))) return rc;
     log_info("ring closed: %d nodes, %d samples, wire %s", p->n_nodes, n_samples, dtype_name(p->o->wire_dtype));

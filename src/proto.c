@@ -158,7 +158,7 @@ proto_frame *proto_frame_new(size_t cap)
 {
     proto_frame *f = calloc(1, sizeof(*f));
     if (!f) return NULL;
-    f->payload = malloc(cap ? cap : 1);
+    f->payload = malloc(cap + PROTO_FRAME_SLACK);
     if (!f->payload) {
         free(f);
         return NULL;
@@ -231,11 +231,11 @@ int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
     return rc;
 }
 
-int proto_hello_send(int fd, uint32_t node_index, const char *secret, double timeout_s, char *err)
+int proto_hello_send(int fd, uint32_t node_index, double timeout_s, char *err)
 {
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     if (!f) return mdi_fail(err, MDI_ENOMEM, "out of memory");
-    proto_frame_set_text(f, PROTO_HELLO, secret ? secret : "");
+    f->h = proto_header_make(PROTO_HELLO);
     f->h.sample_id = node_index;
     int rc = proto_write_frame(fd, f, timeout_s, NULL, err);
     if (rc) goto cleanup;
@@ -247,7 +247,9 @@ int proto_hello_send(int fd, uint32_t node_index, const char *secret, double tim
         char text[PROTO_TEXT_MAX + 1];
         memcpy(text, f->payload, (size_t)n);
         text[n] = 0;
-        rc = mdi_fail(err, strstr(text, "secret") ? MDI_EAUTH : MDI_EPROTO, "refused by peer: %s", text);
+        for (int i = 0; i < n; i++)
+            if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) text[i] = '?';
+        rc = mdi_fail(err, strstr(text, "secret") ? MDI_EAUTH : MDI_EPROTO, "refused by peer: %.300s", text);
         goto cleanup;
     }
     if (f->h.type != PROTO_HELLO)
@@ -257,31 +259,27 @@ cleanup:
     return rc;
 }
 
-/* Compares without an early exit so the time taken says nothing about
- * how much of a guessed secret was right. */
-static int proto_secret_equal(const uint8_t *a, size_t na, const char *b)
-{
-    size_t nb = b ? strlen(b) : 0;
-    unsigned diff = (unsigned)(na != nb);
-    for (size_t i = 0; i < na; i++) diff |= (unsigned)(a[i] ^ (uint8_t)(i < nb ? b[i] : 0));
-    return diff == 0;
-}
-
-int proto_hello_accept(int fd, const char *secret, double timeout_s, uint32_t *node_index, char *err)
+int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err)
 {
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     if (!f) return mdi_fail(err, MDI_ENOMEM, "out of memory");
     int rc = proto_read_frame(fd, f, NULL, timeout_s, timeout_s, NULL, err);
     if (rc) goto cleanup;
+    const char *refusal = NULL;
     if (f->h.type != PROTO_HELLO) {
         rc = mdi_fail(err, MDI_EPROTO, "expected HELLO first, got %s", proto_type_name(f->h.type));
-        proto_frame_set_text(f, PROTO_ERROR, "expected HELLO first");
-        proto_write_frame(fd, f, 1.0, NULL, NULL);
-        goto cleanup;
+        refusal = "expected HELLO first";
+    } else if (f->h.flags & PROTO_FLAG_SEALED) {
+        rc = mdi_fail(err, MDI_EAUTH, "node %u has a shared secret set, this node has none", f->h.sample_id);
+        refusal = "this node has no shared secret set; the two must agree";
+    } else if (f->h.payload_len != 0) {
+        /* An older node sent its secret in clear: never compared, refused. */
+        rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u carries %llu bytes (an older node sending a secret?)",
+                      f->h.sample_id, (unsigned long long)f->h.payload_len);
+        refusal = "HELLO with a payload: this node speaks the secret's challenge-response; upgrade the peer";
     }
-    if (!proto_secret_equal(f->payload, (size_t)f->h.payload_len, secret)) {
-        rc = mdi_fail(err, MDI_EAUTH, "wrong secret in HELLO from node %u", f->h.sample_id);
-        proto_frame_set_text(f, PROTO_ERROR, "wrong secret");
+    if (refusal) {
+        proto_frame_set_text(f, PROTO_ERROR, refusal);
         proto_write_frame(fd, f, 1.0, NULL, NULL);
         goto cleanup;
     }

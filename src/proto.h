@@ -19,15 +19,29 @@
  *       40      payload      DATA: activations (n_tokens, dim) in dtype, row
  *                            after row: n_tokens * dtype_row_size(dtype, dim)
  *                            bytes exactly (a q8_0 row: dim/32 blocks of 34);
- *                            HELLO: the shared secret (may be empty);
+ *                            HELLO: empty, or a step of the handshake
+ *                            with a secret (seal.h);
  *                            ERROR: UTF-8 text saying what went wrong;
  *                            KEEPALIVE: none (sent on a link idle for a
  *                            second, so that a hung node can be told from
- *                            a quiet one).
+ *                            a quiet one; sealed like any frame with a
+ *                            secret).
  *
  * A connection opens with HELLO from the connecting side; the accepting
- * side answers HELLO (accepted) or ERROR (wrong version or secret) and
- * closes. Frames are validated before their payload is read: a frame with a
+ * side answers HELLO (accepted) or ERROR (wrong version, node or secret)
+ * and closes. Without a secret that is all, and frames follow as above.
+ * With a secret, the HELLOs carry PROTO_FLAG_SEALED and a challenge-
+ * response instead, and every frame after them travels encrypted and
+ * authenticated, header included; the secret itself never crosses the
+ * wire. A sealed frame on the wire (details in seal.h):
+ *
+ *   offset size               field
+ *        0 40 + 16            the header above, encrypted (ChaCha20-Poly1305,
+ *                             the message counter as nonce), and its tag
+ *       56 payload_len + 16   the payload, encrypted, and its tag; absent
+ *                             when payload_len is 0
+ *
+ * Frames are validated before their payload is read: a frame with a
  * wrong magic, version, type or dtype, or a length beyond what its
  * n_tokens and the model's dim allow, ends the connection with a message
  * that names the peer, the field and the byte values.
@@ -62,6 +76,11 @@ typedef enum {
 /* DATA flag: the last chunk of a prompt or a decode step, whose last row
  * the starter turns into logits. */
 #define PROTO_FLAG_LOGITS 0x1
+/* HELLO flag: a step of the challenge-response of seal.h. */
+#define PROTO_FLAG_SEALED 0x2
+/* A frame's payload buffer has this many bytes past its cap: room for the
+ * tag of a sealed payload (seal.h), so that sealing allocates nothing. */
+#define PROTO_FRAME_SLACK 16
 
 typedef struct __attribute__((packed)) {
     uint32_t magic;
@@ -104,7 +123,8 @@ proto_header proto_header_make(int type);
  * with the field and its value in err. */
 int proto_header_check(const proto_header *h, const proto_limits *lim, char *err);
 
-/* New frame with a payload capacity of cap bytes (NULL on no memory). */
+/* New frame with a payload capacity of cap bytes (and PROTO_FRAME_SLACK
+ * more; NULL on no memory). */
 proto_frame *proto_frame_new(size_t cap);
 void proto_frame_free(proto_frame *f);
 /* Sets an ERROR or HELLO text payload (truncated to the frame's cap). */
@@ -121,16 +141,16 @@ int proto_read_frame(int fd, proto_frame *f, const proto_limits *lim,
 int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
                       const volatile int *cancel, char *err);
 
-/* Connecting side: sends HELLO (node_index, secret) and waits up to
- * timeout_s for the answer. Returns 0, MDI_EAUTH (the peer refused the
+/* The plain handshake, of a cluster without a secret (seal_connect and
+ * seal_accept call these when no secret is set, the challenge-response
+ * otherwise). Connecting side: sends HELLO (node_index) and waits up to
+ * timeout_s for the answer. Returns 0, MDI_EAUTH (the peer wants a
  * secret), MDI_EPROTO or a network error, with the peer's words in err. */
-int proto_hello_send(int fd, uint32_t node_index, const char *secret,
-                     double timeout_s, char *err);
-/* Accepting side: reads the HELLO within timeout_s, checks the version
- * and the secret (NULL or "" accepts only an empty one), answers.
- * *node_index receives the sender's index. */
-int proto_hello_accept(int fd, const char *secret, double timeout_s,
-                       uint32_t *node_index, char *err);
+int proto_hello_send(int fd, uint32_t node_index, double timeout_s, char *err);
+/* Accepting side: reads the HELLO within timeout_s, checks the version,
+ * refuses a sealed one (the peer has a secret, this node none: MDI_EAUTH)
+ * or one with a payload, answers. *node_index receives the sender's index. */
+int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err);
 
 /* 0 when activations of dim values can cross the wire as dtype (its row size
  * is defined: dim a multiple of its block size); else MDI_EARG and one line

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/socket.h>
 
 #include "lobby.h"
@@ -43,28 +44,33 @@ static void ring_fail(ring *r, const char *fmt, ...)
 /* ---- receiving thread ---- */
 
 /* The previous node's connection (see ring.h). Connections wait in the
- * lobby until their HELLO has arrived whole, so that silent or garbage ones
- * neither delay the real peer nor end the run. Candidates are connections
- * greeted as the previous node: with none kept from before the run, the
- * first greeted is taken at once; with some, the first to send a frame
- * (the real previous node sends a DATA or a KEEPALIVE within a second) is
- * taken and the others closed. */
+ * lobby, which takes them through the handshake as their HELLOs arrive
+ * whole, so that silent, garbage or unauthenticated ones neither delay the
+ * real peer nor end the run. Candidates are connections greeted as the
+ * previous node: with none kept from before the run, the first greeted is
+ * taken at once; with some, the first to send a frame (the real previous
+ * node sends a DATA or a KEEPALIVE within a second) is taken and the
+ * others closed. Each candidate's channel goes with it. */
 static int ring_accept_prev(ring *r)
 {
     double hello_to = r->o.timeout_s < RING_HELLO_TIMEOUT_S ? r->o.timeout_s : RING_HELLO_TIMEOUT_S;
     int cand[RING_EARLY_MAX], n = 0, chosen = -1;
+    seal_channel cand_seal[RING_EARLY_MAX];
     char cand_peer[RING_EARLY_MAX][NET_ADDR_LEN];
     for (int i = 0; i < RING_EARLY_MAX; i++) {
         if (r->o.accepted_fd[i] <= 0) continue;
         cand[n] = r->o.accepted_fd[i];
+        cand_seal[n] = r->o.accepted_seal[i];
         net_peer_name(cand[n], cand_peer[n]);
         r->o.accepted_fd[i] = 0;
+        seal_channel_clear(&r->o.accepted_seal[i]);
         n++;
     }
     int wait_for_frame = n > 0;
     lobby own, *lb = r->o.lobby;
     if (!lb) {
-        lobby_init(&own, r->o.listen_fd, hello_to, r->o.name);
+        lobby_init(&own, r->o.listen_fd, hello_to, &r->keys, (uint32_t)r->o.node_index, r->o.prev_index,
+                   r->o.name);
         lb = &own;
     }
     double deadline = time_now() + r->o.accept_timeout_s;
@@ -94,7 +100,9 @@ static int ring_accept_prev(ring *r)
                 log_warn("%s: ring port: the connection from %s greeted as %s closed before a frame", r->o.name,
                          cand_peer[i], r->o.prev_name);
                 net_close(cand[i]);
+                seal_channel_clear(&cand_seal[i]);
                 memmove(&cand[i], &cand[i + 1], (size_t)(n - i - 1) * sizeof(cand[0]));
+                memmove(&cand_seal[i], &cand_seal[i + 1], (size_t)(n - i - 1) * sizeof(cand_seal[0]));
                 memmove(cand_peer[i], cand_peer[i + 1], (size_t)(n - i - 1) * sizeof(cand_peer[0]));
                 n--;
                 continue;
@@ -102,33 +110,28 @@ static int ring_accept_prev(ring *r)
             i++;
         }
         if (chosen >= 0) break;
-        int fd = lobby_wait(lb, wait_for_frame ? 0.02 : left, &r->cancel, peer, err);
+        seal_channel ch;
+        int fd = lobby_wait(lb, wait_for_frame ? 0.02 : left, &r->cancel, peer, &ch, err);
         if (fd == MDI_ESTATE) break;
         if (fd == MDI_ETIMEOUT) continue;
         if (fd < 0) {
             ring_fail(r, "%s: accepting the connection from %s: %s", r->o.name, r->o.prev_name, err);
             break;
         }
-        uint32_t index = 0;
-        int hrc = proto_hello_accept(fd, r->o.secret, hello_to, &index, err);
-        if (hrc == 0 && (int)index != r->o.prev_index) {
-            hrc = MDI_EPROTO;
-            snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", index, r->o.prev_index);
-        }
-        if (hrc) {
-            log_warn("%s: ring port: rejected connection from %s: %s", r->o.name, peer, err);
-            net_close(fd);
-            continue;
-        }
+        /* greeted by the lobby: the expected node (proved, with a secret) */
         if (n == RING_EARLY_MAX) {
             log_warn("%s: ring port: %d connections greeted as %s and none has spoken; closed the oldest, from %s",
                      r->o.name, n, r->o.prev_name, cand_peer[0]);
             net_close(cand[0]);
+            seal_channel_clear(&cand_seal[0]);
             memmove(&cand[0], &cand[1], (size_t)(n - 1) * sizeof(cand[0]));
+            memmove(&cand_seal[0], &cand_seal[1], (size_t)(n - 1) * sizeof(cand_seal[0]));
             memmove(cand_peer[0], cand_peer[1], (size_t)(n - 1) * sizeof(cand_peer[0]));
             n--;
         }
         cand[n] = fd;
+        cand_seal[n] = ch;
+        seal_channel_clear(&ch);
         snprintf(cand_peer[n], NET_ADDR_LEN, "%s", peer);
         n++;
         if (!wait_for_frame) chosen = n - 1;
@@ -139,14 +142,17 @@ static int ring_accept_prev(ring *r)
             log_warn("%s: ring port: closed the connection from %s, also greeted as %s: the one from %s spoke first",
                      r->o.name, cand_peer[i], r->o.prev_name, cand_peer[chosen]);
         net_close(cand[i]);
+        seal_channel_clear(&cand_seal[i]);
     }
     if (lb == &own) lobby_clear(&own);
     if (chosen < 0) return -1;
     pthread_mutex_lock(&r->mu);
     r->in_fd = cand[chosen];
+    r->rx_seal = cand_seal[chosen];
     r->rx_ready = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    seal_channel_clear(&cand_seal[chosen]);
     log_debug("%s: connected from %s (%s)", r->o.name, r->o.prev_name, cand_peer[chosen]);
     return 0;
 }
@@ -165,10 +171,10 @@ static void *ring_rx_main(void *arg)
         double t0;
         do {
             t0 = time_now();
-            rc = proto_read_frame(r->in_fd, f, &r->o.limits, idle, r->o.timeout_s, &r->cancel, err);
+            rc = seal_read_frame(&r->rx_seal, r->in_fd, f, &r->o.limits, idle, r->o.timeout_s, &r->cancel, err);
             if (rc == 0 && f->h.type == PROTO_KEEPALIVE) {
                 pthread_mutex_lock(&r->mu);
-                r->stats.bytes_received += PROTO_HEADER_SIZE;
+                r->stats.bytes_received += PROTO_HEADER_SIZE + (r->rx_seal.on ? SEAL_FRAME_OVERHEAD(0) : 0);
                 pthread_mutex_unlock(&r->mu);
             }
         } while (rc == 0 && f->h.type == PROTO_KEEPALIVE);
@@ -189,7 +195,8 @@ static void *ring_rx_main(void *arg)
             return NULL;
         }
         pthread_mutex_lock(&r->mu);
-        r->stats.bytes_received += PROTO_HEADER_SIZE + f->h.payload_len;
+        r->stats.bytes_received += PROTO_HEADER_SIZE + f->h.payload_len +
+                                   (r->rx_seal.on ? SEAL_FRAME_OVERHEAD(f->h.payload_len) : 0);
         r->stats.frames_received++;
         pthread_mutex_unlock(&r->mu);
         if (queue_push(&r->in_q, f, -1) != 0) {
@@ -225,7 +232,8 @@ static void *ring_tx_main(void *arg)
         }
     }
     if (fd < 0) return NULL;
-    int rc = proto_hello_send(fd, (uint32_t)r->o.node_index, r->o.secret, r->o.timeout_s, err);
+    int rc = seal_connect(fd, &r->keys, (uint32_t)r->o.node_index, (uint32_t)r->o.next_index, r->o.timeout_s,
+                          &r->tx_seal, err);
     if (rc) {
         net_close(fd);
         ring_fail(r, "%s: handshake with %s at %s:%d: %s", r->o.name, r->o.next_name,
@@ -254,7 +262,7 @@ static void *ring_tx_main(void *arg)
             /* ... and tell it that we are. */
             if (time_now() - last_sent >= RING_KEEPALIVE_S) {
                 proto_frame ka = {.h = proto_header_make(PROTO_KEEPALIVE)};
-                rc = proto_write_frame(fd, &ka, r->o.timeout_s, &r->cancel, err);
+                rc = seal_write_frame(&r->tx_seal, fd, &ka, r->o.timeout_s, &r->cancel, err);
                 if (rc) {
                     if (rc != MDI_ESTATE)
                         ring_fail(r, "%s: sending to %s: %s", r->o.name, r->o.next_name, err);
@@ -263,7 +271,7 @@ static void *ring_tx_main(void *arg)
                 }
                 last_sent = time_now();
                 pthread_mutex_lock(&r->mu);
-                r->stats.bytes_sent += PROTO_HEADER_SIZE;
+                r->stats.bytes_sent += PROTO_HEADER_SIZE + (r->tx_seal.on ? SEAL_FRAME_OVERHEAD(0) : 0);
                 pthread_mutex_unlock(&r->mu);
             }
             continue;
@@ -271,9 +279,10 @@ static void *ring_tx_main(void *arg)
         if (rc != 0) return NULL;
         proto_frame *f = item;
         int type = f->h.type;
-        rc = proto_write_frame(fd, f, r->o.timeout_s, &r->cancel, err);
+        uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len +
+                     (r->tx_seal.on ? SEAL_FRAME_OVERHEAD(f->h.payload_len) : 0);
+        rc = seal_write_frame(&r->tx_seal, fd, f, r->o.timeout_s, &r->cancel, err);
         last_sent = time_now();
-        uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len;
         queue_push(&r->free_q, f, 0);
         if (rc) {
             if (rc != MDI_ESTATE)
@@ -520,8 +529,8 @@ int ring_start(ring *r, const ring_opts *o, char *err)
     int cap = r->o.queue_cap;
     r->n_frames = 2 * cap + 8;
     int rc;
-    if ((rc = queue_init(&r->in_q, cap, err)) || (rc = queue_init(&r->out_q, cap, err)) ||
-        (rc = queue_init(&r->free_q, r->n_frames, err)))
+    if ((rc = auth_keys_derive(&r->keys, r->o.secret, err)) || (rc = queue_init(&r->in_q, cap, err)) ||
+        (rc = queue_init(&r->out_q, cap, err)) || (rc = queue_init(&r->free_q, r->n_frames, err)))
         goto fail;
     size_t frame_cap = (size_t)r->o.limits.max_batch * (size_t)r->o.limits.dim * sizeof(float);
     if (frame_cap < PROTO_TEXT_MAX) frame_cap = PROTO_TEXT_MAX;
@@ -710,4 +719,8 @@ void ring_stop(ring *r)
     queue_free(&r->in_q);
     queue_free(&r->out_q);
     queue_free(&r->free_q);
+    seal_channel_clear(&r->rx_seal);
+    seal_channel_clear(&r->tx_seal);
+    sodium_memzero(r->o.accepted_seal, sizeof(r->o.accepted_seal));
+    sodium_memzero(&r->keys, sizeof(r->keys));
 }

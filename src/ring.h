@@ -7,14 +7,17 @@
  * The node listens on its inference.port_in (a socket the caller opened,
  * so that a busy port is reported before anything starts) and accepts the
  * previous node's connection; it connects to the next node's port_in. Each
- * connection opens with a HELLO (protocol version, secret, sender's node
- * index); connections that fail it are logged and dropped, and the node
- * keeps waiting for the right peer. Connections wait in a lobby (lobby.h)
- * until their HELLO has arrived whole: one that says nothing or garbage
- * delays nobody. Where several connections greeted as the previous node
- * (kept between runs, or posing as it), the first to send a frame is the
- * run's; with none kept, the first HELLO from the expected node is. The
- * run's connection is never replaced: nobody is accepted after it.
+ * connection opens with a HELLO (protocol version, sender's node index;
+ * with a secret, the challenge-response of seal.h, after which frames are
+ * encrypted and authenticated); connections that fail it are logged and
+ * dropped, and the node keeps waiting for the right peer. Connections wait
+ * in a lobby (lobby.h), which takes each through the handshake one step at
+ * a time as its HELLOs arrive whole: one that says nothing, stops halfway
+ * or says garbage delays nobody, and one without the secret is refused at
+ * its proof. Where several connections greeted as the previous node (kept
+ * between runs, or, without a secret, posing as it), the first to send a
+ * frame is the run's; with none kept, the first greeted is. The run's
+ * connection is never replaced: nobody is accepted after it.
  *
  * Frames live in a pool allocated at start (payload room for max_batch
  * rows of dim floats): the receiver takes a free frame, fills it, queues
@@ -38,6 +41,8 @@
  * for long while both ends live, even while the starter waits for a chat's
  * next line, so a secondary takes a previous node silent for
  * idle_timeout_s for hung (stopped, or its host gone without a reset).
+ * With a secret a KEEPALIVE is sealed like any frame: nobody else can
+ * keep a dead link looking alive.
  *
  * Any failure (peer gone, garbage, timeout) is recorded once
  * (ring_error), becomes an ERROR frame that travels on towards the
@@ -52,6 +57,7 @@
 #include "forward.h"
 #include "proto.h"
 #include "queue.h"
+#include "seal.h"
 #include "util.h"
 
 #define RING_KEEPALIVE_S 1.0
@@ -68,12 +74,15 @@ typedef struct {
                                   previous node (taken over); the first to
                                   send a frame is the run's, the others are
                                   closed; none: accept one */
+    seal_channel accepted_seal[RING_EARLY_MAX]; /* the channel of each one's
+                                  handshake (taken over too) */
     int prev_index;            /* node index expected in the incoming HELLO */
     char prev_name[160];       /* "starter (10.0.0.2)", for messages */
+    int next_index;            /* node index the next node must prove */
     char next_host[128];
     int next_port;
     char next_name[160];
-    const char *secret;        /* borrowed */
+    const char *secret;        /* borrowed; NULL or "": an open ring */
     proto_limits limits;       /* dim, max_batch, n_samples */
     int queue_cap;             /* each queue; 0: 64 */
     double timeout_s;          /* a frame's body, connect, handshake */
@@ -102,6 +111,8 @@ typedef struct {
 typedef struct {
     ring_opts o;
     int in_fd, out_fd;
+    auth_keys keys;            /* of o.secret */
+    seal_channel rx_seal, tx_seal;
     queue in_q, out_q, free_q;
     proto_frame **frames;
     int n_frames;

@@ -28,11 +28,13 @@
 #include "nodes_config.h"
 #include "proto.h"
 #include "ring.h"
+#include "seal.h"
 #include "util.h"
 
 /* How often the main thread looks at commands, signals and the ring. */
 #define SECONDARY_TICK_S 0.1
-/* How long a connection to the ring port may take to send its whole HELLO. */
+/* How long a connection to the ring port may take to send its whole HELLO,
+ * and, with a secret, its whole proof after the challenge (lobby.h). */
 #define SECONDARY_HELLO_S 5.0
 /* How long the previous node may stay silent in a run (--idle-timeout). */
 #define SECONDARY_IDLE_S 30.0
@@ -201,6 +203,7 @@ typedef struct {
     int fd[RING_EARLY_MAX];
     double t[RING_EARLY_MAX];      /* when greeted */
     char peer[RING_EARLY_MAX][NET_ADDR_LEN];
+    seal_channel ch[RING_EARLY_MAX]; /* each one's handshake (plain without a secret) */
     int n;
 } early_conns;
 
@@ -238,6 +241,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ro.listen_fd = lb->listen_fd;
     ro.lobby = lb;
     for (int i = 0; i < early->n; i++) ro.accepted_fd[i] = early->fd[i];
+    for (int i = 0; i < early->n; i++) ro.accepted_seal[i] = early->ch[i];
+    ro.next_index = cfg->is_last ? 0 : index + 2;
     ro.prev_index = index;
     snprintf(ro.next_host, sizeof(ro.next_host), "%s", cfg->next_addr);
     ro.next_port = cfg->next_port;
@@ -315,36 +320,34 @@ static void early_drop(early_conns *e, int i)
         e->fd[j] = e->fd[j + 1];
         e->t[j] = e->t[j + 1];
         memcpy(e->peer[j], e->peer[j + 1], NET_ADDR_LEN);
+        e->ch[j] = e->ch[j + 1];
     }
     e->n--;
+    seal_channel_clear(&e->ch[e->n]);
 }
 
-/* Greets, between runs, the connections whose HELLO has arrived whole (the
- * lobby never blocks): those from the previous node are kept (the oldest
- * dropped when full), anything else is refused with a log line. */
-static void accept_early(lobby *lb, int index, const char *secret, early_conns *e)
+/* Takes, between runs, the connections the lobby has greeted as the
+ * previous node (it never blocks, and refuses anything else with a log
+ * line): they are kept, each with its channel (the oldest dropped when
+ * full). */
+static void accept_early(lobby *lb, int index, early_conns *e)
 {
-    char peer[NET_ADDR_LEN], err[MDI_ERR_LEN];
+    char peer[NET_ADDR_LEN];
+    seal_channel ch;
     int fd;
-    while ((fd = lobby_wait(lb, 0, NULL, peer, NULL)) >= 0) {
-        uint32_t from = 0;
-        int rc = proto_hello_accept(fd, secret, 1.0, &from, err);
-        if (rc == 0 && (int)from == index) {
-            if (e->n == RING_EARLY_MAX) {
-                log_warn("ring port: %d connections greeted as node %d wait for a run; dropped the oldest, from %s",
-                         e->n, index, e->peer[0]);
-                early_drop(e, 0);
-            }
-            e->fd[e->n] = fd;
-            e->t[e->n] = time_now();
-            snprintf(e->peer[e->n], NET_ADDR_LEN, "%s", peer);
-            e->n++;
-            continue;
+    while ((fd = lobby_wait(lb, 0, NULL, peer, &ch, NULL)) >= 0) {
+        if (e->n == RING_EARLY_MAX) {
+            log_warn("ring port: %d connections greeted as node %d wait for a run; dropped the oldest, from %s",
+                     e->n, index, e->peer[0]);
+            early_drop(e, 0);
         }
-        if (rc == 0) snprintf(err, sizeof(err), "HELLO from node %u, expected node %d", from, index);
-        log_warn("ring port: rejected connection from %s: %s", peer, err);
-        net_close(fd);
+        e->fd[e->n] = fd;
+        e->t[e->n] = time_now();
+        snprintf(e->peer[e->n], NET_ADDR_LEN, "%s", peer);
+        e->ch[e->n] = ch;
+        e->n++;
     }
+    seal_channel_clear(&ch);
 }
 
 /* At /start: the kept connections whose peer has gone, or that are older
@@ -390,6 +393,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o.secret) snprintf(nc.secret, sizeof(nc.secret), "%s", o.secret);
+    auth_keys keys;
+    if (auth_keys_derive(&keys, nc.secret, err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (!keys.on) auth_warn_open();
     const node_entry *self = &nc.secondary[o.index];
     char name[160];
     nodes_config_describe(&nc, o.index, name, sizeof(name));
@@ -432,12 +441,12 @@ int main(int argc, char **argv)
     lobby lb;
     char lobby_name[32];
     snprintf(lobby_name, sizeof(lobby_name), "secondary %d", o.index);
-    lobby_init(&lb, ring_fd, SECONDARY_HELLO_S, lobby_name);
+    lobby_init(&lb, ring_fd, SECONDARY_HELLO_S, &keys, (uint32_t)o.index + 1, o.index, lobby_name);
     while (!quit_requested) {
         run_config cfg;
         char chunk_path[PATH_MAX];
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
-        accept_early(&lb, o.index, nc.secret, &early);
+        accept_early(&lb, o.index, &early);
         if (cmd == CONTROL_CMD_START) {
             log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
                       "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
@@ -445,6 +454,7 @@ int main(int argc, char **argv)
                       chunk_path);
             early_prune(&early);
             serve_run(srv, &nc, &o, &lb, &early, &cfg, chunk_path);
+            for (int i = 0; i < early.n; i++) seal_channel_clear(&early.ch[i]);
             early.n = 0;   /* the ring took them */
         }
     }

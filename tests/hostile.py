@@ -9,6 +9,11 @@ Ring port:
   garbage     opens --n connections and sends bytes that are not a frame
   hello       one connection that sends a HELLO as node --index and prints the
               answer's frame type ("HELLO", "ERROR", "closed")
+  challenge   opens --n connections that each begin the handshake of a node
+              with a secret as node --index (a sealed HELLO meant for node
+              --index + 1), read the challenge and then say nothing; with
+              --prove, answer it with a proof made up without the secret
+              instead; prints the answer types ("HELLO ERROR ...")
 HTTP port:
   http-idle   opens --n connections and says nothing
   slowloris   opens --n connections that send a request line and then one
@@ -37,8 +42,11 @@ MAGIC, VERSION, HELLO = 0x5249444D, 1, 1
 TYPES = {1: "HELLO", 2: "DATA", 3: "RELEASE", 4: "STOP", 5: "ERROR"}
 
 
-def header(ftype, index=0, payload_len=0):
-    return struct.pack("<IHHIIIHHQII", MAGIC, VERSION, ftype, index, 0, 0, 0, 0, payload_len, 0, 0)
+SEALED = 0x2
+
+
+def header(ftype, index=0, payload_len=0, flags=0):
+    return struct.pack("<IHHIIIHHQII", MAGIC, VERSION, ftype, index, 0, 0, 0, flags, payload_len, 0, 0)
 
 
 def connect(a, i=0):
@@ -178,6 +186,36 @@ def mode_upload(a):
     code = http_answer(s)
     print("status %s" % code if code else "closed after %d bytes" % sent, flush=True)
 
+def answer_type(s):
+    try:
+        h = recv_all(s, 40)
+        if h is None:
+            return "closed"
+        n = struct.unpack("<Q", h[24:32])[0]
+        if n and recv_all(s, n) is None:
+            return "closed"
+    except OSError:
+        return "closed"
+    return TYPES.get(struct.unpack("<H", h[6:8])[0], "?")
+
+
+def mode_challenge(a):
+    import os
+    socks, seen = [], []
+    for i in range(a.n):
+        try:
+            s = connect(a, i)
+            s.sendall(header(HELLO, a.index, 36, SEALED) + struct.pack("<I", a.index + 1) + os.urandom(32))
+            seen.append(answer_type(s))
+            if a.prove:
+                s.sendall(header(HELLO, a.index, 32, SEALED) + os.urandom(32))
+                seen.append(answer_type(s))
+            socks.append(s)
+        except OSError:
+            seen.append("closed")
+    print(" ".join(seen), flush=True)
+    hold(a, socks)
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -193,6 +231,7 @@ def main():
     p.add_argument("--send", type=int, default=0)
     p.add_argument("--content-length", type=int, default=None)
     p.add_argument("--chunked", action="store_true")
+    p.add_argument("--prove", action="store_true")
     p.add_argument("--config", default="")
     p.add_argument("--layers", default="2,5")
     a = p.parse_args()
@@ -204,6 +243,8 @@ def main():
         hold(a, open_many(a, b"\x16\x03\x01 not a frame at all \xff" * 3))
     elif a.mode == "hello":
         mode_hello(a)
+    elif a.mode == "challenge":
+        mode_challenge(a)
     elif a.mode == "http-idle":
         hold(a, open_many(a))
     elif a.mode == "slowloris":

@@ -75,12 +75,14 @@ start_secondary() {
 
 sec_pid() { eval "echo \$SEC_PID_$1"; }
 
-# status_field IDX FIELD [SECRET]: one field of secondary IDX's GET /.
+# status_field IDX FIELD [SECRET]: one field of secondary IDX's GET /
+# (signed with the secret by bin/node_probe when one is given).
 status_field() {
-    local h=()
-    [ -n "${3:-}" ] && h=(-H "X-MDI-Secret: $3")
-    curl -s --max-time 2 "${h[@]}" "http://127.0.0.1:${HTTP_PORT[$1]}/" |
-        $PY -c "import json,sys; v=json.load(sys.stdin).get('$2'); print(v)" 2>/dev/null
+    if [ -n "${3:-}" ]; then
+        MDI_SECRET=$3 "$BIN/node_probe" status 127.0.0.1 "${HTTP_PORT[$1]}" 2>/dev/null
+    else
+        curl -s --max-time 2 "http://127.0.0.1:${HTTP_PORT[$1]}/"
+    fi | $PY -c "import json,sys; v=json.load(sys.stdin).get('$2'); print(v)" 2>/dev/null
 }
 
 # stop_secondaries: SIGTERM to each started secondary; they must exit in 5 s.

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "control.h"
 #include "net.h"
 #include "test.h"
@@ -253,6 +254,49 @@ static void test_server(void)
     if (s) control_server_stop(s);
 }
 
+/* A request with a valid X-MDI-Auth for signed_body, carrying body. */
+static void raw_signed(char *out, size_t cap, const char *secret, const char *method, const char *path,
+                       const char *signed_body, const char *body)
+{
+    auth_keys k;
+    auth_keys_derive(&k, secret, NULL);
+    char hex[65], value[AUTH_HTTP_HEADER_LEN], nonce[64];
+    auth_digest_hex(signed_body, strlen(signed_body), hex);
+    auth_http_sign(&k, method, path, hex, value, nonce);
+    snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             method, path, AUTH_HTTP_HEADER, value, strlen(body), body);
+}
+
+/* Sends a raw request, returns the answer's status code (-1: none). */
+static int raw_http(int port, const char *req)
+{
+    int fd = net_connect("127.0.0.1", port, 2, NULL);
+    if (fd < 0) return -1;
+    net_write_full(fd, req, strlen(req), 2, NULL, NULL);
+    char ans[64] = "";
+    size_t got = 0;
+    net_read_full(fd, ans, 12, 2, NULL, &got, NULL);
+    net_close(fd);
+    int code = -1;
+    sscanf(ans, "HTTP/1.%*d %d", &code);
+    return code;
+}
+
+/* Answers one request with an unsigned 200. */
+static void *unsigned_server(void *arg)
+{
+    int fd = net_accept(*(int *)arg, 3, NULL, NULL, NULL);
+    if (fd < 0) return NULL;
+    char buf[2048];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    (void)n;
+    const char *ans = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n"
+                      "Connection: close\r\n\r\n{\"state\": \"idle\"}";
+    net_write_full(fd, ans, strlen(ans), 2, NULL, NULL);
+    net_close(fd);
+    return NULL;
+}
+
 static void test_secret(void)
 {
     char err[MDI_ERR_LEN], cache[256];
@@ -282,7 +326,37 @@ static void test_secret(void)
     write_file(path, "x");
     r = control_client_upload_chunk("127.0.0.1", port, "wrong", 2, path, err);
     test_result(r == MDI_EAUTH, "control upload with a wrong secret gets 401", "rc %d: %s", r, err);
+
+    /* A signed request replayed byte for byte: refused, changes nothing. */
+    char req[1024];
+    raw_signed(req, sizeof(req), "open sesame", "POST", "/init", "{}", "{}");
+    int code1 = raw_http(port, req), code2 = raw_http(port, req);
+    test_result(code1 == 400 && code2 == 401, "control replayed request gets 401", "first %d, replay %d", code1, code2);
+    /* A body that is not the one signed. */
+    raw_signed(req, sizeof(req), "open sesame", "POST", "/start", "{}", "{ }");
+    int code = raw_http(port, req);
+    test_result(code == 401, "control body differing from its signed digest gets 401", "got %d", code);
+
+    /* The right secret: the whole exchange, every answer verified. */
+    const char *chunk = "the chunk's bytes";
+    make_config(&rc, chunk);
+    r = control_client_init("127.0.0.1", port, "open sesame", 2, &rc, &have, err);
+    write_file(path, chunk);
+    if (!r) r = control_client_upload_chunk("127.0.0.1", port, "open sesame", 2, path, err);
+    test_result(r == 0 && have == 0, "control init and upload with the right secret", "rc %d: %s", r, err);
+    r = control_client_stop("127.0.0.1", port, "open sesame", 2, NULL, err);
+    test_result(r == 0, "control stop with the right secret", "rc %d: %s", r, err);
     control_server_stop(s);
+
+    /* A server that answers without a signature (an impostor): refused. */
+    int lfd = net_listen(0, 4, err);
+    pthread_t th;
+    pthread_create(&th, NULL, unsigned_server, &lfd);
+    r = control_client_status("127.0.0.1", net_local_port(lfd), "open sesame", 2, &st, err);
+    pthread_join(th, NULL);
+    net_close(lfd);
+    test_result(r == MDI_EAUTH && strstr(err, "not authenticated"), "control unsigned answer refused by the client",
+                "rc %d: %s", r, err);
 }
 
 /* A /stop that comes before the main thread took the /start (it may be

@@ -1,11 +1,14 @@
 /* fuzz_proto: what arrives on a ring port. The first input byte picks the
  * reader: even, a stream of frames (proto_read_frame, with a secondary's
- * limits, until the first error); odd, a HELLO answered by the accepting
- * side (proto_hello_accept, with and without a secret). The rest is written
+ * limits, until the first error; with bit 3 set, through a sealed channel
+ * as seal_read_frame reads them); odd, the accepting side of the handshake
+ * (seal_accept: the plain HELLO without a secret, the challenge-response
+ * with one). The rest is written
  * to one end of a socket pair, whose writing side is then shut: the reader
  * sees exactly those bytes and an end of stream, so no read waits. */
 #include "fuzz.h"
 #include "proto.h"
+#include "seal.h"
 #include "util.h"
 
 #include <sys/socket.h>
@@ -45,16 +48,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     shutdown(sv[0], SHUT_WR);
     char err[MDI_ERR_LEN];
+    /* keys derived once: Argon2id is slow by design */
+    static auth_keys open_keys, secret_keys;
+    static int have_keys;
+    if (!have_keys) {
+        if (auth_keys_derive(&open_keys, NULL, err) != 0 || auth_keys_derive(&secret_keys, "s3cret", err) != 0)
+            abort();
+        have_keys = 1;
+    }
     if (mode % 2 == 0) {
         proto_limits lim = { mode & 2 ? 64 : 0, 8, mode & 4 ? 4 : 0 };
         proto_frame *f = proto_frame_new(8 * 64 * sizeof(float));
+        seal_channel ch = { 0 };
+        if (mode & 8) {
+            ch.on = 1;
+            memset(ch.key, 0x5a, sizeof(ch.key));
+        }
         for (int i = 0; i < 64; i++)
-            if (proto_read_frame(sv[1], f, &lim, 0.2, 0.2, NULL, err) != 0)
+            if (seal_read_frame(&ch, sv[1], f, &lim, 0.2, 0.2, NULL, err) != 0)
                 break;
         proto_frame_free(f);
     } else {
         uint32_t idx;
-        proto_hello_accept(sv[1], mode & 2 ? "s3cret" : NULL, 0.2, &idx, err);
+        seal_channel ch;
+        seal_accept(sv[1], mode & 2 ? &secret_keys : &open_keys, 1, mode & 4 ? 0 : -1, 0.2, &idx, &ch, err);
     }
     close(sv[0]);
     close(sv[1]);

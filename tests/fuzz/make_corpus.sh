@@ -113,6 +113,11 @@ open(os.path.join(C, "proto", "frames-nolimits"), "wb").write(b"\x00" + stream)
 open(os.path.join(C, "proto", "hello-open"), "wb").write(b"\x01" + frame(1, 1))
 open(os.path.join(C, "proto", "hello-secret"), "wb").write(b"\x03" + frame(1, 1, payload=b"s3cret"))
 open(os.path.join(C, "proto", "hello-wrong"), "wb").write(b"\x03" + frame(1, 1, payload=b"guess"))
+# with a secret: the challenge (meant for node 1, from node 0) and a proof
+open(os.path.join(C, "proto", "hello-sealed"), "wb").write(
+    b"\x07" + frame(1, 0, flags=2, payload=struct.pack("<I", 1) + bytes(range(32))) + frame(1, 0, flags=2, payload=b"\x11" * 32))
+# frames read through a sealed channel (they fail their tag)
+open(os.path.join(C, "proto", "frames-sealed"), "wb").write(b"\x0e" + stream)
 PYEOF
 
 for f in "$TMP/f32.gguf" "$TMP/q8.gguf"; do cp "$f" "$C/gguf/"; done
