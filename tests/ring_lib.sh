@@ -18,7 +18,8 @@ trap cleanup EXIT
 trap "exit 143" TERM INT
 
 pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1: $2"; }
+# One line, so that tests/run.sh shows the whole detail.
+fail() { echo "FAIL: $1: $(printf '%s' "$2" | tr '\n' ' ')"; }
 check() { # check NAME CONDITION-STATUS DETAIL
     if [ "$2" -eq 0 ]; then pass "$1"; else fail "$1" "$3"; fi
 }
