@@ -1180,6 +1180,298 @@ Q512_KROWS(avx512_rows_q4_K_bw, 4, 0)
 Q512_KROWS(avx512_rows_q5_K_bw, 5, 0)
 Q512_KROWS(avx512_rows_q6_K_bw, 6, 0)
 
+/* ---- K-quant prefill GEMM (VNNI): both operands repacked once per matmul ----
+ *
+ * A super-block's 256 values as 64 groups of 4 (group g: values 4g..4g+3)
+ * are repacked into four vectors V_0..V_3, lane l of V_v holding group
+ * 4l + v: lane l of all four covers values 16l..16l+15, inside one
+ * sub-block (Q4_K/Q5_K: l / 2, Q6_K: l). Per (weight row r, activation
+ * row k) and super-block the integer work is then
+ *   Q4_K:       D = sum_v dpbusd(L_v, V_v)         |D| <= 16*15*127 < 2^15
+ *   Q5_K, Q6_K: D1 = C1 + dpbusd(L_0, V_0) + dpbusd(L_1, V_1), D2 likewise
+ *               with L_2, L_3 (8 values a lane: |D| <= 8*32*127 < 2^15)
+ * with C = 0, except Q6_K: C = -32 * (the lane's sum of x), so that the
+ * unsigned levels q in 0..63 count as q - 32. D fits int16, so the D of
+ * two activation rows are packed (packssdw, exact) into one vector and
+ * multiplied by their lanes' scales (madd16, then dpwssd for D2): per
+ * 128-bit lane [a, a, b, b] for activation rows a, b. The sum of a's lanes
+ * is exactly sum_q (Q4_K/Q5_K) or total (Q6_K) of the portable vec_dot
+ * (dtype.c). The sums of a tile (4 weight rows x 4 activation rows) are
+ * reduced together into the lanes of one vector, lane 4r + k; so are the
+ * mins terms sum_j m_j * (bsums[2j] + bsums[2j+1]) (madd16 of the packed
+ * mins and pair sums); then the portable float operations, in its order,
+ * lane by lane. Each (r, k) result equals the rows kernel's bit for bit.
+ *
+ *   X, per row, per super-block (448 bytes): V_0..V_3, C1, C2 (int32),
+ *     the pair sums of bsums (8 x int16), d (f32), padding
+ *   W, a panel per thread, per group of 4 rows, per super-block (1472
+ *     bytes): per row L_0..L_3 and the scales of the packed D (int16 8b + i:
+ *     the scale of D's lane 4b + i % 4), then the 4 rows' 8 mins (int16),
+ *     d and dmin as f32 in lanes 4r + k
+ * A panel ends in a group padded with zero rows; an activation tile short
+ * of 4 rows repeats its last row; neither padding is written out. */
+#define Q512_KX_BYTES 448
+#define Q512_KW_BYTES 1472
+#define Q512_KW_ROW 320
+
+static const int q512_t4_idx[4][16] = {
+    { 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0 },
+    { 1, 5, 9, 13, 17, 21, 25, 29, 0, 0, 0, 0, 0, 0, 0, 0 },
+    { 2, 6, 10, 14, 18, 22, 26, 30, 0, 0, 0, 0, 0, 0, 0, 0 },
+    { 3, 7, 11, 15, 19, 23, 27, 31, 0, 0, 0, 0, 0, 0, 0, 0 },
+};
+
+/* V_v (lane l: int32 group 4l + v) of the 256 bytes z[0..3] (in order). */
+INLINE_Q512 void q512_kpack(const __m512i z[4], char *o)
+{
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        __m512i idx = _mm512_loadu_si512((const void *)q512_t4_idx[v]);
+        __m512i p = _mm512_permutex2var_epi32(z[0], idx, z[1]);
+        __m512i q = _mm512_permutex2var_epi32(z[2], idx, z[3]);
+        _mm512_storeu_si512((void *)(o + 64 * v), _mm512_shuffle_i64x2(p, q, _MM_SHUFFLE(1, 0, 1, 0)));
+    }
+}
+
+static size_t q512_kx_bytes(int cols)
+{
+    return (size_t)(cols / QK_K) * Q512_KX_BYTES;
+}
+
+static int q512_kpanel_rows(int cols)
+{
+    size_t per_row = (size_t)(cols / QK_K) * (Q512_KW_BYTES / 4);
+    int p = (int)(Q512_PANEL_BYTES / per_row) & ~3;
+    return p < 4 ? 4 : p;
+}
+
+static size_t q512_kpanel_bytes(int cols)
+{
+    return (size_t)(q512_kpanel_rows(cols) / 4) * (size_t)(cols / QK_K) * Q512_KW_BYTES;
+}
+
+static ATTR_Q512 void q512_kpack_x(const void *xq, void *xp, int cols)
+{
+    int nb = cols / QK_K;
+    const __m512i k32 = _mm512_set1_epi8(32), z = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        const block_q8_K *xb = (const block_q8_K *)xq + b;
+        char *o = (char *)xp + (size_t)b * Q512_KX_BYTES;
+        __m512i q[4];
+        for (int c = 0; c < 4; c++)
+            q[c] = _mm512_loadu_si512((const void *)(xb->qs + 64 * c));
+        q512_kpack(q, o);
+        __m512i V[4];
+        for (int v = 0; v < 4; v++)
+            V[v] = _mm512_loadu_si512((const void *)(o + 64 * v));
+        __m512i c1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, k32, V[0]), k32, V[1]);
+        __m512i c2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, k32, V[2]), k32, V[3]);
+        _mm512_storeu_si512((void *)(o + 256), _mm512_sub_epi32(z, c1));
+        _mm512_storeu_si512((void *)(o + 320), _mm512_sub_epi32(z, c2));
+        int16_t bp[8];
+        for (int j = 0; j < 8; j++)
+            bp[j] = (int16_t)(xb->bsums[2 * j] + xb->bsums[2 * j + 1]);
+        memset(o + 384, 0, 64);
+        memcpy(o + 384, bp, sizeof(bp));
+        memcpy(o + 400, &xb->d, sizeof(float));
+    }
+}
+
+/* Weight rows [r, r + pr) of m into the panel, in groups of 4 rows (the
+ * last padded with zero rows). The rows are read in order, one stream. */
+INLINE_Q512 void q512_kpack_w(const int type, const mat_t *m, int r, int pr, char *panel)
+{
+    size_t row_bytes = dtype_row_size(m->dtype, m->cols);
+    const size_t wb = type == 6 ? sizeof(block_q6_K) : type == 5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    int nb = m->cols / QK_K, np = (pr + 3) & ~3;
+    for (int i = 0; i < np; i++) {
+        const char *row = (const char *)m->data + (size_t)(r + i) * row_bytes;
+        int ri = i & 3;
+        for (int b = 0; b < nb; b++) {
+            char *o = panel + ((size_t)(i / 4) * (size_t)nb + (size_t)b) * Q512_KW_BYTES;
+            char *orow = o + Q512_KW_ROW * ri;
+            int16_t mins[8] = { 0 };
+            float dr = 0.0f, dmr = 0.0f;
+            if (i < pr) {
+                const char *blk = row + (size_t)b * wb;
+                _mm_prefetch(blk + 8 * wb, _MM_HINT_T0);
+                _mm_prefetch(blk + 8 * wb + 64, _MM_HINT_T0);
+                _mm_prefetch(blk + 8 * wb + 128, _MM_HINT_T0);
+                __m512i z[4];
+                for (int c = 0; c < 4; c++)
+                    z[c] = q512_klevels(type, blk, c);
+                q512_kpack(z, orow);
+                /* int16 j of the packed scales: the scale of D's lane 4 (j / 8) + j % 4 */
+                __m256i sb;
+                if (type == 6) {
+                    const block_q6_K *q6 = (const block_q6_K *)blk;
+                    const __m256i ix = _mm256_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7, 8, 9, 10,
+                                                        11, 8, 9, 10, 11, 12, 13, 14, 15, 12, 13, 14, 15);
+                    sb = _mm256_shuffle_epi8(
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q6->scales)), ix);
+                    _mm512_storeu_si512((void *)(orow + 256), _mm512_cvtepi8_epi16(sb));
+                    dr = f16_to_f32(q6->d);
+                } else {
+                    const block_q4_K *q4 = (const block_q4_K *)blk; /* Q5_K: the same head */
+                    const __m256i ix = _mm256_setr_epi8(0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3, 4, 4, 5, 5,
+                                                        4, 4, 5, 5, 6, 6, 7, 7, 6, 6, 7, 7);
+                    uint64_t sc, mn;
+                    kernels_kq_scales(q4->scales, &sc, &mn);
+                    sb = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)sc), ix);
+                    _mm512_storeu_si512((void *)(orow + 256), _mm512_cvtepu8_epi16(sb));
+                    _mm_storeu_si128((__m128i *)mins, _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)));
+                    dr = f16_to_f32(q4->d);
+                    dmr = f16_to_f32(q4->dmin);
+                }
+            } else {
+                memset(orow, 0, Q512_KW_ROW);
+            }
+            memcpy(o + 1280 + 16 * ri, mins, sizeof(mins));
+            _mm_storeu_ps((float *)(o + 1344 + 16 * ri), _mm_set1_ps(dr));
+            _mm_storeu_ps((float *)(o + 1408 + 16 * ri), _mm_set1_ps(dmr));
+        }
+    }
+}
+
+/* v[2r], v[2r + 1]: per 128-bit lane [a, a, b, b] and [c, c, d, d] for
+ * activation rows a..d of weight row r; lane 4r + k of the result: the sum
+ * of activation row k's lanes. */
+INLINE_Q512 __m512i q512_khsum(const __m512i v[8])
+{
+    __m512i q[4], s[2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        __m512 a = _mm512_castsi512_ps(v[2 * r]), b = _mm512_castsi512_ps(v[2 * r + 1]);
+        q[r] = _mm512_add_epi32(_mm512_castps_si512(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+                                _mm512_castps_si512(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        s[i] = _mm512_add_epi32(_mm512_shuffle_i64x2(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_i64x2(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(s[0], s[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(s[0], s[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* One tile: a panel group (4 weight rows) x 4 packed activation rows x[k],
+ * nb super-blocks; writes the nr x nx results. */
+INLINE_Q512 void q512_kgemm_tile(const int type, const char *w, int nb, const char *const x[4], int nr, int nx,
+                                 float *out, size_t out_stride)
+{
+    const __m512i z = _mm512_setzero_si512();
+    __m512 sum = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, w += Q512_KW_BYTES) {
+        const size_t xo = (size_t)b * Q512_KX_BYTES;
+        __m512i V[8];
+        _mm_prefetch(w + Q512_KW_BYTES, _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const char *wr = w + Q512_KW_ROW * r;
+            __m512i L0 = _mm512_loadu_si512((const void *)wr), L1 = _mm512_loadu_si512((const void *)(wr + 64));
+            __m512i L2 = _mm512_loadu_si512((const void *)(wr + 128)), L3 = _mm512_loadu_si512((const void *)(wr + 192));
+            __m512i S = _mm512_loadu_si512((const void *)(wr + 256));
+            __m512i D1[4], D2[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const char *xk = x[k] + xo;
+                __m512i X0 = _mm512_loadu_si512((const void *)xk), X1 = _mm512_loadu_si512((const void *)(xk + 64));
+                __m512i X2 = _mm512_loadu_si512((const void *)(xk + 128));
+                __m512i X3 = _mm512_loadu_si512((const void *)(xk + 192));
+                if (type == 4) {
+                    __m512i D = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, L0, X0), L1, X1);
+                    D1[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(D, L2, X2), L3, X3);
+                } else {
+                    __m512i c1 = z, c2 = z;
+                    if (type == 6) {
+                        c1 = _mm512_loadu_si512((const void *)(xk + 256));
+                        c2 = _mm512_loadu_si512((const void *)(xk + 320));
+                    }
+                    D1[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c1, L0, X0), L1, X1);
+                    D2[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c2, L2, X2), L3, X3);
+                }
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i P = _mm512_madd_epi16(_mm512_packs_epi32(D1[2 * h], D1[2 * h + 1]), S);
+                if (type != 4)
+                    P = _mm512_dpwssd_epi32(P, _mm512_packs_epi32(D2[2 * h], D2[2 * h + 1]), S);
+                V[2 * r + h] = P;
+            }
+        }
+        __m512i iq = q512_khsum(V);
+        __m512 dx = _mm512_broadcast_f32x4(_mm_set_ps(*(const float *)(x[3] + xo + 400),
+                                                      *(const float *)(x[2] + xo + 400),
+                                                      *(const float *)(x[1] + xo + 400),
+                                                      *(const float *)(x[0] + xo + 400)));
+        __m512 D = _mm512_loadu_ps((const void *)(w + 1344));
+        __m512 t;
+        if (type == 6) {
+            t = _mm512_mul_ps(_mm512_mul_ps(D, dx), _mm512_cvtepi32_ps(iq));
+        } else {
+            /* lane 4r + k: madd16 of row r's mins pair t and x_k's pair sums pair t, t = 0..3 */
+            __m512i B = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(x[0] + xo + 384)));
+            B = _mm512_inserti32x4(B, _mm_loadu_si128((const __m128i *)(x[1] + xo + 384)), 1);
+            B = _mm512_inserti32x4(B, _mm_loadu_si128((const __m128i *)(x[2] + xo + 384)), 2);
+            B = _mm512_inserti32x4(B, _mm_loadu_si128((const __m128i *)(x[3] + xo + 384)), 3);
+            __m512i M = _mm512_loadu_si512((const void *)(w + 1280));
+            const __m512i ib = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
+            const __m512i im = _mm512_set_epi32(12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0);
+            __m512i mt = z;
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                __m512i o = _mm512_set1_epi32(p);
+                mt = _mm512_add_epi32(mt, _mm512_madd_epi16(_mm512_permutexvar_epi32(_mm512_add_epi32(im, o), M),
+                                                            _mm512_permutexvar_epi32(_mm512_add_epi32(ib, o), B)));
+            }
+            __m512 DM = _mm512_loadu_ps((const void *)(w + 1408));
+            t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(D, dx), _mm512_cvtepi32_ps(iq)),
+                              _mm512_mul_ps(_mm512_mul_ps(DM, dx), _mm512_cvtepi32_ps(mt)));
+        }
+        sum = _mm512_add_ps(sum, t);
+    }
+    float o[16];
+    _mm512_storeu_ps(o, sum);
+    for (int r = 0; r < nr; r++)
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = o[4 * r + k];
+}
+
+INLINE_Q512 void q512_kgemm(const int type, const mat_t *m, int r0, int r1, const void *xpv, size_t xs, int n,
+                            float *out, size_t out_stride, void *panel)
+{
+    int nb = m->cols / QK_K, prows = q512_kpanel_rows(m->cols);
+    size_t gbytes = (size_t)nb * Q512_KW_BYTES;
+    const char *xp = xpv;
+    for (int p0 = r0; p0 < r1; p0 += prows) {
+        int pr = r1 - p0 < prows ? r1 - p0 : prows;
+        q512_kpack_w(type, m, p0, pr, panel);
+        for (int k = 0; k < n; k += 4) {
+            int nx = n - k < 4 ? n - k : 4;
+            const char *x[4];
+            for (int i = 0; i < 4; i++)
+                x[i] = xp + (size_t)(k + (i < nx ? i : nx - 1)) * xs;
+            float *o = out + (size_t)k * out_stride + p0;
+            for (int g = 0; g < pr; g += 4)
+                q512_kgemm_tile(type, (const char *)panel + (size_t)(g / 4) * gbytes, nb, x,
+                                pr - g < 4 ? pr - g : 4, nx, o + g, out_stride);
+        }
+    }
+}
+
+#define Q512_KGEMM(NAME, TYPE)                                                                                     \
+    static ATTR_Q512 void NAME(const mat_t *m, int r0, int r1, const void *xp, size_t xs, int n, float *out,      \
+                               size_t out_stride, void *panel)                                                     \
+    {                                                                                                              \
+        q512_kgemm(TYPE, m, r0, r1, xp, xs, n, out, out_stride, panel);                                            \
+    }
+Q512_KGEMM(q512_kgemm_q4_K, 4)
+Q512_KGEMM(q512_kgemm_q5_K, 5)
+Q512_KGEMM(q512_kgemm_q6_K, 6)
+
+static const gemm_kernel q512_gemm_kernel_q4_K = { q512_kx_bytes, q512_kpanel_bytes, q512_kpack_x, q512_kgemm_q4_K };
+static const gemm_kernel q512_gemm_kernel_q5_K = { q512_kx_bytes, q512_kpanel_bytes, q512_kpack_x, q512_kgemm_q5_K };
+static const gemm_kernel q512_gemm_kernel_q6_K = { q512_kx_bytes, q512_kpanel_bytes, q512_kpack_x, q512_kgemm_q6_K };
+
 /* 128-bit lane j of v. */
 INLINE_Q512 __m128i q512_lane(__m512i v, int j)
 {
@@ -1291,6 +1583,9 @@ static void avx512_register_blocks(kernels_isa *k, const cpu_features *f)
     if (f->avx512vnni) {
         k->gemm[DTYPE_Q8_0] = &q512_gemm_kernel_q8;
         k->gemm[DTYPE_Q4_0] = &q512_gemm_kernel_q4;
+        k->gemm[DTYPE_Q4_K] = &q512_gemm_kernel_q4_K;
+        k->gemm[DTYPE_Q5_K] = &q512_gemm_kernel_q5_K;
+        k->gemm[DTYPE_Q6_K] = &q512_gemm_kernel_q6_K;
     }
     k->rows[DTYPE_Q8_0] = f->avx512vnni ? avx512_rows_q8_0_vnni : avx512_rows_q8_0_bw;
     k->rows[DTYPE_Q4_0] = f->avx512vnni ? avx512_rows_q4_0_vnni : avx512_rows_q4_0_bw;

@@ -54,11 +54,12 @@ typedef dtype_to_f32_fn to_f32_fn;
 typedef dtype_from_f32_fn from_f32_fn;
 
 /* Prefill GEMM for a block type, where a level has one: X, quantized to
- * Q8_0, is repacked once a row at a time (pack_x: x_bytes(cols) bytes per
- * row), then run computes out[k * out_stride + r] for r in [r0, r1) and all
- * n packed rows, repacking weight rows a panel at a time into panel
- * (panel_bytes(cols), one per thread). Each (r, k) result is bit for bit
- * what the level's rows kernel gives. */
+ * the type's vec_dot_type (Q8_0, Q8_K), is repacked once a row at a time
+ * (pack_x: x_bytes(cols) bytes per row), then run computes
+ * out[k * out_stride + r] for r in [r0, r1) and all n packed rows,
+ * repacking weight rows a panel at a time into panel (panel_bytes(cols),
+ * one per thread). Each (r, k) result is bit for bit what the level's rows
+ * kernel gives. */
 typedef struct {
     size_t (*x_bytes)(int cols);
     size_t (*panel_bytes)(int cols);

@@ -197,11 +197,25 @@ static void gemm_task_run(void *p, int ith, int nth)
                      t->panels + (size_t)ith * t->panel_bytes);
 }
 
+/* Fewest tokens for which the GEMM kernel beats the row tiles: its weight
+ * panels cost about what a K-quant GEMM computes for 10 tokens (Q4_K) or
+ * 15 (Q6_K). Measured here (one thread, 5632x2048, thread CPU time): q4_k
+ * 8 tokens 1.8 ms both ways, 16: 2.6 against 3.7; q6_k 16 tokens 3.7 ms
+ * against 3.6, 32: 6.1 against 7.1. Both give the rows kernel's results. */
+static int matmul_gemm_from(dtype_t t)
+{
+    if (t == DTYPE_Q4_K || t == DTYPE_Q5_K)
+        return 8;
+    if (t == DTYPE_Q6_K)
+        return 16;
+    return 1;
+}
+
 static void matmul_int8(float *y, const mat_t *w, const float *x, int n)
 {
     const kernels_isa *isa = kernels_isa_get();
     dtype_t vt = dtype_get(w->dtype)->vec_dot_type;
-    const gemm_kernel *gemm = isa->gemm[w->dtype];
+    const gemm_kernel *gemm = n >= matmul_gemm_from(w->dtype) ? isa->gemm[w->dtype] : NULL;
     size_t row = dtype_row_size(vt, w->cols);
     quant_task q = { x, n, w->cols, isa->from_f32[vt], bytes_reserve(&matmul_xq, &matmul_xq_cap, row * (size_t)n),
                      row, gemm, NULL, 0 };
@@ -255,7 +269,10 @@ int kernels_int8_prefill_below(dtype_t t)
  * kernel (AVX-512 VNNI), integer tiles at every length: measured here (one
  * thread, thread CPU time, best of 9, TinyLlama shapes) 59-89 GMAC/s at 128
  * and 512 tokens for q4_0 and q8_0, against 13-15 for dequantized panels and
- * sgemm, and 44-56 for the row tiles. */
+ * sgemm, and 44-56 for the row tiles; q4_k and q6_k (bin/bench_kernels, one
+ * thread, a shared machine) 130-220 GFLOP/s from 16 to 256 tokens against
+ * 30-135 for dequantized panels and sgemm (the GEMM kernel from 8 or 16
+ * tokens on, the row tiles below: matmul_gemm_from). */
 static int matmul_pick(const mat_t *w, int n)
 {
     return n < kernels_int8_prefill_below(w->dtype) ? MATMUL_INT8 : MATMUL_SGEMM;

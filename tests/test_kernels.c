@@ -1094,19 +1094,74 @@ static void test_q_matvec(void)
  * integer tiles against X quantized; the integer tiles' rows equal to
  * matvec calls bit for bit, and independent of the thread count. Where the
  * level has a GEMM kernel (AVX-512 VNNI) the integer path is that kernel:
- * token counts not a multiple of its 4-token tiles (5, 7, 33), rows not a
+ * token counts not a multiple of its 4-token tiles (5, 7, 18, 33; K-quants
+ * take it from 8 or 16 tokens on, kernels_matmul.c), rows not a
  * multiple of its 4-row tiles (301), rows not a multiple of the block
  * group (224 columns: 7 blocks, Q4_0 groups of 4 and Q8_0 pairs), several
  * weight panels per thread (1100 rows). The MDI_SIMD reruns check the row
  * tiles the same way. */
+/* The K-quant GEMM packs its per-lane sums as int16: weight blocks at the
+ * extremes of their levels and scales, against activations all of one
+ * sign at full scale, keep it equal to matvec bit for bit. */
+static void test_kq_extremes(void)
+{
+    static const dtype_t kt[] = { DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K };
+    int rows = 9, cols = 512, n = 19;
+    for (int t = 0; t < 3; t++)
+        for (int sign = 0; sign < 2; sign++) {
+            dtype_t dt = kt[t];
+            size_t bytes = dtype_matrix_size(dt, rows, cols);
+            uint8_t *w = malloc(bytes);
+            size_t bs = dtype_get(dt)->block_bytes;
+            for (size_t o = 0; o < bytes; o += bs) {
+                uint8_t *b = w + o;
+                memset(b, 0xff, bs);
+                if (dt == DTYPE_Q6_K) {
+                    block_q6_K *q = (block_q6_K *)b; /* levels 0: q - 32 = -32 */
+                    memset(q->ql, 0, sizeof(q->ql));
+                    memset(q->qh, 0, sizeof(q->qh));
+                    memset(q->scales, sign ? 0x80 : 0x7f, sizeof(q->scales));
+                    q->d = 0x3c00;
+                } else {
+                    block_q4_K *q = (block_q4_K *)b; /* levels 15 (Q5_K: 31), scales and mins 63 */
+                    q->d = 0x3c00;
+                    q->dmin = 0x3800;
+                }
+            }
+            mat_t m = { dt, rows, cols, w };
+            float *x = malloc((size_t)n * cols * sizeof(float));
+            float *y = malloc((size_t)n * rows * sizeof(float)), *y2 = malloc((size_t)rows * sizeof(float));
+            for (size_t i = 0; i < (size_t)n * cols; i++)
+                x[i] = sign ? -1.0f : 1.0f;
+            kernels_scratch sc = { NULL, kernels_scratch_bytes(1, 1, cols) };
+            sc.data = malloc(sc.bytes);
+            kernels_init(1);
+            kernels_matmul_with(y, &m, x, n, NULL, MATMUL_INT8);
+            int differ = 0;
+            for (int i = 0; i < n; i++) {
+                kernels_matvec(y2, &m, x + (size_t)i * cols, &sc);
+                differ += memcmp(y2, y + (size_t)i * rows, (size_t)rows * sizeof(float)) != 0;
+            }
+            char name[96];
+            snprintf(name, sizeof(name), "matmul %s int8 path at extreme levels (x %s): rows equal matvec",
+                     dtype_name(dt), sign ? "-1" : "+1");
+            test_result(differ == 0, name, "%d differ (%g vs %g)", differ, (double)y[0], (double)y2[0]);
+            free(sc.data);
+            free(x);
+            free(y);
+            free(y2);
+            free(w);
+        }
+}
+
 static void test_q_matmul(void)
 {
-    static const int ns[] = { 1, 5, 7, 33 };
+    static const int ns[] = { 1, 5, 7, 18, 33 };
     static const int shapes[][2] = { { 300, 256 }, { 1100, 512 }, { 301, 224 } };
     static const int kshapes[][2] = { { 300, 256 }, { 1100, 512 }, { 301, 768 } };
     const cpu_features *f = kernels_cpu_features();
     int want_gemm = f->level == SIMD_AVX512 && f->avx512vnni;
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < NQTYPES; t++) {
         int has = kernels_isa_get()->gemm[qtypes[t]] != NULL;
         char name[96];
         snprintf(name, sizeof(name), "prefill GEMM kernel for %s %s (AVX-512 VNNI only)", dtype_name(qtypes[t]),
@@ -1281,6 +1336,7 @@ int main(int argc, char **argv)
     test_q_conversions();
     test_q_matvec();
     test_q_matmul();
+    test_kq_extremes();
     test_bandwidth();
 
     kernels_shutdown();
