@@ -11,15 +11,15 @@
 # For each model and node count two rings stand side by side, one set of
 # secondaries without a secret and one with (chunks given locally with
 # --chunk, 1 thread per node, OPENBLAS_NUM_THREADS=1), and the starter runs
-# them alternately BENCH_SECRET_REPS (5) times each, n-samples = n-nodes so
-# that every node is busy, every sample decoding from BOS (--prompt-ids 1)
-# greedy, f32 on the wire: tok_s = tokens_generated / total_s of the
-# starter's --output JSON (set-up left out). The medians are compared:
-# overhead_pct = 100 * (1 - secret / open); the target is under 3. Both
-# rings must generate the same tokens. Beside the rate, the CPU time the
-# secondaries spent per generated token (utime + stime from /proc, summed
-# over them; median of the runs), which other load on the machine disturbs
-# far less than the rate.
+# them alternately BENCH_SECRET_REPS (5) times each (the one to go first
+# swaps every repetition), n-samples = n-nodes so that every node is busy,
+# every sample decoding from BOS (--prompt-ids 1) greedy, f32 on the wire:
+# tok_s = tokens_generated / total_s of the starter's --output JSON (set-up
+# left out). The medians are compared: overhead_pct = 100 * (1 - secret /
+# open); the target is under 3. Both rings must generate the same tokens.
+# Beside the rate, the CPU time the secondaries spent per generated token
+# (utime + stime from /proc, summed over them; median of the runs), which
+# other load on the machine disturbs far less than the rate.
 #
 # First, apart from any model, bin/bench_seal: microseconds per frame written
 # and read back plain and sealed (thread CPU time, so that other load counts
@@ -206,7 +206,9 @@ for model in $MODELS; do
         run_starter "$TMP/warm_open.json" "$CK" "$TMP/open.json" "$n" 4 && run_starter "$TMP/warm_secret.json" "$CK" "$TMP/secret.json" "$n" 4
         open=(); sealed=(); cpu_open=(); cpu_secret=(); ok=1
         for r in $(seq 1 "$REPS"); do
-            for kind in open secret; do
+            # The one to go first swaps every repetition.
+            order="open secret"; [ $((r % 2)) -eq 0 ] && order="secret open"
+            for kind in $order; do
                 eval "pids=\$RING_PIDS_$kind"
                 # shellcheck disable=SC2086,SC2154 # pids: a list of numbers
                 c0=$(cpu_s $pids)
