@@ -1586,22 +1586,19 @@ static tokenizer *load_llama2c(const char *path, char *err)
     }
     if (added_index_build(t) != 0)
         goto nomem;
+    goto done;
+nomem:
+    mdi_fail(err, MDI_ENOMEM, "%s: out of memory loading the tokenizer", path);
+fail:
+    tokenizer_free(t);
+    t = NULL;
+done:
     free(strs);
     free(lens);
     free(scores);
     free(rank);
     free(data);
     return t;
-nomem:
-    mdi_fail(err, MDI_ENOMEM, "%s: out of memory loading the tokenizer", path);
-fail:
-    free(strs);
-    free(lens);
-    free(scores);
-    free(rank);
-    free(data);
-    tokenizer_free(t);
-    return NULL;
 }
 
 /* -- tokenizer.json -- */
@@ -2304,6 +2301,13 @@ static tokenizer *load_gguf(const char *path, char *err)
         eos_add(t, vocab_lookup(t, "<|im_end|>", 10));
     if (added_index_build(t) != 0)
         goto nomem;
+    goto done;
+nomem:
+    mdi_fail(err, MDI_ENOMEM, "%s: out of memory loading the tokenizer", path);
+fail:
+    tokenizer_free(t);
+    t = NULL;
+done:
     free(strs);
     free(lens);
     free(attr);
@@ -2312,18 +2316,6 @@ static tokenizer *load_gguf(const char *path, char *err)
     free(tmpl);
     gguf_close(g);
     return t;
-nomem:
-    mdi_fail(err, MDI_ENOMEM, "%s: out of memory loading the tokenizer", path);
-fail:
-    free(strs);
-    free(lens);
-    free(attr);
-    free(scores);
-    free(rank);
-    free(tmpl);
-    tokenizer_free(t);
-    gguf_close(g);
-    return NULL;
 }
 
 /* The first bytes of a file, to tell JSON from a llama2.c .bin. */
