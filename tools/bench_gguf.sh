@@ -56,6 +56,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BIN:-bin}
 PY=/usr/bin/python3
+. tools/bench_lib.sh
 DIR=${BENCH_GGUF_DIR:-checkpoints/gguf}
 FILES=${BENCH_GGUF_FILES:-"tl-q4_k_m tl-q8_0 l32-q4_k_m l32-q8_0"}
 THREADS=${BENCH_GGUF_THREADS:-"1 2"}
@@ -76,7 +77,6 @@ if [ ! -x "$BIN/starter" ] || [ ! -x "$BIN/prepare_model" ]; then
     echo "bench_gguf: build first (make)" >&2; exit 1
 fi
 
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # 128 prompt ids: BOS and then ids spread over the vocabulary (llama-bench
 # draws them at random: the work does not depend on them).

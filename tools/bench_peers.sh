@@ -104,6 +104,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BIN:-bin}
 PY=/usr/bin/python3
+. tools/bench_lib.sh
 SHARED=${MDI_SHARED:-../shared}
 MODELS=${BENCH_PEERS_MODELS:-"stories260K tinyllama-1.1b"}
 THREADS=${BENCH_PEERS_THREADS:-"1 2"}
@@ -213,7 +214,6 @@ run_peer() { # threads steps -> tok/s
         echo "bench_peers: no \"achieved tok/s\" from llama2.c" >&2; return 1; }
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # ---- greedy agreement: how many of our tokens, decoded as run.c prints
 # them (leading space dropped after BOS, <0xXX> as the byte, unprintable

@@ -55,6 +55,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BIN:-bin}
 PY=/usr/bin/python3
+. tools/bench_lib.sh
 SHAPE=tinyllama-1.1b
 SRC=checkpoints/synthetic-$SHAPE-bf16
 # BENCH_RING_DTYPE=q4_0 (or q8_0, f32 ...): chunks stored as that dtype by
@@ -155,17 +156,6 @@ EOF
 # A CSV row saying a scenario did not run: scenario network shaper nodes samples wire status note.
 skip_row() {
     echo "$RING_WEIGHTS,$1,$2,$3,$4,$5,$6,,,,,,,,,,,$7,$8" >>"$CSV"
-}
-
-# N distinct free TCP ports on 127.0.0.1.
-free_ports() {
-    $PY - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
 }
 
 # write_cfg FILE STARTER_ADDR STARTER_RING_PORT "ADDR HTTP RING" ...: a nodes configuration.

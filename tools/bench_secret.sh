@@ -39,6 +39,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BIN:-bin}
 PY=/usr/bin/python3
+. tools/bench_lib.sh
 MDI_SHARED=${MDI_SHARED:-$(cd .. && pwd)/shared}
 REPS=${BENCH_SECRET_REPS:-5}
 MODELS=${BENCH_SECRET_MODELS:-"stories260K tinyllama"}
@@ -85,16 +86,6 @@ chunks() {
 
 echo "weights,n_nodes,n_samples,n_tokens,secret,reps,tok_s_median,tok_s_runs,bytes_per_token,sec_cpu_ms_per_token,overhead_pct,status,note" >"$CSV"
 skip_row() { echo "$1,$2,$2,,,,,,,,,$3,$4" >>"$CSV"; }
-
-free_ports() {
-    $PY - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 # write_cfg FILE SECRET N: an N-node configuration on 127.0.0.1 with free
 # ports (SECRET may be empty); sets HTTP[] to the secondaries' HTTP ports.
@@ -163,7 +154,6 @@ run_starter() {
 }
 tok_s_of() { $PY -c "import json,sys; s=json.load(open(sys.argv[1]))['stats']; print('%.4f' % (s['tokens_generated'] / s['total_s']))" "$1"; }
 bpt_of() { $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print('%.1f' % (sum(int(n.get('bytes_sent') or 0) for n in d.get('nodes') or []) / d['stats']['tokens_generated']))" "$1"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 same_tokens() {
     $PY - "$1" "$2" <<'EOF'
 import json, sys
