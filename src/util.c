@@ -23,6 +23,7 @@ static const char *error_names[] = {
     [8] = "unauthorized",
     [9] = "bad argument",
     [10] = "invalid state",
+    [11] = "queue full",
 };
 
 const char *mdi_strerror(int code)

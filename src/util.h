@@ -29,6 +29,7 @@ enum {
     MDI_EAUTH = -8,        /* wrong or missing shared secret */
     MDI_EARG = -9,         /* bad command-line or configuration value */
     MDI_ESTATE = -10,      /* request not valid in the current state */
+    MDI_EFULL = -11,       /* a bounded queue is full: try again later */
 };
 
 const char *mdi_strerror(int code);

@@ -1,0 +1,106 @@
+/*
+ * engine: the scheduler that generates for many requests at once, on one
+ * node (standalone) or on the ring, admitting work at any time.
+ *
+ *   engine_open     loads the model (and, with secondaries, opens the
+ *                   cluster: configures every node, ships chunks, closes
+ *                   the ring) with n_slots sample slots whose KV caches are
+ *                   allocated on every node now, once;
+ *   engine_submit   from any thread: a request takes a free slot at once or
+ *                   waits in a bounded queue (full: MDI_EFULL);
+ *   engine thread   one loop: admits queued requests into free slots,
+ *                   prefills prompts in chunks interleaved with everyone's
+ *                   decode steps, runs the ready decode steps as one batch
+ *                   (each row bit-identical to the sample run alone), calls
+ *                   each request's callbacks, and frees a finished,
+ *                   cancelled or disconnected request's slot on every node
+ *                   (RELEASE through the ring) so the next one takes it;
+ *   engine_close    stops the loop (requests still running end with
+ *                   ENGINE_FINISH_CANCELLED), stops the ring and collects
+ *                   the figures.
+ *
+ * The engine knows nothing of the command line: engine_config says what it
+ * needs. The CLI's batch mode, the HTTP service and the chat all run on it.
+ *
+ * Threads: callbacks run on the engine thread and must not block (copy
+ * what you need and return; never call engine_close from one).
+ * engine_submit, engine_cancel and engine_stats may be called from any
+ * thread, including from inside a callback.
+ */
+#ifndef MDI_ENGINE_H
+#define MDI_ENGINE_H
+
+#include <stdint.h>
+#include <jansson.h>
+#include "generate.h"
+#include "kernels.h"
+#include "report.h"
+#include "tokenizer.h"
+
+typedef struct engine engine;
+typedef struct engine_request engine_request;
+
+/* What engine_open needs; the starter fills it from its options. */
+typedef struct {
+    const char *ckpt;          /* model folder, .bin or .gguf (chunks beside it) */
+    const char *nodes_config;  /* NULL or one without secondaries: standalone */
+    int n_threads;
+    dtype_t dtype, kv_dtype, wire_dtype;
+    int mmap_weights, mlock;
+    int max_seq;               /* KV positions per slot (0: the model's context, capped) */
+    int n_slots;               /* sample slots (0: 2 x nodes, at least 2) */
+    int queue_max;             /* requests waiting for a slot at most (0: 4 x n_slots) */
+    int prefill_chunk;         /* prompt tokens per prefill step (0: GENERATE_MAX_BATCH) */
+    double timeout_s;          /* a silent node is declared failed after this */
+    int verbose;
+} engine_config;
+
+enum {
+    ENGINE_FINISH_STOP = 1,    /* EOS / end of turn, or the caller's stop (engine_cancel with stop=1) */
+    ENGINE_FINISH_LENGTH,      /* max_new tokens, or the slot's KV cache is full */
+    ENGINE_FINISH_CANCELLED,   /* engine_cancel, or the engine closed */
+    ENGINE_FINISH_ERROR        /* a node failed: err names it */
+};
+
+typedef struct {
+    /* one generated token; piece: its UTF-8-complete text so far not yet
+     * given (may be ""; never a split code point). t: seconds since submit. */
+    void (*on_token)(void *ud, int token, const char *piece, double t);
+    /* always called exactly once, last; the request is freed after it
+     * returns. err: NULL unless ENGINE_FINISH_ERROR. */
+    void (*on_done)(void *ud, int finish, int n_prompt, int n_generated, const char *err);
+} engine_callbacks;
+
+/* Opens the engine and starts its thread. tok is borrowed (EOS, text). */
+int engine_open(engine **out, const engine_config *c, const tokenizer *tok, char *err);
+
+/* The prompt ids are copied. sp: max_new, sampling and seed (the same seed
+ * and parameters give the same tokens whatever else runs). Returns 0 and
+ * sets *out (may be NULL when not wanted), MDI_EFULL (queue full),
+ * MDI_EARG (prompt empty or prompt + 1 longer than the slot's KV cache: err
+ * names both lengths), MDI_ESTATE (the engine is closing or has failed). */
+int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, const engine_callbacks *cb,
+                  void *ud, engine_request **out, char *err);
+
+/* Ends r after the token at hand (finish: STOP when stop, else CANCELLED);
+ * on_done still follows. Safe on a request already finished as long as
+ * on_done has not returned yet. */
+void engine_cancel(engine *e, engine_request *r, int stop);
+
+typedef struct {
+    int n_slots, slots_busy, queue_depth, queue_max, max_seq, n_nodes;
+    long requests_total, requests_done, tokens_generated, prompt_tokens;
+    double compute_s, wait_s;  /* the starter's, since open */
+    int failed;                /* a node failed; the engine refuses new work */
+} engine_stats;
+
+void engine_get_stats(engine *e, engine_stats *st);
+const model_config *engine_model_config(const engine *e);
+/* JSON array of per-node objects (role, index, addr, layers, ...), new. */
+json_t *engine_nodes_json(engine *e);
+
+/* Stops the thread, ends what still runs (CANCELLED), stops the ring.
+ * st/nodes (may be NULL): the figures as pipeline_run gives them. */
+int engine_close(engine *e, run_stats *st, json_t **nodes, char *err);
+
+#endif
