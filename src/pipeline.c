@@ -22,6 +22,7 @@
 #include "nodes_config.h"
 #include "prepare.h"
 #include "ring.h"
+#include "startup.h"
 #include "util.h"
 
 /* Frames the starter keeps in flight at most; below the ring's queue
@@ -667,6 +668,7 @@ static int pl_open(pipeline *p, int n_samples, char *err)
 
     control_client_global_init();
     if (!p->nc.secret[0]) auth_warn_open();
+    if ((rc = startup_wait_nodes(&p->nc, p->o->connect_timeout_s, p->o->verbose, NULL, err))) return rc;
     if ((rc = pl_init_secondaries(p, n_samples, err))) return rc;
     if ((rc = pl_start_ring(p, n_samples, err))) return rc;
     log_info("ring closed: %d nodes, %d samples, wire %s", p->n_nodes, n_samples, dtype_name(p->o->wire_dtype));
