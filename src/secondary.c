@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "caps.h"
 #include "control.h"
 #include "kernels.h"
 #include "lobby.h"
@@ -437,6 +438,9 @@ int main(int argc, char **argv)
     }
     log_info("%s ready: HTTP port %d, ring port %d, %d threads%s", name, self->http_port, self->port_in,
              n_threads, nc.secret[0] ? ", secret required" : "");
+    json_t *caps = caps_measure(co.cache_dir, err);  /* once per CPU, cached (caps.h) */
+    if (caps) control_set_capabilities(srv, caps);
+    else log_warn("%s: capabilities not measured: %s", name, err);
     early_conns early = {.n = 0};
     lobby lb;
     char lobby_name[32];

@@ -1,0 +1,202 @@
+/* caps: a node's measured throughput and free memory; see caps.h. */
+#include "caps.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "util.h"
+
+/* The dtypes weights may be stored in (Q8_K is only an activation type). */
+static int caps_weight_dtype(dtype_t t) { return t != DTYPE_Q8_K; }
+
+size_t caps_mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb * 1024;
+}
+
+/* "model name" on x86, "Hardware"/"CPU part" elsewhere; "unknown CPU". */
+static void caps_cpu_model(char *out, size_t cap)
+{
+    snprintf(out, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        if (strncmp(line, "model name", 10) && strncmp(line, "Hardware", 8) && strncmp(line, "CPU part", 8))
+            continue;
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        v[strcspn(v, "\r\n")] = 0;
+        snprintf(out, cap, "%s", v);
+        if (!strncmp(line, "model name", 10) || !strncmp(line, "Hardware", 8)) break;
+    }
+    fclose(f);
+}
+
+static size_t caps_matrix_bytes(void)
+{
+    const char *env = getenv("MDI_CAPS_BYTES");
+    if (env && atol(env) > 0) return (size_t)atol(env);
+    size_t bytes = CAPS_MIN_BYTES;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (l3 > 0 && (size_t)l3 * 2 > bytes) bytes = (size_t)l3 * 2;
+#endif
+    return bytes > CAPS_MAX_BYTES ? CAPS_MAX_BYTES : bytes;
+}
+
+/* Times x @ W^T for every weight dtype into gflops and gbytes (objects). */
+static int caps_run(json_t *gflops, json_t *gbytes, size_t matrix_bytes, char *err)
+{
+    void *w = malloc(matrix_bytes);
+    float *x = malloc(CAPS_COLS * sizeof(float));
+    size_t scratch_bytes = kernels_scratch_bytes(1, 1, CAPS_COLS);
+    kernels_scratch scratch = {malloc(scratch_bytes), scratch_bytes};
+    float *out = NULL;
+    int rc = 0;
+    if (!w || !x || !scratch.data) {
+        rc = mdi_fail(err, MDI_ENOMEM, "capabilities: cannot allocate %zu bytes for the test matrix", matrix_bytes);
+        goto done;
+    }
+    /* 0x11 bytes: a small normal number in every float format and a valid
+     * block of every quantized one; written, so no page is the shared
+     * zero page. */
+    memset(w, 0x11, matrix_bytes);
+    for (int i = 0; i < CAPS_COLS; i++) x[i] = (float)((i * 7919) % 200 - 100) / 100.0f;
+    for (int t = 0; t < DTYPE_COUNT; t++) {
+        if (!caps_weight_dtype((dtype_t)t) || !dtype_row_ok((dtype_t)t, CAPS_COLS)) continue;
+        size_t row = dtype_row_size((dtype_t)t, CAPS_COLS);
+        int rows = (int)(matrix_bytes / row);
+        float *o2 = realloc(out, (size_t)rows * sizeof(float));
+        if (!o2) {
+            rc = mdi_fail(err, MDI_ENOMEM, "capabilities: out of memory");
+            goto done;
+        }
+        out = o2;
+        mat_t m = {(dtype_t)t, rows, CAPS_COLS, w};
+        kernels_matvec(out, &m, x, &scratch); /* warm-up: pages, pool */
+        double best = 1e30, t_end = time_now() + 0.05;
+        for (int rep = 0; rep < 3 || (time_now() < t_end && rep < 20); rep++) {
+            double t0 = time_now();
+            kernels_matvec(out, &m, x, &scratch);
+            double dt = time_now() - t0;
+            if (dt < best) best = dt;
+        }
+        if (best <= 0) best = 1e-9;
+        double weights = (double)rows * CAPS_COLS;
+        json_object_set_new(gflops, dtype_name((dtype_t)t), json_real(2.0 * weights / best / 1e9));
+        json_object_set_new(gbytes, dtype_name((dtype_t)t), json_real((double)rows * (double)row / best / 1e9));
+    }
+done:
+    free(w);
+    free(x);
+    free(scratch.data);
+    free(out);
+    return rc;
+}
+
+json_t *caps_measure(const char *cache_dir, char *err)
+{
+    char cpu[256], key[400], path[4096];
+    caps_cpu_model(cpu, sizeof(cpu));
+    snprintf(key, sizeof(key), "%s | %s | %d threads", cpu, kernels_simd_name(), kernels_n_threads());
+    snprintf(path, sizeof(path), "%s/%s", cache_dir ? cache_dir : ".", CAPS_FILE);
+    json_t *cache = file_exists(path) ? json_load_file(path, 0, NULL) : NULL;
+    if (!json_is_object(cache)) {
+        json_decref(cache);
+        cache = json_object();
+    }
+    json_t *entry = json_object_get(cache, key);
+    json_t *gflops = json_object_get(entry, "matvec_gflops"), *gbytes = json_object_get(entry, "matvec_gbytes_s");
+    json_t *caps = json_object();
+    if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes)) {
+        json_object_set(caps, "matvec_gflops", gflops);
+        json_object_set(caps, "matvec_gbytes_s", gbytes);
+        log_debug("capabilities of this CPU from %s", path);
+    } else {
+        size_t bytes = caps_matrix_bytes();
+        double t0 = time_now();
+        gflops = json_object();
+        gbytes = json_object();
+        if (caps_run(gflops, gbytes, bytes, err)) {
+            json_decref(gflops);
+            json_decref(gbytes);
+            json_decref(cache);
+            json_decref(caps);
+            return NULL;
+        }
+        json_object_set_new(caps, "matvec_gflops", gflops);
+        json_object_set_new(caps, "matvec_gbytes_s", gbytes);
+        json_object_set_new(cache, key, json_pack("{s:O, s:O, s:I}", "matvec_gflops", gflops, "matvec_gbytes_s",
+                                                  gbytes, "matrix_bytes", (json_int_t)bytes));
+        char why[MDI_ERR_LEN], tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        if (mkdir_p(cache_dir ? cache_dir : ".", why) != 0 ||
+            json_dump_file(cache, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) != 0 || rename(tmp, path) != 0)
+            log_warn("capabilities: cannot cache them in %s", path);
+        log_info("capabilities measured in %.1f s (%zu MiB matrix), cached in %s", time_now() - t0, bytes >> 20,
+                 path);
+    }
+    json_decref(cache);
+    json_object_set_new(caps, "cpu", json_string(cpu));
+    json_object_set_new(caps, "simd", json_string(kernels_simd_name()));
+    json_object_set_new(caps, "n_threads", json_integer(kernels_n_threads()));
+    json_object_set_new(caps, "mem_available_bytes", json_integer((json_int_t)caps_mem_available()));
+    return caps;
+}
+
+json_t *caps_refresh(const json_t *caps)
+{
+    json_t *c = json_deep_copy(caps);
+    if (c) json_object_set_new(c, "mem_available_bytes", json_integer((json_int_t)caps_mem_available()));
+    return c;
+}
+
+int caps_parse(const json_t *caps, caps_profile *out, const char *where, char *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(caps))
+        return mdi_fail(err, MDI_EFORMAT, "%s: capabilities: expected an object", where);
+    json_t *g = json_object_get(caps, "matvec_gflops");
+    if (!json_is_object(g) || json_object_size(g) == 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: capabilities.matvec_gflops: expected an object of dtype: GFLOP/s",
+                        where);
+    const char *k;
+    json_t *v;
+    json_object_foreach(g, k, v) {
+        dtype_t t;
+        if (dtype_parse(k, &t) != 0)
+            return mdi_fail(err, MDI_EFORMAT, "%s: capabilities.matvec_gflops.%.32s: unknown dtype", where, k);
+        double f = json_number_value(v);
+        if (!json_is_number(v) || !(f > 0) || f > 1e9)
+            return mdi_fail(err, MDI_EFORMAT, "%s: capabilities.matvec_gflops.%.32s: expected a positive number",
+                            where, k);
+        out->gflops[t] = f;
+    }
+    json_t *m = json_object_get(caps, "mem_available_bytes");
+    if (!json_is_number(m) || json_number_value(m) < 0)
+        return mdi_fail(err, MDI_EFORMAT, "%s: capabilities.mem_available_bytes: expected a number of bytes", where);
+    out->mem_bytes = json_number_value(m);
+    return 0;
+}
+
+double caps_flops(const caps_profile *p, dtype_t t)
+{
+    if (t < DTYPE_COUNT && p->gflops[t] > 0) return p->gflops[t] * 1e9;
+    double slowest = 0;
+    for (int i = 0; i < DTYPE_COUNT; i++)
+        if (p->gflops[i] > 0 && (slowest == 0 || p->gflops[i] < slowest)) slowest = p->gflops[i];
+    return slowest * 1e9;
+}
