@@ -121,7 +121,10 @@ json_t *caps_measure(const char *cache_dir, char *err)
     json_t *entry = json_object_get(cache, key);
     json_t *gflops = json_object_get(entry, "matvec_gflops"), *gbytes = json_object_get(entry, "matvec_gbytes_s");
     json_t *caps = json_object();
-    if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes)) {
+    /* an entry measured on a smaller matrix (a test's) does not stand for this one */
+    json_int_t measured_on = json_integer_value(json_object_get(entry, "matrix_bytes"));
+    if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes) &&
+        (size_t)measured_on >= caps_matrix_bytes()) {
         json_object_set(caps, "matvec_gflops", gflops);
         json_object_set(caps, "matvec_gbytes_s", gbytes);
         log_debug("capabilities of this CPU from %s", path);
