@@ -54,7 +54,11 @@ static size_t caps_matrix_bytes(void)
     long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (l3 > 0 && (size_t)l3 * 2 > bytes) bytes = (size_t)l3 * 2;
 #endif
-    return bytes > CAPS_MAX_BYTES ? CAPS_MAX_BYTES : bytes;
+    if (bytes > CAPS_MAX_BYTES) bytes = CAPS_MAX_BYTES;
+    /* a small device keeps most of its memory for the model */
+    size_t avail = caps_mem_available();
+    if (avail && bytes > avail / 4) bytes = avail / 4 > ((size_t)4 << 20) ? avail / 4 : ((size_t)4 << 20);
+    return bytes;
 }
 
 /* Times x @ W^T for every weight dtype into gflops and gbytes (objects). */
@@ -124,7 +128,7 @@ json_t *caps_measure(const char *cache_dir, char *err)
     /* an entry measured on a smaller matrix (a test's) does not stand for this one */
     json_int_t measured_on = json_integer_value(json_object_get(entry, "matrix_bytes"));
     if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes) &&
-        (size_t)measured_on >= caps_matrix_bytes()) {
+        (size_t)measured_on >= (caps_matrix_bytes() < CAPS_MIN_BYTES ? caps_matrix_bytes() : CAPS_MIN_BYTES)) {
         json_object_set(caps, "matvec_gflops", gflops);
         json_object_set(caps, "matvec_gbytes_s", gbytes);
         log_debug("capabilities of this CPU from %s", path);

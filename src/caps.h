@@ -5,11 +5,13 @@
  *
  * A measurement runs kernels_matvec (the decode kernel, with the node's
  * own thread pool) on a matrix larger than the caches (max(64 MiB,
- * 2 x L3), at most 256 MiB; $MDI_CAPS_BYTES overrides it, the tests
- * use a small one) with 4096 columns, for every dtype that can hold
- * weights, and keeps the best of a few timed runs. That takes about a
- * second; the result is cached in CACHE_DIR/capabilities.json, one entry
- * per CPU model, SIMD level and thread count:
+ * 2 x L3), at most 256 MiB and a quarter of the free memory;
+ * $MDI_CAPS_BYTES overrides it, the tests use a small one) with 4096
+ * columns, for every dtype that can hold weights, and keeps the best of a
+ * few timed runs. That takes a few seconds (3 s on one core here); the
+ * result is cached in CACHE_DIR/capabilities.json, one entry per CPU
+ * model, SIMD level and thread count (an entry measured on a matrix below
+ * 64 MiB, a test's, is measured again for a real run):
  *
  *   {"Intel(R) Xeon(R) ... | avx512 | 4 threads":
  *      {"matvec_gflops": {"f32": 3.1, "bf16": 5.9, "q8_0": 9.8, ...},
