@@ -115,9 +115,11 @@ int autosplit_plan(void *ctxp, const prepare_costs *c, int n_nodes, int *counts,
         layer_bytes[l] = c->layer_bytes[l] + kv_layer;
     }
     json_t *link = json_object_get(root, "link_bytes_per_s");
-    plan_model pm = {c->n_layers, layer_flops, layer_bytes, 2.0 * c->head_params, c->head_bytes + c->embed_bytes,
-                     4.0 * c->dim, json_is_number(link) && json_number_value(link) > 0 ? json_number_value(link)
-                                                                                       : AUTOSPLIT_LINK_BYTES_S};
+    double link_bytes_s = json_is_number(link) && json_number_value(link) > 0 ? json_number_value(link)
+                                                                               : AUTOSPLIT_LINK_BYTES_S;
+    /* the starter's extra: the head, and the final norm (4 FLOPs a value) */
+    plan_model pm = {c->n_layers, layer_flops, layer_bytes, 2.0 * c->head_params + 4.0 * c->dim,
+                     c->head_bytes + c->embed_bytes, 4.0 * c->dim, link_bytes_s};
     plan_result r;
     if ((rc = plan_split(&pm, nodes, n_nodes, &r, err))) goto done;
     /* beside it, what the byte-balanced split would give on the same scale */
