@@ -36,10 +36,8 @@ int startup_wait_nodes(const nodes_config *nc, double timeout_s, int verbose, js
         for (int i = 0; i < n; i++) {
             if (up[i]) continue;
             const node_entry *e = &nc->secondary[i];
-            double left = deadline - time_now();
-            double probe_s = left < 2.0 ? (left < 0.2 ? 0.2 : left) : 2.0;
             json_t *st = NULL;
-            int rc = control_client_status(e->addr, e->http_port, nc->secret, probe_s, &st, why[i]);
+            int rc = control_client_status(e->addr, e->http_port, nc->secret, STARTUP_PROBE_S, &st, why[i]);
             if (rc == 0) {
                 up[i] = 1;
                 n_up++;

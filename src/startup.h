@@ -20,6 +20,10 @@
 #define STARTUP_CONNECT_TIMEOUT_S 60.0
 #define STARTUP_BACKOFF_FIRST_S 0.1
 #define STARTUP_BACKOFF_MAX_S 2.0
+/* One GET / waits this long at most: a node that is up answers in time
+ * even on a slow link, and a hung one costs no more than this past the
+ * deadline. */
+#define STARTUP_PROBE_S 2.0
 
 /* Waits until every secondary of nc answers GET /, at most timeout_s
  * (0: one try each). statuses (may be NULL) gets, per secondary, its status

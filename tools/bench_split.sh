@@ -56,7 +56,11 @@ PIDS=""
 CG=""
 cleanup() {
     [ -n "${DUTY_PID:-}" ] && kill "$DUTY_PID" 2>/dev/null
-    for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+    for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done
+    for p in $PIDS; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
     wait 2>/dev/null
     [ -n "$CG" ] && rmdir "$CG" 2>/dev/null
     rm -rf "$TMP"
