@@ -61,107 +61,154 @@ static size_t caps_matrix_bytes(void)
     return bytes;
 }
 
-/* Times x @ W^T for every weight dtype into gflops and gbytes (objects). */
-static int caps_run(json_t *gflops, json_t *gbytes, size_t matrix_bytes, char *err)
+struct caps_measurer {
+    char cache_dir[2048], path[4096], cpu[256], key[400];
+    json_t *cache;           /* the whole cache file's object */
+    json_t *gflops, *gbytes; /* this CPU's figures, filled dtype by dtype */
+    int next;                /* the next dtype to time; DTYPE_COUNT: done */
+    int from_cache;
+    size_t bytes;            /* the test matrix */
+    void *w;
+    float *x, *out;
+    kernels_scratch scratch;
+    double t_spent;
+};
+
+static void caps_free_buffers(caps_measurer *m)
 {
-    void *w = malloc(matrix_bytes);
-    float *x = malloc(CAPS_COLS * sizeof(float));
-    size_t scratch_bytes = kernels_scratch_bytes(1, 1, CAPS_COLS);
-    kernels_scratch scratch = {malloc(scratch_bytes), scratch_bytes};
-    float *out = NULL;
-    int rc = 0;
-    if (!w || !x || !scratch.data) {
-        rc = mdi_fail(err, MDI_ENOMEM, "capabilities: cannot allocate %zu bytes for the test matrix", matrix_bytes);
-        goto done;
+    free(m->w);
+    free(m->x);
+    free(m->out);
+    free(m->scratch.data);
+    m->w = m->x = m->out = NULL;
+    m->scratch.data = NULL;
+}
+
+void caps_measure_abort(caps_measurer *m)
+{
+    if (!m) return;
+    caps_free_buffers(m);
+    json_decref(m->cache);
+    json_decref(m->gflops);
+    json_decref(m->gbytes);
+    free(m);
+}
+
+caps_measurer *caps_measure_begin(const char *cache_dir, char *err)
+{
+    caps_measurer *m = calloc(1, sizeof(*m));
+    if (!m) {
+        mdi_fail(err, MDI_ENOMEM, "capabilities: out of memory");
+        return NULL;
+    }
+    snprintf(m->cache_dir, sizeof(m->cache_dir), "%s", cache_dir ? cache_dir : ".");
+    caps_cpu_model(m->cpu, sizeof(m->cpu));
+    snprintf(m->key, sizeof(m->key), "%s | %s | %d threads", m->cpu, kernels_simd_name(), kernels_n_threads());
+    snprintf(m->path, sizeof(m->path), "%s/%s", m->cache_dir, CAPS_FILE);
+    m->cache = file_exists(m->path) ? json_load_file(m->path, 0, NULL) : NULL;
+    if (!json_is_object(m->cache)) {
+        json_decref(m->cache);
+        m->cache = json_object();
+    }
+    m->bytes = caps_matrix_bytes();
+    json_t *entry = json_object_get(m->cache, m->key);
+    json_t *gflops = json_object_get(entry, "matvec_gflops"), *gbytes = json_object_get(entry, "matvec_gbytes_s");
+    /* an entry measured on a smaller matrix (a test's) does not stand for this one */
+    json_int_t measured_on = json_integer_value(json_object_get(entry, "matrix_bytes"));
+    if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes) &&
+        (size_t)measured_on >= (m->bytes < CAPS_MIN_BYTES ? m->bytes : CAPS_MIN_BYTES)) {
+        m->gflops = json_incref(gflops);
+        m->gbytes = json_incref(gbytes);
+        m->next = DTYPE_COUNT;
+        m->from_cache = 1;
+        log_debug("capabilities of this CPU from %s", m->path);
+        return m;
+    }
+    m->gflops = json_object();
+    m->gbytes = json_object();
+    m->w = malloc(m->bytes);
+    m->x = malloc(CAPS_COLS * sizeof(float));
+    size_t smallest_row = 0;
+    for (int t = 0; t < DTYPE_COUNT; t++)
+        if (caps_weight_dtype((dtype_t)t) && dtype_row_ok((dtype_t)t, CAPS_COLS) &&
+            (!smallest_row || dtype_row_size((dtype_t)t, CAPS_COLS) < smallest_row))
+            smallest_row = dtype_row_size((dtype_t)t, CAPS_COLS);
+    m->out = malloc((m->bytes / smallest_row + 1) * sizeof(float)); /* the most rows any dtype has */
+    m->scratch.bytes = kernels_scratch_bytes(1, 1, CAPS_COLS);
+    m->scratch.data = malloc(m->scratch.bytes);
+    if (!m->w || !m->x || !m->out || !m->scratch.data) {
+        mdi_fail(err, MDI_ENOMEM, "capabilities: cannot allocate %zu bytes for the test matrix", m->bytes);
+        caps_measure_abort(m);
+        return NULL;
     }
     /* 0x11 bytes: a small normal number in every float format and a valid
      * block of every quantized one; written, so no page is the shared
      * zero page. */
-    memset(w, 0x11, matrix_bytes);
-    for (int i = 0; i < CAPS_COLS; i++) x[i] = (float)((i * 7919) % 200 - 100) / 100.0f;
-    for (int t = 0; t < DTYPE_COUNT; t++) {
-        if (!caps_weight_dtype((dtype_t)t) || !dtype_row_ok((dtype_t)t, CAPS_COLS)) continue;
-        size_t row = dtype_row_size((dtype_t)t, CAPS_COLS);
-        int rows = (int)(matrix_bytes / row);
-        float *o2 = realloc(out, (size_t)rows * sizeof(float));
-        if (!o2) {
-            rc = mdi_fail(err, MDI_ENOMEM, "capabilities: out of memory");
-            goto done;
-        }
-        out = o2;
-        mat_t m = {(dtype_t)t, rows, CAPS_COLS, w};
-        kernels_matvec(out, &m, x, &scratch); /* warm-up: pages, pool */
-        double best = 1e30, t_end = time_now() + 0.05;
-        for (int rep = 0; rep < 3 || (time_now() < t_end && rep < 20); rep++) {
-            double t0 = time_now();
-            kernels_matvec(out, &m, x, &scratch);
-            double dt = time_now() - t0;
-            if (dt < best) best = dt;
-        }
-        if (best <= 0) best = 1e-9;
-        double weights = (double)rows * CAPS_COLS;
-        json_object_set_new(gflops, dtype_name((dtype_t)t), json_real(2.0 * weights / best / 1e9));
-        json_object_set_new(gbytes, dtype_name((dtype_t)t), json_real((double)rows * (double)row / best / 1e9));
+    memset(m->w, 0x11, m->bytes);
+    for (int i = 0; i < CAPS_COLS; i++) m->x[i] = (float)((i * 7919) % 200 - 100) / 100.0f;
+    return m;
+}
+
+int caps_measure_step(caps_measurer *m)
+{
+    while (m->next < DTYPE_COUNT &&
+           (!caps_weight_dtype((dtype_t)m->next) || !dtype_row_ok((dtype_t)m->next, CAPS_COLS)))
+        m->next++;
+    if (m->next >= DTYPE_COUNT) return 1;
+    dtype_t t = (dtype_t)m->next++;
+    double t_start = time_now();
+    size_t row = dtype_row_size(t, CAPS_COLS);
+    int rows = (int)(m->bytes / row);
+    mat_t w = {t, rows, CAPS_COLS, m->w};
+    kernels_matvec(m->out, &w, m->x, &m->scratch); /* warm-up: pages, pool */
+    double best = 1e30, t_end = time_now() + 0.05;
+    for (int rep = 0; rep < 3 || (time_now() < t_end && rep < 20); rep++) {
+        double t0 = time_now();
+        kernels_matvec(m->out, &w, m->x, &m->scratch);
+        double dt = time_now() - t0;
+        if (dt < best) best = dt;
     }
-done:
-    free(w);
-    free(x);
-    free(scratch.data);
-    free(out);
-    return rc;
+    if (best <= 0) best = 1e-9;
+    double weights = (double)rows * CAPS_COLS;
+    json_object_set_new(m->gflops, dtype_name(t), json_real(2.0 * weights / best / 1e9));
+    json_object_set_new(m->gbytes, dtype_name(t), json_real((double)rows * (double)row / best / 1e9));
+    m->t_spent += time_now() - t_start;
+    while (m->next < DTYPE_COUNT &&
+           (!caps_weight_dtype((dtype_t)m->next) || !dtype_row_ok((dtype_t)m->next, CAPS_COLS)))
+        m->next++;
+    return m->next >= DTYPE_COUNT;
+}
+
+json_t *caps_measure_end(caps_measurer *m)
+{
+    while (!caps_measure_step(m)) {}
+    json_t *caps = json_object();
+    json_object_set(caps, "matvec_gflops", m->gflops);
+    json_object_set(caps, "matvec_gbytes_s", m->gbytes);
+    if (!m->from_cache) {
+        json_object_set_new(m->cache, m->key, json_pack("{s:O, s:O, s:I}", "matvec_gflops", m->gflops,
+                                                        "matvec_gbytes_s", m->gbytes, "matrix_bytes",
+                                                        (json_int_t)m->bytes));
+        char why[MDI_ERR_LEN], tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", m->path);
+        if (mkdir_p(m->cache_dir, why) != 0 || json_dump_file(m->cache, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) != 0 ||
+            rename(tmp, m->path) != 0)
+            log_warn("capabilities: cannot cache them in %s", m->path);
+        log_info("capabilities measured in %.1f s (%zu MiB matrix), cached in %s", m->t_spent, m->bytes >> 20,
+                 m->path);
+    }
+    json_object_set_new(caps, "cpu", json_string(m->cpu));
+    json_object_set_new(caps, "simd", json_string(kernels_simd_name()));
+    json_object_set_new(caps, "n_threads", json_integer(kernels_n_threads()));
+    json_object_set_new(caps, "mem_available_bytes", json_integer((json_int_t)caps_mem_available()));
+    caps_measure_abort(m);
+    return caps;
 }
 
 json_t *caps_measure(const char *cache_dir, char *err)
 {
-    char cpu[256], key[400], path[4096];
-    caps_cpu_model(cpu, sizeof(cpu));
-    snprintf(key, sizeof(key), "%s | %s | %d threads", cpu, kernels_simd_name(), kernels_n_threads());
-    snprintf(path, sizeof(path), "%s/%s", cache_dir ? cache_dir : ".", CAPS_FILE);
-    json_t *cache = file_exists(path) ? json_load_file(path, 0, NULL) : NULL;
-    if (!json_is_object(cache)) {
-        json_decref(cache);
-        cache = json_object();
-    }
-    json_t *entry = json_object_get(cache, key);
-    json_t *gflops = json_object_get(entry, "matvec_gflops"), *gbytes = json_object_get(entry, "matvec_gbytes_s");
-    json_t *caps = json_object();
-    /* an entry measured on a smaller matrix (a test's) does not stand for this one */
-    json_int_t measured_on = json_integer_value(json_object_get(entry, "matrix_bytes"));
-    if (json_is_object(gflops) && json_object_size(gflops) > 0 && json_is_object(gbytes) &&
-        (size_t)measured_on >= (caps_matrix_bytes() < CAPS_MIN_BYTES ? caps_matrix_bytes() : CAPS_MIN_BYTES)) {
-        json_object_set(caps, "matvec_gflops", gflops);
-        json_object_set(caps, "matvec_gbytes_s", gbytes);
-        log_debug("capabilities of this CPU from %s", path);
-    } else {
-        size_t bytes = caps_matrix_bytes();
-        double t0 = time_now();
-        gflops = json_object();
-        gbytes = json_object();
-        if (caps_run(gflops, gbytes, bytes, err)) {
-            json_decref(gflops);
-            json_decref(gbytes);
-            json_decref(cache);
-            json_decref(caps);
-            return NULL;
-        }
-        json_object_set_new(caps, "matvec_gflops", gflops);
-        json_object_set_new(caps, "matvec_gbytes_s", gbytes);
-        json_object_set_new(cache, key, json_pack("{s:O, s:O, s:I}", "matvec_gflops", gflops, "matvec_gbytes_s",
-                                                  gbytes, "matrix_bytes", (json_int_t)bytes));
-        char why[MDI_ERR_LEN], tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        if (mkdir_p(cache_dir ? cache_dir : ".", why) != 0 ||
-            json_dump_file(cache, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) != 0 || rename(tmp, path) != 0)
-            log_warn("capabilities: cannot cache them in %s", path);
-        log_info("capabilities measured in %.1f s (%zu MiB matrix), cached in %s", time_now() - t0, bytes >> 20,
-                 path);
-    }
-    json_decref(cache);
-    json_object_set_new(caps, "cpu", json_string(cpu));
-    json_object_set_new(caps, "simd", json_string(kernels_simd_name()));
-    json_object_set_new(caps, "n_threads", json_integer(kernels_n_threads()));
-    json_object_set_new(caps, "mem_available_bytes", json_integer((json_int_t)caps_mem_available()));
-    return caps;
+    caps_measurer *m = caps_measure_begin(cache_dir, err);
+    return m ? caps_measure_end(m) : NULL;
 }
 
 json_t *caps_refresh(const json_t *caps)

@@ -50,6 +50,17 @@
  * memory), with the reason in err. */
 json_t *caps_measure(const char *cache_dir, char *err);
 
+/* The same, a dtype at a time, for a node whose main loop must stay
+ * responsive: begin (from the cache: nothing left to do; NULL when out of
+ * memory), step (times the next dtype, a fraction of a second; returns 1
+ * when none is left), end (finishes what is left, caches, returns the
+ * figures as caps_measure does, frees m); abort frees m unfinished. */
+typedef struct caps_measurer caps_measurer;
+caps_measurer *caps_measure_begin(const char *cache_dir, char *err);
+int caps_measure_step(caps_measurer *m);
+json_t *caps_measure_end(caps_measurer *m);
+void caps_measure_abort(caps_measurer *m);
+
 /* A copy of caps (borrowed) with mem_available_bytes read now (new). */
 json_t *caps_refresh(const json_t *caps);
 
