@@ -6,9 +6,11 @@
  *
  * Standalone by default; with MDI_ENGINE_NODES (a nodes configuration
  * whose secondaries run) and MDI_ENGINE_CKPT (the prepared checkpoint) the
- * same on the ring, each request's tokens also equal to standalone's
+ * same on the ring, each request's tokens also equal to standalone's, and
+ * with MDI_ENGINE_KILL_PID (a secondary's pid) that node killed mid-run
  * (tests/e2e_engine.sh). */
 #include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -364,6 +366,51 @@ int main(void)
                 json_array_size(nodes_json));
     run_stats_free(&rs);
     json_decref(nodes_json);
+    /* the ring: a secondary killed mid-run (MDI_ENGINE_KILL_PID) ends every
+     * request with the error naming the node, in bounded time */
+    const char *kill_pid = getenv("MDI_ENGINE_KILL_PID");
+    if (nodes && ring_ckpt && kill_pid) {
+        static job fj[4];
+        e = NULL;
+        rc = engine_open(&e, &c, tok, err);
+        test_result(rc == 0, NAME("opens again"), "%s", err);
+        for (int i = 0; i < 4 && !rc; i++) {
+            fj[i].e = e;
+            fj[i].sleep_us = 2000;
+            engine_submit(e, prompt_ids[i], prompt_n[i], &lp, &CB, &fj[i], NULL, err);
+        }
+        for (int w = 0; w < 400 && !rc; w++) {
+            pthread_mutex_lock(&mu);
+            int n = fj[0].n;
+            pthread_mutex_unlock(&mu);
+            if (n > 0) break;
+            usleep(5000);
+        }
+        if (!rc) {
+            kill((pid_t)atoi(kill_pid), SIGKILL);
+            double t = time_now();
+            int all = 1, named = 0, errors = 0;
+            for (int i = 0; i < 4; i++) {
+                all &= wait_done(&fj[i], 30);
+                if (fj[i].finish == ENGINE_FINISH_ERROR) {
+                    errors++;
+                    named += strstr(fj[i].err, "secondary 1") != NULL;
+                }
+            }
+            t = time_now() - t;
+            test_result(all && errors > 0 && named == errors && t < 20,
+                        NAME("a node killed: every request ends ERROR naming the node"),
+                        "done %d, %d errors, %d named, %.1f s: %s", all, errors, named, t, fj[0].err);
+            engine_get_stats(e, &st);
+            sample_params sp1 = req_params(0);
+            int src = engine_submit(e, prompt_ids[0], prompt_n[0], &sp1, &CB, NULL, NULL, err);
+            test_result(st.failed == 1 && src == MDI_ESTATE, NAME("after a node failed: stats.failed, submit refused"),
+                        "failed %d, submit %d", st.failed, src);
+            rc = engine_close(e, NULL, NULL, err);
+            test_result(rc != 0 && strstr(err, "secondary 1"), NAME("close after a node failed gives its error"),
+                        "rc %d: %s", rc, err);
+        }
+    }
     for (int i = 0; i < N_REQ; i++) free(prompt_ids[i]);
     tokenizer_free(tok);
     kernels_shutdown();
