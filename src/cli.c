@@ -174,7 +174,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
             o->timeout_s = f;
         } else if (!strcmp(a, "--connect-timeout")) {
             rc = parse_float(a, v, 0, 86400, &f, err);
-            o->connect_timeout_s = f;
+            o->connect_timeout_s = f > 0 ? f : -1; /* 0: one try (startup.h) */
         } else
             return mdi_fail(err, MDI_EARG, "unknown option \"%s\" (see --help)", a);
     }
