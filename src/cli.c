@@ -45,6 +45,8 @@ void cli_usage_starter(const char *argv0)
             "  --n-samples N        samples generated at once (default: the number of nodes)\n"
             "  --wire-dtype T       activations on the ring: f32 (default), f16, bf16 or q8_0\n"
             "  --timeout SECONDS    a node silent this long is declared failed (default 10)\n"
+            "  --connect-timeout S  wait this long for secondaries not started yet (default 60)\n"
+            "  --auto-split         split the layers by each node's measured speed and memory\n"
             "  --time-run FILE.csv  append one row of timings per run\n"
             "  --plots, -p          tokens-versus-time CSV under logs/ and PNG under plots/\n"
             "chat and logging:\n"
@@ -106,6 +108,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     o->kv_dtype = CLI_DEFAULT_KV_DTYPE;
     o->mmap_weights = CLI_DEFAULT_MMAP;
     o->timeout_s = 10.0;
+    o->connect_timeout_s = 60.0;
     int rc = MDI_OK;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
@@ -126,6 +129,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "--mmap")) { o->mmap_weights = 1; continue; }
         if (!strcmp(a, "--no-mmap")) { o->mmap_weights = 0; continue; }
         if (!strcmp(a, "--mlock")) { o->mlock = 1; continue; }
+        if (!strcmp(a, "--auto-split")) { o->auto_split = 1; continue; }
         if (strncmp(a, "--", 2))
             return mdi_fail(err, MDI_EARG, "unexpected argument \"%s\" (see --help)", a);
         if (i + 1 >= argc)
@@ -168,6 +172,9 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         else if (!strcmp(a, "--timeout")) {
             rc = parse_float(a, v, 0.1, 86400, &f, err);
             o->timeout_s = f;
+        } else if (!strcmp(a, "--connect-timeout")) {
+            rc = parse_float(a, v, 0, 86400, &f, err);
+            o->connect_timeout_s = f;
         } else
             return mdi_fail(err, MDI_EARG, "unknown option \"%s\" (see --help)", a);
     }

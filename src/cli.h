@@ -45,6 +45,8 @@ typedef struct {
     const char *time_run;      /* --time-run FILE.csv */
     int plots;                 /* --plots */
     double timeout_s;          /* --timeout seconds before a silent node is declared failed */
+    double connect_timeout_s;  /* --connect-timeout: how long to wait for secondaries not up yet */
+    int auto_split;            /* --auto-split: layer ranges planned from the nodes' capabilities */
     /* everyday use: MDI-LLM's spellings, interactive chat, special tokens */
     int verbose;               /* -v, --verb: progress and per-node figures on stderr */
     int debug;                 /* -d, --debug: debug log (as MDI_DEBUG=1) */

@@ -3,6 +3,7 @@
  * Endpoints and states are described in control.h.
  */
 #include "control.h"
+#include "caps.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -193,6 +194,7 @@ struct control_server {
     control_cmd cmd;
     long chunks_received, runs, requests_rejected;
     json_t *stats;
+    json_t *capabilities;      /* caps.h; NULL until measured */
     size_t memory_bytes;
 
     /* connections: the starter's addresses (IPv4, network order), and how
@@ -295,6 +297,7 @@ static json_t *cs_status_locked(control_server *s)
     json_object_set_new(o, "requests_rejected", json_integer(s->requests_rejected));
     json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
     json_object_set_new(o, "stats", s->stats ? json_deep_copy(s->stats) : json_object());
+    if (s->capabilities) json_object_set_new(o, "capabilities", caps_refresh(s->capabilities));
     return o;
 }
 
@@ -846,6 +849,7 @@ void control_server_stop(control_server *s)
         close(s->listen_fd);
     }
     json_decref(s->stats);
+    json_decref(s->capabilities);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     auth_replay_free(s->replay);
@@ -906,6 +910,14 @@ void control_set_memory(control_server *s, size_t bytes)
 {
     pthread_mutex_lock(&s->mu);
     s->memory_bytes = bytes;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void control_set_capabilities(control_server *s, json_t *caps)
+{
+    pthread_mutex_lock(&s->mu);
+    json_decref(s->capabilities);
+    s->capabilities = caps;
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -6,7 +6,8 @@
  *   GET  /        status JSON: {"role", "index", "state": "idle" |
  *                 "loading" | "running", "model", "layers": [a, b],
  *                 "n_samples", "memory_bytes", "chunks_received",
- *                 "runs", "last_error", "stats": {...last or current run}}
+ *                 "runs", "last_error", "stats": {...last or current run},
+ *                 "capabilities": {...} (caps.h; once measured)}
  *   POST /init    the run configuration (run_config as JSON, below);
  *                 answers {"have_chunk": true|false}: whether a chunk with
  *                 that sha256 is already held (given with --chunk, or in
@@ -132,6 +133,9 @@ void control_set_state(control_server *s, control_state st, const char *error);
 void control_set_stats(control_server *s, json_t *stats);
 /* Memory the run holds (weights it owns, caches), for the status. */
 void control_set_memory(control_server *s, size_t bytes);
+/* The node's measured capabilities (caps.h; reference stolen), reported in
+ * the status as "capabilities" with free memory read at each GET /. */
+void control_set_capabilities(control_server *s, json_t *caps);
 
 /* ---- client (starter) ---- */
 

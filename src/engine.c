@@ -581,7 +581,8 @@ static int engine_open_model(engine *e, char *err)
     int rc;
     if (e->n_nodes > 1) {
         cluster_opts co = {c->ckpt, c->nodes_config, c->dtype, c->kv_dtype, c->wire_dtype, c->mmap_weights,
-                           c->mlock, e->max_seq, e->prefill_chunk, e->n_slots, c->timeout_s};
+                           c->mlock, e->max_seq, e->prefill_chunk, e->n_slots, c->timeout_s,
+                           c->connect_timeout_s, c->verbose};
         if ((rc = cluster_open(&e->cl, &co, err))) return rc;
         e->mp = &e->cl->m;
         if (!(e->batch = calloc((size_t)e->n_slots, sizeof(*e->batch))))

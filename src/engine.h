@@ -80,6 +80,7 @@ typedef struct engine_config {
     int queue_max;             /* requests waiting for a slot at most (0: 4 x n_slots) */
     int prefill_chunk;         /* prompt tokens per prefill step (0: ENGINE_DEFAULT_PREFILL_CHUNK) */
     double timeout_s;          /* a silent node is declared failed after this */
+    double connect_timeout_s;  /* wait this long for secondaries not up yet (0: one try each) */
     int verbose;
     /* batch mode's extras (0 / NULL in a service) */
     const char *logits_out;    /* f32 logits of every step of the first request submitted */

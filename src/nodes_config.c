@@ -74,7 +74,8 @@ static void nc_note_unused(nodes_config *c, json_t *obj, const char *const *know
     (void)v;
 }
 
-static const char *const nc_node_keys[] = {"addr", "communication", "inference", "n_layers", "n_threads", NULL};
+static const char *const nc_node_keys[] = {"addr", "communication", "inference", "n_layers", "n_threads",
+                                           "capabilities", NULL};
 static const char *const nc_comm_keys[] = {"port", "starter_addr", NULL};
 static const char *const nc_inf_keys[] = {"port_in", "port_out", NULL};
 
@@ -190,7 +191,7 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
         memcpy(c->secret, json_string_value(secret), json_string_length(secret) + 1);
     }
 
-    static const char *const root_keys[] = {"nodes", "secret", NULL};
+    static const char *const root_keys[] = {"nodes", "secret", "link_bytes_per_s", NULL};
     static const char *const nodes_keys[] = {"starter", "secondary", "secret", NULL};
     nc_note_unused(c, root, root_keys, "top level");
     nc_note_unused(c, nodes, nodes_keys, "nodes");

@@ -48,7 +48,8 @@ int pipeline_open(pipeline **out, const starter_opts *o, int max_seq, char *err)
         p->max_seq = max_seq ? max_seq : p->cfg.max_seq_len;
         p->max_batch = p->max_seq < GENERATE_MAX_BATCH ? p->max_seq : GENERATE_MAX_BATCH;
         cluster_opts co = {o->ckpt, o->nodes_config, o->dtype, o->kv_dtype, o->wire_dtype, o->mmap_weights,
-                           o->mlock, p->max_seq, p->max_batch, 1, o->timeout_s};
+                           o->mlock, p->max_seq, p->max_batch, 1, o->timeout_s,
+                           o->connect_timeout_s, o->verbose};
         rc = cluster_open(&p->c, &co, err);
     }
     if (!rc) {

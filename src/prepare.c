@@ -1184,7 +1184,7 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
     char out_dir[PATH_CAP], chunks_dir[PATH_CAP], name[256], sub[64];
     int *counts = NULL, *node_of_layer = NULL, *reused = NULL;
     prepare_chunk *planned = NULL;
-    double *layer_cost = NULL;
+    double *layer_cost = NULL, *layer_params = NULL;
     int rc, started = 0;
     memset(&src, 0, sizeof(src));
     memset(&man, 0, sizeof(man));
@@ -1225,24 +1225,44 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
         rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
         goto done;
     }
-    double head_cost = 0;
+    double head_cost = 0, head_params = 0, embed_bytes = 0, dtype_bytes[DTYPE_COUNT] = {0};
+    layer_params = calloc((size_t)n_layers, sizeof(double));
+    if (!layer_params) {
+        rc = mdi_fail(err, MDI_ENOMEM, "out of memory");
+        goto done;
+    }
     for (int i = 0; i < tsrc_count(src.tsrc); i++) {
         const tensor_info *t = tsrc_get(src.tsrc, i);
         int layer, kind = tensor_kind(t->name, &layer);
         int64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
         double bytes = cols ? (double)(n_elements(t) / (size_t)cols) * (double)dtype_row_size(out_dtype(o, t), cols)
                             : 0.0;
-        if (kind == T_LAYER && t->ndim >= 2)
+        if (kind == T_LAYER && t->ndim >= 2) {
             layer_cost[layer] += bytes;
-        else if (kind == T_HEAD && !cfg->tie_embeddings)
+            layer_params[layer] += (double)n_elements(t);
+            dtype_bytes[out_dtype(o, t)] += bytes;
+        } else if (kind == T_HEAD && !cfg->tie_embeddings) {
             head_cost += bytes;
-        else if (kind == T_EMBED && cfg->tie_embeddings)
+            head_params += (double)n_elements(t);
+        } else if (kind == T_EMBED && cfg->tie_embeddings) {
             head_cost += bytes; /* the tied embedding is the head's matrix */
+            head_params += (double)n_elements(t);
+        } else if (kind == T_EMBED) {
+            embed_bytes += bytes;
+        }
     }
     if (o->layers) {
         if ((rc = prepare_check_layers(o->layers, o->n_layers_given, n_nodes, n_layers, err)))
             goto done;
         memcpy(counts, o->layers, (size_t)n_nodes * sizeof(int));
+    } else if (o->plan) {
+        prepare_costs pc = {n_layers, layer_cost, layer_params, head_cost, head_params, embed_bytes, DTYPE_F32,
+                            cfg->dim, cfg->n_kv_heads * cfg->head_dim, cfg->max_seq_len};
+        for (int t = 0; t < DTYPE_COUNT; t++)
+            if (dtype_bytes[t] > dtype_bytes[pc.dtype]) pc.dtype = (dtype_t)t;
+        rc = o->plan(o->plan_ctx, &pc, n_nodes, counts, err);
+        if (rc || (rc = prepare_check_layers(counts, n_nodes, n_nodes, n_layers, err)))
+            goto done;
     } else if ((rc = prepare_plan_split(layer_cost, n_layers, head_cost, n_nodes, counts, err))) {
         goto done;
     }
@@ -1290,7 +1310,7 @@ int prepare_run(const prepare_opts *o, prepare_manifest *out, char *err)
         for (int i = 0; i < n_nodes && k < sizeof(line) - 16; i++)
             k += (size_t)snprintf(line + k, sizeof(line) - k, "%s%d", i ? "," : "", counts[i]);
         log_info("%s: %d layers over %d nodes: %s (%s)", cfg->model_type, n_layers, n_nodes, line,
-                 o->layers ? "--layers" : "balanced by compute");
+                 o->layers ? "--layers" : o->plan ? "planned from the nodes' capabilities" : "balanced by compute");
     }
     for (int i = 0, begin = 0; i < n_nodes; begin += counts[i], i++)
         if ((rc = chunk_describe(&src, o, node_of_layer, i, begin, begin + counts[i], &planned[i], err)))
@@ -1389,6 +1409,7 @@ done:
     prepare_manifest_free(&old);
     free(counts);
     free(layer_cost);
+    free(layer_params);
     free(node_of_layer);
     free(reused);
     source_close(&src);

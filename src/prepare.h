@@ -88,6 +88,22 @@
 
 #define PREPARE_MANIFEST "manifest.json"
 
+/* What each layer costs, as the chunks will store it, for a planner that
+ * chooses the split (prepare_opts.plan). */
+typedef struct {
+    int n_layers;
+    const double *layer_bytes;  /* (n_layers,) bytes of its matrices */
+    const double *layer_params; /* (n_layers,) weights of its matrices */
+    double head_bytes, head_params; /* the output head (tied: the embedding) */
+    double embed_bytes;         /* the embedding when untied, else 0 */
+    dtype_t dtype;              /* the dtype holding most of the layers' bytes */
+    int dim, kv_dim, max_seq_len; /* for the KV caches' size */
+} prepare_costs;
+
+/* Fills counts (n_nodes, starter first) for the model; 0 or an MDI_E* code
+ * with one line in err. */
+typedef int (*prepare_plan_fn)(void *ctx, const prepare_costs *costs, int n_nodes, int *counts, char *err);
+
 typedef struct {
     const char *source;        /* local folder, llama2.c .bin, or hub repo id */
     const char *out_dir;       /* NULL: checkpoints/<name of the source> */
@@ -105,6 +121,8 @@ typedef struct {
                                      files of the repo (llama2.c layout) */
     int n_hub_files;
     int progress;              /* progress bar while downloading */
+    prepare_plan_fn plan;      /* NULL: balanced by bytes (or --layers); else it chooses */
+    void *plan_ctx;
 } prepare_opts;
 
 typedef struct {

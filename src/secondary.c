@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "caps.h"
 #include "control.h"
 #include "kernels.h"
 #include "lobby.h"
@@ -437,6 +438,9 @@ int main(int argc, char **argv)
     }
     log_info("%s ready: HTTP port %d, ring port %d, %d threads%s", name, self->http_port, self->port_in,
              n_threads, nc.secret[0] ? ", secret required" : "");
+    /* once per CPU, cached (caps.h); a dtype per idle turn of the loop */
+    caps_measurer *measuring = caps_measure_begin(co.cache_dir, err);
+    if (!measuring) log_warn("%s: capabilities not measured: %s", name, err);
     early_conns early = {.n = 0};
     lobby lb;
     char lobby_name[32];
@@ -445,7 +449,7 @@ int main(int argc, char **argv)
     while (!quit_requested) {
         run_config cfg;
         char chunk_path[PATH_MAX];
-        control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &cfg, chunk_path);
+        control_cmd cmd = control_wait_command(srv, measuring ? 0 : SECONDARY_TICK_S, &cfg, chunk_path);
         accept_early(&lb, o.index, &early);
         if (cmd == CONTROL_CMD_START) {
             log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "
@@ -456,8 +460,12 @@ int main(int argc, char **argv)
             serve_run(srv, &nc, &o, &lb, &early, &cfg, chunk_path);
             for (int i = 0; i < early.n; i++) seal_channel_clear(&early.ch[i]);
             early.n = 0;   /* the ring took them */
+        } else if (measuring && caps_measure_step(measuring)) {
+            control_set_capabilities(srv, caps_measure_end(measuring));
+            measuring = NULL;
         }
     }
+    caps_measure_abort(measuring);
     while (early.n) early_drop(&early, 0);
     lobby_clear(&lb);
     log_info("shutting down");

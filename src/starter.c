@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autosplit.h"
 #include "chat.h"
 #include "cli.h"
 #include "engine.h"
@@ -262,6 +263,10 @@ int main(int argc, char **argv)
         }
     }
     if (n_nodes > 1 && (rc = ensure_chunks(&o, n_nodes, prepared_buf, sizeof(prepared_buf), err))) {
+        log_error("%s", err);
+        goto done;
+    }
+    if (n_nodes > 1 && o.auto_split && (rc = autosplit_starter(&o, n_nodes, err))) {
         log_error("%s", err);
         goto done;
     }

@@ -96,7 +96,7 @@ good_run "$cfg" "e2e_faults after garbage: the secondary serves the next run"
 kill -9 "$(sec_pid 1)"; wait "$(sec_pid 1)" 2>/dev/null
 starter_expect "e2e_faults unreachable secondary named" \
     "secondary 1 \(127.0.0.1:${HTTP_PORT[1]}\): unreachable" 10 \
-    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 "${COMMON[@]}"
+    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 --connect-timeout 1 "${COMMON[@]}"
 stop_secondaries
 
 # ---- wrong secret ----
@@ -157,7 +157,7 @@ PIDS="$PIDS $!"
 for _ in $(seq 50); do grep -q ready "$TMP/fake.txt" 2>/dev/null && break; sleep 0.05; done
 starter_expect "e2e_faults garbage frames from a node: rejected, node named" \
     "secondary 0 \(127.0.0.1:${HTTP_PORT[0]}\).*bad magic" 10 \
-    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 "${COMMON[@]}"
+    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 --connect-timeout 1 "${COMMON[@]}"
 stop_secondaries
 mkcfg "$cfg" 1
 $PY tests/fake_node.py http-garbage "${HTTP_PORT[0]}" "${RING_PORT[0]}" >"$TMP/fake.txt" 2>&1 &
@@ -165,7 +165,7 @@ PIDS="$PIDS $!"
 for _ in $(seq 50); do grep -q ready "$TMP/fake.txt" 2>/dev/null && break; sleep 0.05; done
 starter_expect "e2e_faults garbage on a node's HTTP port: node named" \
     "secondary 0 \(127.0.0.1:${HTTP_PORT[0]}\)" 10 \
-    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 "${COMMON[@]}"
+    --ckpt "$CK" --nodes-config "$cfg" --prompt "Once" --n-tokens 10 --connect-timeout 1 "${COMMON[@]}"
 stop_secondaries
 
 left=$(pgrep -f "$TMP" | tr '\n' ' ')

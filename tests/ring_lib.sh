@@ -7,6 +7,8 @@ BIN=${BIN:-bin}
 MDI_SHARED=${MDI_SHARED:-$(cd .. && pwd)/shared}
 PY=/usr/bin/python3
 PIDS=""
+# secondaries measure their capabilities at start (caps.h): small and quick here
+export MDI_CAPS_BYTES=${MDI_CAPS_BYTES:-8388608}
 TMP=$(mktemp -d /tmp/mdi_e2e_XXXXXX)
 
 cleanup() {

@@ -2,7 +2,7 @@
  * prepare_model: splits a checkpoint into one chunk per node, or shows what
  * a chunk or manifest holds. The work is done by src/prepare.c.
  *
- *   prepare_model SOURCE --n-nodes N [--layers a,b,...] [--dtype f32|bf16|f16|q8_0|q4_0]
+ *   prepare_model SOURCE --n-nodes N [--layers a,b,... | --plan-from CONFIG] [--dtype f32|bf16|f16|q8_0|q4_0]
  *                 [--embed-dtype DTYPE] [--out checkpoints/NAME] [--hf-token TOKEN] [--revision REV]
  *                 [--hub-files PATH,PATH,...] [--no-progress]
  *   prepare_model --inspect PATH [--verify]
@@ -10,8 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "autosplit.h"
+#include "kernels.h"
+#include "nodes_config.h"
 #include "prepare.h"
+#include "startup.h"
 #include "util.h"
 
 static void usage(FILE *f, const char *argv0)
@@ -26,6 +31,9 @@ static void usage(FILE *f, const char *argv0)
             "\n"
             "  --n-nodes N          number of nodes: the starter and N-1 secondaries (1..layers)\n"
             "  --layers a,b,...     layers per node, starter first (default: balanced by compute)\n"
+            "  --plan-from CONFIG   layers per node planned from each node's measured speed and memory:\n"
+            "                       its \"capabilities\" in CONFIG, else the secondary's GET /, the\n"
+            "                       starter's measured here (--n-nodes: CONFIG's node count)\n"
             "  --dtype D            store weight matrices as D: f32, bf16, f16, q8_0 or q4_0 (default:\n"
             "                       as stored); with q8_0/q4_0 a matrix whose rows are not a multiple of\n"
             "                       32 values stays f16 (bf16 when stored so), with a note\n"
@@ -71,7 +79,7 @@ int main(int argc, char **argv)
     prepare_opts o;
     memset(&o, 0, sizeof(o));
     o.progress = 1;
-    const char *inspect = NULL, *layers = NULL;
+    const char *inspect = NULL, *layers = NULL, *plan_from = NULL;
     int verify = 0;
     char **hub_files = NULL;
     int n_hub_files = 0;
@@ -100,6 +108,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--layers")) {
             NEED_VALUE();
             layers = argv[++i];
+        } else if (!strcmp(a, "--plan-from")) {
+            NEED_VALUE();
+            plan_from = argv[++i];
         } else if (!strcmp(a, "--dtype")) {
             NEED_VALUE();
             if (dtype_parse(argv[++i], &o.dtype) != 0) {
@@ -157,6 +168,32 @@ int main(int argc, char **argv)
             return 1;
         }
         return 0;
+    }
+    autosplit_ctx plan_ctx = {plan_from, STARTUP_CONNECT_TIMEOUT_S, 0, 0, 0, 0};
+    if (plan_from) {
+        nodes_config nc;
+        if (nodes_config_load(&nc, plan_from, err) != 0) {
+            fprintf(stderr, "prepare_model: --plan-from: %s\n", err);
+            return 2;
+        }
+        if (o.n_nodes && o.n_nodes != nodes_config_n_nodes(&nc)) {
+            fprintf(stderr, "prepare_model: --n-nodes %d, but %s has %d nodes\n", o.n_nodes, plan_from,
+                    nodes_config_n_nodes(&nc));
+            return 2;
+        }
+        if (layers) {
+            fprintf(stderr, "prepare_model: --layers and --plan-from exclude each other\n");
+            return 2;
+        }
+        o.n_nodes = nodes_config_n_nodes(&nc);
+        int n_threads = nc.starter.n_threads;
+        if (!n_threads) {
+            long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+            n_threads = ncpu > 0 ? (int)ncpu : 1;
+        }
+        kernels_init(n_threads); /* the starter's throughput is measured here */
+        o.plan = autosplit_plan;
+        o.plan_ctx = &plan_ctx;
     }
     if (!o.source || !o.n_nodes) {
         usage(stderr, argv[0]);
