@@ -463,6 +463,55 @@ static void test_matvec_batch(int nt)
     test_result(worst <= BOUND, name, "normalised error %.3e", worst);
 }
 
+/* Batched decode of the float types: n_x = 1..9 activation rows in one
+ * call equal n_x single calls bit for bit, with 1, 2 and 3 threads (the
+ * row kernels' tiles of weight rows x activation rows, their tails in both
+ * directions and every split of rows). Columns cover every step of the
+ * SIMD kernels: full blocks, one more vector, a tail, and all three. */
+static void test_matvec_float_batches(void)
+{
+    static const int cols_list[] = { 1, 7, 16, 33, 64, 100, 257, 2048 };
+    static const int rows_list[] = { 1, 3, 4, 5, 17, 64, 300 };
+    enum { NX = 9 };
+    for (int d = 0; d < N_FLOAT_TYPES; d++) {
+        dtype_t dt = (dtype_t)d;
+        int differ = 0, cases = 0;
+        for (size_t ci = 0; ci < sizeof(cols_list) / sizeof(cols_list[0]); ci++)
+            for (size_t ri = 0; ri < sizeof(rows_list) / sizeof(rows_list[0]); ri++) {
+                int rows = rows_list[ri], cols = cols_list[ci];
+                test_mat m;
+                test_mat_make(&m, dt, rows, cols);
+                float *x = malloc((size_t)NX * cols * sizeof(float));
+                fill_uniform(x, (size_t)NX * cols, 1.0f);
+                float *y1 = malloc((size_t)NX * rows * sizeof(float)), *y = malloc((size_t)NX * rows * sizeof(float));
+                kernels_scratch sc = { NULL, kernels_scratch_bytes(1, NX, cols) };
+                sc.data = malloc(sc.bytes);
+                kernels_init(1);
+                for (int k = 0; k < NX; k++)
+                    kernels_matvec(y1 + (size_t)k * rows, &m.m, x + (size_t)k * cols, &sc);
+                for (int nt = 1; nt <= 3; nt++) {
+                    kernels_init(nt);
+                    for (int b = 1; b <= NX; b++) {
+                        matvec_job job = { y, &m.m, x, NULL };
+                        memset(y, 0, (size_t)b * rows * sizeof(float));
+                        kernels_matvec_batch(&job, 1, b, &sc);
+                        differ += memcmp(y, y1, (size_t)b * rows * sizeof(float)) != 0;
+                        cases++;
+                    }
+                }
+                free(sc.data);
+                free(x);
+                free(y);
+                free(y1);
+                test_mat_free(&m);
+            }
+        char name[128];
+        snprintf(name, sizeof(name), "matvec %s %s batches of 1..9 rows, 1-3 threads, bit-identical to single calls",
+                 dtype_name(dt), kernels_simd_name());
+        test_result(differ == 0, name, "%d of %d batches differ", differ, cases);
+    }
+}
+
 /* The portable path against the SIMD path, on the same inputs. */
 static void test_matvec_scalar_vs_simd(void)
 {
@@ -1318,6 +1367,7 @@ int main(int argc, char **argv)
     test_matvec_scalar_vs_simd();
     test_matvec_bf16_rounding();
     matvec_teardown();
+    test_matvec_float_batches();
 
     if (rows_only) {
         test_q_conversions();
