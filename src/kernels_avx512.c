@@ -306,6 +306,149 @@ static ATTR_AVX512BF16 void avx512bf16_rows_bf16(const mat_t *m, int r0, int r1,
     }
 }
 
+/* ---- BF16 rows with AMX (TDPBF16PS) ----
+ *
+ * Where the CPU has AMX-BF16 and the OS grants the tile state
+ * (kernels_cpu.c), BF16 rows whose column count is a multiple of 32 (and
+ * at most AMX_MAX_COLS) are multiplied a tile at a time:
+ *
+ *   C (16 weight rows x N activation rows, F32) += A (16 weight rows x 32
+ *   columns, BF16, loaded in place from the matrix) . B (the 32 columns of
+ *   the N activation rows, in pairs: B[p][2n + j] = x_n[32 kk + 2p + j])
+ *
+ * for each group of 32 columns kk in order. N is 8, or 16 for more than 8
+ * activation rows (more than 16 go in passes of 16). Each (r, k) result is
+ * its own chain of TDPBF16PS steps over the columns in order: it depends on
+ * row r and x_k only, not on the other rows of either tile, so it is the
+ * same whatever the split of rows, the batch or N. The multiplications are
+ * the tiles' (about 1024 BF16 products per cycle), so a batch of 8 or 16
+ * activation rows costs about what the weights' memory traffic costs, as a
+ * single row does. The sums differ from the AVX-512 kernels' in their order
+ * (one chain per result against 32 lanes summed at the end): AMX is a
+ * level of its own, as AVX-512 is beside AVX2.
+ *
+ * x is packed into B's layout once per call, on the stack (AMX_MAX_COLS *
+ * 32 bytes at most: 256 KiB; threads here have the default 8 MiB stacks).
+ * The tile configuration is loaded at each call and released at its end,
+ * so nothing of it outlives the call. */
+
+#define ATTR_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define AMX_MAX_COLS 8192
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* Tiles: 0, 5 C of two groups of 16 rows; 1, 6 their A; 2 B; 3, 4 C and A
+ * of the last rows (fewer than 16). */
+static ATTR_AMX void amx_config(int n, int rem)
+{
+    amx_tilecfg c;
+    memset(&c, 0, sizeof(c));
+    c.palette = 1;
+    c.rows[0] = c.rows[1] = c.rows[5] = c.rows[6] = 16;
+    c.colsb[0] = c.colsb[5] = (uint16_t)(4 * n);
+    c.colsb[1] = c.colsb[6] = 64;
+    c.rows[2] = 16;
+    c.colsb[2] = (uint16_t)(4 * n);
+    if (rem) {
+        c.rows[3] = c.rows[4] = (uint8_t)rem;
+        c.colsb[3] = (uint16_t)(4 * n);
+        c.colsb[4] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* out[k * out_stride + r0 + m] = C[m][k] for the nr rows, nx columns. */
+static inline void amx_store(const float *c, int n, int nr, int nx, float *out, size_t out_stride)
+{
+    for (int m = 0; m < nr; m++)
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + m] = c[m * n + k];
+}
+
+static ATTR_AMX void amx_rows_pass(const mat_t *m, int r0, int r1, const char *x, size_t x_stride, int nx,
+                                   float *out, size_t out_stride, uint32_t *xp)
+{
+    int cols = m->cols, steps = cols / 32, n = nx <= 8 ? 8 : 16;
+    size_t row_bytes = (size_t)cols * sizeof(uint16_t);
+    /* B of step kk at xp + kk * 16 * n: row p holds the pairs 16 kk + p of
+     * every activation row, zeros past nx */
+    for (int kk = 0; kk < steps; kk++)
+        for (int p = 0; p < 16; p++) {
+            uint32_t *dst = xp + ((size_t)kk * 16 + (size_t)p) * (size_t)n;
+            for (int k = 0; k < n; k++) {
+                uint32_t v = 0;
+                if (k < nx)
+                    memcpy(&v, x + (size_t)k * x_stride + ((size_t)kk * 16 + (size_t)p) * 4, 4);
+                dst[k] = v;
+            }
+        }
+    int rem = (r1 - r0) % 16;
+    amx_config(n, rem);
+    float c[16 * 16] __attribute__((aligned(64)));
+    const char *base = (const char *)m->data;
+    size_t bstride = (size_t)n * 4;
+    int r = r0;
+    for (; r + 32 <= r1; r += 32) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(0);
+        _tile_zero(5);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(1, w + (size_t)kk * 64, row_bytes);
+            _tile_loadd(6, w + 16 * row_bytes + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(0, 1, 2);
+            _tile_dpbf16ps(5, 6, 2);
+        }
+        _tile_stored(0, c, bstride);
+        amx_store(c, n, 16, nx, out + r, out_stride);
+        _tile_stored(5, c, bstride);
+        amx_store(c, n, 16, nx, out + r + 16, out_stride);
+    }
+    for (; r + 16 <= r1; r += 16) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(0);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(1, w + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(0, 1, 2);
+        }
+        _tile_stored(0, c, bstride);
+        amx_store(c, n, 16, nx, out + r, out_stride);
+    }
+    if (r < r1) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(3);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(4, w + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(3, 4, 2);
+        }
+        _tile_stored(3, c, bstride);
+        amx_store(c, n, r1 - r, nx, out + r, out_stride);
+    }
+    _tile_release();
+}
+
+static ATTR_AMX void amx_rows_bf16(const mat_t *m, int r0, int r1, const void *xv, size_t x_stride, int n_x,
+                                   float *out, size_t out_stride)
+{
+    if (m->cols % 32 != 0 || m->cols > AMX_MAX_COLS) {
+        avx512bf16_rows_bf16(m, r0, r1, xv, x_stride, n_x, out, out_stride);
+        return;
+    }
+    uint32_t xp[AMX_MAX_COLS / 2 * 16] __attribute__((aligned(64)));
+    const char *x = xv;
+    for (int k = 0; k < n_x; k += 16) {
+        int nx = n_x - k < 16 ? n_x - k : 16;
+        amx_rows_pass(m, r0, r1, x + (size_t)k * x_stride, x_stride, nx, out + (size_t)k * out_stride, out_stride, xp);
+    }
+}
+
 static ATTR_AVX512 void avx512_convert(dtype_t dt, const void *src, float *dst, int64_t n)
 {
     int64_t i = 0;
@@ -1701,7 +1844,7 @@ void kernels_avx512_register(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_BF16] = avx512_rows_bf16;
     k->rows[DTYPE_F16] = avx512_rows_f16;
     if (f->avx512bf16)
-        k->rows[DTYPE_BF16] = avx512bf16_rows_bf16;
+        k->rows[DTYPE_BF16] = f->amx_bf16 ? amx_rows_bf16 : avx512bf16_rows_bf16;
     k->to_f32[DTYPE_BF16] = avx512_bf16_to_f32;
     k->to_f32[DTYPE_F16] = avx512_f16_to_f32;
     k->from_f32[DTYPE_BF16] = avx512_f32_to_bf16;
