@@ -322,12 +322,57 @@ static void test_render(void)
     tokenizer_free(tok);
 }
 
+/* One user message rendered by the service encodes to the ids of the
+ * CLI's --chat (tokenizer_chat_turn), for each template the shared
+ * tokenizers have; a conversation renders every turn. */
+static void test_render_templates(void)
+{
+    const char *names[] = { "tokenizers/llama3", "tokenizers/qwen3" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[1024], err[MDI_ERR_LEN], name[128];
+        TEST_PATH(path, names[i]);
+        tokenizer *tok = tokenizer_load(path, err);
+        snprintf(name, sizeof(name), "render: %s: one user turn encodes as --chat does", names[i]);
+        if (!tok) {
+            test_skip(name, err);
+            continue;
+        }
+        json_t *m = json_loads("[{\"role\": \"user\", \"content\": \" Hello there \"}]", 0, NULL);
+        int add_bos = 0, *a = NULL, *b = NULL;
+        char *text = api_render_chat(tok, m, &add_bos, err);
+        int na = text ? tokenizer_encode(tok, text, add_bos, 1, &a) : -1;
+        int nb = tokenizer_chat_turn(tok, " Hello there ", 1, 1, 1, &b);
+        test_result(na > 0 && na == nb && !memcmp(a, b, (size_t)na * sizeof(int)), name, "%d ids vs %d: %s", na, nb,
+                    text ? text : err);
+        free(a);
+        free(b);
+        free(text);
+        json_decref(m);
+        m = json_loads("[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"U1\"},"
+                       " {\"role\": \"assistant\", \"content\": \"A1\"}, {\"role\": \"user\", \"content\": \"U2\"}]",
+                       0, NULL);
+        text = api_render_chat(tok, m, &add_bos, err);
+        const char *want = tokenizer_chat_family(tok) == CHAT_LLAMA3
+            ? "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user"
+              "<|end_header_id|>\n\nU1<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nA1<|eot_id|>"
+              "<|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            : "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+              "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n";
+        snprintf(name, sizeof(name), "render: %s: a conversation, every turn in order", names[i]);
+        test_result(text && !strcmp(text, want), name, "%s", text ? text : err);
+        free(text);
+        json_decref(m);
+        tokenizer_free(tok);
+    }
+}
+
 int main(void)
 {
     log_set_tag("test_api");
     curl_global_init(CURL_GLOBAL_DEFAULT);
     test_stop_scan();
     test_render();
+    test_render_templates();
 
     char err[MDI_ERR_LEN], path[1024];
     TEST_PATH(path, "models/stories260K");
