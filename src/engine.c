@@ -165,7 +165,7 @@ static int engine_accept(engine *e, engine_request *r, float *logits)
     pthread_mutex_unlock(&e->mu);
     e->generated++;
     if (e->c.record_curve) token_curve_add(&e->curve, now - e->t0, e->generated);
-    if (eos) return ENGINE_FINISH_STOP;
+    if (eos && !r->sp.ignore_eos) return ENGINE_FINISH_STOP;
     if (r->n_generated >= r->sp.max_new || r->pos >= e->max_seq) return ENGINE_FINISH_LENGTH;
     r->next_token = id;
     return 0;
