@@ -681,7 +681,10 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     int rc = 0;
     if (e->closing || e->failed)
         rc = mdi_fail(err, MDI_ESTATE, "the engine is %s", e->failed ? "stopped after a node failed" : "closing");
-    else if (e->q_len >= e->queue_max)
+    else if (e->q_len >= e->queue_max + (e->n_slots - e->slots_busy))
+        /* requests submitted at once take the free slots first: only those
+         * beyond them count against the queue, though the engine thread
+         * has not admitted any yet */
         rc = mdi_fail(err, MDI_EFULL, "queue full: %d requests wait for %d slots", e->q_len, e->n_slots);
     if (!rc) {
         r->id = e->next_id++;

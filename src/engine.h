@@ -118,7 +118,8 @@ int engine_open(engine **out, const engine_config *c, const tokenizer *tok, char
 
 /* The prompt ids are copied. sp: max_new, sampling and seed (the same seed
  * and parameters give the same tokens whatever else runs). Returns 0 and
- * sets *out (may be NULL when not wanted), MDI_EFULL (queue full),
+ * sets *out (may be NULL when not wanted), MDI_EFULL (every free slot taken and
+ * queue_max requests waiting beyond them),
  * MDI_EARG (prompt empty or prompt + 1 longer than the slot's KV cache: err
  * names both lengths), MDI_ESTATE (the engine is closing or has failed). */
 int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, const engine_callbacks *cb,
