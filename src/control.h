@@ -36,7 +36,7 @@
  * validate and hand over: the node's main thread does the work
  * (control_wait_command), and reports back with control_set_*.
  *
- * The starter's side is a set of libcurl calls (control_client_*), each
+ * The starter's side is a set of http_client calls (control_client_*), each
  * bounded by a timeout, that return 0 or a negative MDI_E* code with the
  * reason (HTTP status and the node's own message) in err.
  */
