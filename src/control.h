@@ -6,7 +6,10 @@
  *   GET  /        status JSON: {"role", "index", "state": "idle" |
  *                 "loading" | "running", "model", "layers": [a, b],
  *                 "n_samples", "memory_bytes", "chunks_received",
- *                 "runs", "last_error", "stats": {...last or current run}}
+ *                 "rss_bytes", "runs", "last_error", "stats": {...last or
+ *                 current run; while running also "live": {"window_s",
+ *                 "tokens_per_s", "busy"} over the last few seconds,
+ *                 live.h}}
  *   POST /init    the run configuration (run_config as JSON, below);
  *                 answers {"have_chunk": true|false}: whether a chunk with
  *                 that sha256 is already held (given with --chunk, or in
