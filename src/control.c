@@ -980,7 +980,7 @@ static int cc_request(const char *method, const char *host, int port, const char
     else if (body) headers[n_headers++] = "Content-Type: application/json";
     cc_answer b = {0};
     double t = timeout_s > 0.001 ? timeout_s : 0.001;
-    http_request rq = {
+    http_client_request rq = {
         .method = method,
         .url = url,
         .headers = headers,

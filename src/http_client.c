@@ -28,13 +28,13 @@ int http_client_global_init(char *err)
 
 static size_t http_client_on_header(char *p, size_t size, size_t nmemb, void *ud)
 {
-    const http_request *rq = ud;
+    const http_client_request *rq = ud;
     return rq->on_header(p, size * nmemb, rq->ud);
 }
 
 static size_t http_client_on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
-    const http_request *rq = ud;
+    const http_client_request *rq = ud;
     return rq->on_body(p, size * nmemb, rq->ud);
 }
 
@@ -51,7 +51,7 @@ static int http_client_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlno
 {
     (void)ultotal;
     (void)ulnow;
-    const http_request *rq = ud;
+    const http_client_request *rq = ud;
     return rq->on_progress(rq->ud, (int64_t)dltotal, (int64_t)dlnow);
 }
 
@@ -86,7 +86,7 @@ static int http_client_classify(CURLcode cr)
     }
 }
 
-int http_client_perform(const http_request *rq, long *status, char *msg)
+int http_client_perform(const http_client_request *rq, long *status, char *msg)
 {
     msg[0] = 0;
     *status = 0;

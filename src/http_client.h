@@ -4,7 +4,7 @@
  * (control.c) and prepare_model's hub downloads (hub.c).
  *
  * One call is one transfer on its own easy handle (thread-safe; signals
- * off), described by an http_request:
+ * off), described by an http_client_request:
  *
  *     method, url, headers         "GET" when method is NULL; "HEAD" reads
  *                                  no body
@@ -67,12 +67,12 @@ typedef struct {
     http_client_data_fn on_body;
     http_client_progress_fn on_progress;
     void *ud;                    /* handed to every callback */
-} http_request;
+} http_client_request;
 
 /* curl_global_init, once per process (pthread_once); every transfer calls
  * it too. Returns 0 or MDI_ENET with the reason in err (may be NULL). */
 int http_client_global_init(char *err);
 
-int http_client_perform(const http_request *rq, long *status, char *msg);
+int http_client_perform(const http_client_request *rq, long *status, char *msg);
 
 #endif

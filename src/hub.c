@@ -408,7 +408,7 @@ static int hub_perform(const hub_conf *c, const char *url, hub_xfer *x, int head
     }
     if (!head && x->have > 0)
         snprintf(range, sizeof(range), "%" PRId64 "-", x->have);
-    http_request rq = {
+    http_client_request rq = {
         .method = head ? "HEAD" : "GET",
         .url = url,
         .headers = headers,
