@@ -30,6 +30,7 @@ typedef struct {
     int pos;                 /* tokens in the KV cache */
     int next_token;          /* the token to feed next */
     int done;
+    int ignore_eos;          /* sample_params.ignore_eos */
     FILE *echo;              /* stream the text here (NULL: do not) */
     const volatile sig_atomic_t *interrupt; /* set (Ctrl-C): the sample ends after
                                              * the token at hand; NULL: never */
@@ -49,6 +50,7 @@ typedef struct {
     float top_p;             /* 1: off */
     uint64_t seed;
     int echo_prompt;         /* stream the prompt's text before the new text */
+    int ignore_eos;          /* EOS does not end the sample (fixed output lengths) */
 } sample_params;
 
 /* The command line's parameters for sample index: --n-tokens,
