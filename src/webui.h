@@ -18,6 +18,9 @@
 
 #include <stddef.h>
 
+#include "cluster.h"
+#include "http_server.h"
+
 typedef struct {
     const char *path;                 /* "/index.html" */
     const char *mime;                 /* "text/html; charset=utf-8" */
@@ -28,6 +31,13 @@ typedef struct {
 /* The asset served at path ("/" is "/index.html"; a query string after '?'
  * is ignored), or NULL. */
 const webui_asset *webui_find(const char *path);
+
+/* The page's routes for the service (api_opts.extra_routes), in
+ * webui_routes.c: GET / and each asset by name, and GET /api/cluster,
+ * answered by c (borrowed; it must outlive the service) with the engine's
+ * figures as the starter's own. One service per process: a second call
+ * replaces the first's cluster. Static table, ends with a NULL path. */
+const http_route *webui_routes(cluster *c);
 
 /* The table tools/embed.c writes (build/webui_assets.c). */
 extern const webui_asset webui_assets[];

@@ -168,6 +168,7 @@ function showCluster(c) {
   const nodes = c.nodes || [];
   const total = nodes.reduce((s, n) => s + (n.tokens_per_s || 0), 0);
   $("summary").textContent = nodes.length + (nodes.length === 1 ? " node" : " nodes") +
+    (c.slots ? ", " + c.slots.busy + " of " + c.slots.n_slots + " slots busy, " + c.slots.queue_depth + " queued" : "") +
     (c.secret ? ", secret set" : "");
   const ring = $("ring");
   ring.textContent = "";
