@@ -32,12 +32,26 @@ typedef struct {
  * is ignored), or NULL. */
 const webui_asset *webui_find(const char *path);
 
-/* The page's routes for the service (api_opts.extra_routes), in
- * webui_routes.c: GET / and each asset by name, and GET /api/cluster,
- * answered by c (borrowed; it must outlive the service) with the engine's
- * figures as the starter's own. One service per process: a second call
- * replaces the first's cluster. Static table, ends with a NULL path. */
-const http_route *webui_routes(cluster *c);
+/* What the starter says of itself in the cluster view, asked at each
+ * GET /api/cluster: its state ("running", "failed"), the rows run through
+ * its layers so far and the seconds it computed so far (growing counters;
+ * cluster.h turns them into rates), and its slots. */
+typedef struct {
+    const char *state;
+    double tokens, busy_s;
+    int n_slots, slots_busy, queue_depth, queue_max;
+} webui_self;
+typedef void (*webui_self_fn)(void *ud, webui_self *out);
+
+/* The page's routes for a server (api_opts.extra_routes), in
+ * webui_routes.c: GET / and each asset by its exact path, and
+ * GET /api/cluster answered by c with self(ud) as the starter's figures.
+ * c and ud are borrowed and must outlive the server. One service per
+ * process: a second call replaces the first's. Static table, ends with a
+ * NULL path. */
+const http_route *webui_routes(cluster *c, webui_self_fn self, void *ud);
+/* A webui_self_fn for the engine (engine.h): ud is the engine. */
+void webui_self_from_engine(void *engine, webui_self *out);
 
 /* The table tools/embed.c writes (build/webui_assets.c). */
 extern const webui_asset webui_assets[];

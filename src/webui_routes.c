@@ -1,15 +1,13 @@
 /*
- * webui_routes: the page and GET /api/cluster as routes of the service
- * (webui.h). Apart from webui.c so that what only looks assets up links
- * without the engine.
+ * webui_routes: the page and GET /api/cluster as routes of a server
+ * (webui.h). Apart from webui.c, which only looks assets up.
  */
 #include "webui.h"
 
-#include "api.h"
-#include "engine.h"
-
-/* One service per process (webui.h): its cluster, set before it starts. */
+/* One service per process (webui.h), set before it starts. */
 static cluster *webui_cluster;
+static webui_self_fn webui_self_get;
+static void *webui_self_ud;
 
 static int webui_handle_asset(http_request *req)
 {
@@ -21,14 +19,11 @@ static int webui_handle_asset(http_request *req)
 static int webui_handle_cluster(http_request *req)
 {
     if (!webui_cluster) return http_reply_error(req, 503, "no cluster view in this service");
-    engine_stats st;
-    engine_get_stats(api_engine(api_from_request(req)), &st);
-    json_t *j = cluster_status_json(webui_cluster, st.failed ? "failed" : "running",
-                                    (double)st.prompt_tokens + (double)st.tokens_generated, st.compute_s);
-    json_t *nodes = json_object_get(j, "nodes");
-    json_object_set_new(json_array_get(nodes, 0), "slots_busy", json_integer(st.slots_busy));
-    json_object_set_new(j, "slots", json_pack("{s:i, s:i, s:i, s:i}", "n_slots", st.n_slots, "busy", st.slots_busy,
-                                              "queue_depth", st.queue_depth, "queue_max", st.queue_max));
+    webui_self me = {.state = "running"};
+    if (webui_self_get) webui_self_get(webui_self_ud, &me);
+    json_t *j = cluster_status_json(webui_cluster, me.state, me.tokens, me.busy_s);
+    json_object_set_new(j, "slots", json_pack("{s:i, s:i, s:i, s:i}", "n_slots", me.n_slots, "busy", me.slots_busy,
+                                              "queue_depth", me.queue_depth, "queue_max", me.queue_max));
     return http_reply_json(req, 200, j);
 }
 
@@ -36,9 +31,11 @@ static int webui_handle_cluster(http_request *req)
 #define WEBUI_ROUTES_MAX 32
 static http_route webui_route_table[WEBUI_ROUTES_MAX + 3];
 
-const http_route *webui_routes(cluster *c)
+const http_route *webui_routes(cluster *c, webui_self_fn self, void *ud)
 {
     webui_cluster = c;
+    webui_self_get = self;
+    webui_self_ud = ud;
     int n = 0;
     webui_route_table[n++] = (http_route){.method = "GET", .path = "/", .handler = webui_handle_asset};
     webui_route_table[n++] = (http_route){.method = "GET", .path = "/api/cluster", .handler = webui_handle_cluster};

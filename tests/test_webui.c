@@ -8,6 +8,8 @@
 
 #include "cluster.h"
 #include "control.h"
+#include "http_client.h"
+#include "http_server.h"
 #include "live.h"
 #include "net.h"
 #include "test.h"
@@ -197,6 +199,109 @@ static void test_cluster_secret(void)
     control_server_stop(s);
 }
 
+/* ---- the routes on a real server ---- */
+
+typedef struct {
+    char *data;
+    size_t len;
+    char type[128];
+} fetched;
+
+static size_t fetched_body(const char *p, size_t n, void *ud)
+{
+    fetched *f = ud;
+    char *d = realloc(f->data, f->len + n + 1);
+    if (!d) return 0;
+    memcpy(d + f->len, p, n);
+    f->data = d;
+    f->len += n;
+    d[f->len] = 0;
+    return n;
+}
+
+static size_t fetched_header(const char *p, size_t n, void *ud)
+{
+    fetched *f = ud;
+    if (n > 14 && !strncasecmp(p, "Content-Type: ", 14)) {
+        size_t k = n - 14;
+        while (k && (p[14 + k - 1] == '\r' || p[14 + k - 1] == '\n')) k--;
+        snprintf(f->type, sizeof(f->type), "%.*s", (int)k, p + 14);
+    }
+    return n;
+}
+
+static long fetch(int port, const char *path, fetched *f)
+{
+    char url[256], msg[HTTP_CLIENT_MSG_LEN];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    memset(f, 0, sizeof(*f));
+    http_client_request rq = {.url = url, .connect_timeout_s = 2, .timeout_s = 5, .no_proxy = 1,
+                              .on_header = fetched_header, .on_body = fetched_body, .ud = f};
+    long status = 0;
+    if (http_client_perform(&rq, &status, msg) != 0) printf("INFO: GET %s: %s\n", path, msg);
+    return status;
+}
+
+static void fake_self(void *ud, webui_self *out)
+{
+    const double *counters = ud;
+    out->state = "running";
+    out->tokens = counters[0];
+    out->busy_s = counters[1];
+    out->n_slots = 4;
+    out->slots_busy = 1;
+    out->queue_max = 16;
+}
+
+static void test_routes(void)
+{
+    double counters[2] = {0, 0};
+    cluster *c = cluster_new(NULL, "stories260K", 5, "127.0.0.1:1", 0);
+    http_server_opts o = {.name = "test web UI", .host = "127.0.0.1", .routes = webui_routes(c, fake_self, counters)};
+    char err[MDI_ERR_LEN];
+    http_server *s = http_server_start(&o, err);
+    if (!s) {
+        test_result(0, "routes: server starts", "%s", err);
+        cluster_free(c);
+        return;
+    }
+    int port = http_server_port(s);
+    fetched f;
+    long st = fetch(port, "/", &f);
+    const webui_asset *index = webui_find("/index.html");
+    test_result(st == 200 && f.len == index->size && !memcmp(f.data, index->data, f.len) &&
+                !strcmp(f.type, index->mime), "routes: GET / is index.html", "%ld, %zu bytes, %s", st, f.len, f.type);
+    free(f.data);
+    for (int i = 0; i < webui_n_assets; i++) {
+        const webui_asset *a = &webui_assets[i];
+        st = fetch(port, a->path, &f);
+        char name[160];
+        snprintf(name, sizeof(name), "routes: GET %s, %s", a->path, a->mime);
+        test_result(st == 200 && f.len == a->size && !memcmp(f.data, a->data, f.len) && !strcmp(f.type, a->mime),
+                    name, "%ld, %zu bytes, %s", st, f.len, f.type);
+        free(f.data);
+    }
+    st = fetch(port, "/nope.js", &f);
+    test_result(st == 404, "routes: an unknown page is 404", "%ld", st);
+    free(f.data);
+    fetch(port, "/api/cluster", &f);
+    free(f.data);
+    usleep(150 * 1000);
+    counters[0] = 60;
+    counters[1] = 0.075;
+    st = fetch(port, "/api/cluster", &f);
+    json_t *j = f.data ? json_loads(f.data, 0, NULL) : NULL;
+    json_t *n0 = node_at(j, 0);
+    double tok_s = json_number_value(json_object_get(n0, "tokens_per_s"));
+    test_result(st == 200 && !strncmp(f.type, "application/json", 16) && layers_are(n0, 0, 5) && tok_s > 100 &&
+                json_integer_value(json_object_get(json_object_get(j, "slots"), "n_slots")) == 4,
+                "routes: GET /api/cluster with the starter's figures", "%ld %s: %s", st, f.type, f.data);
+    json_decref(j);
+    free(f.data);
+    http_server_stop(s);
+    cluster_free(c);
+}
+
 int main(void)
 {
     control_client_global_init();
@@ -205,5 +310,6 @@ int main(void)
     test_cluster_standalone();
     test_cluster_ring();
     test_cluster_secret();
+    test_routes();
     return test_failures;
 }
