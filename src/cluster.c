@@ -19,7 +19,7 @@ struct cluster {
     char self_addr[CONTROL_HOST_LEN + 8];
     int n_layers;
     double timeout_s;
-    pthread_mutex_t mu;        /* guards self */
+    pthread_mutex_t mu;        /* guards self and self_addr */
     live_window self;
 };
 
@@ -45,6 +45,13 @@ void cluster_free(cluster *c)
     if (!c) return;
     pthread_mutex_destroy(&c->mu);
     free(c);
+}
+
+void cluster_set_self_addr(cluster *c, const char *self_addr)
+{
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->self_addr, sizeof(c->self_addr), "%s", self_addr ? self_addr : "");
+    pthread_mutex_unlock(&c->mu);
 }
 
 static json_t *cluster_layers(int begin, int end)
@@ -91,14 +98,16 @@ static json_t *cluster_secondary(cluster *c, int i)
 json_t *cluster_status_json(cluster *c, const char *state, double tokens, double busy_s)
 {
     double tok_s, busy;
+    char self_addr[sizeof(c->self_addr)];
     pthread_mutex_lock(&c->mu);
     live_window_push(&c->self, time_now(), tokens, busy_s);
     live_window_rates(&c->self, &tok_s, &busy, NULL);
+    memcpy(self_addr, c->self_addr, sizeof(self_addr));
     pthread_mutex_unlock(&c->mu);
 
     json_t *nodes = json_array();
     json_t *self = json_pack("{s:s, s:i, s:s, s:s, s:I, s:f, s:f, s:n}", "role", "starter", "index", 0, "addr",
-                             c->self_addr, "state", state ? state : "unknown", "rss_bytes",
+                             self_addr, "state", state ? state : "unknown", "rss_bytes",
                              (json_int_t)mem_current_rss(), "tokens_per_s", tok_s, "busy", busy, "error");
     json_array_append_new(nodes, self);
     int self_end = c->standalone ? c->n_layers : c->nc.starter.n_layers > 0 ? c->nc.starter.n_layers : -1;

@@ -37,6 +37,8 @@ typedef struct cluster cluster;
  * memory. */
 cluster *cluster_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
                      double timeout_s);
+/* The service's address once known (its port may have been 0: any free). */
+void cluster_set_self_addr(cluster *c, const char *self_addr);
 /* The status (new reference). state, tokens and busy_s are the starter's
  * now: its state ("running", "failed"), the rows run through its layers so
  * far and the seconds it spent computing so far. */

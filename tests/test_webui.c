@@ -93,7 +93,8 @@ static const char *str(json_t *o, const char *key)
 
 static void test_cluster_standalone(void)
 {
-    cluster *c = cluster_new(NULL, "stories260K", 5, "127.0.0.1:8080", 0);
+    cluster *c = cluster_new(NULL, "stories260K", 5, "127.0.0.1:0", 0);
+    cluster_set_self_addr(c, "127.0.0.1:8080");
     json_t *st = cluster_status_json(c, "running", 0, 0);
     usleep(150 * 1000);
     json_decref(st);
