@@ -7,7 +7,7 @@
  *
  *     GET /                    index.html
  *     GET /app.js, /style.css  the assets by name
- *     GET /api/cluster         cluster.h (JSON the page polls)
+ *     GET /api/cluster         cluster_view.h (JSON the page polls)
  *     POST /v1/chat/completions  the chat, streamed (api.h)
  *
  * Ownership: everything returned is static and lives as long as the
@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 
-#include "cluster.h"
+#include "cluster_view.h"
 #include "http_server.h"
 
 typedef struct {
@@ -35,7 +35,7 @@ const webui_asset *webui_find(const char *path);
 /* What the starter says of itself in the cluster view, asked at each
  * GET /api/cluster: its state ("running", "failed"), the rows run through
  * its layers so far and the seconds it computed so far (growing counters;
- * cluster.h turns them into rates), and its slots. */
+ * cluster_view.h turns them into rates), and its slots. */
 typedef struct {
     const char *state;
     double tokens, busy_s;
@@ -49,7 +49,7 @@ typedef void (*webui_self_fn)(void *ud, webui_self *out);
  * c and ud are borrowed and must outlive the server. One service per
  * process: a second call replaces the first's. Static table, ends with a
  * NULL path. */
-const http_route *webui_routes(cluster *c, webui_self_fn self, void *ud);
+const http_route *webui_routes(cluster_view *c, webui_self_fn self, void *ud);
 /* A webui_self_fn for the engine (engine.h): ud is the engine. */
 void webui_self_from_engine(void *engine, webui_self *out);
 

@@ -5,7 +5,7 @@
 #include "webui.h"
 
 /* One service per process (webui.h), set before it starts. */
-static cluster *webui_cluster;
+static cluster_view *webui_cluster;
 static webui_self_fn webui_self_get;
 static void *webui_self_ud;
 
@@ -21,7 +21,7 @@ static int webui_handle_cluster(http_request *req)
     if (!webui_cluster) return http_reply_error(req, 503, "no cluster view in this service");
     webui_self me = {.state = "running"};
     if (webui_self_get) webui_self_get(webui_self_ud, &me);
-    json_t *j = cluster_status_json(webui_cluster, me.state, me.tokens, me.busy_s);
+    json_t *j = cluster_view_json(webui_cluster, me.state, me.tokens, me.busy_s);
     json_object_set_new(j, "slots", json_pack("{s:i, s:i, s:i, s:i}", "n_slots", me.n_slots, "busy", me.slots_busy,
                                               "queue_depth", me.queue_depth, "queue_max", me.queue_max));
     return http_reply_json(req, 200, j);
@@ -31,7 +31,7 @@ static int webui_handle_cluster(http_request *req)
 #define WEBUI_ROUTES_MAX 32
 static http_route webui_route_table[WEBUI_ROUTES_MAX + 3];
 
-const http_route *webui_routes(cluster *c, webui_self_fn self, void *ud)
+const http_route *webui_routes(cluster_view *c, webui_self_fn self, void *ud)
 {
     webui_cluster = c;
     webui_self_get = self;

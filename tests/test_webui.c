@@ -1,12 +1,12 @@
 /* test_webui: the page's embedded files (tools/embed.c, webui_find), the
  * live figures over a window (live.h), and the cluster view the service
- * answers at GET /api/cluster (cluster.h) against real control servers on
+ * answers at GET /api/cluster (cluster_view.h) against real control servers on
  * 127.0.0.1: standalone, a running secondary with its live figures, one
  * that does not answer, and one behind the shared secret. */
 #include <math.h>
 #include <unistd.h>
 
-#include "cluster.h"
+#include "cluster_view.h"
 #include "control.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -93,12 +93,12 @@ static const char *str(json_t *o, const char *key)
 
 static void test_cluster_standalone(void)
 {
-    cluster *c = cluster_new(NULL, "stories260K", 5, "127.0.0.1:0", 0);
-    cluster_set_self_addr(c, "127.0.0.1:8080");
-    json_t *st = cluster_status_json(c, "running", 0, 0);
+    cluster_view *c = cluster_view_new(NULL, "stories260K", 5, "127.0.0.1:0", 0);
+    cluster_view_set_self_addr(c, "127.0.0.1:8080");
+    json_t *st = cluster_view_json(c, "running", 0, 0);
     usleep(150 * 1000);
     json_decref(st);
-    st = cluster_status_json(c, "running", 30, 0.075);
+    st = cluster_view_json(c, "running", 30, 0.075);
     json_t *n0 = node_at(st, 0);
     test_result(json_array_size(json_object_get(st, "nodes")) == 1 && !strcmp(str(n0, "role"), "starter") &&
                 !strcmp(str(n0, "addr"), "127.0.0.1:8080") && layers_are(n0, 0, 5) &&
@@ -110,7 +110,7 @@ static void test_cluster_standalone(void)
     test_result(tok_s > 50 && tok_s < 210 && busy > 0.1 && busy < 0.6, "cluster: the starter's live figures",
                 "%g tokens/s, busy %g", tok_s, busy);
     json_decref(st);
-    cluster_free(c);
+    cluster_view_free(c);
 }
 
 static control_server *start_server(int index, const char *secret)
@@ -149,8 +149,8 @@ static void test_cluster_ring(void)
         nc.secondary[i].http_port = ports[i];
     }
     nc.starter.n_layers = 2;
-    cluster *c = cluster_new(&nc, "stories260K", 5, "127.0.0.1:8080", 1);
-    json_t *st = cluster_status_json(c, "running", 0, 0);
+    cluster_view *c = cluster_view_new(&nc, "stories260K", 5, "127.0.0.1:8080", 1);
+    json_t *st = cluster_view_json(c, "running", 0, 0);
     json_t *n0 = node_at(st, 0), *n1 = node_at(st, 1), *n2 = node_at(st, 2), *n3 = node_at(st, 3);
     char want_addr[64];
     snprintf(want_addr, sizeof(want_addr), "127.0.0.1:%d", ports[0]);
@@ -166,7 +166,7 @@ static void test_cluster_ring(void)
     test_result(!strcmp(str(n3, "state"), "unreachable") && strstr(str(n3, "error"), "cannot connect"),
                 "cluster: a secondary that does not answer, with the reason", "%s", json_dumps(n3, JSON_COMPACT));
     json_decref(st);
-    cluster_free(c);
+    cluster_view_free(c);
     control_server_stop(s0);
     control_server_stop(s1);
 }
@@ -184,19 +184,19 @@ static void test_cluster_secret(void)
     snprintf(nc.secondary[0].addr, sizeof(nc.secondary[0].addr), "127.0.0.1");
     nc.secondary[0].http_port = control_server_port(s);
     snprintf(nc.secret, sizeof(nc.secret), "s3cr3t");
-    cluster *c = cluster_new(&nc, "m", 5, "127.0.0.1:8080", 1);
-    json_t *st = cluster_status_json(c, "running", 0, 0);
+    cluster_view *c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
+    json_t *st = cluster_view_json(c, "running", 0, 0);
     test_result(!strcmp(str(node_at(st, 1), "state"), "idle") && json_is_true(json_object_get(st, "secret")),
                 "cluster: the starter signs its status requests", "%s", json_dumps(st, JSON_COMPACT));
     json_decref(st);
-    cluster_free(c);
+    cluster_view_free(c);
     snprintf(nc.secret, sizeof(nc.secret), "wrong");
-    c = cluster_new(&nc, "m", 5, "127.0.0.1:8080", 1);
-    st = cluster_status_json(c, "running", 0, 0);
+    c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
+    st = cluster_view_json(c, "running", 0, 0);
     test_result(!strcmp(str(node_at(st, 1), "state"), "unreachable") && strstr(str(node_at(st, 1), "error"), "401"),
                 "cluster: a wrong secret is refused", "%s", json_dumps(st, JSON_COMPACT));
     json_decref(st);
-    cluster_free(c);
+    cluster_view_free(c);
     control_server_stop(s);
 }
 
@@ -257,13 +257,13 @@ static void fake_self(void *ud, webui_self *out)
 static void test_routes(void)
 {
     double counters[2] = {0, 0};
-    cluster *c = cluster_new(NULL, "stories260K", 5, "127.0.0.1:1", 0);
+    cluster_view *c = cluster_view_new(NULL, "stories260K", 5, "127.0.0.1:1", 0);
     http_server_opts o = {.name = "test web UI", .host = "127.0.0.1", .routes = webui_routes(c, fake_self, counters)};
     char err[MDI_ERR_LEN];
     http_server *s = http_server_start(&o, err);
     if (!s) {
         test_result(0, "routes: server starts", "%s", err);
-        cluster_free(c);
+        cluster_view_free(c);
         return;
     }
     int port = http_server_port(s);
@@ -300,7 +300,7 @@ static void test_routes(void)
     json_decref(j);
     free(f.data);
     http_server_stop(s);
-    cluster_free(c);
+    cluster_view_free(c);
 }
 
 int main(void)

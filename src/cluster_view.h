@@ -1,5 +1,5 @@
 /*
- * cluster: what the service answers at GET /api/cluster, the live view of
+ * cluster_view: what the service answers at GET /api/cluster, the live view of
  * every node that the web UI polls (webui.h):
  *
  *   {"model": "stories260K", "n_layers": 5, "secret": true|false,
@@ -20,29 +20,29 @@
  * secret), one at a time, each bounded by timeout_s. A secondary that does
  * not answer shows state "unreachable" and the reason in error.
  *
- * Threads: cluster_status_json may be called from several HTTP handlers at
+ * Threads: cluster_view_json may be called from several HTTP handlers at
  * once.
  */
-#ifndef MDI_CLUSTER_H
-#define MDI_CLUSTER_H
+#ifndef MDI_CLUSTER_VIEW_H
+#define MDI_CLUSTER_VIEW_H
 
 #include <jansson.h>
 #include "nodes_config.h"
 
-typedef struct cluster cluster;
+typedef struct cluster_view cluster_view;
 
 /* nc (copied; NULL: standalone), model_name and self_addr (the service's
  * host:port, copied) describe the cluster; n_layers is the model's.
  * timeout_s bounds each secondary's answer (0: 1 s). NULL when out of
  * memory. */
-cluster *cluster_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
+cluster_view *cluster_view_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
                      double timeout_s);
 /* The service's address once known (its port may have been 0: any free). */
-void cluster_set_self_addr(cluster *c, const char *self_addr);
+void cluster_view_set_self_addr(cluster_view *c, const char *self_addr);
 /* The status (new reference). state, tokens and busy_s are the starter's
  * now: its state ("running", "failed"), the rows run through its layers so
  * far and the seconds it spent computing so far. */
-json_t *cluster_status_json(cluster *c, const char *state, double tokens, double busy_s);
-void cluster_free(cluster *c);
+json_t *cluster_view_json(cluster_view *c, const char *state, double tokens, double busy_s);
+void cluster_view_free(cluster_view *c);
 
 #endif

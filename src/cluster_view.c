@@ -1,7 +1,7 @@
 /*
- * cluster: the starter gathers every node's live figures (cluster.h).
+ * cluster_view: the starter gathers every node's live figures (cluster_view.h).
  */
-#include "cluster.h"
+#include "cluster_view.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 #include "live.h"
 #include "util.h"
 
-struct cluster {
+struct cluster_view {
     nodes_config nc;
     int standalone;
     char model_name[128];
@@ -23,10 +23,10 @@ struct cluster {
     live_window self;
 };
 
-cluster *cluster_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
+cluster_view *cluster_view_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
                      double timeout_s)
 {
-    cluster *c = calloc(1, sizeof(*c));
+    cluster_view *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
     if (nc) c->nc = *nc;
     c->standalone = !nc || nc->n_secondary == 0;
@@ -40,27 +40,27 @@ cluster *cluster_new(const nodes_config *nc, const char *model_name, int n_layer
     return c;
 }
 
-void cluster_free(cluster *c)
+void cluster_view_free(cluster_view *c)
 {
     if (!c) return;
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-void cluster_set_self_addr(cluster *c, const char *self_addr)
+void cluster_view_set_self_addr(cluster_view *c, const char *self_addr)
 {
     pthread_mutex_lock(&c->mu);
     snprintf(c->self_addr, sizeof(c->self_addr), "%s", self_addr ? self_addr : "");
     pthread_mutex_unlock(&c->mu);
 }
 
-static json_t *cluster_layers(int begin, int end)
+static json_t *cluster_view_layers(int begin, int end)
 {
     return begin >= 0 && end > begin ? json_pack("[i, i]", begin, end) : json_null();
 }
 
 /* Secondary i as its GET / describes it. */
-static json_t *cluster_secondary(cluster *c, int i)
+static json_t *cluster_view_secondary(cluster_view *c, int i)
 {
     const node_entry *ne = &c->nc.secondary[i];
     char addr[NODES_ADDR_LEN + 8], err[MDI_ERR_LEN];
@@ -95,7 +95,7 @@ static json_t *cluster_secondary(cluster *c, int i)
     return o;
 }
 
-json_t *cluster_status_json(cluster *c, const char *state, double tokens, double busy_s)
+json_t *cluster_view_json(cluster_view *c, const char *state, double tokens, double busy_s)
 {
     double tok_s, busy;
     char self_addr[sizeof(c->self_addr)];
@@ -112,13 +112,13 @@ json_t *cluster_status_json(cluster *c, const char *state, double tokens, double
     json_array_append_new(nodes, self);
     int self_end = c->standalone ? c->n_layers : c->nc.starter.n_layers > 0 ? c->nc.starter.n_layers : -1;
     for (int i = 0; !c->standalone && i < c->nc.n_secondary; i++) {
-        json_t *o = cluster_secondary(c, i);
+        json_t *o = cluster_view_secondary(c, i);
         /* The starter's layers end where the first secondary's begin. */
         json_t *first = json_array_get(json_object_get(o, "layers"), 0);
         if (i == 0 && json_is_integer(first)) self_end = (int)json_integer_value(first);
         json_array_append_new(nodes, o);
     }
-    json_object_set_new(self, "layers", cluster_layers(0, self_end));
+    json_object_set_new(self, "layers", cluster_view_layers(0, self_end));
     return json_pack("{s:s, s:i, s:b, s:o}", "model", c->model_name, "n_layers", c->n_layers, "secret",
                      c->nc.secret[0] != 0, "nodes", nodes);
 }
