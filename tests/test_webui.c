@@ -73,6 +73,16 @@ static void test_live(void)
     test_result(busy == 1, "live: busy clamped to 1", "%g", busy);
 }
 
+/* j as compact text for a failure's message (one static buffer). */
+static const char *dump(json_t *j)
+{
+    static char buf[4096];
+    size_t n = json_dumpb(j, buf, sizeof(buf) - 1, JSON_COMPACT);
+    if (n >= sizeof(buf)) return "(too long to show)";
+    buf[n] = 0;
+    return buf;
+}
+
 static json_t *node_at(json_t *st, int i)
 {
     return json_array_get(json_object_get(st, "nodes"), (size_t)i);
@@ -104,7 +114,7 @@ static void test_cluster_standalone(void)
                 !strcmp(str(n0, "addr"), "127.0.0.1:8080") && layers_are(n0, 0, 5) &&
                 !strcmp(str(n0, "state"), "running") && json_integer_value(json_object_get(n0, "rss_bytes")) > 0 &&
                 !strcmp(str(st, "model"), "stories260K"),
-                "cluster: standalone is one node with every layer", "%s", json_dumps(st, JSON_COMPACT));
+                "cluster: standalone is one node with every layer", "%s", dump(st));
     double tok_s = json_number_value(json_object_get(n0, "tokens_per_s"));
     double busy = json_number_value(json_object_get(n0, "busy"));
     test_result(tok_s > 50 && tok_s < 210 && busy > 0.1 && busy < 0.6, "cluster: the starter's live figures",
@@ -160,11 +170,11 @@ static void test_cluster_ring(void)
                 json_number_value(json_object_get(n1, "tokens_per_s")) == 812.5 &&
                 json_number_value(json_object_get(n1, "busy")) == 0.25 &&
                 json_integer_value(json_object_get(n1, "rss_bytes")) > 0,
-                "cluster: a running secondary with its live figures", "%s", json_dumps(st, JSON_COMPACT));
+                "cluster: a running secondary with its live figures", "%s", dump(st));
     test_result(!strcmp(str(n2, "state"), "idle") && json_number_value(json_object_get(n2, "tokens_per_s")) == 0,
-                "cluster: an idle secondary", "%s", json_dumps(n2, JSON_COMPACT));
+                "cluster: an idle secondary", "%s", dump(n2));
     test_result(!strcmp(str(n3, "state"), "unreachable") && strstr(str(n3, "error"), "cannot connect"),
-                "cluster: a secondary that does not answer, with the reason", "%s", json_dumps(n3, JSON_COMPACT));
+                "cluster: a secondary that does not answer, with the reason", "%s", dump(n3));
     json_decref(st);
     cluster_view_free(c);
     control_server_stop(s0);
@@ -187,14 +197,14 @@ static void test_cluster_secret(void)
     cluster_view *c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
     json_t *st = cluster_view_json(c, "running", 0, 0);
     test_result(!strcmp(str(node_at(st, 1), "state"), "idle") && json_is_true(json_object_get(st, "secret")),
-                "cluster: the starter signs its status requests", "%s", json_dumps(st, JSON_COMPACT));
+                "cluster: the starter signs its status requests", "%s", dump(st));
     json_decref(st);
     cluster_view_free(c);
     snprintf(nc.secret, sizeof(nc.secret), "wrong");
     c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
     st = cluster_view_json(c, "running", 0, 0);
     test_result(!strcmp(str(node_at(st, 1), "state"), "unreachable") && strstr(str(node_at(st, 1), "error"), "401"),
-                "cluster: a wrong secret is refused", "%s", json_dumps(st, JSON_COMPACT));
+                "cluster: a wrong secret is refused", "%s", dump(st));
     json_decref(st);
     cluster_view_free(c);
     control_server_stop(s);
