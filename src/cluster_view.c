@@ -40,6 +40,26 @@ cluster_view *cluster_view_new(const nodes_config *nc, const char *model_name, i
     return c;
 }
 
+cluster_view *cluster_view_open(const char *nodes_config_path, const char *model_name, int n_layers,
+                                const char *self_addr, double timeout_s, char *err)
+{
+    nodes_config *nc = NULL;
+    if (nodes_config_path) {
+        if (!(nc = malloc(sizeof(*nc)))) {
+            mdi_fail(err, MDI_ENOMEM, "out of memory");
+            return NULL;
+        }
+        if (nodes_config_load(nc, nodes_config_path, err) != 0) {
+            free(nc);
+            return NULL;
+        }
+    }
+    cluster_view *c = cluster_view_new(nc, model_name, n_layers, self_addr, timeout_s);
+    free(nc);
+    if (!c) mdi_fail(err, MDI_ENOMEM, "out of memory");
+    return c;
+}
+
 void cluster_view_free(cluster_view *c)
 {
     if (!c) return;

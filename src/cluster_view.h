@@ -37,6 +37,10 @@ typedef struct cluster_view cluster_view;
  * memory. */
 cluster_view *cluster_view_new(const nodes_config *nc, const char *model_name, int n_layers, const char *self_addr,
                      double timeout_s);
+/* The same with the nodes configuration read from nodes_config_path
+ * (NULL: standalone). NULL with the reason in err. */
+cluster_view *cluster_view_open(const char *nodes_config_path, const char *model_name, int n_layers,
+                                const char *self_addr, double timeout_s, char *err);
 /* The service's address once known (its port may have been 0: any free). */
 void cluster_view_set_self_addr(cluster_view *c, const char *self_addr);
 /* The status (new reference). state, tokens and busy_s are the starter's

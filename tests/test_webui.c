@@ -207,6 +207,25 @@ static void test_cluster_secret(void)
                 "cluster: a wrong secret is refused", "%s", dump(st));
     json_decref(st);
     cluster_view_free(c);
+    /* The same read from a nodes configuration file. */
+    char path[] = "/tmp/mdi-test-webui-XXXXXX", err[MDI_ERR_LEN];
+    int fd = mkstemp(path);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (f) {
+        fprintf(f, "{\"secret\": \"s3cr3t\", \"nodes\": {\"starter\": {\"addr\": \"127.0.0.1\", \"inference\": "
+                   "{\"port_in\": 5088}}, \"secondary\": [{\"addr\": \"127.0.0.1\", \"communication\": {\"port\": %d}, "
+                   "\"inference\": {\"port_in\": 5090}}]}}", control_server_port(s));
+        fclose(f);
+    }
+    c = cluster_view_open(path, "m", 5, "127.0.0.1:8080", 1, err);
+    st = c ? cluster_view_json(c, "running", 0, 0) : NULL;
+    test_result(st && !strcmp(str(node_at(st, 1), "state"), "idle"), "cluster: from a nodes configuration file",
+                "%s", c ? dump(st) : err);
+    json_decref(st);
+    cluster_view_free(c);
+    unlink(path);
+    test_result(!cluster_view_open("/nonexistent/nodes.json", "m", 5, "", 1, err) && strstr(err, "nonexistent"),
+                "cluster: a missing nodes configuration is named", "%s", err);
     control_server_stop(s);
 }
 
