@@ -19,7 +19,7 @@ if [ ! -d "$STORIES" ]; then echo "SKIP: e2e_webui: $STORIES missing"; exit 0; f
 if ! "$BIN/starter" --help 2>&1 | grep -q -- "--serve"; then
     echo "SKIP: e2e_webui: bin/starter has no --serve"; exit 0
 fi
-CK="$TMP/ck"
+CK="$TMP/stories260K"
 if ! prepare "$STORIES" "$CK" 3; then
     fail "e2e_webui prepare stories260K" "$(tail -3 "$TMP/prepare.log")"; exit 1
 fi
@@ -94,4 +94,22 @@ kill -TERM "$SERVE_PID"
 for _ in $(seq 100); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$SERVE_PID" 2>/dev/null
 check "e2e_webui: the service exits on SIGTERM" $? "$(tail -3 "$TMP/serve.log")"
+
+# Standalone: the cluster view is the one node with every layer.
+PORT=$(free_ports 1)
+"$BIN/starter" --serve --host 127.0.0.1 --port "$PORT" --ckpt "$STORIES" --n-threads 1 >"$TMP/serve1.log" 2>&1 &
+SERVE_PID=$!
+PIDS="$PIDS $SERVE_PID"
+for _ in $(seq 300); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null && break
+    kill -0 "$SERVE_PID" 2>/dev/null || break
+    sleep 0.1
+done
+curl -s "http://127.0.0.1:$PORT/api/cluster" | $PY -c '
+import json, sys
+n = json.load(sys.stdin)["nodes"]
+ok = len(n) == 1 and n[0]["role"] == "starter" and n[0]["layers"] == [0, 5] and n[0]["state"] == "running" and n[0]["addr"].endswith(":'"$PORT"'")
+sys.exit(0 if ok else print(json.dumps(n)) or 1)' >"$TMP/standalone.out" 2>&1
+check "e2e_webui: standalone, GET /api/cluster is the one node with every layer" $? "$(cat "$TMP/standalone.out") $(tail -2 "$TMP/serve1.log")"
+kill -TERM "$SERVE_PID"
 exit 0
