@@ -4,7 +4,9 @@
 # different times on 3 slots, each with the tokens it gets alone and
 # standalone (greedy and sampled, prompts of several prefill chunks); a
 # full queue; a cancelled request's slot (RELEASE round the ring) going to
-# the queued one; stop; closing with requests running.
+# the queued one; stop; closing with requests running; then the last
+# secondary killed mid-run: every request ends with the error naming it,
+# the engine refuses new work.
 set -u
 cd "$(dirname "$0")/.."
 . tests/ring_lib.sh
@@ -21,7 +23,7 @@ mkcfg "$cfg" 2
 ok=0
 for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
 check "e2e_engine 3 nodes: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
-MDI_ENGINE_NODES="$cfg" MDI_ENGINE_CKPT="$CK" run_with_timeout 120 "$BUILD/tests/test_engine" \
+MDI_ENGINE_NODES="$cfg" MDI_ENGINE_CKPT="$CK" MDI_ENGINE_KILL_PID=$(sec_pid 1) run_with_timeout 120 "$BUILD/tests/test_engine" \
     >"$TMP/engine.out" 2>"$TMP/engine.log"
 rc=$?
 cat "$TMP/engine.out"

@@ -9,7 +9,8 @@
 #  - a client that disconnects mid-stream frees its slot (the queued one
 #    starts); a full queue gives 429;
 #  - each kind of bad request gets its error, and serving goes on;
-#  - SIGTERM stops the service (and the ring) cleanly, exit 0.
+#  - SIGTERM stops the service (and the ring) cleanly, exit 0;
+#  - a secondary that dies: 503 naming it, /health 503, SIGTERM still stops.
 # The service runs with MDI_API_PACE_US (1 ms after each token by default,
 # PACE_US=N to change): stories260K is so fast that requests would otherwise
 # leave their slots before queueing and disconnects can be watched.
@@ -135,6 +136,34 @@ if start_service_retry "$TMP/serve3.log" --nodes-config "$cfg"; then
     done
 else
     fail "e2e_serve 3 nodes: the service starts on the ring" "$(tail -5 "$TMP/serve3.log")"
+fi
+
+# A node that dies: requests get 503 naming it, /health says so, and the
+# service still stops on SIGTERM.
+if start_service_retry "$TMP/serve3f.log" --nodes-config "$cfg"; then
+    kill -9 "$(sec_pid 1)"
+    code=""
+    for _ in $(seq 40); do
+        code=$(curl -s -o "$TMP/fail.json" -w '%{http_code}' --max-time 30 "$BASE/v1/completions" \
+            -H 'Content-Type: application/json' -d '{"prompt": "Once upon a time", "max_tokens": 8}')
+        [ "$code" = 503 ] && break
+        sleep 0.25
+    done
+    $PY -c "import json,sys; e=json.load(open(sys.argv[1]))['error']; sys.exit(0 if e['message'] and e['type'] else 1)" \
+        "$TMP/fail.json" 2>/dev/null
+    check "e2e_serve 3 nodes: after a secondary died, requests get 503 in OpenAI's error shape" \
+        $(( $? | ($code != 503) )) "HTTP $code: $(cat "$TMP/fail.json")"
+    h=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE/health")
+    [ "$h" = 503 ]
+    check "e2e_serve 3 nodes: /health 503 once a node failed" $? "HTTP $h"
+    grep -q "secondary 1" "$TMP/serve3f.log"
+    check "e2e_serve 3 nodes: the failure names the node" $? "$(tail -3 "$TMP/serve3f.log")"
+    kill -TERM "$SERVE_PID"
+    gone=1
+    for _ in $(seq 200); do kill -0 "$SERVE_PID" 2>/dev/null || { gone=0; break; }; sleep 0.1; done
+    check "e2e_serve 3 nodes: after a node failure SIGTERM still stops the service" $gone "still running"
+else
+    fail "e2e_serve 3 nodes: the service starts again on the same secondaries" "$(tail -5 "$TMP/serve3f.log")"
 fi
 stop_secondaries
 check "e2e_serve 3 nodes: secondaries exit on SIGTERM" $? "a secondary outlived SIGTERM"

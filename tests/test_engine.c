@@ -6,9 +6,11 @@
  *
  * Standalone by default; with MDI_ENGINE_NODES (a nodes configuration
  * whose secondaries run) and MDI_ENGINE_CKPT (the prepared checkpoint) the
- * same on the ring, each request's tokens also equal to standalone's
+ * same on the ring, each request's tokens also equal to standalone's, and
+ * with MDI_ENGINE_KILL_PID (a secondary's pid) that node killed mid-run
  * (tests/e2e_engine.sh). */
 #include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,7 +21,7 @@
 
 #define MAX_TOK 512
 
-typedef struct {
+typedef struct job_s {
     engine *e;
     engine_request *req;
     int tokens[MAX_TOK];
@@ -30,6 +32,8 @@ typedef struct {
     int cancel_after;          /* > 0: engine_cancel from on_token after this many */
     int cancel_stop;
     int sleep_us;              /* per token (keeps a request running) */
+    struct job_s *watch;       /* another job: its token count at our first token */
+    int watch_first, watch_done;
     char err[MDI_ERR_LEN];
 } job;
 
@@ -48,6 +52,10 @@ static void on_token(void *ud, int token, const char *piece, double t)
         j->text_len += l;
     }
     int n = j->n;
+    if (j->watch && n == 1) {
+        j->watch_first = j->watch->n;
+        j->watch_done = j->watch->done;
+    }
     pthread_mutex_unlock(&mu);
     if (j->cancel_after && n == j->cancel_after) engine_cancel(j->e, j->req, j->cancel_stop);
     if (j->sleep_us) usleep((useconds_t)j->sleep_us);
@@ -125,7 +133,13 @@ static void *submit_main(void *arg)
         j->e = s->e;
         sample_params sp = req_params(i);
         char err[MDI_ERR_LEN];
-        if (engine_submit(s->e, prompt_ids[i], prompt_n[i], &sp, &CB, j, &j->req, err) != 0) {
+        int rc;
+        /* a full queue (the engine thread slow to admit on a busy machine)
+         * is a "try again later", as a client takes it */
+        for (int tries = 0; (rc = engine_submit(s->e, prompt_ids[i], prompt_n[i], &sp, &CB, j, &j->req, err)) ==
+                            MDI_EFULL && tries < 1000; tries++)
+            usleep(2000);
+        if (rc != 0) {
             pthread_mutex_lock(&mu);
             snprintf(j->err, sizeof(j->err), "submit: %.400s", err);
             j->done = 1;
@@ -325,6 +339,42 @@ int main(void)
         test_result(all, NAME("cancelled queued and running requests end CANCELLED"), "not all");
         (void)jd;
     }
+    /* chunked prefill between the others' decode steps: while B's prompt
+     * (several chunks) is prefilled, A, decoding, gets a token every round */
+    {
+        static job ja, jb;
+        ja.e = jb.e = e;
+        ja.sleep_us = 1000;
+        jb.watch = &ja;
+        sample_params ap = req_params(0), bp = req_params(1);
+        ap.max_new = 100;
+        engine_submit(e, prompt_ids[2], prompt_n[2], &ap, &CB, &ja, &ja.req, err);
+        for (int w = 0; w < 400; w++) {
+            pthread_mutex_lock(&mu);
+            int n = ja.n;
+            pthread_mutex_unlock(&mu);
+            if (n >= 3) break;
+            usleep(2000);
+        }
+        pthread_mutex_lock(&mu); /* A's count and B's submission at once */
+        int before = ja.n;
+        rc = engine_submit(e, prompt_ids[1], prompt_n[1], &bp, &CB, &jb, &jb.req, err);
+        pthread_mutex_unlock(&mu);
+        int chunks = (prompt_n[1] + c.prefill_chunk - 1) / c.prefill_chunk;
+        int d = rc == 0 && wait_done(&jb, 30);
+        engine_cancel(e, ja.req, 0);
+        wait_done(&ja, 30);
+        if (d && jb.watch_done)
+            test_skip(NAME("prefill interleaved"), "A ended before B's first token");
+        else
+            /* standalone: one chunk per round, and A's token in every
+             * round; on the ring the starter sends B's chunks without
+             * waiting for them, and A's frames go round between them */
+            test_result(d && jb.watch_first - before >= (nodes && ring_ckpt ? 1 : chunks - 1) &&
+                        same_tokens(&jb, &alone[1]),
+                        NAME("a prompt of several chunks is prefilled between the others' decode steps"),
+                        "A got %d tokens during B's %d chunks", jb.watch_first - before, chunks);
+    }
     for (int w = 0; w < 400; w++) { /* the 255-token prompt's request ends */
         engine_get_stats(e, &st);
         if (st.requests_done == st.requests_total) break;
@@ -364,6 +414,51 @@ int main(void)
                 json_array_size(nodes_json));
     run_stats_free(&rs);
     json_decref(nodes_json);
+    /* the ring: a secondary killed mid-run (MDI_ENGINE_KILL_PID) ends every
+     * request with the error naming the node, in bounded time */
+    const char *kill_pid = getenv("MDI_ENGINE_KILL_PID");
+    if (nodes && ring_ckpt && kill_pid) {
+        static job fj[4];
+        e = NULL;
+        rc = engine_open(&e, &c, tok, err);
+        test_result(rc == 0, NAME("opens again"), "%s", err);
+        for (int i = 0; i < 4 && !rc; i++) {
+            fj[i].e = e;
+            fj[i].sleep_us = 2000;
+            engine_submit(e, prompt_ids[i], prompt_n[i], &lp, &CB, &fj[i], NULL, err);
+        }
+        for (int w = 0; w < 400 && !rc; w++) {
+            pthread_mutex_lock(&mu);
+            int n = fj[0].n;
+            pthread_mutex_unlock(&mu);
+            if (n > 0) break;
+            usleep(5000);
+        }
+        if (!rc) {
+            kill((pid_t)atoi(kill_pid), SIGKILL);
+            double t = time_now();
+            int all = 1, named = 0, errors = 0;
+            for (int i = 0; i < 4; i++) {
+                all &= wait_done(&fj[i], 30);
+                if (fj[i].finish == ENGINE_FINISH_ERROR) {
+                    errors++;
+                    named += strstr(fj[i].err, "secondary 1") != NULL;
+                }
+            }
+            t = time_now() - t;
+            test_result(all && errors > 0 && named == errors && t < 20,
+                        NAME("a node killed: every request ends ERROR naming the node"),
+                        "done %d, %d errors, %d named, %.1f s: %s", all, errors, named, t, fj[0].err);
+            engine_get_stats(e, &st);
+            sample_params sp1 = req_params(0);
+            int src = engine_submit(e, prompt_ids[0], prompt_n[0], &sp1, &CB, NULL, NULL, err);
+            test_result(st.failed == 1 && src == MDI_ESTATE, NAME("after a node failed: stats.failed, submit refused"),
+                        "failed %d, submit %d", st.failed, src);
+            rc = engine_close(e, NULL, NULL, err);
+            test_result(rc != 0 && strstr(err, "secondary 1"), NAME("close after a node failed gives its error"),
+                        "rc %d: %s", rc, err);
+        }
+    }
     for (int i = 0; i < N_REQ; i++) free(prompt_ids[i]);
     tokenizer_free(tok);
     kernels_shutdown();
