@@ -1,11 +1,10 @@
 /*
- * control: HTTP control plane, server (libmicrohttpd) and client (libcurl).
+ * control: HTTP control plane, server (http_server.h) and client (http_client.h).
  * Endpoints and states are described in control.h.
  */
 #include "control.h"
 #include "caps.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -24,6 +23,7 @@
 #include <arpa/inet.h>
 
 #include "auth.h"
+#include "http_client.h"
 #include "http_server.h"
 #include "net.h"
 #include "proto.h"
@@ -737,18 +737,20 @@ void control_set_capabilities(control_server *s, json_t *caps)
 
 void control_client_global_init(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    http_client_global_init(NULL);
 }
 
+/* What one answer leaves: its body (at most CONTROL_BODY_MAX bytes) and
+ * the value of its X-MDI-Auth-Response header. */
 typedef struct {
     char *data;
     size_t len;
-} cc_buffer;
+    char answer_sig[AUTH_HTTP_HEADER_LEN];
+} cc_answer;
 
-static size_t cc_write(char *p, size_t size, size_t nmemb, void *ud)
+static size_t cc_write(const char *p, size_t n, void *ud)
 {
-    cc_buffer *b = ud;
-    size_t n = size * nmemb;
+    cc_answer *b = ud;
     if (b->len + n > CONTROL_BODY_MAX) return 0;
     char *d = realloc(b->data, b->len + n + 1);
     if (!d) return 0;
@@ -759,11 +761,10 @@ static size_t cc_write(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Keeps the value of the answer's X-MDI-Auth-Response header. */
-static size_t cc_header(char *p, size_t size, size_t nmemb, void *ud)
+static size_t cc_header(const char *p, size_t n, void *ud)
 {
-    char *out = ud;
-    size_t n = size * nmemb, k = strlen(AUTH_HTTP_RESPONSE_HEADER);
+    char *out = ((cc_answer *)ud)->answer_sig;
+    size_t k = strlen(AUTH_HTTP_RESPONSE_HEADER);
     if (n > k + 1 && n < k + AUTH_HTTP_HEADER_LEN && !strncasecmp(p, AUTH_HTTP_RESPONSE_HEADER, k) && p[k] == ':') {
         const char *v = p + k + 1;
         size_t len = n - k - 1;
@@ -786,7 +787,7 @@ static int cc_request(const char *method, const char *host, int port, const char
     auth_keys keys;
     int rc0 = auth_keys_derive(&keys, secret, err);
     if (rc0) return rc0;
-    char auth_line[AUTH_HTTP_HEADER_LEN + 32], nonce_hex[64] = "", answer_sig[AUTH_HTTP_HEADER_LEN] = "";
+    char auth_line[AUTH_HTTP_HEADER_LEN + 32], nonce_hex[64] = "";
     if (keys.on) {
         char body_hex[65], value[AUTH_HTTP_HEADER_LEN];
         if (upload) snprintf(body_hex, sizeof(body_hex), "%s", upload_hex ? upload_hex : "");
@@ -796,56 +797,38 @@ static int cc_request(const char *method, const char *host, int port, const char
     }
     char url[CONTROL_HOST_LEN + 64];
     snprintf(url, sizeof(url), "http://%s:%d%s", host, port, path);
-    CURL *h = curl_easy_init();
-    if (!h) return mdi_fail(err, MDI_ENOMEM, "curl_easy_init failed");
-    cc_buffer b = {0};
-    struct curl_slist *hdr = NULL;
-    char errbuf[CURL_ERROR_SIZE] = "";
-    long ms = (long)(timeout_s * 1000);
-    if (ms < 1) ms = 1;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cc_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    if (keys.on) {
-        hdr = curl_slist_append(hdr, auth_line);
-        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, cc_header);
-        curl_easy_setopt(h, CURLOPT_HEADERDATA, answer_sig);
-    }
-    if (upload) {
-        hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
-        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(h, CURLOPT_READDATA, upload);
-        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)upload_size);
+    const char *headers[3] = {NULL, NULL, NULL};
+    int n_headers = 0;
+    if (keys.on) headers[n_headers++] = auth_line;
+    if (upload) headers[n_headers++] = "Content-Type: application/octet-stream";
+    else if (body) headers[n_headers++] = "Content-Type: application/json";
+    cc_answer b = {0};
+    double t = timeout_s > 0.001 ? timeout_s : 0.001;
+    http_client_request rq = {
+        .method = method,
+        .url = url,
+        .headers = headers,
+        .body = upload ? NULL : body,
+        .upload = upload,
+        .upload_size = upload_size,
+        .connect_timeout_s = t,
         /* A large upload may take long; what must not happen is a stall. */
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(timeout_s < 1 ? 1 : timeout_s));
-    } else {
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
-        if (body) {
-            hdr = curl_slist_append(hdr, "Content-Type: application/json");
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        }
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-        if (!strcmp(method, "PUT") && !body) {
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        }
-    }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    CURLcode cr = curl_easy_perform(h);
+        .timeout_s = upload ? 0 : t,
+        .stall_s = upload ? (long)(timeout_s < 1 ? 1 : timeout_s) : 0,
+        .no_proxy = 1,
+        .on_header = keys.on ? cc_header : NULL,
+        .on_body = cc_write,
+        .ud = &b,
+    };
+    char why[HTTP_CLIENT_MSG_LEN];
     long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
+    int hr = http_client_perform(&rq, &code, why);
     int rc = 0;
-    if (cr != CURLE_OK) {
-        int kind = cr == CURLE_OPERATION_TIMEDOUT ? MDI_ETIMEOUT : MDI_ENET;
-        const char *what = cr == CURLE_COULDNT_CONNECT ? "cannot connect" :
-                           cr == CURLE_OPERATION_TIMEDOUT ? "no answer in time" : "HTTP request failed";
-        rc = mdi_fail(err, kind, "%s %s: %s (%s)", method, path, what, errbuf[0] ? errbuf : curl_easy_strerror(cr));
+    if (hr != HTTP_CLIENT_OK) {
+        int kind = hr == HTTP_CLIENT_ETIMEOUT ? MDI_ETIMEOUT : MDI_ENET;
+        const char *what = hr == HTTP_CLIENT_ECONNECT ? "cannot connect" :
+                           hr == HTTP_CLIENT_ETIMEOUT ? "no answer in time" : "HTTP request failed";
+        rc = mdi_fail(err, kind, "%s %s: %s (%s)", method, path, what, why);
         goto done;
     }
     json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
@@ -858,10 +841,10 @@ static int cc_request(const char *method, const char *host, int port, const char
         json_decref(j);
         goto done;
     }
-    if (keys.on && !auth_http_verify_answer(&keys, nonce_hex, code, b.data ? b.data : "", b.len, answer_sig)) {
+    if (keys.on && !auth_http_verify_answer(&keys, nonce_hex, code, b.data ? b.data : "", b.len, b.answer_sig)) {
         rc = mdi_fail(err, MDI_EAUTH, "%s %s: HTTP %ld with an answer that is not authenticated (%s): the node's "
                       "secret differs, or the answer was altered on the way", method, path, code,
-                      answer_sig[0] ? "its MAC does not verify" : "no " AUTH_HTTP_RESPONSE_HEADER);
+                      b.answer_sig[0] ? "its MAC does not verify" : "no " AUTH_HTTP_RESPONSE_HEADER);
         json_decref(j);
         goto done;
     }

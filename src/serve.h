@@ -1,6 +1,7 @@
 /*
  * serve: bin/starter --serve. Opens the engine once (the model loaded, the
  * secondaries configured and the ring closed), serves the HTTP API (api.h)
+ * and the web UI (webui.h: the page at /, the cluster view at /api/cluster)
  * until SIGINT or SIGTERM, then stops the server, closes the engine (every
  * secondary stopped cleanly) and returns.
  *
