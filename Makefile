@@ -25,10 +25,11 @@ BIN     ?= bin
 
 PROGS     := starter secondary
 LIB_SRC   := $(filter-out $(addprefix src/,$(addsuffix .c,$(PROGS))),$(wildcard src/*.c))
-LIB_OBJ   := $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC))
+LIB_OBJ   := $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/webui_assets.o
+WEBUI_ASSETS := $(sort $(wildcard src/webui/*))
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
-TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_SRC  := $(filter-out tools/embed.c,$(wildcard tools/*.c))
 TOOL_BIN  := $(patsubst tools/%.c,$(BIN)/%,$(TOOL_SRC))
 
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -39,6 +40,18 @@ all: $(BIN)/starter $(BIN)/secondary $(TOOL_BIN) $(TEST_BIN) $(REPLAY_BIN)
 
 $(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
 	$(CC) $(MDI_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# The web UI's files as C arrays (webui.h), written by a generator built
+# for this machine (HOSTCC) that depends on nothing else of the project.
+HOSTCC  ?= cc
+$(BUILD)/embed: tools/embed.c | $(BUILD)
+	$(HOSTCC) -O2 -std=c11 $(WARN) $< -o $@
+
+$(BUILD)/webui_assets.c: $(BUILD)/embed $(WEBUI_ASSETS)
+	$(BUILD)/embed $@ src/webui $(WEBUI_ASSETS)
+
+$(BUILD)/webui_assets.o: $(BUILD)/webui_assets.c src/webui.h
+	$(CC) $(MDI_CFLAGS) $(CFLAGS) -Isrc -c $< -o $@
 
 $(BUILD)/libmdi.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
@@ -71,7 +84,7 @@ asan:
 
 # ThreadSanitizer: the tests whose threads share state (the ring, the
 # control server); TSAN_TESTS is a tests/run.sh name filter.
-TSAN_TESTS ?= test_control|test_proto|test_queue|test_engine|e2e_engine|e2e_ring|e2e_faults
+TSAN_TESTS ?= test_control|test_proto|test_queue|test_api|test_engine|e2e_engine|e2e_ring|e2e_faults|test_webui
 tsan:
 	$(MAKE) BUILD=build-tsan BIN=build-tsan/bin CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
 	    LDFLAGS="-fsanitize=thread" all

@@ -401,8 +401,7 @@ static int pl_open(cluster *p, int n_samples, char *err)
     if ((rc = pl_load_starter(p, err))) return rc;
     control_client_global_init();
     if (!p->nc.secret[0]) auth_warn_open();
-    double wait_s = p->o.connect_timeout_s ? p->o.connect_timeout_s : STARTUP_CONNECT_TIMEOUT_S;
-    if ((rc = startup_wait_nodes(&p->nc, wait_s, p->o.verbose, NULL, err))) return rc;
+    if ((rc = startup_wait_nodes(&p->nc, p->o.connect_timeout_s, p->o.verbose, NULL, err))) return rc;
     if ((rc = pl_init_secondaries(p, n_samples, err))) return rc;
     if ((rc = pl_start_ring(p, n_samples, err))) return rc;
     log_info("ring closed: %d nodes, %d samples, wire %s", p->n_nodes, n_samples, dtype_name(p->o.wire_dtype));

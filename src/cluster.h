@@ -53,9 +53,8 @@ typedef struct {
     int max_batch;             /* rows of a prefill frame at most (> 0) */
     int n_slots;               /* sample slots (1 .. FORWARD_MAX_SAMPLES) */
     double timeout_s;
-    double connect_timeout_s;  /* wait for secondaries not up yet (startup.h); 0: the
-                                * default, STARTUP_CONNECT_TIMEOUT_S; < 0: one try */
-    int verbose;               /* say when each awaited node answers */
+    double connect_timeout_s;  /* secondaries not up yet are waited for this long (startup.h) */
+    int verbose;
 } cluster_opts;
 
 typedef struct cluster {

@@ -6,8 +6,10 @@
  *   GET  /        status JSON: {"role", "index", "state": "idle" |
  *                 "loading" | "running", "model", "layers": [a, b],
  *                 "n_samples", "memory_bytes", "chunks_received",
- *                 "runs", "last_error", "stats": {...last or current run},
- *                 "capabilities": {...} (caps.h; once measured)}
+ *                 "rss_bytes", "runs", "last_error", "stats": {...last or
+ *                 current run; while running also "live": {"window_s",
+ *                 "tokens_per_s", "busy"} over the last few seconds,
+ *                 live.h}, "capabilities": {...} (caps.h; once measured)}
  *   POST /init    the run configuration (run_config as JSON, below);
  *                 answers {"have_chunk": true|false}: whether a chunk with
  *                 that sha256 is already held (given with --chunk, or in
@@ -37,7 +39,7 @@
  * validate and hand over: the node's main thread does the work
  * (control_wait_command), and reports back with control_set_*.
  *
- * The starter's side is a set of libcurl calls (control_client_*), each
+ * The starter's side is a set of http_client calls (control_client_*), each
  * bounded by a timeout, that return 0 or a negative MDI_E* code with the
  * reason (HTTP status and the node's own message) in err.
  */

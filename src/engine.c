@@ -165,7 +165,7 @@ static int engine_accept(engine *e, engine_request *r, float *logits)
     pthread_mutex_unlock(&e->mu);
     e->generated++;
     if (e->c.record_curve) token_curve_add(&e->curve, now - e->t0, e->generated);
-    if (eos) return ENGINE_FINISH_STOP;
+    if (eos && !r->sp.ignore_eos) return ENGINE_FINISH_STOP;
     if (r->n_generated >= r->sp.max_new || r->pos >= e->max_seq) return ENGINE_FINISH_LENGTH;
     r->next_token = id;
     return 0;
@@ -681,7 +681,10 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     int rc = 0;
     if (e->closing || e->failed)
         rc = mdi_fail(err, MDI_ESTATE, "the engine is %s", e->failed ? "stopped after a node failed" : "closing");
-    else if (e->q_len >= e->queue_max)
+    else if (e->q_len >= e->queue_max + (e->n_slots - e->slots_busy))
+        /* requests submitted at once take the free slots first: only those
+         * beyond them count against the queue, though the engine thread
+         * has not admitted any yet */
         rc = mdi_fail(err, MDI_EFULL, "queue full: %d requests wait for %d slots", e->q_len, e->n_slots);
     if (!rc) {
         r->id = e->next_id++;

@@ -80,8 +80,8 @@ typedef struct engine_config {
     int queue_max;             /* requests waiting for a slot at most (0: 4 x n_slots) */
     int prefill_chunk;         /* prompt tokens per prefill step (0: ENGINE_DEFAULT_PREFILL_CHUNK) */
     double timeout_s;          /* a silent node is declared failed after this */
+    double connect_timeout_s;  /* wait this long for secondaries not up yet (0: one try each) */
     int verbose;
-    double connect_timeout_s;  /* wait for secondaries not up yet; 0: 60 s, < 0: one try (startup.h) */
     /* batch mode's extras (0 / NULL in a service) */
     const char *logits_out;    /* f32 logits of every step of the first request submitted */
     int record_curve;          /* keep the tokens-versus-time curve for engine_close */
@@ -118,7 +118,8 @@ int engine_open(engine **out, const engine_config *c, const tokenizer *tok, char
 
 /* The prompt ids are copied. sp: max_new, sampling and seed (the same seed
  * and parameters give the same tokens whatever else runs). Returns 0 and
- * sets *out (may be NULL when not wanted), MDI_EFULL (queue full),
+ * sets *out (may be NULL when not wanted), MDI_EFULL (every free slot taken and
+ * queue_max requests waiting beyond them),
  * MDI_EARG (prompt empty or prompt + 1 longer than the slot's KV cache: err
  * names both lengths), MDI_ESTATE (the engine is closing or has failed). */
 int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, const engine_callbacks *cb,

@@ -86,7 +86,7 @@ int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_
 
 sample_params generate_sample_params(const starter_opts *o, int index)
 {
-    sample_params sp = { o->n_tokens, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index, !o->chat };
+    sample_params sp = { o->n_tokens, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index, !o->chat, 0 };
     return sp;
 }
 
@@ -96,6 +96,7 @@ int sample_state_init(sample_state *s, sample_result *res, const sample_params *
     memset(s, 0, sizeof(*s));
     s->res = res;
     s->max_new = sp->max_new;
+    s->ignore_eos = sp->ignore_eos;
     s->echo = echo;
     if (sampler_init(&s->smp, vocab_size, sp->temperature, sp->top_k, sp->top_p, sp->seed) != 0)
         return mdi_fail(err, MDI_ENOMEM, "out of memory for the sampler");
@@ -135,7 +136,8 @@ int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, do
             fflush(s->echo);
         }
     }
-    if (tokenizer_is_eos(tok, id) || r->n_generated >= s->max_new || (s->interrupt && *s->interrupt)) {
+    if ((tokenizer_is_eos(tok, id) && !s->ignore_eos) || r->n_generated >= s->max_new ||
+        (s->interrupt && *s->interrupt)) {
         s->done = 1;
         r->t_done = t;
         return 0;
@@ -270,8 +272,8 @@ void generate_engine_config(const starter_opts *o, struct engine_config *c)
     c->mlock = o->mlock;
     c->max_seq = o->max_seq_len;
     c->timeout_s = o->timeout_s;
-    c->verbose = o->verbose;
     c->connect_timeout_s = o->connect_timeout_s;
+    c->verbose = o->verbose;
 }
 
 int generate_run(const starter_opts *o, const tokenizer *tok, sample_result *results, int n_samples, int n_nodes,

@@ -31,6 +31,7 @@ typedef struct {
     int pos;                 /* tokens in the KV cache */
     int next_token;          /* the token to feed next */
     int done;
+    int ignore_eos;          /* sample_params.ignore_eos */
     FILE *echo;              /* stream the text here (NULL: do not) */
     const volatile sig_atomic_t *interrupt; /* set (Ctrl-C): the sample ends after
                                              * the token at hand; NULL: never */

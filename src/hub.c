@@ -1,11 +1,11 @@
 /*
- * hub: Hugging Face hub downloads with libcurl. The URL layout, the resume
- * protocol and the checks are drawn in hub.h.
+ * hub: Hugging Face hub downloads through http_client (libcurl). The URL
+ * layout, the resume protocol and the checks are drawn in hub.h.
  */
 #include "hub.h"
+#include "http_client.h"
 #include "util.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include <errno.h>
@@ -27,21 +27,9 @@
 
 /* ---- process-wide curl setup ---- */
 
-static pthread_once_t hub_once = PTHREAD_ONCE_INIT;
-static CURLcode hub_init_code;
-
-static void hub_init_once(void)
-{
-    hub_init_code = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 int hub_global_init(char *err)
 {
-    pthread_once(&hub_once, hub_init_once);
-    if (hub_init_code != CURLE_OK)
-        return mdi_fail(err, MDI_ENET, "curl_global_init failed: %s",
-                        curl_easy_strerror(hub_init_code));
-    return MDI_OK;
+    return http_client_global_init(err);
 }
 
 /* ---- options, names and URLs ---- */
@@ -250,10 +238,9 @@ static void hub_xfer_reset_response(hub_xfer *x)
     x->etag[0] = 0;
 }
 
-static size_t hub_on_header(char *buf, size_t size, size_t nmemb, void *user)
+static size_t hub_on_header(const char *buf, size_t len, void *user)
 {
     hub_xfer *x = user;
-    size_t len = size * nmemb;
     char line[1024];
     size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
     memcpy(line, buf, n);
@@ -308,10 +295,9 @@ static int hub_part_truncate(hub_xfer *x)
     return 0;
 }
 
-static size_t hub_on_body(char *buf, size_t size, size_t nmemb, void *user)
+static size_t hub_on_body(const char *buf, size_t len, void *user)
 {
     hub_xfer *x = user;
-    size_t len = size * nmemb;
     if (x->status != 200 && x->status != 206) {
         /* Error pages (and any redirect body) are kept only for the message. */
         size_t room = sizeof(x->body) - 1 - x->body_len;
@@ -375,12 +361,9 @@ static void hub_draw_bar(hub_xfer *x, int64_t total, int final)
     }
 }
 
-static int hub_on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                           curl_off_t ulnow)
+static int hub_on_progress(void *user, int64_t dltotal, int64_t dlnow)
 {
     (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
     hub_xfer *x = user;
     double now = time_now();
     if (x->have != x->have_seen) {
@@ -388,7 +371,7 @@ static int hub_on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, cur
         x->t_moved = now;
     } else if (now - x->t_moved > x->timeout_s) {
         x->stalled = 1;
-        return 1; /* aborts the transfer: CURLE_ABORTED_BY_CALLBACK */
+        return 1; /* aborts the transfer: HTTP_CLIENT_EABORTED */
     }
     if (!x->bar || (x->status != 200 && x->status != 206))
         return 0;
@@ -400,12 +383,10 @@ static int hub_on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, cur
     return 0;
 }
 
-/* One GET (or HEAD) of url into x. curl's message lands in curl_msg
- * (CURL_ERROR_SIZE bytes). */
-static CURLcode hub_perform(const hub_conf *c, const char *url, hub_xfer *x, int head,
-                            char *curl_msg)
+/* One GET (or HEAD) of url into x. The transfer's message lands in msg
+ * (HTTP_CLIENT_MSG_LEN bytes). */
+static int hub_perform(const hub_conf *c, const char *url, hub_xfer *x, int head, char *msg)
 {
-    curl_msg[0] = 0;
     hub_xfer_reset_response(x);
     x->linked_size = -1;
     x->linked_etag[0] = 0;
@@ -419,78 +400,40 @@ static CURLcode hub_perform(const hub_conf *c, const char *url, hub_xfer *x, int
     x->have_seen = x->have;
     x->stalled = 0;
 
-    CURL *h = curl_easy_init();
-    if (!h) {
-        snprintf(curl_msg, CURL_ERROR_SIZE, "curl_easy_init failed");
-        return CURLE_OUT_OF_MEMORY;
-    }
-    struct curl_slist *headers = NULL;
     char auth[1024], range[64];
+    const char *headers[2] = {NULL, NULL};
     if (c->token) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
-        headers = curl_slist_append(headers, auth);
+        headers[0] = auth;
     }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    /* A HEAD stops at the hub's redirect: the 302 already carries
-     * X-Linked-Size and X-Linked-ETag, and a CDN's signed GET URL need not
-     * answer HEAD. */
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, head ? 0L : 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "mdi-prepare_model/1.0");
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->timeout_s);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->timeout_s);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, hub_on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, hub_on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    if (headers)
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-    if (head) {
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (x->have > 0) {
+    if (!head && x->have > 0)
         snprintf(range, sizeof(range), "%" PRId64 "-", x->have);
-        curl_easy_setopt(h, CURLOPT_RANGE, range);
-    }
-    if (!head) {
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, hub_on_progress);
-        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-    }
-    CURLcode rc = curl_easy_perform(h);
+    http_client_request rq = {
+        .method = head ? "HEAD" : "GET",
+        .url = url,
+        .headers = headers,
+        .connect_timeout_s = (double)c->timeout_s,
+        .stall_s = c->timeout_s,
+        /* A HEAD stops at the hub's redirect: the 302 already carries
+         * X-Linked-Size and X-Linked-ETag, and a CDN's signed GET URL need
+         * not answer HEAD. */
+        .max_redirects = head ? 0 : 10,
+        .user_agent = "mdi-prepare_model/1.0",
+        .range = !head && x->have > 0 ? range : NULL,
+        .on_header = hub_on_header,
+        .on_body = hub_on_body,
+        .on_progress = head ? NULL : hub_on_progress,
+        .ud = x,
+    };
     long code = 0;
-    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code > 0)
+    int rc = http_client_perform(&rq, &code, msg);
+    if (code > 0)
         x->status = code;
-    if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
-        snprintf(curl_msg, CURL_ERROR_SIZE, "no data for %ld s", c->timeout_s);
-        rc = CURLE_OPERATION_TIMEDOUT;
+    if (rc == HTTP_CLIENT_EABORTED && x->stalled) {
+        snprintf(msg, HTTP_CLIENT_MSG_LEN, "no data for %ld s", c->timeout_s);
+        rc = HTTP_CLIENT_ETIMEOUT;
     }
-    if (rc != CURLE_OK && !curl_msg[0])
-        snprintf(curl_msg, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(h);
     return rc;
-}
-
-/* Errors where trying again at once will not help. */
-static int hub_curl_fatal(CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_TOO_MANY_REDIRECTS:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_OUT_OF_MEMORY:
-        return 1;
-    default:
-        return 0;
-    }
 }
 
 static void hub_backoff(int attempt)
@@ -537,8 +480,8 @@ static int hub_is_up_to_date(const hub_conf *c, const char *url, const char *des
     hub_xfer x;
     memset(&x, 0, sizeof(x));
     x.fd = -1;
-    char curl_msg[CURL_ERROR_SIZE];
-    if (hub_perform(c, url, &x, 1, curl_msg) != CURLE_OK)
+    char msg[HTTP_CLIENT_MSG_LEN];
+    if (hub_perform(c, url, &x, 1, msg) != HTTP_CLIENT_OK)
         return 0;
     int redirect = x.status >= 300 && x.status < 400;
     if (x.status != 200 && !redirect)
@@ -607,14 +550,14 @@ int hub_download_file(const hub_opts *o, const char *repo, const char *file,
     x.t_start = x.t_last = time_now();
     x.have_at_start = x.have;
 
-    char curl_msg[CURL_ERROR_SIZE];
+    char msg[HTTP_CLIENT_MSG_LEN];
     int complete = 0;
     int64_t expected = -1;
     for (int attempt = 0;; attempt++) {
         if (attempt > 0)
             hub_backoff(attempt - 1);
         int last = attempt >= c.retries;
-        CURLcode cr = hub_perform(&c, url, &x, 0, curl_msg);
+        int cr = hub_perform(&c, url, &x, 0, msg);
         if (x.bar && x.body_started)
             hub_draw_bar(&x, x.linked_size >= 0 ? x.linked_size : x.range_total, 1);
 
@@ -635,24 +578,24 @@ int hub_download_file(const hub_opts *o, const char *repo, const char *file,
             }
             continue;
         }
-        if (cr != CURLE_OK) {
-            if (hub_curl_fatal(cr)) {
-                rc = mdi_fail(err, MDI_ENET, "%s: %s", url, curl_msg);
+        if (cr != HTTP_CLIENT_OK) {
+            if (cr == HTTP_CLIENT_ECONNECT || cr == HTTP_CLIENT_EFATAL) {
+                rc = mdi_fail(err, MDI_ENET, "%s: %s", url, msg);
                 goto fail;
             }
             if (last) {
-                int timeout = cr == CURLE_OPERATION_TIMEDOUT;
+                int timeout = cr == HTTP_CLIENT_ETIMEOUT;
                 int64_t total = x.linked_size >= 0 ? x.linked_size : x.range_total;
                 char total_s[32] = "?";
                 if (total >= 0)
                     snprintf(total_s, sizeof(total_s), "%" PRId64, total);
                 rc = mdi_fail(err, timeout ? MDI_ETIMEOUT : MDI_ENET,
                               "%s: %s after %d attempts: %s (have %" PRId64 " of %s bytes, %s kept for resume)",
-                              url, timeout ? "stalled" : "transfer failed", attempt + 1, curl_msg,
+                              url, timeout ? "stalled" : "transfer failed", attempt + 1, msg,
                               x.have, total_s, part);
                 goto fail;
             }
-            log_debug("%s: %s, resuming at byte %" PRId64, url, curl_msg, x.have);
+            log_debug("%s: %s, resuming at byte %" PRId64, url, msg, x.have);
             continue;
         }
 

@@ -4,12 +4,13 @@
  * (kernels_dispatch.c), so one binary runs on any CPU of the family.
  *
  * Float rows:
- * Row dot products: every row is reduced by one thread with one fixed
- * sequence of operations, whether it is computed alone or in a group of
- * four rows sharing the loads of x. That sequence depends only on the
- * column count and the SIMD level, so results are identical for any number
- * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
- * for BF16 weights (dtype.c, vec_dot_type).
+ * Row dot products: every (weight row, activation row) pair is reduced by
+ * one thread with one fixed sequence of operations, whether it is computed
+ * alone or in a tile of several weight rows and activation rows sharing
+ * their loads (each weight vector read once for the batch). That sequence
+ * depends only on the column count and the SIMD level, so results are
+ * identical for any number of threads, any split of rows and any batch. x
+ * is F32 for F32 and F16 weights, BF16 for BF16 weights (dtype.c, vec_dot_type).
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -54,67 +55,121 @@ INLINE_AVX2 float avx2_hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-INLINE_AVX2 void avx2_dot_block(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes, int cols,
-                                const void *x, float *out, const int nr)
+/* A tile: nr consecutive weight rows (row_bytes apart; 1, 2 or 4) times nx
+ * activation rows (x_stride bytes apart; 1 or 2; nr * nx <= 4, the
+ * accumulators of sixteen registers), each weight vector loaded (and
+ * converted) once for the nx activation rows; out[k * out_stride + r] =
+ * row r . x_k. Every (r, k) pair runs the sequence of the header whatever
+ * the tile. pf: prefetch the same columns four rows on (kernels_avx512.c). */
+INLINE_AVX2 void avx2_tile(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes, int cols, const char *x,
+                           size_t x_stride, float *out, size_t out_stride, const int nr, const int nx, const int pf)
 {
-    __m256 acc0[4], acc1[4];
+    __m256 acc0[4][2], acc1[4][2];
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        acc0[r] = _mm256_setzero_ps();
-        acc1[r] = _mm256_setzero_ps();
-    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            acc0[r][k] = _mm256_setzero_ps();
+            acc1[r][k] = _mm256_setzero_ps();
+        }
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
-        __m256 x0 = avx2_load(xt, x, i);
-        __m256 x1 = avx2_load(xt, x, i + 8);
+        __m256 x0[2], x1[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            x0[k] = avx2_load(xt, x + (size_t)k * x_stride, i);
+            x1[k] = avx2_load(xt, x + (size_t)k * x_stride, i + 8);
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
-            /* the same columns of the next group of rows (kernels_avx512.c) */
-            if (nr == 4 && dt != DTYPE_F32)
+            if (pf && dt != DTYPE_F32)
                 _mm_prefetch((const char *)((const uint16_t *)(row + 4 * row_bytes) + i), _MM_HINT_T0);
-            acc0[r] = _mm256_fmadd_ps(avx2_load(dt, row, i), x0, acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(avx2_load(dt, row, i + 8), x1, acc1[r]);
+            __m256 w0 = avx2_load(dt, row, i), w1 = avx2_load(dt, row, i + 8);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                acc0[r][k] = _mm256_fmadd_ps(w0, x0[k], acc0[r][k]);
+                acc1[r][k] = _mm256_fmadd_ps(w1, x1[k], acc1[r][k]);
+            }
         }
     }
     if (i + 8 <= cols) {
-        __m256 x0 = avx2_load(xt, x, i);
+        __m256 x0[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            x0[k] = avx2_load(xt, x + (size_t)k * x_stride, i);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            acc0[r] = _mm256_fmadd_ps(avx2_load(dt, w + (size_t)r * row_bytes, i), x0, acc0[r]);
+        for (int r = 0; r < nr; r++) {
+            __m256 w0 = avx2_load(dt, w + (size_t)r * row_bytes, i);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                acc0[r][k] = _mm256_fmadd_ps(w0, x0[k], acc0[r][k]);
+        }
         i += 8;
     }
     if (i < cols) {
-        float xtail[8] = { 0 };
-        tail_load(xt, x, i, cols - i, xtail);
-        __m256 x0 = _mm256_loadu_ps(xtail);
+        __m256 x0[2];
+        for (int k = 0; k < nx; k++) {
+            float xtail[8] = { 0 };
+            tail_load(xt, x + (size_t)k * x_stride, i, cols - i, xtail);
+            x0[k] = _mm256_loadu_ps(xtail);
+        }
         for (int r = 0; r < nr; r++) {
             float wt[8] = { 0 };
             tail_load(dt, w + (size_t)r * row_bytes, i, cols - i, wt);
-            acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(wt), x0, acc1[r]);
+            __m256 w0 = _mm256_loadu_ps(wt);
+            for (int k = 0; k < nx; k++)
+                acc1[r][k] = _mm256_fmadd_ps(w0, x0[k], acc1[r][k]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
-        out[r] = avx2_hsum(_mm256_add_ps(acc0[r], acc1[r]));
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = avx2_hsum(_mm256_add_ps(acc0[r][k], acc1[r][k]));
 }
 
-INLINE_AVX2 void avx2_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
-                                int n_x, float *out, size_t out_stride)
+/* Groups of four weight rows: two activation rows at a time against two
+ * rows of the group, then the other two, while the group is in cache (the
+ * first tiles of a group prefetch the next), and an odd activation row (or
+ * every one, for F32) against all four; the rows left one at a time. */
+INLINE_AVX2 void avx2_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *xv, size_t x_stride, int n_x,
+                           float *out, size_t out_stride)
 {
     dtype_t xt = dtype_get(dt)->vec_dot_type;
     size_t row_bytes = dtype_row_size(dt, m->cols);
-    const char *base = m->data;
-    int r = r0;
-    /* groups of four rows; each activation row in turn while they are in cache */
-    for (; r + 4 <= r1; r += 4)
-        for (int k = 0; k < n_x; k++)
-            avx2_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 4);
-    for (; r < r1; r++)
-        for (int k = 0; k < n_x; k++)
-            avx2_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 1);
+    const char *base = m->data, *x = xv;
+    int cols = m->cols, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        /* F32 rows are loaded as the multiplications' memory operands:
+         * there the 4 x 1 tile is faster (fewer registers, four streams) */
+        for (; dt != DTYPE_F32 && k + 2 <= n_x; k += 2) {
+            const char *xk = x + (size_t)k * x_stride;
+            float *o = out + (size_t)k * out_stride + r;
+            if (k == 0) {
+                avx2_tile(dt, xt, w, row_bytes, cols, xk, x_stride, o, out_stride, 2, 2, 1);
+                avx2_tile(dt, xt, w + 2 * row_bytes, row_bytes, cols, xk, x_stride, o + 2, out_stride, 2, 2, 1);
+            } else {
+                avx2_tile(dt, xt, w, row_bytes, cols, xk, x_stride, o, out_stride, 2, 2, 0);
+                avx2_tile(dt, xt, w + 2 * row_bytes, row_bytes, cols, xk, x_stride, o + 2, out_stride, 2, 2, 0);
+            }
+        }
+        for (; k < n_x; k++)
+            avx2_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 4, 1, k == 0);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            avx2_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 1, 2, 0);
+        if (k < n_x)
+            avx2_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 1, 1, 0);
+    }
 }
 
 static ATTR_AVX2 void avx2_rows_f32(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,

@@ -4,12 +4,13 @@
  * (kernels_dispatch.c), so one binary runs on any CPU of the family.
  *
  * Float rows:
- * Row dot products: every row is reduced by one thread with one fixed
- * sequence of operations, whether it is computed alone or in a group of
- * four rows sharing the loads of x. That sequence depends only on the
- * column count and the SIMD level, so results are identical for any number
- * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
- * for BF16 weights (dtype.c, vec_dot_type).
+ * Row dot products: every (weight row, activation row) pair is reduced by
+ * one thread with one fixed sequence of operations, whether it is computed
+ * alone or in a tile of several weight rows and activation rows sharing
+ * their loads (each weight vector read once for the batch). That sequence
+ * depends only on the column count and the SIMD level, so results are
+ * identical for any number of threads, any split of rows and any batch. x
+ * is F32 for F32 and F16 weights, BF16 for BF16 weights (dtype.c, vec_dot_type).
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -62,68 +63,116 @@ INLINE_AVX512 void avx512_prefetch_next(const char *row, size_t row_bytes, int i
     _mm_prefetch((const char *)((const uint16_t *)(row + 4 * row_bytes) + i), _MM_HINT_T0);
 }
 
-/* out[0..nr) = nr consecutive rows (row_bytes apart) . x; nr is 1 or 4;
- * x in xt (F32, or BF16 for BF16 rows). */
-INLINE_AVX512 void avx512_dot_block(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes, int cols,
-                                    const void *x, float *out, const int nr)
+/* A tile: nr consecutive weight rows (row_bytes apart; nr 1 or 4) times nx
+ * activation rows (x_stride bytes apart; nx 1 or 2), each weight vector
+ * loaded (and converted) once for the nx activation rows;
+ * out[k * out_stride + r] = row r . x_k. Every (r, k) pair runs the
+ * sequence of the header whatever nr and nx: the tiles only interleave
+ * independent pairs. x in xt (F32, or BF16 for BF16 rows). pf: prefetch
+ * the same columns of the next group of rows (the first tile of a group;
+ * the others find them on their way). */
+INLINE_AVX512 void avx512_tile(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes, int cols, const char *x,
+                               size_t x_stride, float *out, size_t out_stride, const int nr, const int nx,
+                               const int pf)
 {
-    __m512 acc0[4], acc1[4];
+    __m512 acc0[4][2], acc1[4][2];
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        acc0[r] = _mm512_setzero_ps();
-        acc1[r] = _mm512_setzero_ps();
-    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            acc0[r][k] = _mm512_setzero_ps();
+            acc1[r][k] = _mm512_setzero_ps();
+        }
     int i = 0;
     for (; i + 32 <= cols; i += 32) {
-        __m512 x0 = avx512_load(xt, x, i);
-        __m512 x1 = avx512_load(xt, x, i + 16);
+        __m512 x0[2], x1[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            x0[k] = avx512_load(xt, x + (size_t)k * x_stride, i);
+            x1[k] = avx512_load(xt, x + (size_t)k * x_stride, i + 16);
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
-            if (nr == 4 && dt != DTYPE_F32)
+            if (pf && nr == 4 && dt != DTYPE_F32)
                 avx512_prefetch_next(row, row_bytes, i);
-            acc0[r] = _mm512_fmadd_ps(avx512_load(dt, row, i), x0, acc0[r]);
-            acc1[r] = _mm512_fmadd_ps(avx512_load(dt, row, i + 16), x1, acc1[r]);
+            __m512 w0 = avx512_load(dt, row, i), w1 = avx512_load(dt, row, i + 16);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                acc0[r][k] = _mm512_fmadd_ps(w0, x0[k], acc0[r][k]);
+                acc1[r][k] = _mm512_fmadd_ps(w1, x1[k], acc1[r][k]);
+            }
         }
     }
     if (i + 16 <= cols) {
-        __m512 x0 = avx512_load(xt, x, i);
+        __m512 x0[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            x0[k] = avx512_load(xt, x + (size_t)k * x_stride, i);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            acc0[r] = _mm512_fmadd_ps(avx512_load(dt, w + (size_t)r * row_bytes, i), x0, acc0[r]);
+        for (int r = 0; r < nr; r++) {
+            __m512 w0 = avx512_load(dt, w + (size_t)r * row_bytes, i);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                acc0[r][k] = _mm512_fmadd_ps(w0, x0[k], acc0[r][k]);
+        }
         i += 16;
     }
     if (i < cols) {
-        float xtail[16] = { 0 };
-        tail_load(xt, x, i, cols - i, xtail);
-        __m512 x0 = _mm512_loadu_ps(xtail);
+        __m512 x0[2];
+        for (int k = 0; k < nx; k++) {
+            float xtail[16] = { 0 };
+            tail_load(xt, x + (size_t)k * x_stride, i, cols - i, xtail);
+            x0[k] = _mm512_loadu_ps(xtail);
+        }
         for (int r = 0; r < nr; r++) {
             float wt[16] = { 0 };
             tail_load(dt, w + (size_t)r * row_bytes, i, cols - i, wt);
-            acc1[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wt), x0, acc1[r]);
+            __m512 w0 = _mm512_loadu_ps(wt);
+            for (int k = 0; k < nx; k++)
+                acc1[r][k] = _mm512_fmadd_ps(w0, x0[k], acc1[r][k]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r][k], acc1[r][k]));
 }
 
-INLINE_AVX512 void avx512_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
-                                int n_x, float *out, size_t out_stride)
+/* Groups of four weight rows, each against the activation rows two at a
+ * time while the group is in cache (the group's first tile prefetches the
+ * next group), then the rows left one at a time. */
+INLINE_AVX512 void avx512_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *xv, size_t x_stride,
+                               int n_x, float *out, size_t out_stride)
 {
     dtype_t xt = dtype_get(dt)->vec_dot_type;
     size_t row_bytes = dtype_row_size(dt, m->cols);
-    const char *base = m->data;
-    int r = r0;
-    /* groups of four rows; each activation row in turn while they are in cache */
-    for (; r + 4 <= r1; r += 4)
-        for (int k = 0; k < n_x; k++)
-            avx512_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 4);
-    for (; r < r1; r++)
-        for (int k = 0; k < n_x; k++)
-            avx512_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 1);
+    const char *base = m->data, *x = xv;
+    int cols = m->cols, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        if (n_x >= 2) {
+            avx512_tile(dt, xt, w, row_bytes, cols, x, x_stride, out + r, out_stride, 4, 2, 1);
+            for (k = 2; k + 2 <= n_x; k += 2)
+                avx512_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                            out + (size_t)k * out_stride + r, out_stride, 4, 2, 0);
+        }
+        if (k < n_x)
+            avx512_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                        out + (size_t)k * out_stride + r, out_stride, 4, 1, k == 0);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            avx512_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                        out + (size_t)k * out_stride + r, out_stride, 1, 2, 0);
+        if (k < n_x)
+            avx512_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                        out + (size_t)k * out_stride + r, out_stride, 1, 1, 0);
+    }
 }
 
 static ATTR_AVX512 void avx512_rows_f32(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
@@ -153,66 +202,251 @@ INLINE_AVX512BF16 __m512bh bf16x32_load(const uint16_t *p)
     return (__m512bh)_mm512_loadu_si512((const void *)p);
 }
 
-/* As avx512_dot_block for BF16 rows and BF16 x, 32 values per step. */
-INLINE_AVX512BF16 void avx512bf16_dot_block(const uint16_t *w, size_t row_len, int cols, const uint16_t *x,
-                                            float *out, const int nr)
+/* As avx512_tile for BF16 rows and BF16 x, 32 values per step. */
+INLINE_AVX512BF16 void avx512bf16_tile(const uint16_t *w, size_t row_len, int cols, const char *x, size_t x_stride,
+                                       float *out, size_t out_stride, const int nr, const int nx, const int pf)
 {
-    __m512 acc0[4], acc1[4];
+    __m512 acc0[4][2], acc1[4][2];
+    const uint16_t *xk[2];
+#pragma GCC unroll 2
+    for (int k = 0; k < nx; k++)
+        xk[k] = (const uint16_t *)(x + (size_t)k * x_stride);
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        acc0[r] = _mm512_setzero_ps();
-        acc1[r] = _mm512_setzero_ps();
-    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            acc0[r][k] = _mm512_setzero_ps();
+            acc1[r][k] = _mm512_setzero_ps();
+        }
     int i = 0;
     for (; i + 64 <= cols; i += 64) {
-        __m512bh x0 = bf16x32_load(x + i);
-        __m512bh x1 = bf16x32_load(x + i + 32);
+        __m512bh x0[2], x1[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            x0[k] = bf16x32_load(xk[k] + i);
+            x1[k] = bf16x32_load(xk[k] + i + 32);
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const uint16_t *row = w + (size_t)r * row_len;
-            if (nr == 4) {
+            if (pf && nr == 4) {
                 _mm_prefetch((const char *)(row + 4 * row_len + i), _MM_HINT_T0);
                 _mm_prefetch((const char *)(row + 4 * row_len + i + 32), _MM_HINT_T0);
             }
-            acc0[r] = _mm512_dpbf16_ps(acc0[r], bf16x32_load(row + i), x0);
-            acc1[r] = _mm512_dpbf16_ps(acc1[r], bf16x32_load(row + i + 32), x1);
+            __m512bh w0 = bf16x32_load(row + i), w1 = bf16x32_load(row + i + 32);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                acc0[r][k] = _mm512_dpbf16_ps(acc0[r][k], w0, x0[k]);
+                acc1[r][k] = _mm512_dpbf16_ps(acc1[r][k], w1, x1[k]);
+            }
         }
     }
     if (i + 32 <= cols) {
-        __m512bh x0 = bf16x32_load(x + i);
+        __m512bh x0[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            x0[k] = bf16x32_load(xk[k] + i);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            acc0[r] = _mm512_dpbf16_ps(acc0[r], bf16x32_load(w + (size_t)r * row_len + i), x0);
+        for (int r = 0; r < nr; r++) {
+            __m512bh w0 = bf16x32_load(w + (size_t)r * row_len + i);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                acc0[r][k] = _mm512_dpbf16_ps(acc0[r][k], w0, x0[k]);
+        }
         i += 32;
     }
     if (i < cols) {
-        __mmask32 k = (__mmask32)((1ull << (cols - i)) - 1);
-        __m512bh x0 = (__m512bh)_mm512_maskz_loadu_epi16(k, x + i);
-        for (int r = 0; r < nr; r++)
-            acc1[r] = _mm512_dpbf16_ps(acc1[r], (__m512bh)_mm512_maskz_loadu_epi16(k, w + (size_t)r * row_len + i),
-                                       x0);
+        __mmask32 m = (__mmask32)((1ull << (cols - i)) - 1);
+        __m512bh x0[2];
+        for (int k = 0; k < nx; k++)
+            x0[k] = (__m512bh)_mm512_maskz_loadu_epi16(m, xk[k] + i);
+        for (int r = 0; r < nr; r++) {
+            __m512bh w0 = (__m512bh)_mm512_maskz_loadu_epi16(m, w + (size_t)r * row_len + i);
+            for (int k = 0; k < nx; k++)
+                acc1[r][k] = _mm512_dpbf16_ps(acc1[r][k], w0, x0[k]);
+        }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r][k], acc1[r][k]));
 }
 
-static ATTR_AVX512BF16 void avx512bf16_rows_bf16(const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
+/* The tiles in the order of avx512_rows. */
+static ATTR_AVX512BF16 void avx512bf16_rows_bf16(const mat_t *m, int r0, int r1, const void *xv, size_t x_stride,
                                                  int n_x, float *out, size_t out_stride)
 {
     size_t row_len = (size_t)m->cols; /* BF16 values per row */
     const uint16_t *base = m->data;
+    const char *x = xv;
+    int cols = m->cols, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w = base + (size_t)r * row_len;
+        int k = 0;
+        if (n_x >= 2) {
+            avx512bf16_tile(w, row_len, cols, x, x_stride, out + r, out_stride, 4, 2, 1);
+            for (k = 2; k + 2 <= n_x; k += 2)
+                avx512bf16_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride,
+                                out + (size_t)k * out_stride + r, out_stride, 4, 2, 0);
+        }
+        if (k < n_x)
+            avx512bf16_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                            out_stride, 4, 1, k == 0);
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w = base + (size_t)r * row_len;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            avx512bf16_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                            out_stride, 1, 2, 0);
+        if (k < n_x)
+            avx512bf16_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                            out_stride, 1, 1, 0);
+    }
+}
+
+/* ---- BF16 rows with AMX (TDPBF16PS) ----
+ *
+ * Where the CPU has AMX-BF16 and the OS grants the tile state
+ * (kernels_cpu.c), BF16 rows whose column count is a multiple of 32 (and
+ * at most AMX_MAX_COLS) are multiplied a tile at a time:
+ *
+ *   C (16 weight rows x N activation rows, F32) += A (16 weight rows x 32
+ *   columns, BF16, loaded in place from the matrix) . B (the 32 columns of
+ *   the N activation rows, in pairs: B[p][2n + j] = x_n[32 kk + 2p + j])
+ *
+ * for each group of 32 columns kk in order. N is 8, or 16 for more than 8
+ * activation rows (more than 16 go in passes of 16). Each (r, k) result is
+ * its own chain of TDPBF16PS steps over the columns in order: it depends on
+ * row r and x_k only, not on the other rows of either tile, so it is the
+ * same whatever the split of rows, the batch or N. The multiplications are
+ * the tiles' (about 1024 BF16 products per cycle), so a batch of 8 or 16
+ * activation rows costs about what the weights' memory traffic costs, as a
+ * single row does. The sums differ from the AVX-512 kernels' in their order
+ * (one chain per result against 32 lanes summed at the end): AMX is a
+ * level of its own, as AVX-512 is beside AVX2.
+ *
+ * x is packed into B's layout once per call, on the stack (AMX_MAX_COLS *
+ * 32 bytes at most: 256 KiB; threads here have the default 8 MiB stacks).
+ * The tile configuration is loaded at each call and released at its end,
+ * so nothing of it outlives the call. */
+
+#define ATTR_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define AMX_MAX_COLS 8192
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* Tiles: 0, 5 C of two groups of 16 rows; 1, 6 their A; 2 B; 3, 4 C and A
+ * of the last rows (fewer than 16). */
+static ATTR_AMX void amx_config(int n, int rem)
+{
+    amx_tilecfg c;
+    memset(&c, 0, sizeof(c));
+    c.palette = 1;
+    c.rows[0] = c.rows[1] = c.rows[5] = c.rows[6] = 16;
+    c.colsb[0] = c.colsb[5] = (uint16_t)(4 * n);
+    c.colsb[1] = c.colsb[6] = 64;
+    c.rows[2] = 16;
+    c.colsb[2] = (uint16_t)(4 * n);
+    if (rem) {
+        c.rows[3] = c.rows[4] = (uint8_t)rem;
+        c.colsb[3] = (uint16_t)(4 * n);
+        c.colsb[4] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* out[k * out_stride + r0 + m] = C[m][k] for the nr rows, nx columns. */
+static inline void amx_store(const float *c, int n, int nr, int nx, float *out, size_t out_stride)
+{
+    for (int m = 0; m < nr; m++)
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + m] = c[m * n + k];
+}
+
+static ATTR_AMX void amx_rows_pass(const mat_t *m, int r0, int r1, const char *x, size_t x_stride, int nx,
+                                   float *out, size_t out_stride, uint32_t *xp)
+{
+    int cols = m->cols, steps = cols / 32, n = nx <= 8 ? 8 : 16;
+    size_t row_bytes = (size_t)cols * sizeof(uint16_t);
+    /* B of step kk at xp + kk * 16 * n: row p holds the pairs 16 kk + p of
+     * every activation row, zeros past nx */
+    for (int kk = 0; kk < steps; kk++)
+        for (int p = 0; p < 16; p++) {
+            uint32_t *dst = xp + ((size_t)kk * 16 + (size_t)p) * (size_t)n;
+            for (int k = 0; k < n; k++) {
+                uint32_t v = 0;
+                if (k < nx)
+                    memcpy(&v, x + (size_t)k * x_stride + ((size_t)kk * 16 + (size_t)p) * 4, 4);
+                dst[k] = v;
+            }
+        }
+    int rem = (r1 - r0) % 16;
+    amx_config(n, rem);
+    float c[16 * 16] __attribute__((aligned(64)));
+    const char *base = (const char *)m->data;
+    size_t bstride = (size_t)n * 4;
     int r = r0;
-    for (; r + 4 <= r1; r += 4)
-        for (int k = 0; k < n_x; k++)
-            avx512bf16_dot_block(base + (size_t)r * row_len, row_len, m->cols,
-                                 (const uint16_t *)((const char *)x + (size_t)k * x_stride),
-                                 out + (size_t)k * out_stride + r, 4);
-    for (; r < r1; r++)
-        for (int k = 0; k < n_x; k++)
-            avx512bf16_dot_block(base + (size_t)r * row_len, row_len, m->cols,
-                                 (const uint16_t *)((const char *)x + (size_t)k * x_stride),
-                                 out + (size_t)k * out_stride + r, 1);
+    for (; r + 32 <= r1; r += 32) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(0);
+        _tile_zero(5);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(1, w + (size_t)kk * 64, row_bytes);
+            _tile_loadd(6, w + 16 * row_bytes + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(0, 1, 2);
+            _tile_dpbf16ps(5, 6, 2);
+        }
+        _tile_stored(0, c, bstride);
+        amx_store(c, n, 16, nx, out + r, out_stride);
+        _tile_stored(5, c, bstride);
+        amx_store(c, n, 16, nx, out + r + 16, out_stride);
+    }
+    for (; r + 16 <= r1; r += 16) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(0);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(1, w + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(0, 1, 2);
+        }
+        _tile_stored(0, c, bstride);
+        amx_store(c, n, 16, nx, out + r, out_stride);
+    }
+    if (r < r1) {
+        const char *w = base + (size_t)r * row_bytes;
+        _tile_zero(3);
+        for (int kk = 0; kk < steps; kk++) {
+            _tile_loadd(2, xp + (size_t)kk * 16 * n, bstride);
+            _tile_loadd(4, w + (size_t)kk * 64, row_bytes);
+            _tile_dpbf16ps(3, 4, 2);
+        }
+        _tile_stored(3, c, bstride);
+        amx_store(c, n, r1 - r, nx, out + r, out_stride);
+    }
+    _tile_release();
+}
+
+static ATTR_AMX void amx_rows_bf16(const mat_t *m, int r0, int r1, const void *xv, size_t x_stride, int n_x,
+                                   float *out, size_t out_stride)
+{
+    if (m->cols % 32 != 0 || m->cols > AMX_MAX_COLS) {
+        avx512bf16_rows_bf16(m, r0, r1, xv, x_stride, n_x, out, out_stride);
+        return;
+    }
+    uint32_t xp[AMX_MAX_COLS / 2 * 16] __attribute__((aligned(64)));
+    const char *x = xv;
+    for (int k = 0; k < n_x; k += 16) {
+        int nx = n_x - k < 16 ? n_x - k : 16;
+        amx_rows_pass(m, r0, r1, x + (size_t)k * x_stride, x_stride, nx, out + (size_t)k * out_stride, out_stride, xp);
+    }
 }
 
 static ATTR_AVX512 void avx512_convert(dtype_t dt, const void *src, float *dst, int64_t n)
@@ -1610,7 +1844,7 @@ void kernels_avx512_register(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_BF16] = avx512_rows_bf16;
     k->rows[DTYPE_F16] = avx512_rows_f16;
     if (f->avx512bf16)
-        k->rows[DTYPE_BF16] = avx512bf16_rows_bf16;
+        k->rows[DTYPE_BF16] = f->amx_bf16 ? amx_rows_bf16 : avx512bf16_rows_bf16;
     k->to_f32[DTYPE_BF16] = avx512_bf16_to_f32;
     k->to_f32[DTYPE_F16] = avx512_f16_to_f32;
     k->from_f32[DTYPE_BF16] = avx512_f32_to_bf16;

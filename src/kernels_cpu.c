@@ -7,7 +7,8 @@
  * every path can be tested and measured on one machine:
  *   scalar     the portable C kernels only
  *   avx2       AVX2 + FMA (+ F16C, AVX-VNNI off)
- *   avx512bw   AVX-512 F/BW/VL/DQ without VNNI, BF16 or FP16
+ *   avx512     AVX-512 with every extension the CPU has, AMX off
+ *   avx512bw   AVX-512 F/BW/VL/DQ without VNNI, BF16, FP16 or AMX
  *   neon       NEON without the dot-product, BF16 or FP16 extensions
  */
 #include "kernels_impl.h"
@@ -25,12 +26,27 @@
 
 #if defined(KERNELS_X86)
 #include <cpuid.h>
+#include <sys/syscall.h>
 #endif
 #if defined(KERNELS_NEON) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
 
 static cpu_features features;
+
+#if defined(KERNELS_X86)
+/* Asks Linux for the AMX tile data state (off until a process asks): 1
+ * when granted, 0 elsewhere or when refused. */
+static int amx_request(void)
+{
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
 
 static void features_detect(void)
@@ -51,12 +67,15 @@ static void features_detect(void)
      * the AVX2 level are left out without it. */
     if (__get_cpuid(1, &eax, &ebx, &ecx, &edx))
         f->f16c = (ecx & bit_F16C) != 0;
-    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
         f->avx512fp16 = (edx >> 23) & 1;
+        f->amx_bf16 = ((edx >> 22) & 1) && ((edx >> 24) & 1); /* AMX-BF16, AMX-TILE */
+    }
     if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) {
         f->avx512bf16 = (eax >> 5) & 1;
         f->avxvnni = (eax >> 4) & 1;
     }
+    f->amx_bf16 = f->amx_bf16 && f->avx512bf16 && amx_request();
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq)
         f->level = SIMD_AVX512;
     else if (f->avx2 && f->fma)
@@ -90,10 +109,14 @@ static void features_detect(void)
         f->level = SIMD_AVX2;
         f->avx512f = f->avx512bw = f->avx512vl = f->avx512dq = 0;
         f->avx512vnni = f->avx512bf16 = f->avx512fp16 = f->avxvnni = 0;
+        f->amx_bf16 = 0;
     } else if (strcmp(cap, "avx2") == 0 && f->level == SIMD_AVX2) {
         f->avxvnni = 0;
     } else if (strcmp(cap, "avx512bw") == 0 && f->level == SIMD_AVX512) {
         f->avx512vnni = f->avx512bf16 = f->avx512fp16 = 0;
+        f->amx_bf16 = 0;
+    } else if (strcmp(cap, "avx512") == 0 && f->level == SIMD_AVX512) {
+        f->amx_bf16 = 0;
     } else if (strcmp(cap, "neon") == 0 && f->level == SIMD_NEON) {
         f->dotprod = f->arm_bf16 = f->arm_fp16 = 0;
     }
@@ -112,10 +135,11 @@ const char *kernels_simd_features(void)
     const char *name = kernels_simd_name();
     if (strcmp(name, "scalar") == 0)
         return name;
-    snprintf(buf, sizeof(buf), "%s%s%s%s%s%s%s", name,
+    snprintf(buf, sizeof(buf), "%s%s%s%s%s%s%s%s", name,
              f->avx512vnni && f->level == SIMD_AVX512 ? " vnni" : "",
              f->avx512bf16 && f->level == SIMD_AVX512 ? " bf16" : "",
              f->avx512fp16 && f->level == SIMD_AVX512 ? " fp16" : "",
+             f->amx_bf16 && f->level == SIMD_AVX512 ? " amx" : "",
              f->avxvnni && f->level == SIMD_AVX2 ? " avxvnni" : "",
              f->dotprod ? " dotprod" : "", f->arm_bf16 ? " bf16" : "");
     return buf;

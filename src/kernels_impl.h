@@ -40,6 +40,7 @@ typedef struct {
     int avx2, fma, f16c;
     int avx512f, avx512bw, avx512vl, avx512dq;
     int avx512vnni, avx512bf16, avx512fp16, avxvnni;
+    int amx_bf16;       /* AMX-TILE and AMX-BF16, the tile state granted by the OS */
     /* aarch64 */
     int neon, dotprod, arm_bf16, arm_fp16;
 } cpu_features;

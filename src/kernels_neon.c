@@ -4,13 +4,15 @@
  * (kernels_dispatch.c), so one binary runs on any CPU of the family.
  *
  * Float rows:
- * Row dot products: every row is reduced by one thread with one fixed
- * sequence of operations, whether it is computed alone or in a group of
- * four rows sharing the loads of x. That sequence depends only on the
- * column count and the SIMD level, so results are identical for any number
- * of threads and any split of rows. x is F32 for F32 and F16 weights, BF16
- * for BF16 weights (dtype.c, vec_dot_type). Where the CPU has the BF16
- * extension (cpu_features.arm_bf16), BF16 rows use BFDOT.
+ * Row dot products: every (weight row, activation row) pair is reduced by
+ * one thread with one fixed sequence of operations, whether it is computed
+ * alone or in a tile of several weight rows and activation rows sharing
+ * their loads (each weight vector read once for the batch). That sequence
+ * depends only on the column count and the SIMD level, so results are
+ * identical for any number of threads, any split of rows and any batch. x
+ * is F32 for F32 and F16 weights, BF16 for BF16 weights (dtype.c,
+ * vec_dot_type). Where the CPU has the BF16 extension
+ * (cpu_features.arm_bf16), BF16 rows use BFDOT.
  *
  *   per row, SIMD width V (16 avx512, 8 avx2, 4 neon):
  *   acc0 += w[i..i+V) * x[i..i+V)      for each full block of 2V columns
@@ -42,65 +44,108 @@ static inline float32x4_t neon_load(dtype_t dt, const void *row, int i)
     return vld1q_f32((const float *)row + i);
 }
 
-static inline __attribute__((always_inline)) void neon_dot_block(dtype_t dt, dtype_t xt, const char *w,
-                                                                 size_t row_bytes, int cols, const void *x,
-                                                                 float *out, const int nr)
+/* A tile: nr consecutive weight rows (row_bytes apart; 1 or 4) times nx
+ * activation rows (x_stride bytes apart; 1 or 2), each weight vector
+ * loaded (and converted) once for the nx activation rows;
+ * out[k * out_stride + r] = row r . x_k. Every (r, k) pair runs the
+ * sequence of the header whatever the tile. */
+static inline __attribute__((always_inline)) void neon_tile(dtype_t dt, dtype_t xt, const char *w, size_t row_bytes,
+                                                            int cols, const char *x, size_t x_stride, float *out,
+                                                            size_t out_stride, const int nr, const int nx)
 {
-    float32x4_t acc0[4], acc1[4];
+    float32x4_t acc0[4][2], acc1[4][2];
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        acc0[r] = vdupq_n_f32(0.0f);
-        acc1[r] = vdupq_n_f32(0.0f);
-    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            acc0[r][k] = vdupq_n_f32(0.0f);
+            acc1[r][k] = vdupq_n_f32(0.0f);
+        }
     int i = 0;
     for (; i + 8 <= cols; i += 8) {
-        float32x4_t x0 = neon_load(xt, x, i);
-        float32x4_t x1 = neon_load(xt, x, i + 4);
+        float32x4_t x0[2], x1[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            x0[k] = neon_load(xt, x + (size_t)k * x_stride, i);
+            x1[k] = neon_load(xt, x + (size_t)k * x_stride, i + 4);
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const char *row = w + (size_t)r * row_bytes;
-            acc0[r] = vfmaq_f32(acc0[r], neon_load(dt, row, i), x0);
-            acc1[r] = vfmaq_f32(acc1[r], neon_load(dt, row, i + 4), x1);
+            float32x4_t w0 = neon_load(dt, row, i), w1 = neon_load(dt, row, i + 4);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                acc0[r][k] = vfmaq_f32(acc0[r][k], w0, x0[k]);
+                acc1[r][k] = vfmaq_f32(acc1[r][k], w1, x1[k]);
+            }
         }
     }
     if (i + 4 <= cols) {
-        float32x4_t x0 = neon_load(xt, x, i);
+        float32x4_t x0[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            x0[k] = neon_load(xt, x + (size_t)k * x_stride, i);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            acc0[r] = vfmaq_f32(acc0[r], neon_load(dt, w + (size_t)r * row_bytes, i), x0);
+        for (int r = 0; r < nr; r++) {
+            float32x4_t w0 = neon_load(dt, w + (size_t)r * row_bytes, i);
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                acc0[r][k] = vfmaq_f32(acc0[r][k], w0, x0[k]);
+        }
         i += 4;
     }
     if (i < cols) {
-        float xtail[4] = { 0 };
-        tail_load(xt, x, i, cols - i, xtail);
-        float32x4_t x0 = vld1q_f32(xtail);
+        float32x4_t x0[2];
+        for (int k = 0; k < nx; k++) {
+            float xtail[4] = { 0 };
+            tail_load(xt, x + (size_t)k * x_stride, i, cols - i, xtail);
+            x0[k] = vld1q_f32(xtail);
+        }
         for (int r = 0; r < nr; r++) {
             float wt[4] = { 0 };
             tail_load(dt, w + (size_t)r * row_bytes, i, cols - i, wt);
-            acc1[r] = vfmaq_f32(acc1[r], vld1q_f32(wt), x0);
+            float32x4_t w0 = vld1q_f32(wt);
+            for (int k = 0; k < nx; k++)
+                acc1[r][k] = vfmaq_f32(acc1[r][k], w0, x0[k]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
-        out[r] = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = vaddvq_f32(vaddq_f32(acc0[r][k], acc1[r][k]));
 }
 
-static inline __attribute__((always_inline)) void neon_rows(dtype_t dt, const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
-                                int n_x, float *out, size_t out_stride)
+/* Groups of four weight rows, each against the activation rows two at a
+ * time while the group is in cache, then the rows left one at a time. */
+static inline __attribute__((always_inline)) void neon_rows(dtype_t dt, const mat_t *m, int r0, int r1,
+                                                            const void *xv, size_t x_stride, int n_x, float *out,
+                                                            size_t out_stride)
 {
     dtype_t xt = dtype_get(dt)->vec_dot_type;
     size_t row_bytes = dtype_row_size(dt, m->cols);
-    const char *base = m->data;
-    int r = r0;
-    /* groups of four rows; each activation row in turn while they are in cache */
-    for (; r + 4 <= r1; r += 4)
-        for (int k = 0; k < n_x; k++)
-            neon_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 4);
-    for (; r < r1; r++)
-        for (int k = 0; k < n_x; k++)
-            neon_dot_block(dt, xt, base + (size_t)r * row_bytes, row_bytes, m->cols,
-                             (const char *)x + (size_t)k * x_stride, out + (size_t)k * out_stride + r, 1);
+    const char *base = m->data, *x = xv;
+    int cols = m->cols, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            neon_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 4, 2);
+        if (k < n_x)
+            neon_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 4, 1);
+    }
+    for (; r < r1; r++) {
+        const char *w = base + (size_t)r * row_bytes;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            neon_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 1, 2);
+        if (k < n_x)
+            neon_tile(dt, xt, w, row_bytes, cols, x + (size_t)k * x_stride, x_stride,
+                      out + (size_t)k * out_stride + r, out_stride, 1, 1);
+    }
 }
 
 static void neon_rows_f32(const mat_t *m, int r0, int r1, const void *x, size_t x_stride, int n_x,
@@ -123,66 +168,108 @@ static void neon_rows_f16(const mat_t *m, int r0, int r1, const void *x, size_t 
 
 #define ATTR_NEON_BF16 __attribute__((target("arch=armv8.2-a+bf16")))
 
-/* As neon_dot_block for BF16 rows and BF16 x: BFDOT adds the products of
+/* As neon_tile for BF16 rows and BF16 x: BFDOT adds the products of
  * 8 BF16 pairs into 4 F32 lanes (V = 8 values, the same sequence). */
 static inline __attribute__((always_inline, target("arch=armv8.2-a+bf16"))) void
-neon_bf16dot_block(const uint16_t *w, size_t row_len, int cols, const uint16_t *x, float *out, const int nr)
+neon_bf16dot_tile(const uint16_t *w, size_t row_len, int cols, const char *x, size_t x_stride, float *out,
+                  size_t out_stride, const int nr, const int nx)
 {
-    float32x4_t acc0[4], acc1[4];
+    float32x4_t acc0[4][2], acc1[4][2];
+    const uint16_t *xk[2];
+#pragma GCC unroll 2
+    for (int k = 0; k < nx; k++)
+        xk[k] = (const uint16_t *)(x + (size_t)k * x_stride);
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        acc0[r] = vdupq_n_f32(0.0f);
-        acc1[r] = vdupq_n_f32(0.0f);
-    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            acc0[r][k] = vdupq_n_f32(0.0f);
+            acc1[r][k] = vdupq_n_f32(0.0f);
+        }
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
-        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(x + i));
-        bfloat16x8_t x1 = vreinterpretq_bf16_u16(vld1q_u16(x + i + 8));
+        bfloat16x8_t x0[2], x1[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++) {
+            x0[k] = vreinterpretq_bf16_u16(vld1q_u16(xk[k] + i));
+            x1[k] = vreinterpretq_bf16_u16(vld1q_u16(xk[k] + i + 8));
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const uint16_t *row = w + (size_t)r * row_len;
-            acc0[r] = vbfdotq_f32(acc0[r], vreinterpretq_bf16_u16(vld1q_u16(row + i)), x0);
-            acc1[r] = vbfdotq_f32(acc1[r], vreinterpretq_bf16_u16(vld1q_u16(row + i + 8)), x1);
+            bfloat16x8_t w0 = vreinterpretq_bf16_u16(vld1q_u16(row + i));
+            bfloat16x8_t w1 = vreinterpretq_bf16_u16(vld1q_u16(row + i + 8));
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++) {
+                acc0[r][k] = vbfdotq_f32(acc0[r][k], w0, x0[k]);
+                acc1[r][k] = vbfdotq_f32(acc1[r][k], w1, x1[k]);
+            }
         }
     }
     if (i + 8 <= cols) {
-        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(x + i));
+        bfloat16x8_t x0[2];
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            x0[k] = vreinterpretq_bf16_u16(vld1q_u16(xk[k] + i));
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            acc0[r] = vbfdotq_f32(acc0[r], vreinterpretq_bf16_u16(vld1q_u16(w + (size_t)r * row_len + i)), x0);
+        for (int r = 0; r < nr; r++) {
+            bfloat16x8_t w0 = vreinterpretq_bf16_u16(vld1q_u16(w + (size_t)r * row_len + i));
+#pragma GCC unroll 2
+            for (int k = 0; k < nx; k++)
+                acc0[r][k] = vbfdotq_f32(acc0[r][k], w0, x0[k]);
+        }
         i += 8;
     }
     if (i < cols) {
-        uint16_t xt[8] = { 0 };
-        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(uint16_t));
-        bfloat16x8_t x0 = vreinterpretq_bf16_u16(vld1q_u16(xt));
+        bfloat16x8_t x0[2];
+        for (int k = 0; k < nx; k++) {
+            uint16_t xt[8] = { 0 };
+            memcpy(xt, xk[k] + i, (size_t)(cols - i) * sizeof(uint16_t));
+            x0[k] = vreinterpretq_bf16_u16(vld1q_u16(xt));
+        }
         for (int r = 0; r < nr; r++) {
             uint16_t wt[8] = { 0 };
             memcpy(wt, w + (size_t)r * row_len + i, (size_t)(cols - i) * sizeof(uint16_t));
-            acc1[r] = vbfdotq_f32(acc1[r], vreinterpretq_bf16_u16(vld1q_u16(wt)), x0);
+            bfloat16x8_t w0 = vreinterpretq_bf16_u16(vld1q_u16(wt));
+            for (int k = 0; k < nx; k++)
+                acc1[r][k] = vbfdotq_f32(acc1[r][k], w0, x0[k]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
-        out[r] = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
+#pragma GCC unroll 2
+        for (int k = 0; k < nx; k++)
+            out[(size_t)k * out_stride + r] = vaddvq_f32(vaddq_f32(acc0[r][k], acc1[r][k]));
 }
 
-static ATTR_NEON_BF16 void neon_bf16dot_rows_bf16(const mat_t *m, int r0, int r1, const void *x, size_t x_stride,
+/* The tiles in the order of neon_rows. */
+static ATTR_NEON_BF16 void neon_bf16dot_rows_bf16(const mat_t *m, int r0, int r1, const void *xv, size_t x_stride,
                                                   int n_x, float *out, size_t out_stride)
 {
     size_t row_len = (size_t)m->cols; /* BF16 values per row */
     const uint16_t *base = m->data;
-    int r = r0;
-    for (; r + 4 <= r1; r += 4)
-        for (int k = 0; k < n_x; k++)
-            neon_bf16dot_block(base + (size_t)r * row_len, row_len, m->cols,
-                               (const uint16_t *)((const char *)x + (size_t)k * x_stride),
-                               out + (size_t)k * out_stride + r, 4);
-    for (; r < r1; r++)
-        for (int k = 0; k < n_x; k++)
-            neon_bf16dot_block(base + (size_t)r * row_len, row_len, m->cols,
-                               (const uint16_t *)((const char *)x + (size_t)k * x_stride),
-                               out + (size_t)k * out_stride + r, 1);
+    const char *x = xv;
+    int cols = m->cols, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w = base + (size_t)r * row_len;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            neon_bf16dot_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                              out_stride, 4, 2);
+        if (k < n_x)
+            neon_bf16dot_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                              out_stride, 4, 1);
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w = base + (size_t)r * row_len;
+        int k = 0;
+        for (; k + 2 <= n_x; k += 2)
+            neon_bf16dot_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                              out_stride, 1, 2);
+        if (k < n_x)
+            neon_bf16dot_tile(w, row_len, cols, x + (size_t)k * x_stride, x_stride, out + (size_t)k * out_stride + r,
+                              out_stride, 1, 1);
+    }
 }
 
 static void neon_convert(dtype_t dt, const void *src, float *dst, int64_t n)

@@ -36,6 +36,7 @@ typedef struct {
     float top_p;             /* 1: off */
     uint64_t seed;
     int echo_prompt;         /* stream the prompt's text before the new text */
+    int ignore_eos;          /* EOS does not end the sample (fixed output lengths) */
 } sample_params;
 
 #endif

@@ -23,6 +23,7 @@
 #include "caps.h"
 #include "control.h"
 #include "kernels.h"
+#include "live.h"
 #include "lobby.h"
 #include "model.h"
 #include "net.h"
@@ -179,7 +180,9 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
     return 0;
 }
 
-static json_t *run_stats_json(ring *r, const model *m, double load_s)
+/* The run's figures; with lw (may be NULL) also the live ones: the
+ * counters are sampled into lw and its rates given as "live" (live.h). */
+static json_t *run_stats_json(ring *r, const model *m, double load_s, live_window *lw)
 {
     ring_stats rs;
     ring_get_stats(r, &rs);
@@ -192,6 +195,10 @@ static json_t *run_stats_json(ring *r, const model *m, double load_s)
                      "kv_bytes", (json_int_t)ring_kv_bytes(r, 1), "load_s", load_s);
     json_object_set_new(o, "decode_batches", json_integer((json_int_t)rs.batches));
     json_object_set_new(o, "batched_tokens", json_integer((json_int_t)rs.batched_tokens));
+    if (lw) {
+        live_window_push(lw, time_now(), (double)rs.tokens, rs.compute_s);
+        json_object_set_new(o, "live", live_window_json(lw));
+    }
     return o;
 }
 
@@ -282,9 +289,11 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     run_config unused;
     char unused_path[PATH_MAX];
     const char *why = "stopped";
+    live_window lw;
+    live_window_init(&lw);
     for (;;) {
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &unused, unused_path);
-        control_set_stats(srv, run_stats_json(&r, &m, load_s));
+        control_set_stats(srv, run_stats_json(&r, &m, load_s, &lw));
         control_set_memory(srv, ring_memory_bytes(&r, 0) + m.weight_bytes);
         if (cmd == CONTROL_CMD_STOP) { why = "PUT /stop"; break; }
         if (ring_finished(&r)) { why = "the ring ended"; break; }
@@ -293,7 +302,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     }
     int failed = ring_error(&r, err);
     ring_stop(&r);
-    control_set_stats(srv, run_stats_json(&r, &m, load_s));
+    control_set_stats(srv, run_stats_json(&r, &m, load_s, NULL));
     model_free(&m);
     control_set_state(srv, CONTROL_IDLE, failed ? err : NULL);
     log_info("run over (%s)%s%s; idle", why, failed ? ": " : "", failed ? err : "");

@@ -29,6 +29,7 @@
 #include "prepare.h"
 #include "proto.h"
 #include "report.h"
+#include "serve.h"
 #include "gguf.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -217,6 +218,8 @@ int main(int argc, char **argv)
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         o.n_threads = ncpu > 0 ? (int)ncpu : 1;
     }
+    if (o.serve)
+        serve_block_signals(); /* serve_run waits for them; no thread takes them */
     if (o.interactive) {
         /* Ctrl-C belongs to the conversation (the main thread): every
          * thread started from here on blocks it; chat_run unblocks it. */
@@ -277,6 +280,12 @@ int main(int argc, char **argv)
     model_config cfg;
     if ((rc = model_config_load(&cfg, o.ckpt, err))) {
         log_error("%s", err);
+        goto done;
+    }
+    if (o.serve) {
+        if ((rc = serve_run(&o, tok, err)))
+            log_error("%s", err);
+        status = rc ? 1 : 0;
         goto done;
     }
     if (o.interactive) {

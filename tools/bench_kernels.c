@@ -16,7 +16,8 @@
  * GB/s of weights and activation rows per second.
  *
  * Every SIMD path the CPU has is measured: the program runs itself again
- * with MDI_SIMD capped (avx512bw when the CPU has VNNI, avx2 on AVX-512
+ * with MDI_SIMD capped (avx512 when the CPU has AMX, with the batched rows
+ * too; avx512bw when the CPU has VNNI, avx2 on AVX-512
  * CPUs, neon on ARM CPUs with the dot-product extension, and scalar) for the
  * single-row matvec rows, against the bandwidth measured by the first run.
  *
@@ -336,7 +337,8 @@ int main(int argc, char **argv)
         if (sscanf(sub, "%lf,%lf", &bandwidth[1], &bandwidth[2]) != 2)
             return 1;
         csv = fopen(csv_path, "a");
-        int rc = bench_matvec(bandwidth, 1);
+        /* AVX-512 without AMX: batches too, AMX's batches beside them */
+        int rc = bench_matvec(bandwidth, strcmp(getenv("MDI_SIMD") ? getenv("MDI_SIMD") : "", "avx512") != 0);
         kernels_shutdown();
         if (csv)
             fclose(csv);
@@ -383,6 +385,8 @@ int main(int argc, char **argv)
     /* the other SIMD paths of this CPU */
     if (!getenv("MDI_SIMD") && csv_path) {
         const cpu_features *f = kernels_cpu_features();
+        if (f->level == SIMD_AVX512 && f->amx_bf16)
+            rerun_with(argv, "avx512", csv_path, bandwidth);
         if (f->level == SIMD_AVX512 && f->avx512vnni)
             rerun_with(argv, "avx512bw", csv_path, bandwidth);
         if (f->level == SIMD_AVX512)

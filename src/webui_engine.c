@@ -1,0 +1,21 @@
+/*
+ * webui_engine: the starter's own figures for the cluster view, from the
+ * engine (webui.h). Apart so that the page's routes link without it.
+ */
+#include "engine.h"
+#include "webui.h"
+
+void webui_self_from_engine(void *ud, webui_self *out)
+{
+    engine_stats st;
+    engine_get_stats(ud, &st);
+    out->state = st.failed ? "failed" : "running";
+    /* The starter runs every prompt token and every generated one
+     * through its layers. */
+    out->tokens = (double)st.prompt_tokens + (double)st.tokens_generated;
+    out->busy_s = st.compute_s;
+    out->n_slots = st.n_slots;
+    out->slots_busy = st.slots_busy;
+    out->queue_depth = st.queue_depth;
+    out->queue_max = st.queue_max;
+}
