@@ -228,6 +228,7 @@ run_peer() {
         >"$TMP/llama.log" 2>&1 &
     local lp=$!
     PIDS="$PIDS $lp"
+    disown "$lp" # it may abort in its teardown after SIGTERM: no "Aborted" line from bash
     wait_up "http://127.0.0.1:$port/health" "$lp" "$TMP/llama.log" "llama-server" || { stop "$lp"; return 1; }
     echo "== llama-server, $THREADS thread(s), $SLOTS slots, $name (up in $((SECONDS - t0)) s)"
     "$BIN/bench_load" --url "http://127.0.0.1:$port" --engine llama-server --nodes 1 --model-label "$name" \
@@ -298,9 +299,9 @@ set title \"$m\"
 plot $cmd"
     done
     gnuplot >"$TMP/gnuplot.log" 2>&1 <<EOF || echo "bench_serve: gnuplot failed: $(tail -n 2 "$TMP/gnuplot.log")" >&2
-set terminal pngcairo size $((650 * nm)),500 font ",10"
+set terminal pngcairo noenhanced size $((nm > 1 ? 650 * nm : 800)),520 font ",10"
 set output "$PNG"
-set multiplot layout 1,$nm title "Service under load: aggregate tokens/s vs concurrent streams ($NTOK new tokens, $WORDS-word prompt, greedy; $(nproc) CPUs)"
+set multiplot layout 1,$nm title "Service under load: aggregate tokens/s vs concurrent streams\n$NTOK new tokens, $WORDS-word prompt, greedy, $SLOTS slots; $(nproc) CPUs"
 set grid ytics
 set key top left
 set logscale x 2
