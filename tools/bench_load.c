@@ -49,6 +49,8 @@
  * prompt_tokens is the server's usage.prompt_tokens (0 when it gives none).
  * One warm-up request runs first and is not counted.
  *
+ * $OPENAI_API_KEY, when set, is sent as "Authorization: Bearer KEY".
+ *
  * Exit status: 0 when every request succeeded, 1 when some failed, 2 on bad
  * arguments or when the warm-up fails (the server unreachable, or wrong).
  */
@@ -527,6 +529,7 @@ int main(int argc, char **argv)
 
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     hdr = curl_slist_append(hdr, "Accept: text/event-stream");
+    hdr = curl_slist_append(hdr, "Expect:"); /* a long prompt must not wait for "100 Continue" */
     const char *key = getenv("OPENAI_API_KEY");
     char auth[512];
     if (key && *key) {
