@@ -32,8 +32,9 @@
 #                 from bin/prepare_model F.gguf --n-nodes N (made once, under
 #                 checkpoints/bench-serve-NAME); T / N threads per node (at
 #                 least 1); BENCH_SERVE_NODES (default "1 2 3")
-#   llama-server  LLAMA_SERVER -m F.gguf -np S -c S*CTX --no-mmap -t T
-#                 (continuous batching is its default); without LLAMA_SERVER
+#   llama-server  LLAMA_SERVER -m F.gguf -np S -c S*CTX --no-mmap -t T --metrics
+#                 (continuous batching is its default; its /metrics gives
+#                 the decode calls and the slots busy in each); without LLAMA_SERVER
 #                 one line says so and our side runs alone
 # S = BENCH_SERVE_SLOTS (default: the highest concurrency), CTX =
 # BENCH_SERVE_CTX (default 128: KV positions per slot).
@@ -225,7 +226,7 @@ run_peer() {
     port=$(free_ports 1)
     local t0=$SECONDS
     "$LLAMA" -m "$f" -np "$SLOTS" -c $((SLOTS * CTX)) --no-mmap -t "$THREADS" --host 127.0.0.1 --port "$port" \
-        >"$TMP/llama.log" 2>&1 &
+        --metrics >"$TMP/llama.log" 2>&1 &
     local lp=$!
     PIDS="$PIDS $lp"
     disown "$lp" # it may abort in its teardown after SIGTERM: no "Aborted" line from bash
@@ -234,6 +235,13 @@ run_peer() {
     "$BIN/bench_load" --url "http://127.0.0.1:$port" --engine llama-server --nodes 1 --model-label "$name" \
         "${LOAD_ARGS[@]}"
     local rc=$?
+    { echo "# llama-server $name"; curl -s --max-time 10 "http://127.0.0.1:$port/metrics"; } >"$TMP/metrics.txt"
+    cat "$TMP/metrics.txt" >>"$METRICS"
+    # Its batches: decode calls, and the slots busy in each on average.
+    awk '/^llamacpp:n_decode_total / {d = $2} /^llamacpp:n_busy_slots_per_decode / {b = $2}
+         /^llamacpp:tokens_predicted_total / {t = $2} /^llamacpp:prompt_tokens_total / {p = $2}
+         END {if (d) printf "  llama-server: %d decode calls, %.2f slots busy per call; %d prompt and %d generated tokens\n", d, b, p, t}' \
+        "$TMP/metrics.txt"
     stop "$lp"
     return $rc
 }
@@ -268,7 +276,7 @@ for model in dict.fromkeys(r["model"] for r in rows):
         line = "%11d " % c
         for e in engines:
             r = fig.get(e + (c,))
-            line += " %26s" % (("%.2f (%s) %.0f/%.0f" % (float(r["tok_s"]), r["errors"], float(r["ttft_p50_ms"]),
+            line += " %26s" % (("%.2f (%s) %.0f/%.1f" % (float(r["tok_s"]), r["errors"], float(r["ttft_p50_ms"]),
                                 float(r["tpot_p50_ms"]))) if r else "-")
         ours, one = fig.get(("mdi", 1, c)), fig.get(("mdi", 1, conc[0]))
         if peer:
