@@ -52,6 +52,12 @@ void cli_usage_starter(const char *argv0)
             "  --no-parse-special   take special tokens written in a prompt (<|im_start|>, <s>) as text\n"
             "  --verb, -v           progress and per-node figures on stderr\n"
             "  --debug, -d          debug log\n"
+            "service (README: Service):\n"
+            "  --serve              an OpenAI-compatible HTTP service until SIGINT/SIGTERM\n"
+            "  --host ADDR          address to listen on (default 127.0.0.1)\n"
+            "  --port N             port (default 8080; 0: any free one, printed)\n"
+            "  --slots N            requests generating at once (default 2 x nodes, at least 2)\n"
+            "  --queue N            requests waiting for a slot; beyond: 429 (default 4 x slots)\n"
             "MDI-LLM's spellings: --block-size, --sequence-length, --context-length (= --max-seq-len),\n"
             "  --device cpu (this build computes on the CPU).\n",
             argv0, CLI_DEFAULT_MMAP ? "--mmap" : "--no-mmap");
@@ -106,6 +112,8 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     o->kv_dtype = CLI_DEFAULT_KV_DTYPE;
     o->mmap_weights = CLI_DEFAULT_MMAP;
     o->timeout_s = 10.0;
+    o->host = "127.0.0.1";
+    o->port = 8080;
     int rc = MDI_OK;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
@@ -126,6 +134,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         if (!strcmp(a, "--mmap")) { o->mmap_weights = 1; continue; }
         if (!strcmp(a, "--no-mmap")) { o->mmap_weights = 0; continue; }
         if (!strcmp(a, "--mlock")) { o->mlock = 1; continue; }
+        if (!strcmp(a, "--serve")) { o->serve = 1; continue; }
         if (strncmp(a, "--", 2))
             return mdi_fail(err, MDI_EARG, "unexpected argument \"%s\" (see --help)", a);
         if (i + 1 >= argc)
@@ -165,6 +174,10 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
             if (dtype_parse(v, &o->wire_dtype) != 0 || o->wire_dtype == DTYPE_Q4_0)
                 rc = mdi_fail(err, MDI_EARG, "--wire-dtype: expected f32, f16, bf16 or q8_0, got \"%s\"", v);
         } else if (!strcmp(a, "--time-run")) o->time_run = v;
+        else if (!strcmp(a, "--host")) o->host = v;
+        else if (!strcmp(a, "--port")) rc = parse_int(a, v, 0, 65535, &o->port, err);
+        else if (!strcmp(a, "--slots")) rc = parse_int(a, v, 1, 4096, &o->n_slots, err);
+        else if (!strcmp(a, "--queue")) rc = parse_int(a, v, 1, 1 << 20, &o->queue_max, err);
         else if (!strcmp(a, "--timeout")) {
             rc = parse_float(a, v, 0.1, 86400, &f, err);
             o->timeout_s = f;
@@ -175,6 +188,8 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         return rc;
     if (o->prompt && o->prompt_ids)
         return mdi_fail(err, MDI_EARG, "--prompt and --prompt-ids exclude each other");
+    if (o->serve && o->interactive)
+        return mdi_fail(err, MDI_EARG, "--serve and --interactive exclude each other");
     if (o->interactive)
         o->chat = 1; /* a conversation is rendered with the chat template */
     if (o->interactive && (o->prompt_ids || o->n_samples > 1))

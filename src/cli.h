@@ -50,6 +50,12 @@ typedef struct {
     int debug;                 /* -d, --debug: debug log (as MDI_DEBUG=1) */
     int interactive;           /* -i, --interactive: a multi-turn chat on the terminal */
     int no_parse_special;      /* --no-parse-special: special tokens in a prompt are text */
+    /* the service (api.h) */
+    int serve;                 /* --serve: the OpenAI-compatible HTTP service */
+    const char *host;          /* --host (default 127.0.0.1) */
+    int port;                  /* --port (default 8080; 0: any free, printed) */
+    int n_slots;               /* --slots (0: the engine's default, 2 x nodes) */
+    int queue_max;             /* --queue: requests waiting for a slot (0: 4 x slots) */
 } starter_opts;
 
 /* MDI-LLM's names for --max-seq-len: --block-size, --sequence-length,

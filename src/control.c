@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 
 #include "auth.h"
+#include "http_server.h"
 #include "net.h"
 #include "proto.h"
 #include "util.h"
@@ -176,8 +177,8 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
 #define CONTROL_TIMEOUT_S 10.0
 
 struct control_server {
-    struct MHD_Daemon *daemon;
-    int listen_fd, port, node_index;
+    http_server *http;
+    int port, node_index;
     char *cache_dir, *local_chunk;
     char local_sha[65];
     auth_keys keys;            /* of the secret; keys.on = 0 without one */
@@ -194,25 +195,12 @@ struct control_server {
     long chunks_received, runs, requests_rejected;
     json_t *stats;
     size_t memory_bytes;
-
-    /* connections: the starter's addresses (IPv4, network order), and how
-     * many connections are open from them and from anyone else */
-    uint32_t starter_ip[8];
-    int n_starter_ip;
-    int conns_starter, conns_other;
-    long conns_refused;
     double timeout_s;
 };
 
-enum { REQ_STATUS = 1, REQ_INIT, REQ_CHUNK, REQ_START, REQ_STOP };
-
-/* Per-request state kept between libmicrohttpd's calls. */
+/* Per-request state kept between libmicrohttpd's calls (the request's user
+ * pointer). */
 typedef struct {
-    int kind;
-    int answered;          /* a response was queued before the body */
-    char *body;
-    size_t body_len;
-    int too_big;
     int fd;                /* PUT /chunk */
     char part_path[PATH_MAX];
     sha256_ctx sha;
@@ -221,17 +209,14 @@ typedef struct {
     double window_t;       /* upload rate: bytes since window_t */
     uint64_t window_bytes;
     int write_failed;
-    char peer[NET_ADDR_LEN];
     int authed;            /* its X-MDI-Auth verified: claim holds */
     auth_http_claim claim;
 } cs_request;
 
-/* The server and request a handler of this thread is answering, so that
- * cs_reply signs the answer with the request's nonce. Set at each entry of
- * cs_handler: a request is handled on one thread at a time, from its
- * handler's entry to its cs_reply. */
-static _Thread_local control_server *cs_current_server;
-static _Thread_local const cs_request *cs_current_request;
+static control_server *cs_server(http_request *req)
+{
+    return http_server_ud(http_request_server(req));
+}
 
 static const char *cs_state_name(control_state st)
 {
@@ -242,36 +227,15 @@ static const char *cs_state_name(control_state st)
     }
 }
 
-static enum MHD_Result cs_reply(struct MHD_Connection *c, unsigned code, json_t *body)
+/* Signs a buffered answer with the request's nonce (opts.sign). */
+static void cs_sign(http_request *req, unsigned code, const char *body, size_t len, void *mhd_response)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    struct MHD_Response *r = text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE)
-                                  : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    const control_server *s = cs_current_server;
-    const cs_request *req = cs_current_request;
-    if (s && s->keys.on && req && req->authed) {
-        char sig[AUTH_HTTP_HEADER_LEN];
-        auth_http_sign_answer(&s->keys, req->claim.nonce_hex, code, text ? text : "", text ? strlen(text) : 0, sig);
-        MHD_add_response_header(r, AUTH_HTTP_RESPONSE_HEADER, sig);
-    }
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-static enum MHD_Result cs_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum MHD_Result cs_error(struct MHD_Connection *c, unsigned code, const char *fmt, ...)
-{
-    char msg[MDI_ERR_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return cs_reply(c, code, json_pack("{s:s}", "error", msg));
+    control_server *s = cs_server(req);
+    const cs_request *r = http_request_user(req);
+    if (!s->keys.on || !r || !r->authed) return;
+    char sig[AUTH_HTTP_HEADER_LEN];
+    auth_http_sign_answer(&s->keys, r->claim.nonce_hex, code, body, len, sig);
+    MHD_add_response_header(mhd_response, AUTH_HTTP_RESPONSE_HEADER, sig);
 }
 
 /* Status JSON; called with s->mu held. */
@@ -298,36 +262,57 @@ static json_t *cs_status_locked(control_server *s)
     return o;
 }
 
-/* With a secret: the request's X-MDI-Auth must verify (auth.h); a chunk
- * upload must announce the digest /init announced, which the upload's own
- * check then holds it to. 0 or MDI_EAUTH with why. */
-static int cs_authenticate(control_server *s, struct MHD_Connection *c, cs_request *r, const char *method,
-                           const char *url, char *why)
+static int cs_handle_chunk(http_request *req);
+
+/* Every request first (opts.begin): with a secret its X-MDI-Auth must
+ * verify (auth.h), or it gets 401; a chunk upload must announce the digest
+ * /init announced, which the upload's own check then holds it to. */
+static int cs_begin(http_request *req, const http_route *route)
 {
+    control_server *s = cs_server(req);
+    cs_request *r = calloc(1, sizeof(*r));
+    if (!r) return http_reply_error(req, 500, "out of memory"), 1;
+    r->fd = -1;
+    http_request_set_user(req, r);
     if (!s->keys.on) return 0;
-    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, AUTH_HTTP_HEADER);
+    const char *method = http_request_method(req), *url = http_request_path(req);
+    char why[MDI_ERR_LEN];
+    const char *given = http_request_header(req, AUTH_HTTP_HEADER);
     int rc = auth_http_check(&s->keys, s->replay, method, url, given, (int64_t)time(NULL), &r->claim, why);
-    if (rc) return rc;
-    r->authed = 1;
-    if (r->kind == REQ_CHUNK) {
-        pthread_mutex_lock(&s->mu);
-        int same = s->has_init && !strcmp(r->claim.body_hex, s->cfg.chunk_sha256);
-        pthread_mutex_unlock(&s->mu);
-        if (!same) return mdi_fail(why, MDI_EAUTH, "the upload's signed digest is not the chunk /init announced");
+    if (!rc) {
+        r->authed = 1;
+        if (route && route->handler == cs_handle_chunk) {
+            pthread_mutex_lock(&s->mu);
+            int same = s->has_init && !strcmp(r->claim.body_hex, s->cfg.chunk_sha256);
+            pthread_mutex_unlock(&s->mu);
+            if (!same) rc = mdi_fail(why, MDI_EAUTH, "the upload's signed digest is not the chunk /init announced");
+        }
     }
-    return 0;
+    if (!rc) return 0;
+    pthread_mutex_lock(&s->mu);
+    s->requests_rejected++;
+    pthread_mutex_unlock(&s->mu);
+    log_warn("HTTP %.16s %.200s from %s: %s (401)", method, url, http_request_peer(req), why);
+    r->authed = 0;
+    http_reply_error(req, 401, "%s", why);
+    return 1;
 }
 
-static void cs_peer(struct MHD_Connection *c, char *out)
+/* The body of a signed request must be the one its signature covers.
+ * Non-zero when it replied (401). */
+static int cs_check_body(http_request *req)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(out, NET_ADDR_LEN, "?");
-    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
-        char host[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        snprintf(out, NET_ADDR_LEN, "%s:%d", host, ntohs(in->sin_port));
-    }
+    const cs_request *r = http_request_user(req);
+    if (!r || !r->authed) return 0;
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    char hex[65];
+    auth_digest_hex(body, len, hex);
+    if (sodium_memcmp(hex, r->claim.body_hex, 64) == 0) return 0;
+    log_warn("HTTP %s %s from %s: body differs from its signed digest (401)", http_request_method(req),
+             http_request_path(req), http_request_peer(req));
+    http_reply_error(req, 401, "the body differs from its signed digest");
+    return 1;
 }
 
 /* The cached copy of a chunk, named by its digest. */
@@ -336,25 +321,39 @@ static void cs_cache_path(const control_server *s, const char *sha, const char *
     snprintf(out, PATH_MAX, "%s/%s%s", s->cache_dir, sha, ext);
 }
 
-static enum MHD_Result cs_handle_init(control_server *s, struct MHD_Connection *c, cs_request *r)
+static int cs_handle_status(http_request *req)
 {
+    control_server *s = cs_server(req);
+    if (cs_check_body(req)) return 0;
+    pthread_mutex_lock(&s->mu);
+    json_t *st = cs_status_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return http_reply_json(req, 200, st);
+}
+
+static int cs_handle_init(http_request *req)
+{
+    control_server *s = cs_server(req);
+    if (cs_check_body(req)) return 0;
+    size_t len;
+    const char *text = http_request_body(req, &len);
     json_error_t je;
-    json_t *body = json_loadb(r->body ? r->body : "", r->body_len, 0, &je);
-    if (!body) return cs_error(c, 400, "POST /init: body is not JSON: %s (line %d)", je.text, je.line);
+    json_t *body = json_loadb(text, len, 0, &je);
+    if (!body) return http_reply_error(req, 400, "POST /init: body is not JSON: %s (line %d)", je.text, je.line);
     run_config cfg;
     char why[MDI_ERR_LEN];
     int rc = run_config_from_json(&cfg, body, why);
     json_decref(body);
-    if (rc) return cs_error(c, 400, "POST /init: %s", why);
+    if (rc) return http_reply_error(req, 400, "POST /init: %s", why);
     if (cfg.node_index != s->node_index)
-        return cs_error(c, 400, "POST /init: the run configuration is for secondary %d, this is secondary %d",
-                        cfg.node_index, s->node_index);
+        return http_reply_error(req, 400, "POST /init: the run configuration is for secondary %d, this is secondary %d",
+                                cfg.node_index, s->node_index);
 
     pthread_mutex_lock(&s->mu);
     if (s->state != CONTROL_IDLE || s->cmd != CONTROL_CMD_NONE || s->upload_active) {
         const char *st = cs_state_name(s->state);
         pthread_mutex_unlock(&s->mu);
-        return cs_error(c, 409, "POST /init: busy (state %s); PUT /stop first", st);
+        return http_reply_error(req, 409, "POST /init: busy (state %s); PUT /stop first", st);
     }
     s->cfg = cfg;
     s->has_init = 1;
@@ -373,32 +372,37 @@ static enum MHD_Result cs_handle_init(control_server *s, struct MHD_Connection *
     s->last_error[0] = 0;
     pthread_mutex_unlock(&s->mu);
     log_info("init from %s: %s layers [%d, %d), %d samples, wire %s, chunk %.12s... %s",
-             r->peer, cfg.model_name, cfg.layer_begin, cfg.layer_end, cfg.n_samples,
+             http_request_peer(req), cfg.model_name, cfg.layer_begin, cfg.layer_end, cfg.n_samples,
              dtype_name(cfg.wire_dtype), cfg.chunk_sha256, have ? "held" : "needed");
-    return cs_reply(c, 200, json_pack("{s:b}", "have_chunk", have));
+    return http_reply_json(req, 200, json_pack("{s:b}", "have_chunk", have));
 }
 
-/* First call of PUT /chunk: open the part file. A Content-Length above
- * the announced size is refused (413) before anything is written. Returns
- * 0 or the HTTP status of the refusal. */
-static int cs_chunk_begin(control_server *s, struct MHD_Connection *c, cs_request *r, char *why)
+/* First call of PUT /chunk (route on_begin): opens the part file. A
+ * Content-Length above the announced size is refused (413) before anything
+ * is written. Non-zero when it replied. */
+static int cs_chunk_begin(http_request *req)
 {
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    control_server *s = cs_server(req);
+    cs_request *r = http_request_user(req);
+    char why[MDI_ERR_LEN];
+    const char *cl = http_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     pthread_mutex_lock(&s->mu);
     int ok = s->has_init && !s->have_chunk && !s->upload_active && s->state == CONTROL_IDLE;
     if (!ok) {
         snprintf(why, MDI_ERR_LEN, "%s", !s->has_init ? "PUT /chunk before POST /init"
                  : s->have_chunk ? "the chunk is already held" : "busy");
         pthread_mutex_unlock(&s->mu);
-        return 409;
+        http_reply_error(req, 409, "PUT /chunk: %s", why);
+        return 1;
     }
     r->limit = s->cfg.chunk_size;
     if (cl && strtoull(cl, NULL, 10) > r->limit) {
         snprintf(why, MDI_ERR_LEN, "Content-Length %.40s exceeds the announced chunk size of %llu bytes", cl,
                  (unsigned long long)r->limit);
         pthread_mutex_unlock(&s->mu);
-        log_warn("chunk upload from %s refused: %s", r->peer, why);
-        return 413;
+        log_warn("chunk upload from %s refused: %s", http_request_peer(req), why);
+        http_reply_error(req, 413, "PUT /chunk: %s", why);
+        return 1;
     }
     s->upload_active = 1;
     cs_cache_path(s, s->cfg.chunk_sha256, ".part", r->part_path);
@@ -409,7 +413,8 @@ static int cs_chunk_begin(control_server *s, struct MHD_Connection *c, cs_reques
         pthread_mutex_lock(&s->mu);
         s->upload_active = 0;
         pthread_mutex_unlock(&s->mu);
-        return 500;
+        http_reply_error(req, 500, "PUT /chunk: %s", why);
+        return 1;
     }
     sha256_init(&r->sha);
     r->window_t = time_now();
@@ -418,28 +423,32 @@ static int cs_chunk_begin(control_server *s, struct MHD_Connection *c, cs_reques
 
 /* Ends an upload early: the part file is removed, the node can take the
  * next /init. */
-static void cs_chunk_abort(control_server *s, cs_request *r, const char *why)
+static void cs_chunk_abort(control_server *s, http_request *req, cs_request *r, const char *why)
 {
     close(r->fd);
     r->fd = -1;
     unlink(r->part_path);
-    log_warn("chunk upload from %s dropped after %llu bytes: %s", r->peer, (unsigned long long)r->n_bytes, why);
+    log_warn("chunk upload from %s dropped after %llu bytes: %s", http_request_peer(req),
+             (unsigned long long)r->n_bytes, why);
     pthread_mutex_lock(&s->mu);
     s->upload_active = 0;
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Takes n more bytes of PUT /chunk. MHD_NO (the connection is closed)
- * when they run past the announced size, or when the upload trickles. */
-static enum MHD_Result cs_chunk_data(control_server *s, cs_request *r, const char *data, size_t n)
+/* Takes n more bytes of PUT /chunk (route on_data). Non-zero (the
+ * connection is closed) when they run past the announced size, or when the
+ * upload trickles. */
+static int cs_chunk_data(http_request *req, const char *data, size_t n)
 {
+    control_server *s = cs_server(req);
+    cs_request *r = http_request_user(req);
     char why[160];
-    if (r->fd < 0) return MHD_NO;
+    if (r->fd < 0) return -1;
     if (n > r->limit - r->n_bytes) {
         snprintf(why, sizeof(why), "%llu more bytes would exceed the announced size of %llu bytes",
                  (unsigned long long)n, (unsigned long long)r->limit);
-        cs_chunk_abort(s, r, why);
-        return MHD_NO;
+        cs_chunk_abort(s, req, r, why);
+        return -1;
     }
     double now = time_now(), span = now - r->window_t;
     r->window_bytes += n;
@@ -447,8 +456,8 @@ static enum MHD_Result cs_chunk_data(control_server *s, cs_request *r, const cha
         if ((double)r->window_bytes < CONTROL_UPLOAD_MIN_RATE * span) {
             snprintf(why, sizeof(why), "%llu bytes in %.1f s, below %d bytes/s",
                      (unsigned long long)r->window_bytes, span, CONTROL_UPLOAD_MIN_RATE);
-            cs_chunk_abort(s, r, why);
-            return MHD_NO;
+            cs_chunk_abort(s, req, r, why);
+            return -1;
         }
         r->window_t = now;
         r->window_bytes = 0;
@@ -461,12 +470,16 @@ static enum MHD_Result cs_chunk_data(control_server *s, cs_request *r, const cha
         if (k <= 0) r->write_failed = 1;
         else off += (size_t)k;
     }
-    return MHD_YES;
+    return 0;
 }
 
-static enum MHD_Result cs_chunk_finish(control_server *s, struct MHD_Connection *c, cs_request *r)
+/* PUT /chunk once the whole body is in. (Its digest is held to /init's
+ * here, not to the signature's.) */
+static int cs_handle_chunk(http_request *req)
 {
-    if (r->fd < 0) return MHD_NO;
+    control_server *s = cs_server(req);
+    cs_request *r = http_request_user(req);
+    if (r->fd < 0) return -1;
     uint8_t digest[32];
     char hex[65];
     sha256_final(&r->sha, digest);
@@ -480,22 +493,23 @@ static enum MHD_Result cs_chunk_finish(control_server *s, struct MHD_Connection 
     pthread_mutex_unlock(&s->mu);
     if (fail) {
         unlink(r->part_path);
-        return cs_error(c, 500, "PUT /chunk: writing %s failed", r->part_path);
+        return http_reply_error(req, 500, "PUT /chunk: writing %s failed", r->part_path);
     }
     if (strcmp(hex, cfg.chunk_sha256) != 0 || r->n_bytes != cfg.chunk_size) {
         unlink(r->part_path);
         log_warn("chunk from %s rejected: sha256 %s, %llu bytes; expected %s, %llu bytes",
-                 r->peer, hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
+                 http_request_peer(req), hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
                  (unsigned long long)cfg.chunk_size);
-        return cs_error(c, 400, "chunk hash mismatch: received sha256 %s (%llu bytes), expected %s (%llu bytes)",
-                        hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
-                        (unsigned long long)cfg.chunk_size);
+        return http_reply_error(req, 400,
+                                "chunk hash mismatch: received sha256 %s (%llu bytes), expected %s (%llu bytes)",
+                                hex, (unsigned long long)r->n_bytes, cfg.chunk_sha256,
+                                (unsigned long long)cfg.chunk_size);
     }
     char final_path[PATH_MAX];
     cs_cache_path(s, hex, ".safetensors", final_path);
     if (rename(r->part_path, final_path) != 0) {
         unlink(r->part_path);
-        return cs_error(c, 500, "PUT /chunk: rename to %s: %s", final_path, strerror(errno));
+        return http_reply_error(req, 500, "PUT /chunk: rename to %s: %s", final_path, strerror(errno));
     }
     pthread_mutex_lock(&s->mu);
     s->have_chunk = 1;
@@ -503,12 +517,14 @@ static enum MHD_Result cs_chunk_finish(control_server *s, struct MHD_Connection 
     snprintf(s->chunk_path, sizeof(s->chunk_path), "%s", final_path);
     pthread_mutex_unlock(&s->mu);
     log_info("chunk received from %s: %llu bytes, sha256 verified, stored as %s",
-             r->peer, (unsigned long long)r->n_bytes, final_path);
-    return cs_reply(c, 200, json_pack("{s:b, s:I}", "ok", 1, "bytes", (json_int_t)r->n_bytes));
+             http_request_peer(req), (unsigned long long)r->n_bytes, final_path);
+    return http_reply_json(req, 200, json_pack("{s:b, s:I}", "ok", 1, "bytes", (json_int_t)r->n_bytes));
 }
 
-static enum MHD_Result cs_handle_start(control_server *s, struct MHD_Connection *c)
+static int cs_handle_start(http_request *req)
 {
+    control_server *s = cs_server(req);
+    if (cs_check_body(req)) return 0;
     pthread_mutex_lock(&s->mu);
     const char *why = !s->has_init ? "POST /start before POST /init"
                       : !s->have_chunk ? "POST /start before the chunk was uploaded"
@@ -519,14 +535,16 @@ static enum MHD_Result cs_handle_start(control_server *s, struct MHD_Connection 
         pthread_cond_broadcast(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
-    if (why) return cs_error(c, 409, "%s", why);
-    return cs_reply(c, 202, json_pack("{s:s}", "state", "loading"));
+    if (why) return http_reply_error(req, 409, "%s", why);
+    return http_reply_json(req, 202, json_pack("{s:s}", "state", "loading"));
 }
 
 /* Waits (bounded) for the main thread to bring the node back to idle, so
  * that the answer carries the run's final figures. */
-static enum MHD_Result cs_handle_stop(control_server *s, struct MHD_Connection *c)
+static int cs_handle_stop(http_request *req)
 {
+    control_server *s = cs_server(req);
+    if (cs_check_body(req)) return 0;
     pthread_mutex_lock(&s->mu);
     if (s->cmd == CONTROL_CMD_START) {
         /* A /start the main thread has not taken yet: cancelled here, so
@@ -547,237 +565,43 @@ static enum MHD_Result cs_handle_stop(control_server *s, struct MHD_Connection *
     s->has_init = 0;
     json_t *st = cs_status_locked(s);
     pthread_mutex_unlock(&s->mu);
-    return cs_reply(c, 200, st);
+    return http_reply_json(req, 200, st);
 }
 
-static enum MHD_Result cs_handler(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size, void **con_cls)
+/* A request that ends early (client gone mid-upload) leaves no part file
+ * (opts.end, every request). */
+static void cs_end(http_request *req)
 {
-    (void)version;
-    control_server *s = cls;
-    cs_request *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof(*r));
-        if (!r) return MHD_NO;
-        r->fd = -1;
-        *con_cls = r;
-        cs_peer(c, r->peer);
-        cs_current_server = s;
-        cs_current_request = r;
-        int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), put = !strcmp(method, "PUT");
-        if (!strcmp(url, "/") && get) r->kind = REQ_STATUS;
-        else if (!strcmp(url, "/init") && post) r->kind = REQ_INIT;
-        else if (!strcmp(url, "/chunk") && put) r->kind = REQ_CHUNK;
-        else if (!strcmp(url, "/start") && post) r->kind = REQ_START;
-        else if (!strcmp(url, "/stop") && (put || post)) r->kind = REQ_STOP;
-        char why[MDI_ERR_LEN];
-        if (cs_authenticate(s, c, r, method, url, why) != 0) {
-            pthread_mutex_lock(&s->mu);
-            s->requests_rejected++;
-            pthread_mutex_unlock(&s->mu);
-            log_warn("HTTP %.16s %.200s from %s: %s (401)", method, url, r->peer, why);
-            r->kind = 0;
-            r->answered = 1;
-            return cs_error(c, 401, "%s", why);
-        }
-        if (!r->kind) {
-            log_warn("HTTP %.16s %.200s from %s: no such endpoint (404)", method, url, r->peer);
-            r->answered = 1;
-            return cs_error(c, 404, "no endpoint %.16s %.200s (GET /, POST /init, PUT /chunk, POST /start, PUT /stop)",
-                            method, url);
-        }
-        if (r->kind == REQ_CHUNK) {
-            int code = cs_chunk_begin(s, c, r, why);
-            if (code) {
-                r->answered = 1;
-                return cs_error(c, (unsigned)code, "PUT /chunk: %s", why);
-            }
-        }
-        return MHD_YES;
-    }
-    cs_current_server = s;
-    cs_current_request = r;
-    if (*upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (r->answered) return MHD_YES;   /* discard what follows an early answer */
-        if (r->kind == REQ_CHUNK) {
-            return cs_chunk_data(s, r, upload_data, n);
-        } else if (r->body_len + n > CONTROL_BODY_MAX) {
-            r->too_big = 1;
-        } else if (!r->too_big) {
-            char *b = realloc(r->body, r->body_len + n + 1);
-            if (!b) return MHD_NO;
-            memcpy(b + r->body_len, upload_data, n);
-            r->body = b;
-            r->body_len += n;
-            b[r->body_len] = 0;
-        }
-        return MHD_YES;
-    }
-    if (r->answered) return MHD_YES;
-    r->answered = 1;
-    if (r->too_big) return cs_error(c, 413, "%s: body larger than %d bytes", url, CONTROL_BODY_MAX);
-    if (r->authed && r->kind != REQ_CHUNK) {
-        /* (A chunk's digest is held to /init's by cs_chunk_finish.) */
-        char hex[65];
-        auth_digest_hex(r->body ? r->body : "", r->body_len, hex);
-        if (sodium_memcmp(hex, r->claim.body_hex, 64) != 0) {
-            log_warn("HTTP %s %s from %s: body differs from its signed digest (401)", method, url, r->peer);
-            return cs_error(c, 401, "the body differs from its signed digest");
-        }
-    }
-    switch (r->kind) {
-    case REQ_STATUS: {
-        pthread_mutex_lock(&s->mu);
-        json_t *st = cs_status_locked(s);
-        pthread_mutex_unlock(&s->mu);
-        return cs_reply(c, 200, st);
-    }
-    case REQ_INIT: return cs_handle_init(s, c, r);
-    case REQ_CHUNK: return cs_chunk_finish(s, c, r);
-    case REQ_START: return cs_handle_start(s, c);
-    case REQ_STOP: return cs_handle_stop(s, c);
-    }
-    return MHD_NO;
-}
-
-/* A request that ends early (client gone mid-upload) leaves no part file. */
-static void cs_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)c;
-    (void)toe;
-    control_server *s = cls;
-    cs_request *r = *con_cls;
+    control_server *s = cs_server(req);
+    cs_request *r = http_request_user(req);
     if (!r) return;
     if (r->fd >= 0) {
         close(r->fd);
         unlink(r->part_path);
-        log_warn("chunk upload from %s ended after %llu bytes; discarded", r->peer,
+        log_warn("chunk upload from %s ended after %llu bytes; discarded", http_request_peer(req),
                  (unsigned long long)r->n_bytes);
         pthread_mutex_lock(&s->mu);
         s->upload_active = 0;
         pthread_mutex_unlock(&s->mu);
     }
-    free(r->body);
     free(r);
-    *con_cls = NULL;
+    http_request_set_user(req, NULL);
 }
 
-/* ---- connections: a per-address limit (MHD's), and room kept for the
- * starter: others may hold at most CONTROL_CONN_MAX -
- * CONTROL_STARTER_RESERVE connections together. ---- */
-
-static int cs_from_starter(control_server *s, const struct sockaddr *addr)
-{
-    if (!addr || addr->sa_family != AF_INET) return 0;
-    uint32_t ip = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
-    for (int i = 0; i < s->n_starter_ip; i++)
-        if (s->starter_ip[i] == ip) return 1;
-    return 0;
-}
-
-static enum MHD_Result cs_accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
-{
-    (void)addrlen;
-    control_server *s = cls;
-    if (!s->n_starter_ip || cs_from_starter(s, addr)) return MHD_YES;
-    pthread_mutex_lock(&s->mu);
-    int ok = s->conns_other < CONTROL_CONN_MAX - CONTROL_STARTER_RESERVE;
-    long refused = ok ? 0 : ++s->conns_refused;
-    pthread_mutex_unlock(&s->mu);
-    if (!ok && (refused <= 10 || refused % 1000 == 0)) {
-        char host[INET_ADDRSTRLEN] = "?";
-        if (addr && addr->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, host, sizeof(host));
-        log_warn("HTTP: refused a connection from %s: %d connections open from addresses other than the "
-                 "starter's, the rest is kept for it (%ld refused so far)", host,
-                 CONTROL_CONN_MAX - CONTROL_STARTER_RESERVE, refused);
-    }
-    return ok ? MHD_YES : MHD_NO;
-}
-
-/* Counts open connections; socket_context marks the starter's (1) and
- * the others' (2). */
-static void cs_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                                 enum MHD_ConnectionNotificationCode toe)
-{
-    control_server *s = cls;
-    pthread_mutex_lock(&s->mu);
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        int starter = ci && cs_from_starter(s, ci->client_addr);
-        *socket_context = (void *)(intptr_t)(starter ? 1 : 2);
-        if (starter) s->conns_starter++;
-        else s->conns_other++;
-    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
-        intptr_t who = (intptr_t)*socket_context;
-        if (who == 1) s->conns_starter--;
-        else if (who == 2) s->conns_other--;
-        *socket_context = NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* The starter's IPv4 addresses, for the connections kept for it. */
-static void cs_resolve_starter(control_server *s, const char *addr)
-{
-    if (!addr || !addr[0]) {
-        log_warn("HTTP: the starter's address is unknown (no starter_addr in the configuration): no "
-                 "connections are kept for it");
-        return;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(addr, NULL, &hints, &res);
-    if (g != 0) {
-        log_warn("HTTP: cannot resolve the starter's address %s (%s): no connections are kept for it", addr,
-                 gai_strerror(g));
-        return;
-    }
-    for (struct addrinfo *ai = res; ai && s->n_starter_ip < 8; ai = ai->ai_next)
-        s->starter_ip[s->n_starter_ip++] = ((const struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr;
-    freeaddrinfo(res);
-}
-
-/* libmicrohttpd's own messages, at most 10 per 10 s (it has one per
- * refused connection: a flood of connections must not flood the log). */
-static void cs_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    static double window;
-    static int shown, quiet;
-    pthread_mutex_lock(&mu);
-    double now = time_now();
-    int more = 0, show;
-    if (now - window > 10.0) {
-        more = quiet;
-        window = now;
-        shown = quiet = 0;
-    }
-    show = shown < 10;
-    if (show) shown++;
-    else quiet++;
-    pthread_mutex_unlock(&mu);
-    if (more) log_warn("HTTP: %d more messages in the last 10 s not shown", more);
-    if (!show) return;
-    char msg[MDI_ERR_LEN];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
-    log_warn("HTTP: %s", msg);
-}
+static const http_route cs_routes[] = {
+    { .method = "GET", .path = "/", .handler = cs_handle_status, .body_max = CONTROL_BODY_MAX },
+    { .method = "POST", .path = "/init", .handler = cs_handle_init, .body_max = CONTROL_BODY_MAX },
+    { .method = "PUT", .path = "/chunk", .handler = cs_handle_chunk, .on_begin = cs_chunk_begin,
+      .on_data = cs_chunk_data },
+    { .method = "POST", .path = "/start", .handler = cs_handle_start, .body_max = CONTROL_BODY_MAX },
+    { .method = "PUT", .method2 = "POST", .path = "/stop", .handler = cs_handle_stop, .body_max = CONTROL_BODY_MAX },
+    { 0 },
+};
 
 control_server *control_server_start(const control_server_opts *o, char *err)
 {
     control_server *s = calloc(1, sizeof(*s));
     if (!s) { mdi_fail(err, MDI_ENOMEM, "out of memory"); return NULL; }
-    s->listen_fd = -1;
     s->node_index = o->node_index;
     if (auth_keys_derive(&s->keys, o->secret, err) != 0) {
         free(s);
@@ -804,36 +628,27 @@ control_server *control_server_start(const control_server_opts *o, char *err)
         }
         log_info("local chunk %s: sha256 %s", s->local_chunk, s->local_sha);
     }
-    /* Our own socket, so that a busy port gets a clear message. */
-    s->listen_fd = net_listen(o->port, 64, why);
-    if (s->listen_fd < 0) {
-        mdi_fail(err, MDI_ENET, "HTTP control port: %s", why);
-        goto fail;
-    }
-    s->port = net_local_port(s->listen_fd);
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : CONTROL_TIMEOUT_S;
-    cs_resolve_starter(s, o->starter_addr);
-    /* A thread per connection: /stop waits in its handler for the node to
-     * be idle, and must hold up nobody else meanwhile. */
-    s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                                     MHD_USE_ERROR_LOG,
-                                 0, &cs_accept_policy, s, &cs_handler, s,
-                                 MHD_OPTION_EXTERNAL_LOGGER, &cs_mhd_log, NULL,
-                                 MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(s->timeout_s + 0.999),
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONTROL_CONN_MAX,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONTROL_PER_ADDR_MAX,
-                                 MHD_OPTION_NOTIFY_CONNECTION, &cs_notify_connection, s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, &cs_completed, s,
-                                 MHD_OPTION_END);
-    if (!s->daemon) {
-        mdi_fail(err, MDI_ENET, "cannot start the HTTP server on port %d", s->port);
-        goto fail;
-    }
+    http_server_opts ho = {
+        .name = "HTTP control port",
+        .port = o->port,
+        .timeout_s = s->timeout_s,
+        .conn_max = CONTROL_CONN_MAX,
+        .per_addr_max = CONTROL_PER_ADDR_MAX,
+        .conn_reserve = CONTROL_STARTER_RESERVE,
+        .reserved_addr = o->starter_addr,
+        .routes = cs_routes,
+        .no_405 = 1,
+        .route_hint = "(GET /, POST /init, PUT /chunk, POST /start, PUT /stop)",
+        .ud = s,
+        .begin = cs_begin,
+        .end = cs_end,
+        .sign = cs_sign,
+    };
+    if (!(s->http = http_server_start(&ho, err))) goto fail;
+    s->port = http_server_port(s->http);
     return s;
 fail:
-    if (s->listen_fd >= 0) close(s->listen_fd);
-    s->listen_fd = -1;
     control_server_stop(s);
     return NULL;
 }
@@ -841,10 +656,7 @@ fail:
 void control_server_stop(control_server *s)
 {
     if (!s) return;
-    if (s->daemon) {
-        MHD_stop_daemon(s->daemon);
-        close(s->listen_fd);
-    }
+    http_server_stop(s->http);
     json_decref(s->stats);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

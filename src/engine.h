@@ -20,7 +20,33 @@
  *                   the figures.
  *
  * The engine knows nothing of the command line: engine_config says what it
- * needs. The CLI's batch mode, the HTTP service and the chat all run on it.
+ * needs. The CLI's batch mode (generate_run) and the HTTP service run on
+ * it; the interactive chat keeps its own one-sample ring (pipeline.h).
+ *
+ * A request's life (engine.c):
+ *
+ *   engine_submit -> queue (FIFO, at most queue_max)
+ *     -> a free slot (its KV cache reset; on the ring, a slot is free once
+ *        the RELEASE of its previous request came back)
+ *     -> prefill: chunks of prefill_chunk tokens, one chunk per loop round
+ *        (the request admitted first goes first), between the others'
+ *        decode steps; the last chunk's row gives the first token
+ *     -> decode: one token per round, every decoding slot in one batch
+ *        (standalone: forward_batch; ring: the logits frames back together
+ *        through one head call, the next tokens through the starter's
+ *        layers as one batch, one DATA frame each)
+ *     -> on_done (STOP, LENGTH, CANCELLED, ERROR); the slot is freed (ring:
+ *        RELEASE sent round the ring; frames still in flight for the old
+ *        request are dropped when they come back).
+ *
+ * Determinism: prefill chunk boundaries depend only on prefill_chunk and
+ * the prompt, and a batch row is bit for bit that row alone (forward.h), so
+ * a request's tokens depend only on its prompt, parameters and seed.
+ *
+ * Ring mode (nodes_config lists secondaries): engine_open opens the cluster
+ * (cluster.h) with n_slots slots on every node; a node failure (named by
+ * cluster_diagnose) ends every request with ENGINE_FINISH_ERROR, sets
+ * engine_stats.failed, and engine_submit answers MDI_ESTATE from then on.
  *
  * Threads: callbacks run on the engine thread and must not block (copy
  * what you need and return; never call engine_close from one).
@@ -30,18 +56,20 @@
 #ifndef MDI_ENGINE_H
 #define MDI_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
-#include "generate.h"
 #include "kernels.h"
+#include "model.h"
 #include "report.h"
+#include "sampler.h"
 #include "tokenizer.h"
 
 typedef struct engine engine;
 typedef struct engine_request engine_request;
 
 /* What engine_open needs; the starter fills it from its options. */
-typedef struct {
+typedef struct engine_config {
     const char *ckpt;          /* model folder, .bin or .gguf (chunks beside it) */
     const char *nodes_config;  /* NULL or one without secondaries: standalone */
     int n_threads;
@@ -50,10 +78,19 @@ typedef struct {
     int max_seq;               /* KV positions per slot (0: the model's context, capped) */
     int n_slots;               /* sample slots (0: 2 x nodes, at least 2) */
     int queue_max;             /* requests waiting for a slot at most (0: 4 x n_slots) */
-    int prefill_chunk;         /* prompt tokens per prefill step (0: GENERATE_MAX_BATCH) */
+    int prefill_chunk;         /* prompt tokens per prefill step (0: ENGINE_DEFAULT_PREFILL_CHUNK) */
     double timeout_s;          /* a silent node is declared failed after this */
     int verbose;
+    /* batch mode's extras (0 / NULL in a service) */
+    const char *logits_out;    /* f32 logits of every step of the first request submitted */
+    int record_curve;          /* keep the tokens-versus-time curve for engine_close */
 } engine_config;
+
+/* max_seq 0: the model's context, at most this many positions per slot. */
+#define ENGINE_DEFAULT_MAX_SEQ 4096
+/* prefill_chunk 0: this many (generate.h's GENERATE_MAX_BATCH, the chunk
+ * both modes have always cut prompts in). */
+#define ENGINE_DEFAULT_PREFILL_CHUNK 256
 
 enum {
     ENGINE_FINISH_STOP = 1,    /* EOS / end of turn, or the caller's stop (engine_cancel with stop=1) */
@@ -64,14 +101,18 @@ enum {
 
 typedef struct {
     /* one generated token; piece: its UTF-8-complete text so far not yet
-     * given (may be ""; never a split code point). t: seconds since submit. */
+     * given (may be ""; never a split code point). t: seconds since submit.
+     * The end-of-sequence token that ends a request is given too (piece
+     * "") and counted in on_done's n_generated. */
     void (*on_token)(void *ud, int token, const char *piece, double t);
     /* always called exactly once, last; the request is freed after it
      * returns. err: NULL unless ENGINE_FINISH_ERROR. */
     void (*on_done)(void *ud, int finish, int n_prompt, int n_generated, const char *err);
 } engine_callbacks;
 
-/* Opens the engine and starts its thread. tok is borrowed (EOS, text). */
+/* Opens the engine and starts its thread. tok is borrowed (EOS, text).
+ * The caller has called kernels_init(c->n_threads) (the pool is
+ * process-wide); while the engine is open only its thread runs kernels. */
 int engine_open(engine **out, const engine_config *c, const tokenizer *tok, char *err);
 
 /* The prompt ids are copied. sp: max_new, sampling and seed (the same seed
@@ -99,8 +140,14 @@ const model_config *engine_model_config(const engine *e);
 /* JSON array of per-node objects (role, index, addr, layers, ...), new. */
 json_t *engine_nodes_json(engine *e);
 
+/* The weights one node runs alone: ckpt, or the 1-node chunk of a
+ * prepared checkpoints/NAME folder (buf: room for the path). */
+const char *engine_weights_path(const char *ckpt, char *buf, size_t cap);
+
 /* Stops the thread, ends what still runs (CANCELLED), stops the ring.
- * st/nodes (may be NULL): the figures as pipeline_run gives them. */
+ * st/nodes (may be NULL): the figures of the whole run (report.h), nodes
+ * with each secondary's once stopped (NULL standalone). After a node
+ * failed, returns its error. */
 int engine_close(engine *e, run_stats *st, json_t **nodes, char *err);
 
 #endif

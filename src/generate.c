@@ -1,6 +1,9 @@
 /* generate: see generate.h. */
 #include "generate.h"
+#include "engine.h"
 #include "util.h"
+
+#include <pthread.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +86,7 @@ int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_
 
 sample_params generate_sample_params(const starter_opts *o, int index)
 {
-    sample_params sp = { o->n_tokens, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index, !o->chat };
+    sample_params sp = { o->n_tokens, o->temperature, o->top_k, o->top_p, o->seed + (uint64_t)index, !o->chat, 0 };
     return sp;
 }
 
@@ -93,6 +96,7 @@ int sample_state_init(sample_state *s, sample_result *res, const sample_params *
     memset(s, 0, sizeof(*s));
     s->res = res;
     s->max_new = sp->max_new;
+    s->ignore_eos = sp->ignore_eos;
     s->echo = echo;
     if (sampler_init(&s->smp, vocab_size, sp->temperature, sp->top_k, sp->top_p, sp->seed) != 0)
         return mdi_fail(err, MDI_ENOMEM, "out of memory for the sampler");
@@ -132,7 +136,8 @@ int sample_state_accept(sample_state *s, const tokenizer *tok, float *logits, do
             fflush(s->echo);
         }
     }
-    if (tokenizer_is_eos(tok, id) || r->n_generated >= s->max_new || (s->interrupt && *s->interrupt)) {
+    if ((tokenizer_is_eos(tok, id) && !s->ignore_eos) || r->n_generated >= s->max_new ||
+        (s->interrupt && *s->interrupt)) {
         s->done = 1;
         r->t_done = t;
         return 0;
@@ -175,198 +180,175 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
 }
 
 
-/* Standalone mode's run: up to GENERATE_MAX_SLOTS samples hold a slot (a
- * KV cache) at once; each is prefilled alone when it takes its slot, and
- * every decode step runs the slots' samples as one batch. */
+_Static_assert(ENGINE_DEFAULT_PREFILL_CHUNK == GENERATE_MAX_BATCH, "one prefill chunk for every mode");
+
+/* Batch mode on the engine: every sample submitted at once, its tokens
+ * and text gathered by the callbacks into its result. */
 typedef struct {
     const starter_opts *o;
-    const model *m;
-    const tokenizer *tok;
     sample_result *results;
-    int n_samples, n_slots, max_seq;
-    forward_state fs;
-    kv_cache *kv;           /* (n_slots,) */
-    sample_state *ss;       /* (n_slots,) */
-    int *slot_sample;       /* (n_slots,): the sample in the slot, -1 free */
-    forward_row *rows;      /* (n_slots,) */
-    int *row_slot, *tokens; /* (n_slots,) */
-    float *x;               /* (max(max_batch, n_slots), dim) */
-    int *finished;          /* (n_samples,) */
-    int next_print;
-    FILE *echo, *logits_f;
+    int n_samples, distributed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n_done, next_print;
+    int *finished;
     double t0;
-    long generated;
-    token_curve curve;
-} standalone_run;
+    int error;
+    char err[MDI_ERR_LEN];
+} batch_run;
 
-/* Prints finished samples in order (several samples: after each one's
- * predecessors, as when they ran in turn). */
-static void standalone_print(standalone_run *r)
+typedef struct {
+    batch_run *b;
+    int index;
+} batch_sample;
+
+/* Standalone prints the finished samples in order (each after its
+ * predecessors, as when they ran in turn); the ring's are printed by the
+ * caller at the end. b->mu held. */
+static void batch_print(batch_run *b)
 {
-    const starter_opts *o = r->o;
-    while (r->next_print < r->n_samples && r->finished[r->next_print]) {
-        int i = r->next_print++;
-        if (r->echo) {
-            fputc('\n', r->echo);
-            fflush(r->echo);
-        } else if (!o->quiet) {
-            printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : r->results[i].prompt, r->results[i].text);
-        }
-    }
-}
-
-/* Takes the logits after slot k's last token: 1 while its sample goes on,
- * 0 once it finished (the slot is then free). */
-static int standalone_accept(standalone_run *r, int k, float *logits)
-{
-    int i = r->slot_sample[k];
-    sample_state *ss = &r->ss[k];
-    if (r->logits_f && i == 0)
-        fwrite(logits, sizeof(float), (size_t)r->m->cfg.vocab_size, r->logits_f);
-    int going = sample_state_accept(ss, r->tok, logits, time_now() - r->t0);
-    token_curve_add(&r->curve, time_now() - r->t0, ++r->generated);
-    if (going && ss->pos >= r->max_seq) {
-        ss->done = 1;
-        r->results[i].t_done = time_now() - r->t0;
-        going = 0;
-    }
-    if (!going) {
-        sample_state_free(ss);
-        r->slot_sample[k] = -1;
-        r->finished[i] = 1;
-        standalone_print(r);
-    }
-    return going;
-}
-
-static void standalone_free(standalone_run *r)
-{
-    for (int k = 0; r->kv && k < r->n_slots; k++)
-        kv_cache_free(&r->kv[k]);
-    for (int k = 0; r->ss && r->slot_sample && k < r->n_slots; k++)
-        if (r->slot_sample[k] >= 0)
-            sample_state_free(&r->ss[k]);
-    free(r->kv);
-    free(r->ss);
-    free(r->slot_sample);
-    free(r->rows);
-    free(r->row_slot);
-    free(r->tokens);
-    free(r->x);
-    free(r->finished);
-    if (r->fs.xb)
-        forward_state_free(&r->fs);
-}
-
-int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
-                        sample_result *results, int n_samples, run_stats *st, char *err)
-{
-    const model_config *c = &m->cfg;
-    int max_batch, rc;
-    standalone_run r;
-    memset(&r, 0, sizeof(r));
-    r.o = o;
-    r.m = m;
-    r.tok = tok;
-    r.results = results;
-    r.n_samples = n_samples;
-    if ((rc = generate_plan(o, c, results, n_samples, &r.max_seq, &max_batch, err)))
-        return rc;
-    r.n_slots = n_samples < GENERATE_MAX_SLOTS ? (n_samples > 0 ? n_samples : 1) : GENERATE_MAX_SLOTS;
-    int n = r.n_slots, x_rows = max_batch > n ? max_batch : n;
-    if ((rc = forward_state_init_batch(&r.fs, m, max_batch, n, r.max_seq, err)))
-        return rc;
-    r.kv = calloc((size_t)n, sizeof(kv_cache));
-    r.ss = calloc((size_t)n, sizeof(sample_state));
-    r.slot_sample = malloc((size_t)n * sizeof(int));
-    r.rows = malloc((size_t)n * sizeof(forward_row));
-    r.row_slot = malloc((size_t)n * sizeof(int));
-    r.tokens = malloc((size_t)n * sizeof(int));
-    r.x = malloc((size_t)x_rows * c->dim * sizeof(float));
-    r.finished = calloc((size_t)(n_samples > 0 ? n_samples : 1), sizeof(int));
-    if (!r.kv || !r.ss || !r.slot_sample || !r.rows || !r.row_slot || !r.tokens || !r.x || !r.finished) {
-        standalone_free(&r);
-        return mdi_fail(err, MDI_ENOMEM, "out of memory for %d slots", n);
-    }
-    for (int k = 0; k < n; k++)
-        r.slot_sample[k] = -1;
-    for (int k = 0; k < n && !rc; k++)
-        rc = kv_cache_init(&r.kv[k], m, r.max_seq, o->kv_dtype, err);
-    if (!rc && o->logits_out && !(r.logits_f = fopen(o->logits_out, "wb")))
-        rc = mdi_fail(err, MDI_EIO, "%s: cannot create", o->logits_out);
-
-    r.t0 = time_now();
-    double prefill_time = 0, decode_time = 0;
-    long prefill_tokens = 0, decode_tokens = 0;
-    token_curve_add(&r.curve, 0, 0);
-    r.echo = (o->quiet || n_samples > 1) ? NULL : stdout;
-    int next = 0, busy = 0;
-    while (!rc && (next < n_samples || busy > 0)) {
-        /* Free slots take the next samples, each prefilled alone. */
-        for (int k = 0; k < n && next < n_samples && !rc; k++) {
-            if (r.slot_sample[k] >= 0)
-                continue;
-            int i = next++;
-            sample_params sp = generate_sample_params(o, i);
-            if ((rc = sample_state_init(&r.ss[k], &results[i], &sp, tok, c->vocab_size, r.echo, err)))
-                break;
-            r.slot_sample[k] = i;
-            kv_cache_reset(&r.kv[k]);
-            double ta = time_now();
-            float *logits = forward_tokens(m, &r.fs, &r.kv[k], results[i].prompt_ids, results[i].n_prompt, 0, r.x);
-            prefill_time += time_now() - ta;
-            prefill_tokens += results[i].n_prompt;
-            r.ss[k].pos = results[i].n_prompt;
-            if (r.ss[k].done) { /* --n-tokens 0 */
-                sample_state_free(&r.ss[k]);
-                r.slot_sample[k] = -1;
-                r.finished[i] = 1;
-                standalone_print(&r);
-                k--; /* the slot is free again */
-                continue;
+    const starter_opts *o = b->o;
+    while (b->next_print < b->n_samples && b->finished[b->next_print]) {
+        int i = b->next_print++;
+        if (b->n_samples == 1) {
+            if (!o->quiet) {
+                fputc('\n', stdout);
+                fflush(stdout);
             }
-            if (standalone_accept(&r, k, logits))
-                busy++;
-            else
-                k--;
-        }
-        if (rc || busy == 0)
-            continue;
-        /* One decode step of every sample in a slot. */
-        int b = 0;
-        for (int k = 0; k < n; k++) {
-            if (r.slot_sample[k] < 0)
-                continue;
-            r.rows[b].kv = &r.kv[k];
-            r.rows[b].pos = r.ss[k].pos;
-            r.tokens[b] = r.ss[k].next_token;
-            r.row_slot[b++] = k;
-        }
-        double td = time_now();
-        float *logits = forward_batch(m, &r.fs, r.rows, r.tokens, b, r.x);
-        decode_time += time_now() - td;
-        decode_tokens += b;
-        for (int j = 0; j < b; j++) {
-            int k = r.row_slot[j];
-            r.ss[k].pos++;
-            if (!standalone_accept(&r, k, logits + (size_t)j * c->vocab_size))
-                busy--;
+        } else if (!o->quiet && !b->distributed) {
+            printf("--- sample %d ---\n%s%s\n", i, o->chat ? "" : b->results[i].prompt, b->results[i].text);
+            fflush(stdout);
         }
     }
-    if (r.logits_f)
-        fclose(r.logits_f);
+}
+
+static void batch_on_token(void *ud, int token, const char *piece, double t)
+{
+    batch_sample *s = ud;
+    batch_run *b = s->b;
+    sample_result *r = &b->results[s->index];
+    (void)t;
+    double now = time_now() - b->t0;
+    if (r->n_generated == 0) r->t_first_token = now;
+    if (r->n_generated < (b->o->n_tokens > 0 ? b->o->n_tokens : 1)) r->generated_ids[r->n_generated++] = token;
+    if (piece[0]) {
+        sample_result_append_text(r, piece);
+        if (b->n_samples == 1 && !b->o->quiet) {
+            fputs(piece, stdout);
+            fflush(stdout);
+        }
+    }
+}
+
+static void batch_on_done(void *ud, int finish, int n_prompt, int n_generated, const char *err)
+{
+    batch_sample *s = ud;
+    batch_run *b = s->b;
+    (void)n_prompt;
+    (void)n_generated;
+    b->results[s->index].t_done = time_now() - b->t0;
+    pthread_mutex_lock(&b->mu);
+    if (finish == ENGINE_FINISH_ERROR && !b->error) {
+        b->error = 1;
+        snprintf(b->err, sizeof(b->err), "%s", err ? err : "failed");
+    }
+    b->finished[s->index] = 1;
+    b->n_done++;
+    if (!b->error) batch_print(b);
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void generate_engine_config(const starter_opts *o, struct engine_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->ckpt = o->ckpt;
+    c->nodes_config = o->nodes_config;
+    c->n_threads = o->n_threads;
+    c->dtype = o->dtype;
+    c->kv_dtype = o->kv_dtype;
+    c->wire_dtype = o->wire_dtype;
+    c->mmap_weights = o->mmap_weights;
+    c->mlock = o->mlock;
+    c->max_seq = o->max_seq_len;
+    c->timeout_s = o->timeout_s;
+    c->verbose = o->verbose;
+}
+
+int generate_run(const starter_opts *o, const tokenizer *tok, sample_result *results, int n_samples, int n_nodes,
+                 run_stats *st, json_t **nodes, char *err)
+{
+    model_config cfg;
+    int rc, max_seq, max_batch;
+    *nodes = NULL;
     memset(st, 0, sizeof(*st));
-    st->curve = r.curve;
-    st->total_s = time_now() - r.t0;
-    st->ttft_s = n_samples ? results[0].t_first_token : 0;
-    st->prefill_tok_s = prefill_time > 0 ? prefill_tokens / prefill_time : 0;
-    st->decode_tok_s = decode_time > 0 ? decode_tokens / decode_time : 0;
+    if ((rc = model_config_load(&cfg, o->ckpt, err))) return rc;
+    if ((rc = generate_plan(o, &cfg, results, n_samples, &max_seq, &max_batch, err))) return rc;
     for (int i = 0; i < n_samples; i++)
-        st->tokens_generated += results[i].n_generated;
-    st->kv_dtype = dtype_name(o->kv_dtype);
-    for (int k = 0; k < n; k++)
-        st->kv_bytes += kv_cache_bytes(&r.kv[k]);
-    standalone_free(&r);
+        if (!results[i].generated_ids &&
+            !(results[i].generated_ids = malloc((size_t)(o->n_tokens > 0 ? o->n_tokens : 1) * sizeof(int))))
+            return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    engine_config c;
+    generate_engine_config(o, &c);
+    c.max_seq = max_seq;
+    /* the prefill chunk as both modes have always cut prompts: the longest
+     * prompt, at most GENERATE_MAX_BATCH */
+    c.prefill_chunk = max_batch;
+    int most = n_nodes > 1 ? FORWARD_MAX_SAMPLES : GENERATE_MAX_SLOTS;
+    c.n_slots = n_samples < most ? (n_samples > 0 ? n_samples : 1) : most;
+    c.queue_max = n_samples > 0 ? n_samples : 1;
+    c.logits_out = o->logits_out;
+    c.record_curve = 1;
+    batch_run b;
+    memset(&b, 0, sizeof(b));
+    b.o = o;
+    b.results = results;
+    b.n_samples = n_samples;
+    b.distributed = n_nodes > 1;
+    b.finished = calloc((size_t)(n_samples > 0 ? n_samples : 1), sizeof(int));
+    batch_sample *bs = calloc((size_t)(n_samples > 0 ? n_samples : 1), sizeof(*bs));
+    if (!b.finished || !bs) {
+        free(b.finished);
+        free(bs);
+        return mdi_fail(err, MDI_ENOMEM, "out of memory");
+    }
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    engine *e = NULL;
+    if ((rc = engine_open(&e, &c, tok, err))) goto done;
+    /* one sample streams its prompt, then its text as it comes */
+    if (n_samples == 1 && !o->quiet && !o->chat) {
+        tokenizer_stream ts;
+        char piece[512];
+        tokenizer_stream_init(&ts);
+        for (int i = 0; i < results[0].n_prompt; i++) {
+            tokenizer_stream_next(tok, &ts, results[0].prompt_ids[i], piece, sizeof(piece));
+            fputs(piece, stdout);
+        }
+        fflush(stdout);
+    }
+    b.t0 = time_now();
+    static const engine_callbacks cb = {batch_on_token, batch_on_done};
+    for (int i = 0; i < n_samples && !rc; i++) {
+        bs[i].b = &b;
+        bs[i].index = i;
+        sample_params sp = generate_sample_params(o, i);
+        rc = engine_submit(e, results[i].prompt_ids, results[i].n_prompt, &sp, &cb, &bs[i], NULL, err);
+        if (rc) rc = mdi_fail(err, rc, "sample %d: %.400s", i, err);
+    }
+    pthread_mutex_lock(&b.mu);
+    while (!rc && b.n_done < n_samples && !b.error) pthread_cond_wait(&b.cv, &b.mu);
+    pthread_mutex_unlock(&b.mu);
+    char why[MDI_ERR_LEN];
+    int crc = engine_close(e, b.error || rc ? NULL : st, b.error || rc ? NULL : nodes, why);
+    if (!rc && b.error) rc = mdi_fail(err, MDI_ENET, "%s", b.err);
+    if (!rc && crc) rc = mdi_fail(err, crc, "%s", why);
+    if (!rc) st->ttft_s = n_samples ? results[0].t_first_token : 0;
+done:
+    pthread_mutex_destroy(&b.mu);
+    pthread_cond_destroy(&b.cv);
+    free(b.finished);
+    free(bs);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <jansson.h>
 #include "cli.h"
 #include "forward.h"
 #include "report.h"
@@ -30,6 +31,7 @@ typedef struct {
     int pos;                 /* tokens in the KV cache */
     int next_token;          /* the token to feed next */
     int done;
+    int ignore_eos;          /* sample_params.ignore_eos */
     FILE *echo;              /* stream the text here (NULL: do not) */
     const volatile sig_atomic_t *interrupt; /* set (Ctrl-C): the sample ends after
                                              * the token at hand; NULL: never */
@@ -39,17 +41,6 @@ typedef struct {
  * with BOS as the tokenizer says, or --prompt-ids. *out is a new array. */
 int generate_prepare_samples(const starter_opts *o, const tokenizer *tok, int n_samples,
                              sample_result **out, char *err);
-
-/* What one sample asks of the engine, apart from the command line: its
- * token budget and its sampler (a service sets them per request). */
-typedef struct {
-    int max_new;             /* new tokens at most */
-    float temperature;       /* 0: greedy */
-    int top_k;               /* 0: off */
-    float top_p;             /* 1: off */
-    uint64_t seed;
-    int echo_prompt;         /* stream the prompt's text before the new text */
-} sample_params;
 
 /* The command line's parameters for sample index: --n-tokens,
  * --temperature, --top-k, --top-p, seed --seed + index; the prompt is
@@ -80,13 +71,23 @@ int generate_plan(const starter_opts *o, const model_config *c, const sample_res
  * the next sample takes the slot of one that finished. */
 #define GENERATE_MAX_SLOTS 16
 
-/* Standalone mode: up to GENERATE_MAX_SLOTS samples at once, each
- * prefilled alone when it starts, their decode steps run as one batch
- * (forward_batch: each sample's tokens as when it runs alone). Samples'
- * texts are printed in order. Fills results and stats (decode_tok_s: all
- * samples' tokens over the decode time). */
-int generate_standalone(const starter_opts *o, const model *m, const tokenizer *tok,
-                        sample_result *results, int n_samples, run_stats *st, char *err);
+/* The engine's configuration from the command line (engine.h), before
+ * batch mode's sizes. */
+struct engine_config;
+void generate_engine_config(const starter_opts *o, struct engine_config *c);
+
+/* The CLI's batch mode, in both modes, on the engine (engine.h): opens it
+ * with up to GENERATE_MAX_SLOTS slots standalone (every sample on the
+ * ring, at most FORWARD_MAX_SAMPLES), submits every sample, waits for
+ * them all and closes it. The KV length and the prefill chunk are
+ * generate_plan's, so that outputs match whatever the mode. Fills results
+ * (generated_ids, text, t_first_token, t_done), st and *nodes (NULL
+ * standalone) as report_write_json takes them. Prints one sample's text
+ * as it comes (prompt first unless --chat), and standalone the texts of
+ * several samples in order as they finish; the caller prints the ring's
+ * several samples. A failure names the node. */
+int generate_run(const starter_opts *o, const tokenizer *tok, sample_result *results, int n_samples, int n_nodes,
+                 run_stats *st, json_t **nodes, char *err);
 
 /* Time spent and tokens run, summed over the turns of a conversation. */
 typedef struct {

@@ -307,26 +307,14 @@ static void ring_forward_error(ring *r, proto_frame *f, const char *text)
     if (queue_push(&r->out_q, f, r->o.timeout_s) != 0) queue_push(&r->free_q, f, 0);
 }
 
-/* The cache of the sample of DATA frame f (created at its first frame),
+/* The cache of the sample slot of DATA frame f (allocated at start),
  * after checking the frame's positions against it. NULL with the reason
  * in why. */
 static kv_cache *ring_frame_cache(ring *r, const proto_frame *f, char *why)
 {
-    const model *m = r->o.m;
     uint32_t s = f->h.sample_id;
     int n = (int)f->h.n_tokens, pos = (int)f->h.pos;
     kv_cache *kv = &r->kv[s];
-    if (!kv->k) {
-        if (pos != 0) {
-            mdi_fail(why, -1, "first frame of sample %u starts at position %d, not 0", s, pos);
-            return NULL;
-        }
-        if (kv_cache_init(kv, m, r->o.max_seq, r->o.kv_dtype, why) != 0) return NULL;
-        pthread_mutex_lock(&r->mu);
-        r->kv_bytes += kv_cache_bytes(kv);
-        if (r->kv_bytes > r->kv_bytes_peak) r->kv_bytes_peak = r->kv_bytes;
-        pthread_mutex_unlock(&r->mu);
-    }
     if (pos != kv->len) {
         mdi_fail(why, -1, "frame of sample %u at position %d, but its cache holds %d positions", s, pos, kv->len);
         return NULL;
@@ -426,15 +414,11 @@ static int ring_gather_batch(ring *r, proto_frame **held)
     return nb;
 }
 
+/* RELEASE: the sample's slot is free for the next one; its cache stays
+ * allocated (position cleared). */
 static void ring_release_sample(ring *r, uint32_t s)
 {
-    kv_cache *kv = &r->kv[s];
-    if (!kv->k) return;
-    pthread_mutex_lock(&r->mu);
-    r->kv_bytes -= kv_cache_bytes(kv);
-    pthread_mutex_unlock(&r->mu);
-    kv_cache_free(kv);
-    memset(kv, 0, sizeof(*kv));
+    if (s < r->o.limits.n_samples) kv_cache_reset(&r->kv[s]);
 }
 
 static void *ring_compute_main(void *arg)
@@ -553,6 +537,13 @@ int ring_start(ring *r, const ring_opts *o, char *err)
         r->batch = calloc((size_t)r->batch_max, sizeof(*r->batch));
         r->rows = calloc((size_t)r->batch_max, sizeof(*r->rows));
         if (!r->kv || !r->x || !r->batch || !r->rows) { rc = mdi_fail(err, MDI_ENOMEM, "out of memory"); goto fail; }
+        /* every slot's cache now, once: a sample takes a slot whose
+         * RELEASE has passed, and finds it empty */
+        for (uint32_t i = 0; i < r->o.limits.n_samples; i++) {
+            if ((rc = kv_cache_init(&r->kv[i], m, r->o.max_seq, r->o.kv_dtype, err))) goto fail;
+            r->kv_bytes += kv_cache_bytes(&r->kv[i]);
+        }
+        r->kv_bytes_peak = r->kv_bytes;
     }
     if (pthread_create(&r->rx, NULL, ring_rx_main, r) != 0) {
         rc = mdi_fail(err, MDI_ENOMEM, "cannot start the receiving thread");

@@ -25,8 +25,11 @@
  * gives it back. Queues are bounded; nothing allocates per frame.
  *
  * A secondary passes its model (ring_opts.m) and the ring runs the compute
- * thread itself: it keeps one KV cache per sample, created at the sample's
- * first frame and freed when its RELEASE passes; the node whose next hop is
+ * thread itself: it keeps one KV cache per sample slot (limits.n_samples),
+ * all allocated at ring_start; a RELEASE resets its slot's cache (position
+ * cleared, memory kept) so that the next sample in that slot starts at
+ * position 0 (the starter reuses a slot only once its RELEASE came back
+ * round the ring, so no frame of the old sample can follow); the node whose next hop is
  * the starter sends only the last row of each frame. The compute thread
  * takes every decode frame (one token) waiting in the input queue, of
  * distinct samples and up to a batch limit (n_samples, at most

@@ -26,4 +26,17 @@ void sampler_free(sampler *s);
 int sampler_sample(sampler *s, float *logits);
 int sampler_argmax(const float *x, int n);
 
+/* What one sample asks of the engine (engine.h), apart from the command
+ * line: its token budget and its sampler (a service sets them per
+ * request). */
+typedef struct {
+    int max_new;             /* new tokens at most */
+    float temperature;       /* 0: greedy */
+    int top_k;               /* 0: off */
+    float top_p;             /* 1: off */
+    uint64_t seed;
+    int echo_prompt;         /* stream the prompt's text before the new text */
+    int ignore_eos;          /* EOS does not end the sample (fixed output lengths) */
+} sample_params;
+
 #endif

@@ -19,6 +19,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "engine.h"
 #include "generate.h"
 #include "kernels.h"
 #include "model.h"
@@ -27,6 +28,7 @@
 #include "prepare.h"
 #include "proto.h"
 #include "report.h"
+#include "serve.h"
 #include "gguf.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -85,25 +87,10 @@ static tokenizer *load_tokenizer(const char *ckpt, char *err)
     return tokenizer_load(dir, err);
 }
 
-/* A prepared checkpoints/NAME folder holds config.json and chunks only; one
- * node alone runs its 1-node chunk. */
-static const char *standalone_weights(const char *ckpt, char *buf, size_t cap)
-{
-    char p[4096];
-    if (!dir_exists(ckpt))
-        return ckpt;
-    if ((path_join(p, sizeof(p), ckpt, "model.safetensors") == 0 && file_exists(p)) ||
-        (path_join(p, sizeof(p), ckpt, "model.safetensors.index.json") == 0 && file_exists(p)))
-        return ckpt;
-    if (path_join(buf, cap, ckpt, "chunks/1nodes/model_starter.safetensors") == 0 && file_exists(buf))
-        return buf;
-    return ckpt;
-}
-
 /* The chunks for n_nodes are missing: split the checkpoint now, as
  * MDI-LLM's starter does, into prepare_model's default folder
  * (checkpoints/NAME), and run from there. A prepared folder without its
- * source weights is left as it is: pipeline_run then names what to do. */
+ * source weights is left as it is: opening the cluster then names what to do. */
 static int ensure_chunks(starter_opts *o, int n_nodes, char *out, size_t cap, char *err)
 {
     char p[8192];
@@ -230,6 +217,8 @@ int main(int argc, char **argv)
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         o.n_threads = ncpu > 0 ? (int)ncpu : 1;
     }
+    if (o.serve)
+        serve_block_signals(); /* serve_run waits for them; no thread takes them */
     if (o.interactive) {
         /* Ctrl-C belongs to the conversation (the main thread): every
          * thread started from here on blocks it; chat_run unblocks it. */
@@ -288,6 +277,12 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto done;
     }
+    if (o.serve) {
+        if ((rc = serve_run(&o, tok, err)))
+            log_error("%s", err);
+        status = rc ? 1 : 0;
+        goto done;
+    }
     if (o.interactive) {
         chat_engine eng = { 0 };
         generate_session g;
@@ -308,7 +303,7 @@ int main(int argc, char **argv)
                 goto done;
             }
             char weights_buf[4096];
-            const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
+            const char *weights = engine_weights_path(o.ckpt, weights_buf, sizeof(weights_buf));
             model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype, o.mmap_weights ? TSRC_MAP : TSRC_READ };
             if ((rc = model_load(&m, weights, &cfg, &slice, err)) ||
                 (rc = generate_session_init(&g, &m, max_seq,
@@ -347,31 +342,13 @@ int main(int argc, char **argv)
                               cfg.vocab_size);
                     goto done;
                 }
-        if (n_nodes > 1) {
-            if ((rc = pipeline_run(&o, tok, results, n_samples, &st, &nodes, err))) {
-                log_error("%s", err);
-                goto done;
-            }
-            /* one sample streamed as it came */
-            if (!o.quiet && n_samples > 1)
-                print_texts(&o, results, n_samples);
-        } else {
-            char weights_buf[4096];
-            const char *weights = standalone_weights(o.ckpt, weights_buf, sizeof(weights_buf));
-            model_slice slice = { 0, cfg.n_layers, 1, 1, o.dtype, o.mmap_weights ? TSRC_MAP : TSRC_READ };
-            if ((rc = model_load(&m, weights, &cfg, &slice, err))) {
-                log_error("%s", err);
-                goto done;
-            }
-            if (o.mlock && model_lock(&m, err) == 0)
-                log_warn("%s", err);
-            if ((rc = generate_standalone(&o, &m, tok, results, n_samples, &st, err))) {
-                log_error("%s", err);
-                goto done;
-            }
-            st.weight_bytes_per_token = m.weight_bytes;
-            st.dtype = m.dtypes;
+        if ((rc = generate_run(&o, tok, results, n_samples, n_nodes, &st, &nodes, err))) {
+            log_error("%s", err);
+            goto done;
         }
+        /* one sample streamed as it came; standalone printed each in turn */
+        if (!o.quiet && n_samples > 1 && n_nodes > 1)
+            print_texts(&o, results, n_samples);
     }
     st.peak_rss_bytes = mem_peak_rss();
     st.blas_core = kernels_blas_core();

@@ -109,5 +109,41 @@ total=0
 for node in $batched; do total=$((total + ${node#*:})); done
 [ $total -gt 0 ]
 check "e2e_batch 3 nodes: decode frames ran in batches" $? "rows in batches per node: $batched"
+# The engine on the ring: more samples than slots (70 on 64: the later
+# ones take a slot once its RELEASE came back round the ring), prompts of
+# different lengths, one of them longer than a prefill chunk (256 tokens):
+# each sample's text and tokens as its prompt's alone, standalone.
+ONE="Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog."
+LONG=$ONE
+for ((r = 0; r < 10; r++)); do LONG="$LONG $ONE"; done
+"$BIN/starter" --ckpt "$CK" --prompt "$LONG" --temperature 0 "${COMMON[@]}" --output "$TMP/alone_g_$N.json" \
+    2>>"$TMP/starter.log"
+check "e2e_batch: the long prompt alone" $? "$(tail -3 "$TMP/starter.log")"
+cp "$TMP/prompts.txt" "$TMP/prompts_long.txt"
+printf '%s\n\n' "$LONG" >>"$TMP/prompts_long.txt"
+out="$TMP/ring_70.json"
+run_with_timeout 120 "$BIN/starter" --ckpt "$CK" --nodes-config "$cfg" --prompt "FILE:$TMP/prompts_long.txt" \
+    --n-samples 70 --temperature 0 "${COMMON[@]}" --output "$out" 2>>"$TMP/starter.log"
+rc=$?
+msg=$($PY - "$TMP" "$out" $((N + 1)) <<'PYEOF' 2>&1
+import json, sys
+tmp, run, n_prompts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+got = json.load(open(run))["samples"]
+if len(got) != 70:
+    print("%d samples, expected 70" % len(got)); sys.exit(1)
+long_n = json.load(open("%s/alone_g_%d.json" % (tmp, n_prompts - 1)))["samples"][0]
+if len(long_n["prompt_ids"]) <= 256:
+    print("the long prompt has %d tokens only" % len(long_n["prompt_ids"])); sys.exit(1)
+for i in range(70):
+    alone = json.load(open("%s/alone_g_%d.json" % (tmp, i % n_prompts)))["samples"][0]
+    if got[i]["generated_ids"] != alone["generated_ids"] or got[i]["text"] != alone["text"]:
+        print("sample %d differs from its prompt alone:\n  %s\n  %s" % (i, got[i]["text"], alone["text"]))
+        sys.exit(1)
+PYEOF
+)
+same=$?
+[ $rc -ne 0 ] && msg="starter exit $rc: $(tail -3 "$TMP/starter.log")"
+check "e2e_batch 3 nodes, engine: 70 samples on 64 slots, one prompt of two prefill chunks: each as alone" \
+    $((rc | same)) "$msg"
 stop_secondaries
 check "e2e_batch 3 nodes: secondaries exit on SIGTERM" $? "a secondary outlived SIGTERM"
