@@ -46,7 +46,8 @@
 # service's tok/s at each concurrency over its own at 1: issue 9's targets
 # are at least 4 at 8 and at least llama-server's at every concurrency),
 # after each of our runs where the time went (the service's GET /metrics:
-# each node's compute and wait seconds, kept in plots/bench_serve_metrics.txt),
+# each node's compute and wait seconds, kept in plots/bench_serve_metrics.txt;
+# each secondary's own compute, wait and decode batches from its GET /),
 # and draws plots/bench_serve.png (aggregate tok/s against concurrency, one
 # line per engine, one panel per model).
 #
@@ -216,6 +217,29 @@ run_ours() {
     cat "$TMP/metrics.txt" >>"$METRICS"
     echo "  where the time went (GET /metrics, since the service started):"
     $PY "$TMP/metrics.py" "$TMP/metrics.txt"
+    # Each secondary's own figures for the run so far (its control port's
+    # GET /): compute, wait, and the frames it ran per decode batch.
+    for ((i = 0; i < nsec; i++)); do
+        curl -s --max-time 10 "http://127.0.0.1:${ports[$((2 + 2 * i))]}/" >"$TMP/sec$i.json"
+        $PY - "$TMP/sec$i.json" "$i" <<'EOF'
+import json, sys
+def find(o, k):
+    if isinstance(o, dict):
+        if k in o: return o[k]
+        for v in o.values():
+            r = find(v, k)
+            if r is not None: return r
+    return None
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError:
+    print("    secondary %s: no status" % sys.argv[2]); sys.exit(0)
+c, w = find(d, "compute_s") or 0.0, find(d, "wait_s") or 0.0
+b, t = find(d, "decode_batches") or 0, find(d, "batched_tokens") or 0
+print("    secondary %s (its GET /)      compute %8.2f s (%3.0f%%)  wait %8.2f s (%3.0f%%)  %d decode batches, %.2f frames each"
+      % (sys.argv[2], c, 100 * c / (c + w) if c + w else 0, w, 100 * w / (c + w) if c + w else 0, b, t / b if b else 0))
+EOF
+    done
     stop "$sp"; stop "${spids[@]}"
     return $rc
 }
