@@ -99,7 +99,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' INT TERM
 export OPENBLAS_NUM_THREADS=1
-rm -f "$CSV"
+# Written under $TMP and moved into plots/ at the end: a run that skips
+# everything leaves the last figures where they are.
+OUT_CSV=$CSV OUT_METRICS=$METRICS
+CSV=$TMP/bench_serve.csv METRICS=$TMP/bench_serve_metrics.txt
 : >"$METRICS"
 failures=0
 LOAD_ARGS=(--concurrency "$CONC" --prompt-words "$WORDS" --max-tokens "$NTOK" --csv "$CSV")
@@ -283,7 +286,11 @@ for name in $FILES; do
     for n in $NODES; do run_ours "$name" "$f" "$n" || failures=$((failures + 1)); done
 done
 
-[ -f "$CSV" ] || { echo "bench_serve: no figures" >&2; exit 1; }
+if [ ! -f "$CSV" ]; then # every file skipped (or every run failed)
+    echo "SKIP: bench_serve: no figures"; [ "$failures" -eq 0 ]; exit
+fi
+cp "$CSV" "$OUT_CSV" && cp "$METRICS" "$OUT_METRICS" || exit 1
+CSV=$OUT_CSV METRICS=$OUT_METRICS
 $PY - "$CSV" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
