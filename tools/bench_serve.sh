@@ -43,7 +43,8 @@
 # concurrency,prompt_tokens,max_tokens,requests,errors,tokens,wall_s,tok_s,
 # ttft_p50_ms,ttft_p99_ms,tpot_p50_ms,tpot_p99_ms), prints a table per model
 # (aggregate tok/s per engine, ours over llama-server's; the standalone
-# service's tok/s at each concurrency over its own at 1: issue 9's targets
+# service's tok/s at each concurrency over its own at 1, and the same for
+# decode alone estimated as concurrency / per-token p50: issue 9's targets
 # are at least 4 at 8 and at least llama-server's at every concurrency),
 # after each of our runs where the time went (the service's GET /metrics:
 # each node's compute and wait seconds, kept in plots/bench_serve_metrics.txt;
@@ -302,7 +303,7 @@ for model in dict.fromkeys(r["model"] for r in rows):
     peer = next((e for e in engines if e[0] != "mdi"), None)
     print("\n%s: aggregate tok/s (errors), TTFT p50 / per-token p50 in ms" % model)
     print("%11s " % "concurrency" + " ".join("%26s" % ("%s %dn" % e) for e in engines) +
-          ("  %10s" % "1n/peer" if peer else "") + "  %8s" % "1n x c=1")
+          ("  %10s" % "1n/peer" if peer else "") + "  %8s  %8s" % ("1n x c=1", "dec x"))
     for c in conc:
         line = "%11d " % c
         for e in engines:
@@ -316,8 +317,14 @@ for model in dict.fromkeys(r["model"] for r in rows):
                                 if ours and p and float(p["tok_s"]) > 0 else "-")
         line += "  %8s" % ("%.2f" % (float(ours["tok_s"]) / float(one["tok_s"]))
                            if ours and one and float(one["tok_s"]) > 0 else "-")
+        # decode alone: c streams each at one token per per-token p50, over the same at the lowest concurrency
+        line += "  %8s" % ("%.2f" % ((c / float(ours["tpot_p50_ms"])) / (conc[0] / float(one["tpot_p50_ms"])))
+                           if ours and one and float(ours["tpot_p50_ms"]) > 0 and float(one["tpot_p50_ms"]) > 0
+                           else "-")
         print(line)
-print("\ntargets (issue 9): 1n x c=1 at 8 >= 4; 1n/peer >= 1 at every concurrency")
+print("\n1n x c=1: the standalone service's aggregate tok/s (prefill included) over its own at the lowest "
+      "concurrency;\ndec x: the same for decode alone, estimated as concurrency / per-token p50")
+print("targets (issue 9): aggregate decode at 8 >= 4 x at 1; 1n/peer >= 1 at every concurrency")
 EOF
 
 if command -v gnuplot >/dev/null 2>&1; then
