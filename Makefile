@@ -129,6 +129,7 @@ bench: all
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench.sh
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_ring.sh
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_batch.sh
+	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_serve.sh
 
 demo: all
 	@BIN=$(BIN) MODEL=$(MODEL) tools/demo.sh
