@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "control.h"
 #include "forward.h"
 #include "model.h"
 #include "nodes_config.h"
@@ -35,6 +36,8 @@ enum { RQ_WAITING, RQ_PREFILL, RQ_DECODE, RQ_RING };
  * prefill chunk; below the ring's queue capacity so that the bounded
  * queues can never all fill up at once. */
 #define ENGINE_MAX_IN_FLIGHT 32
+/* engine_nodes_json asks each secondary for its figures, waiting this long at most. */
+#define ENGINE_STATUS_S 1.0
 
 struct engine_request {
     engine_request *next;      /* the queue's link */
@@ -760,6 +763,21 @@ json_t *engine_nodes_json(engine *e)
         json_object_set_new(o, "addr", json_string(n->addr));
         json_object_set_new(o, "http_port", json_integer(n->http_port));
         json_object_set_new(o, "layers", json_pack("[i, i]", b, en));
+        /* its figures so far, from its GET / (bounded: a silent node
+         * leaves them out rather than holding the caller) */
+        json_t *status = NULL;
+        char why[MDI_ERR_LEN];
+        if (control_client_status(n->addr, n->http_port, e->cl->nc.secret, ENGINE_STATUS_S, &status, why) == 0) {
+            json_t *rs = json_object_get(status, "stats");
+            const char *keys[] = {"compute_s", "wait_s", "tokens", "decode_batches", "batched_tokens"};
+            for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+                json_t *v = json_object_get(rs, keys[k]);
+                if (json_is_number(v)) json_object_set(o, keys[k], v);
+            }
+            json_t *state = json_object_get(status, "state");
+            if (json_is_string(state)) json_object_set(o, "state", state);
+        }
+        json_decref(status);
         json_array_append_new(arr, o);
     }
     return arr;

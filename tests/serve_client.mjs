@@ -248,6 +248,11 @@ async function errors() {
         /mdi_time_to_first_token_seconds_bucket\{le="\+Inf"\} [1-9]/.test(m) &&
         /mdi_token_latency_seconds_count [1-9]/.test(m) && /mdi_node_compute_seconds\{node=/.test(m) &&
         /mdi_node_wait_seconds\{node=/.test(m), m.slice(0, 400));
+  // on a ring, every secondary's compute time so far, not only the starter's
+  const sec = [...m.matchAll(/^mdi_node_compute_seconds\{node="\d+",role="secondary"[^}]*\} ([0-9.e+-]+)$/gm)];
+  if (sec.length)
+    check('GET /metrics: each secondary\'s compute time so far', sec.every((x) => Number(x[1]) > 0),
+          sec.map((x) => x[0]).join(' | '));
 }
 
 try {
