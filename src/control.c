@@ -349,7 +349,7 @@ static enum MHD_Result cs_handle_init(control_server *s, struct MHD_Connection *
     int rc = run_config_from_json(&cfg, body, why);
     json_decref(body);
     if (rc) return cs_error(c, 400, "POST /init: %s", why);
-    if (cfg.node_index != s->node_index)
+    if (s->node_index >= 0 && cfg.node_index != s->node_index)
         return cs_error(c, 400, "POST /init: the run configuration is for secondary %d, this is secondary %d",
                         cfg.node_index, s->node_index);
 

@@ -101,7 +101,7 @@ typedef enum {
 
 typedef struct {
     int port;                  /* HTTP port; 0: any free (tests) */
-    int node_index;
+    int node_index;            /* -1: a spare, any place /init gives it */
     const char *secret;        /* NULL or "": none */
     const char *cache_dir;     /* created if missing */
     const char *local_chunk;   /* --chunk PATH or NULL */
