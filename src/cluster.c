@@ -124,6 +124,7 @@ static void pl_run_config(const cluster *p, int i, run_config *rc)
     snprintf(rc->chunk_sha256, sizeof(rc->chunk_sha256), "%s", c->sha256);
     rc->chunk_size = c->size;
     rc->timeout_s = p->o.timeout_s;
+    rc->epoch = p->epoch;
 }
 
 static double pl_probe_s(const cluster *p)
@@ -224,6 +225,7 @@ static int pl_start_ring(cluster *p, int n_samples, char *err)
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.node_index = 0;
+    ro.epoch = p->epoch;
     snprintf(ro.name, sizeof(ro.name), "starter");
     ro.listen_fd = p->listen_fd;
     ro.prev_index = p->n_nodes - 1;
@@ -524,6 +526,7 @@ int cluster_recover(cluster *p, int failed_node, double timeout_s, cluster_recov
         rec->spare = spare;
         char was[160];
         pl_node_name(p, failed_node, was, sizeof(was));
+        if (p->names_mu) pthread_mutex_lock(p->names_mu);
         if (spare >= 0) {
             p->spare_used[spare] = 1;
             p->nc.secondary[failed_node] = p->nc.spare[spare];
@@ -532,6 +535,7 @@ int cluster_recover(cluster *p, int failed_node, double timeout_s, cluster_recov
             p->nc.secondary[failed_node] = p->orig[failed_node];
             p->in_place[failed_node] = 0;
         }
+        if (p->names_mu) pthread_mutex_unlock(p->names_mu);
         char now[160];
         pl_node_name(p, failed_node, now, sizeof(now));
         log_info("%s: %s takes its layers", was, spare >= 0 ? now : "the node, back,");

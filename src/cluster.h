@@ -36,6 +36,7 @@
 #define MDI_CLUSTER_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include "forward.h"
 #include "model.h"
 #include "nodes_config.h"
@@ -81,6 +82,7 @@ typedef struct cluster {
     node_entry orig[NODES_MAX_SECONDARY]; /* each secondary as configured */
     int in_place[NODES_MAX_SECONDARY];  /* 0, or 1 + the spare now in secondary i's place */
     unsigned epoch;            /* run epoch: 0 at open, +1 per failover */
+    pthread_mutex_t *names_mu; /* NULL, or held while a failover puts another node in nc.secondary */
 } cluster;
 
 /* Steps 1-3. *out is new; 0 or a code with the reason in err (naming the

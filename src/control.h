@@ -78,6 +78,7 @@ typedef struct {
     char chunk_sha256[65];
     uint64_t chunk_size;
     double timeout_s;          /* ring timeouts */
+    unsigned epoch;            /* the run epoch (proto.h): 0, + 1 per failover */
 } run_config;
 
 /* The run configuration as JSON (new reference) and back. from_json names

@@ -56,6 +56,7 @@ struct engine_request {
     int prefilled;             /* prompt tokens sent / run */
     int pos;                   /* tokens in the KV cache */
     int next_token, n_generated;
+    int replay;                /* replaying after a failover: its next logits not back yet */
 };
 
 typedef struct {
@@ -79,7 +80,11 @@ struct engine {
     int failed_node;           /* the failed secondary, -1: unknown */
     char fail_err[MDI_ERR_LEN]; /* the failure, naming the node */
     int failovers;             /* under mu: ring failures recovered from */
-    double failover_lost_s;    /* under mu: seconds they cost, detection to the ring closed */
+    double failover_lost_s;    /* under mu: seconds they cost, detection to every replay done */
+    int replaying;             /* requests whose replay has not given logits yet */
+    double t_fail;             /* the failover under way: when the failure was seen */
+    double fo_ring_done;       /* seconds from t_fail to the ring closed again */
+    char fo_line[MDI_ERR_LEN]; /* its log line, printed once the replays are done */
     int n_nodes, n_slots, queue_max, max_seq, prefill_chunk;
     forward_state fs;
     int have_fs;
@@ -117,8 +122,11 @@ static void engine_request_free(engine_request *r)
 }
 
 /* Calls on_done and frees r; its slot (if any) is free from here. */
+static void engine_replay_done(engine *e, engine_request *r);
+
 static void engine_end(engine *e, engine_request *r, int finish, const char *err)
 {
+    engine_replay_done(e, r);
     if (r->cb.on_done) r->cb.on_done(r->ud, finish, r->n_prompt, r->n_generated, finish == ENGINE_FINISH_ERROR ? err : NULL);
     pthread_mutex_lock(&e->mu);
     e->requests_done++;
@@ -358,6 +366,7 @@ static int engine_ring_step(engine *e, int block, char *err)
         ring_frame_put(&c->ring, e->batch[i]);
         engine_request *r = e->slots[k].r;
         if (r->pos == 0) r->pos = r->n_fill;
+        engine_replay_done(e, r);
         int fin = engine_accept(e, r, logits + (size_t)i * e->cfg.vocab_size);
         if (fin) {
             engine_ring_end(e, r, fin, NULL);
@@ -406,7 +415,23 @@ static void engine_ring_replay(engine *e)
         r->n_fill = r->n_prompt + r->n_generated;
         r->prefilled = r->pos = 0;
         r->state = RQ_PREFILL;
+        if (!r->replay) e->replaying++;
+        r->replay = 1;
     }
+}
+
+/* r's replay gave its logits (or r ended): the last one done completes
+ * the failover's figures and log line. */
+static void engine_replay_done(engine *e, engine_request *r)
+{
+    if (!r->replay) return;
+    r->replay = 0;
+    if (--e->replaying > 0) return;
+    double now = time_now(), lost = now - e->t_fail;
+    log_info("%s, replay %.3f s): %.3f s lost", e->fo_line, now - e->t_fail - e->fo_ring_done, lost);
+    pthread_mutex_lock(&e->mu);
+    e->failover_lost_s += lost;
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* A node failed: with --failover-timeout, the cluster recovers (the node
@@ -434,18 +459,24 @@ static int engine_ring_failover(engine *e, double t_fail, int node)
         }
         return 0;
     }
-    engine_ring_replay(e);
-    double lost = time_now() - t_fail;
     char by[64];
     if (rec.spare >= 0) snprintf(by, sizeof(by), "spare %d", rec.spare);
     else snprintf(by, sizeof(by), "the same node back");
-    log_info("failover: %s replaced by %s, epoch %u: %.3f s lost (detection %.3f s, waiting %.3f s, "
-             "/init%s %.3f s, ring %.3f s), requests replayed", name, by, e->cl->epoch, lost, t_detect, rec.wait_s,
+    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u (detection %.3f s, "
+             "waiting %.3f s, /init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, t_detect, rec.wait_s,
              rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
+    e->t_fail = t_fail;
+    e->fo_ring_done = time_now() - t_fail;
     pthread_mutex_lock(&e->mu);
     e->failovers++;
-    e->failover_lost_s += lost;
     pthread_mutex_unlock(&e->mu);
+    engine_ring_replay(e);
+    if (!e->replaying) {
+        /* nothing to replay: done now */
+        engine_request none = {.replay = 1};
+        e->replaying = 1;
+        engine_replay_done(e, &none);
+    }
     return 1;
 }
 
@@ -655,6 +686,7 @@ static int engine_open_model(engine *e, char *err)
                            c->mlock, e->max_seq, e->prefill_chunk, e->n_slots, c->timeout_s,
                            c->connect_timeout_s, c->verbose};
         if ((rc = cluster_open(&e->cl, &co, err))) return rc;
+        e->cl->names_mu = &e->mu;
         e->mp = &e->cl->m;
         if (!(e->batch = calloc((size_t)e->n_slots, sizeof(*e->batch))))
             return mdi_fail(err, MDI_ENOMEM, "out of memory");
@@ -751,7 +783,8 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     pthread_mutex_lock(&e->mu);
     int rc = 0;
     if (e->closing || e->failed)
-        rc = mdi_fail(err, MDI_ESTATE, "the engine is %s", e->failed ? "stopped after a node failed" : "closing");
+        rc = e->failed ? mdi_fail(err, MDI_ESTATE, "the engine is stopped after a node failed: %.400s", e->fail_err)
+                       : mdi_fail(err, MDI_ESTATE, "the engine is closing");
     else if (e->q_len >= e->queue_max)
         rc = mdi_fail(err, MDI_EFULL, "queue full: %d requests wait for %d slots", e->q_len, e->n_slots);
     if (!rc) {
@@ -816,9 +849,10 @@ json_t *engine_nodes_json(engine *e)
     json_object_set_new(s, "kv_bytes", json_integer((json_int_t)e->kv_bytes));
     json_object_set_new(s, "slots_busy", json_integer(e->slots_busy));
     json_object_set_new(s, "failed", json_boolean(e->failed));
-    pthread_mutex_unlock(&e->mu);
+    json_object_set_new(s, "failovers", json_integer(e->failovers));
+    json_object_set_new(s, "failover_lost_s", json_real(e->failover_lost_s));
     json_array_append_new(arr, s);
-    /* the secondaries as configured (fixed while the engine is open) */
+    /* the secondaries (a failover may put a spare in a place: under mu) */
     for (int i = 0; e->cl && i < e->cl->nc.n_secondary; i++) {
         const node_entry *n = &e->cl->nc.secondary[i];
         int b, en;
@@ -830,8 +864,12 @@ json_t *engine_nodes_json(engine *e)
         json_object_set_new(o, "addr", json_string(n->addr));
         json_object_set_new(o, "http_port", json_integer(n->http_port));
         json_object_set_new(o, "layers", json_pack("[i, i]", b, en));
+        char name[200];
+        cluster_node_name(e->cl, i, name, sizeof(name));
+        json_object_set_new(o, "name", json_string(name));
         json_array_append_new(arr, o);
     }
+    pthread_mutex_unlock(&e->mu);
     return arr;
 }
 

@@ -248,6 +248,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.node_index = index + 1;
+    ro.epoch = cfg->epoch;
     snprintf(ro.name, sizeof(ro.name), "secondary %d", index);
     ro.listen_fd = lb->listen_fd;
     ro.lobby = lb;
