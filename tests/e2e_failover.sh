@@ -6,7 +6,10 @@
 #      undisturbed run, greedy and sampled;
 #   2. no spare: the killed node restarted takes its place again;
 #   3. the spare killed too, after it took the place: every request ends
-#      with an error naming the spare and the node, the engine refuses work.
+#      with an error naming the spare and the node, the engine refuses work;
+#   4. the CLI's batch mode (bin/starter --n-samples) on a synthetic model
+#      slow enough to be hit mid-run, with a spare: its greedy samples equal
+#      an undisturbed run's.
 set -u
 cd "$(dirname "$0")/.."
 . tests/ring_lib.sh
@@ -109,4 +112,40 @@ drive both MDI_FAILOVER_NODES="$cfg" MDI_FAILOVER_CKPT="$CK" MDI_FAILOVER_KILL_P
     MDI_FAILOVER_KILL_PID2=$SPARE_PID MDI_FAILOVER_EXPECT=error MDI_FAILOVER_TIMEOUT=2
 finish_drive both
 stop_secondaries
+rm -f "$TMP"/sec*.log "$TMP"/spare.log
+
+# 4. the CLI's batch mode
+SLOW="$TMP/ck/slow"
+if $PY tools/gen_synthetic.py --shape tiny-llama --hidden 256 --inter 1024 --layers 4 --heads 8 --kv-heads 4 \
+    --vocab 1024 --out "$TMP/slow-src" >>"$TMP/prepare.log" 2>&1 && prepare "$TMP/slow-src" "$SLOW" 3; then
+    cfg="$TMP/cfg_cli.json"
+    mkcfg_spare "$cfg"
+    rm -rf "$TMP/cache_spare"
+    ok=0
+    for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
+    start_spare "$cfg" || ok=1
+    check "e2e_failover cli: nodes start" $ok "$(cat "$TMP"/sec*.log "$TMP"/spare.log)"
+    ids=$($PY -c "print(','.join(str(3 + 37 * i % 1000) for i in range(12)))")
+    args=(--ckpt "$SLOW" --nodes-config "$cfg" --prompt-ids "$ids" --n-tokens 300 --n-samples 4 --temperature 0
+          --quiet --n-threads 1 --timeout 2 --failover-timeout 10)
+    run_with_timeout 120 "$BIN/starter" "${args[@]}" --output "$TMP/cli_ref.json" >/dev/null 2>"$TMP/cli_ref.log"
+    check "e2e_failover cli: the undisturbed run" $? "$(tail -3 "$TMP/cli_ref.log")"
+    ( for _ in $(seq 100); do [ "$(status_field 1 state)" = running ] && break; sleep 0.05; done
+      sleep 0.4; kill -9 "$(sec_pid 1)" ) &
+    killer=$!
+    run_with_timeout 120 "$BIN/starter" "${args[@]}" --output "$TMP/cli_run.json" >/dev/null 2>"$TMP/cli_run.log"
+    rc=$?
+    wait $killer
+    check "e2e_failover cli: secondary 1 killed mid-run, the run completes" $rc "$(tail -3 "$TMP/cli_run.log")"
+    grep -q 'failover: secondary 1 .* replaced by spare 0' "$TMP/cli_run.log"
+    check "e2e_failover cli: the failover logged (node, time lost)" $? "$(grep -i 'fail' "$TMP/cli_run.log" | head -3)"
+    grep -h 'failover: ' "$TMP/cli_run.log" | sed 's/^.*failover: /INFO: e2e_failover cli: /' | head -1
+    if [ $rc -eq 0 ]; then
+        d=$(same_ids "$TMP/cli_ref.json" "$TMP/cli_run.json")
+        check "e2e_failover cli: greedy samples equal the undisturbed run's" $? "$d"
+    fi
+    stop_secondaries
+else
+    fail "e2e_failover cli: prepare the synthetic model" "$(tail -3 "$TMP/prepare.log")"
+fi
 exit 0
