@@ -897,6 +897,10 @@ static int api_handle_metrics(http_request *req)
     metric(&b, "mdi_slots_total", "gauge", "sample slots", st.n_slots);
     metric(&b, "mdi_nodes", "gauge", "nodes in the ring (1: standalone)", st.n_nodes);
     metric(&b, "mdi_failed", "gauge", "1 once a node has failed", st.failed);
+    metric(&b, "mdi_failovers_total", "counter", "node failures recovered from (a spare or the node back)",
+           st.failovers);
+    metric(&b, "mdi_failover_lost_seconds_total", "counter", "seconds the failovers cost, detection to ring closed",
+           st.failover_lost_s);
     metric_histogram(&b, "mdi_time_to_first_token_seconds", "seconds from a request's submission to its first token",
                      &ttft);
     metric_histogram(&b, "mdi_token_latency_seconds", "seconds between a request's consecutive tokens", &lat);

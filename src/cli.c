@@ -46,6 +46,8 @@ void cli_usage_starter(const char *argv0)
             "  --wire-dtype T       activations on the ring: f32 (default), f16, bf16 or q8_0\n"
             "  --timeout SECONDS    a node silent this long is declared failed (default 10)\n"
             "  --connect-timeout S  wait this long for secondaries not started yet (default 60)\n"
+            "  --failover-timeout S a failed secondary: wait this long for it or a spare to take\n"
+            "                       its layers, then go on (default 30; 0: fail at once)\n"
             "  --auto-split         split the layers by each node's measured speed and memory\n"
             "  --time-run FILE.csv  append one row of timings per run\n"
             "  --plots, -p          tokens-versus-time CSV under logs/ and PNG under plots/\n"
@@ -117,6 +119,7 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
     o->connect_timeout_s = 60.0;
     o->host = "127.0.0.1";
     o->port = 8080;
+    o->failover_timeout_s = 30.0;
     int rc = MDI_OK;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
@@ -188,6 +191,9 @@ int cli_parse_starter(starter_opts *o, int argc, char **argv, char *err)
         } else if (!strcmp(a, "--connect-timeout")) {
             rc = parse_float(a, v, 0, 86400, &f, err);
             o->connect_timeout_s = f;
+        } else if (!strcmp(a, "--failover-timeout")) {
+            rc = parse_float(a, v, 0, 86400, &f, err);
+            o->failover_timeout_s = f;
         } else
             return mdi_fail(err, MDI_EARG, "unknown option \"%s\" (see --help)", a);
     }

@@ -46,6 +46,7 @@ typedef struct {
     int plots;                 /* --plots */
     double timeout_s;          /* --timeout seconds before a silent node is declared failed */
     double connect_timeout_s;  /* --connect-timeout: how long to wait for secondaries not up yet */
+    double failover_timeout_s; /* --failover-timeout: a failed secondary or a spare, waited for this long */
     int auto_split;            /* --auto-split: layer ranges planned from the nodes' capabilities */
     /* everyday use: MDI-LLM's spellings, interactive chat, special tokens */
     int verbose;               /* -v, --verb: progress and per-node figures on stderr */

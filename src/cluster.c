@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth.h"
 #include "control.h"
@@ -22,8 +23,16 @@
 
 static void pl_node_name(const cluster *p, int i, char *out, size_t cap)
 {
-    nodes_config_describe(&p->nc, i, out, cap);
+    if (i < 0 || !p->in_place[i]) {
+        nodes_config_describe(&p->nc, i, out, cap);
+        return;
+    }
+    const node_entry *s = &p->nc.secondary[i], *o = &p->orig[i];
+    snprintf(out, cap, "spare %d (%s:%d) in place of secondary %d (%s:%d)", p->in_place[i] - 1, s->addr,
+             s->http_port, i, o->addr, o->http_port);
 }
+
+void cluster_node_name(const cluster *c, int i, char *out, size_t cap) { pl_node_name(c, i, out, cap); }
 
 static const node_entry *pl_sec(const cluster *p, int i) { return &p->nc.secondary[i]; }
 
@@ -115,6 +124,7 @@ static void pl_run_config(const cluster *p, int i, run_config *rc)
     snprintf(rc->chunk_sha256, sizeof(rc->chunk_sha256), "%s", c->sha256);
     rc->chunk_size = c->size;
     rc->timeout_s = p->o.timeout_s;
+    rc->epoch = p->epoch;
 }
 
 static double pl_probe_s(const cluster *p)
@@ -215,6 +225,7 @@ static int pl_start_ring(cluster *p, int n_samples, char *err)
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.node_index = 0;
+    ro.epoch = p->epoch;
     snprintf(ro.name, sizeof(ro.name), "starter");
     ro.listen_fd = p->listen_fd;
     ro.prev_index = p->n_nodes - 1;
@@ -376,6 +387,7 @@ static int pl_configure(cluster *p, const cluster_opts *o, char *err)
     p->listen_fd = -1;
     if ((rc = nodes_config_load(&p->nc, o->nodes_config, err))) return rc;
     p->n_nodes = nodes_config_n_nodes(&p->nc);
+    memcpy(p->orig, p->nc.secondary, sizeof(p->orig));
     if (p->nc.n_secondary == 0)
         return mdi_fail(err, MDI_EARG, "%s: no secondary nodes: run standalone", o->nodes_config);
     char buf[PATH_MAX];
@@ -452,6 +464,94 @@ void cluster_close(cluster *p, int failed, int failed_node)
     free(p);
 }
 
+
+/* Waits up to timeout_s for the failed node or an unused spare to answer
+ * GET /; *spare: -1 (the node itself) or the spare's index. */
+static int pl_wait_replacement(cluster *p, int failed_node, double timeout_s, int *spare, char *err)
+{
+    char why[MDI_ERR_LEN], name[160];
+    double deadline = time_now() + timeout_s, backoff = STARTUP_BACKOFF_FIRST_S;
+    *spare = -1;
+    for (;;) {
+        for (int j = -1; j < p->nc.n_spare; j++) {
+            if (j >= 0 && p->spare_used[j]) continue;
+            const node_entry *e = j < 0 ? &p->orig[failed_node] : &p->nc.spare[j];
+            json_t *st = NULL;
+            if (control_client_status(e->addr, e->http_port, p->nc.secret, STARTUP_PROBE_S, &st, why) != 0) continue;
+            const char *state = json_string_value(json_object_get(st, "state"));
+            int idle = !state || !strcmp(state, "idle");
+            json_decref(st);
+            if (!idle && j < 0) {
+                /* the node itself, still in the old run (hung, then back) */
+                json_t *fin = NULL;
+                if (control_client_stop(e->addr, e->http_port, p->nc.secret, pl_probe_s(p) * 2, &fin, why) != 0)
+                    continue;
+                json_decref(fin);
+            } else if (!idle) {
+                continue;
+            }
+            *spare = j;
+            return 0;
+        }
+        double left = deadline - time_now();
+        if (left <= 0) break;
+        double s = backoff < left ? backoff : left;
+        struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        nanosleep(&ts, NULL);
+        backoff = backoff * 2 > 1.0 ? 1.0 : backoff * 2;
+    }
+    pl_node_name(p, failed_node, name, sizeof(name));
+    return mdi_fail(err, MDI_ETIMEOUT, "%s is not back within %g s and no spare answers%s", name, timeout_s,
+                    p->nc.n_spare ? "" : " (none listed)");
+}
+
+int cluster_recover(cluster *p, int failed_node, double timeout_s, cluster_recovery *rec, char *err)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->node = failed_node;
+    rec->spare = -1;
+    if (p->ring_started) {
+        ring_stop(&p->ring);
+        p->ring_started = 0;
+    }
+    /* every node still answering leaves the old run: its ring connections
+     * and KV caches go */
+    pl_stop_secondaries(p, failed_node, pl_probe_s(p) * 2);
+    if (failed_node >= 0) p->started[failed_node] = 0;
+    double t = time_now();
+    int rc;
+    if (failed_node >= 0) {
+        int spare;
+        if ((rc = pl_wait_replacement(p, failed_node, timeout_s, &spare, err))) return rc;
+        rec->spare = spare;
+        char was[160];
+        pl_node_name(p, failed_node, was, sizeof(was));
+        if (p->names_mu) pthread_mutex_lock(p->names_mu);
+        if (spare >= 0) {
+            p->spare_used[spare] = 1;
+            p->nc.secondary[failed_node] = p->nc.spare[spare];
+            p->in_place[failed_node] = spare + 1;
+        } else {
+            p->nc.secondary[failed_node] = p->orig[failed_node];
+            p->in_place[failed_node] = 0;
+        }
+        if (p->names_mu) pthread_mutex_unlock(p->names_mu);
+        char now[160];
+        pl_node_name(p, failed_node, now, sizeof(now));
+        log_info("%s: %s takes its layers", was, spare >= 0 ? now : "the node, back,");
+    }
+    rec->wait_s = time_now() - t;
+    t = time_now();
+    p->epoch++;
+    for (int i = 0; i < p->nc.n_secondary; i++) p->uploaded[i] = 0;
+    if ((rc = pl_init_secondaries(p, p->o.n_slots, err))) return rc;
+    rec->uploaded = failed_node >= 0 && p->uploaded[failed_node];
+    rec->init_s = time_now() - t;
+    t = time_now();
+    if ((rc = pl_start_ring(p, p->o.n_slots, err))) return rc;
+    rec->ring_s = time_now() - t;
+    return 0;
+}
 
 int cluster_frame_error(const proto_frame *f, char *err)
 {

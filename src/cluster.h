@@ -36,6 +36,7 @@
 #define MDI_CLUSTER_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include "forward.h"
 #include "model.h"
 #include "nodes_config.h"
@@ -77,6 +78,11 @@ typedef struct cluster {
     double compute_s, wait_s;
     size_t kv_bytes_peak;      /* the starter's KV caches */
     long batches, batched_tokens;
+    int spare_used[NODES_MAX_SPARE];    /* took a failed node's place */
+    node_entry orig[NODES_MAX_SECONDARY]; /* each secondary as configured */
+    int in_place[NODES_MAX_SECONDARY];  /* 0, or 1 + the spare now in secondary i's place */
+    unsigned epoch;            /* run epoch: 0 at open, +1 per failover */
+    pthread_mutex_t *names_mu; /* NULL, or held while a failover puts another node in nc.secondary */
 } cluster;
 
 /* Steps 1-3. *out is new; 0 or a code with the reason in err (naming the
@@ -99,6 +105,10 @@ int cluster_diagnose(cluster *c, int code, const char *ring_err, char *err, int 
  * bytes_sent, ...; the secondaries' figures once they stopped). New. */
 json_t *cluster_nodes_json(cluster *c);
 
+/* "secondary 1 (addr:port)", or "spare 0 (addr:port) in place of
+ * secondary 1 (addr:port)" once a spare took its place. */
+void cluster_node_name(const cluster *c, int i, char *out, size_t cap);
+
 /* Secondary i's layer range [*begin, *end) (fixed once open). */
 void cluster_node_layers(const cluster *c, int i, int *begin, int *end);
 
@@ -106,6 +116,26 @@ void cluster_node_layers(const cluster *c, int i, int *begin, int *end);
  * figures kept); fills st's weight_bytes_per_token, dtype, wire_dtype,
  * kv_bytes and kv_dtype, and *nodes (new). A failure names the node. */
 int cluster_finish(cluster *c, run_stats *st, json_t **nodes, char *err);
+
+/* How a failover went (cluster_recover): the node that failed, what took
+ * its place (the same node back, or spare `spare`), and the time each step
+ * took: waiting for a node to answer, /init with the chunk upload where
+ * the node lacks it, the ring closed again. */
+typedef struct {
+    int node;                  /* secondary index that failed */
+    int spare;                 /* -1: the same node came back; else its index in nodes.spare */
+    int uploaded;              /* the chunk was sent to it */
+    double wait_s, init_s, ring_s;
+} cluster_recovery;
+
+/* After a failure of secondary failed_node (-1: unknown): the ring is
+ * stopped, every secondary still answering is stopped (PUT /stop: its
+ * ring connections and KV caches go), then the first of the failed node
+ * and the unused spares to answer within timeout_s takes the failed
+ * node's layers; every node gets /init (chunks cached by hash: only a
+ * node without it gets an upload) and /start, and the ring closes again
+ * with the next run epoch (c->epoch). 0, or the reason naming the node. */
+int cluster_recover(cluster *c, int failed_node, double timeout_s, cluster_recovery *rec, char *err);
 
 /* Frees c. failed: stops the ring and every secondary still started but
  * failed_node (-1: all). */

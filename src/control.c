@@ -59,6 +59,7 @@ json_t *run_config_to_json(const run_config *rc)
     json_object_set_new(o, "chunk_sha256", json_string(rc->chunk_sha256));
     json_object_set_new(o, "chunk_size", json_integer((json_int_t)rc->chunk_size));
     json_object_set_new(o, "timeout_s", json_real(rc->timeout_s));
+    json_object_set_new(o, "epoch", json_integer(rc->epoch));
     return o;
 }
 
@@ -146,6 +147,10 @@ int run_config_from_json(run_config *rc, json_t *o, char *err)
                         mm && !json_is_boolean(mm) ? "mmap" : "mlock");
     rc->weights_mmap = json_is_true(mm);
     rc->weights_mlock = json_is_true(ml);
+    json_t *ep = json_object_get(o, "epoch");
+    if (ep && (!json_is_integer(ep) || json_integer_value(ep) < 0 || json_integer_value(ep) > 0xffffffffLL))
+        return mdi_fail(err, MDI_EARG, "run configuration: epoch: expected 0..4294967295");
+    rc->epoch = ep ? (unsigned)json_integer_value(ep) : 0;
     json_t *size = json_object_get(o, "chunk_size");
     if (!json_is_integer(size) || json_integer_value(size) < 0)
         return mdi_fail(err, MDI_EARG, "run configuration: chunk_size: expected a byte count");
@@ -348,7 +353,7 @@ static int cs_handle_init(http_request *req)
     int rc = run_config_from_json(&cfg, body, why);
     json_decref(body);
     if (rc) return http_reply_error(req, 400, "POST /init: %s", why);
-    if (cfg.node_index != s->node_index)
+    if (s->node_index >= 0 && cfg.node_index != s->node_index)
         return http_reply_error(req, 400, "POST /init: the run configuration is for secondary %d, this is secondary %d",
                                 cfg.node_index, s->node_index);
 

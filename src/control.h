@@ -80,6 +80,7 @@ typedef struct {
     char chunk_sha256[65];
     uint64_t chunk_size;
     double timeout_s;          /* ring timeouts */
+    unsigned epoch;            /* the run epoch (proto.h): 0, + 1 per failover */
 } run_config;
 
 /* The run configuration as JSON (new reference) and back. from_json names
@@ -103,7 +104,7 @@ typedef enum {
 
 typedef struct {
     int port;                  /* HTTP port; 0: any free (tests) */
-    int node_index;
+    int node_index;            /* -1: a spare, any place /init gives it */
     const char *secret;        /* NULL or "": none */
     const char *cache_dir;     /* created if missing */
     const char *local_chunk;   /* --chunk PATH or NULL */

@@ -42,7 +42,10 @@ enum { RQ_WAITING, RQ_PREFILL, RQ_DECODE, RQ_RING };
 struct engine_request {
     engine_request *next;      /* the queue's link */
     long id;                   /* submission order since open, from 0 */
-    int *ids, n_prompt;
+    int *ids, n_prompt;        /* ids: room for max_seq + 2 once in a slot: the prompt,
+                                * then every token generated (a failover replays them) */
+    int n_fill;                /* tokens of ids to prefill: n_prompt, or after a failover
+                                * the prompt and every token generated */
     sample_params sp;
     engine_callbacks cb;
     void *ud;
@@ -56,6 +59,7 @@ struct engine_request {
     int prefilled;             /* prompt tokens sent / run */
     int pos;                   /* tokens in the KV cache */
     int next_token, n_generated;
+    int replay;                /* replaying after a failover: its next logits not back yet */
 };
 
 typedef struct {
@@ -78,6 +82,12 @@ struct engine {
     char ring_why[MDI_ERR_LEN];
     int failed_node;           /* the failed secondary, -1: unknown */
     char fail_err[MDI_ERR_LEN]; /* the failure, naming the node */
+    int failovers;             /* under mu: ring failures recovered from */
+    double failover_lost_s;    /* under mu: seconds they cost, detection to every replay done */
+    int replaying;             /* requests whose replay has not given logits yet */
+    double t_fail;             /* the failover under way: when the failure was seen */
+    double fo_ring_done;       /* seconds from t_fail to the ring closed again */
+    char fo_line[MDI_ERR_LEN]; /* its log line, printed once the replays are done */
     int n_nodes, n_slots, queue_max, max_seq, prefill_chunk;
     forward_state fs;
     int have_fs;
@@ -115,8 +125,11 @@ static void engine_request_free(engine_request *r)
 }
 
 /* Calls on_done and frees r; its slot (if any) is free from here. */
+static void engine_replay_done(engine *e, engine_request *r);
+
 static void engine_end(engine *e, engine_request *r, int finish, const char *err)
 {
+    engine_replay_done(e, r);
     if (r->cb.on_done) r->cb.on_done(r->ud, finish, r->n_prompt, r->n_generated, finish == ENGINE_FINISH_ERROR ? err : NULL);
     pthread_mutex_lock(&e->mu);
     e->requests_done++;
@@ -136,6 +149,10 @@ static int engine_start_request(engine *e, engine_request *r, char *err)
     if (sampler_init(&r->smp, e->cfg.vocab_size, r->sp.temperature, r->sp.top_k, r->sp.top_p, r->sp.seed) != 0)
         return mdi_fail(err, MDI_ENOMEM, "out of memory for the sampler");
     r->have_smp = 1;
+    int *ids = realloc(r->ids, (size_t)(e->max_seq + 2) * sizeof(int));
+    if (!ids) return mdi_fail(err, MDI_ENOMEM, "out of memory for the request's tokens");
+    r->ids = ids;
+    r->n_fill = r->n_prompt;
     tokenizer_stream_init(&r->stream);
     char piece[512];
     for (int i = 0; i < r->n_prompt; i++) tokenizer_stream_next(e->tok, &r->stream, r->ids[i], piece, sizeof(piece));
@@ -152,6 +169,7 @@ static int engine_accept(engine *e, engine_request *r, float *logits)
     if (e->logits_f && r->id == 0) fwrite(logits, sizeof(float), (size_t)e->cfg.vocab_size, e->logits_f);
     int id = sampler_sample(&r->smp, logits);
     double now = time_now(), t = now - r->t_submit;
+    r->ids[r->n_prompt + r->n_generated] = id;
     r->n_generated++;
     if (r->n_generated == 1) {
         if (r->id == 0) e->ttft0 = t;
@@ -186,14 +204,14 @@ static void engine_local_prefill(engine *e)
     }
     if (!r) return;
     int dim = e->cfg.dim, off = r->prefilled;
-    int chunk = r->n_prompt - off < e->prefill_chunk ? r->n_prompt - off : e->prefill_chunk;
+    int chunk = r->n_fill - off < e->prefill_chunk ? r->n_fill - off : e->prefill_chunk;
     double t = time_now();
     kv_cache *kv = &e->slots[r->slot].kv;
     forward_embed(e->mp, r->ids + off, chunk, e->x);
     forward_layers(e->mp, &e->fs, kv, e->x, chunk, off);
     r->prefilled = off + chunk;
     float *logits = NULL;
-    if (r->prefilled == r->n_prompt) logits = forward_head(e->mp, &e->fs, e->x + (size_t)(chunk - 1) * dim);
+    if (r->prefilled == r->n_fill) logits = forward_head(e->mp, &e->fs, e->x + (size_t)(chunk - 1) * dim);
     double dt = time_now() - t;
     e->prefill_s += dt;
     e->prefill_tokens += chunk;
@@ -201,7 +219,7 @@ static void engine_local_prefill(engine *e)
     e->compute_s += dt;
     pthread_mutex_unlock(&e->mu);
     if (!logits) return;
-    r->pos = r->n_prompt;
+    r->pos = r->n_fill;
     r->state = RQ_DECODE;
     int fin = engine_accept(e, r, logits);
     if (fin) engine_end(e, r, fin, NULL);
@@ -268,8 +286,8 @@ static int engine_ring_prefill(engine *e, int *sent, char *err)
     }
     if (!r) return 0;
     int off = r->prefilled;
-    int chunk = r->n_prompt - off < e->prefill_chunk ? r->n_prompt - off : e->prefill_chunk;
-    int last = off + chunk == r->n_prompt;
+    int chunk = r->n_fill - off < e->prefill_chunk ? r->n_fill - off : e->prefill_chunk;
+    int last = off + chunk == r->n_fill;
     double t = time_now();
     forward_embed(e->mp, r->ids + off, chunk, e->x);
     forward_layers(e->mp, &e->fs, &e->slots[r->slot].kv, e->x, chunk, off);
@@ -319,7 +337,7 @@ static int engine_ring_step(engine *e, int block, char *err)
             /* a request that ended (cancelled) leaves frames behind: its
              * slot stays releasing until they and the RELEASE are back */
             if (r && !e->slots[k].releasing && r->state == RQ_RING) {
-                int want = r->pos ? r->pos - 1 : r->n_prompt - 1;
+                int want = r->pos ? r->pos - 1 : r->n_fill - 1;
                 if (f->h.n_tokens != 1 || (int)f->h.pos != want)
                     rc = mdi_fail(err, MDI_EPROTO, "starter: unexpected frame for slot %d at position %u", k,
                                   f->h.pos);
@@ -350,7 +368,8 @@ static int engine_ring_step(engine *e, int block, char *err)
         int k = (int)e->batch[i]->h.sample_id;
         ring_frame_put(&c->ring, e->batch[i]);
         engine_request *r = e->slots[k].r;
-        if (r->pos == 0) r->pos = r->n_prompt;
+        if (r->pos == 0) r->pos = r->n_fill;
+        engine_replay_done(e, r);
         int fin = engine_accept(e, r, logits + (size_t)i * e->cfg.vocab_size);
         if (fin) {
             engine_ring_end(e, r, fin, NULL);
@@ -382,10 +401,93 @@ static int engine_ring_step(engine *e, int block, char *err)
 
 /* A node failed: name it, refuse new work, end every request with the
  * error. */
-static void engine_ring_fail(engine *e, int code, const char *why)
+/* After a failure: every request in a slot starts over on the new ring
+ * from its prompt and the tokens it generated (prefilled again, so that
+ * every node's KV cache is rebuilt); its sampler goes on where it was, and
+ * the logits after its last token give its next one. */
+static void engine_ring_replay(engine *e)
+{
+    e->in_flight = 0;
+    e->ring_rc = 0;
+    for (int k = 0; k < e->n_slots; k++) {
+        engine_slot *sl = &e->slots[k];
+        sl->releasing = 0;
+        kv_cache_reset(&sl->kv);
+        engine_request *r = sl->r;
+        if (!r) continue;
+        r->n_fill = r->n_prompt + r->n_generated;
+        r->prefilled = r->pos = 0;
+        r->state = RQ_PREFILL;
+        if (!r->replay) e->replaying++;
+        r->replay = 1;
+    }
+}
+
+/* r's replay gave its logits (or r ended): the last one done completes
+ * the failover's figures and log line. */
+static void engine_replay_done(engine *e, engine_request *r)
+{
+    if (!r->replay) return;
+    r->replay = 0;
+    if (--e->replaying > 0) return;
+    double now = time_now(), lost = now - e->t_fail;
+    log_info("%s, replay %.3f s): %.3f s lost", e->fo_line, now - e->t_fail - e->fo_ring_done, lost);
+    pthread_mutex_lock(&e->mu);
+    e->failover_lost_s += lost;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A node failed: with --failover-timeout, the cluster recovers (the node
+ * back or a spare in its place, the ring closed again) and the requests
+ * replay; returns 1 then. Else 0: e->fail_err names the node, and the
+ * recovery's failure too. */
+static int engine_ring_failover(engine *e, double t_fail, int node)
+{
+    if (e->c.failover_timeout_s <= 0 || node < 0) return 0;
+    char name[160], why[MDI_ERR_LEN];
+    cluster_node_name(e->cl, node, name, sizeof(name));
+    log_warn("%s; failing over (waiting up to %g s for it or a spare)", e->fail_err, e->c.failover_timeout_s);
+    double t_detect = time_now() - t_fail;
+    cluster_recovery rec;
+    int rc = cluster_recover(e->cl, node, e->c.failover_timeout_s, &rec, why);
+    if (rc) {
+        static const char sep[] = "; failover: ";
+        size_t cap = sizeof(e->fail_err), l = strlen(e->fail_err), n = strlen(why);
+        if (l + sizeof(sep) < cap) {
+            memcpy(e->fail_err + l, sep, sizeof(sep));
+            l += sizeof(sep) - 1;
+            if (n > cap - 1 - l) n = cap - 1 - l;
+            memcpy(e->fail_err + l, why, n);
+            e->fail_err[l + n] = 0;
+        }
+        return 0;
+    }
+    char by[64];
+    if (rec.spare >= 0) snprintf(by, sizeof(by), "spare %d", rec.spare);
+    else snprintf(by, sizeof(by), "the same node back");
+    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u (detection %.3f s, "
+             "waiting %.3f s, /init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, t_detect, rec.wait_s,
+             rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
+    e->t_fail = t_fail;
+    e->fo_ring_done = time_now() - t_fail;
+    pthread_mutex_lock(&e->mu);
+    e->failovers++;
+    pthread_mutex_unlock(&e->mu);
+    engine_ring_replay(e);
+    if (!e->replaying) {
+        /* nothing to replay: done now */
+        engine_request none = {.replay = 1};
+        e->replaying = 1;
+        engine_replay_done(e, &none);
+    }
+    return 1;
+}
+
+static void engine_ring_fail(engine *e, int code, const char *why, double t_fail)
 {
     int node = -1;
     cluster_diagnose(e->cl, code, why, e->fail_err, &node);
+    if (engine_ring_failover(e, t_fail, node)) return;
     pthread_mutex_lock(&e->mu);
     e->failed = 1;
     engine_request *q = e->q_head;
@@ -492,8 +594,8 @@ static void *engine_main(void *arg)
             if (!rc) rc = engine_ring_step(e, !sent, e->ring_why);
             if (!rc) rc = e->ring_rc;
             if (rc) {
-                engine_ring_fail(e, rc, e->ring_why);
-                break;
+                engine_ring_fail(e, rc, e->ring_why, time_now());
+                if (e->failed) break;
             }
         } else {
             engine_local_prefill(e);
@@ -587,6 +689,7 @@ static int engine_open_model(engine *e, char *err)
                            c->mlock, e->max_seq, e->prefill_chunk, e->n_slots, c->timeout_s,
                            c->connect_timeout_s, c->verbose};
         if ((rc = cluster_open(&e->cl, &co, err))) return rc;
+        e->cl->names_mu = &e->mu;
         e->mp = &e->cl->m;
         if (!(e->batch = calloc((size_t)e->n_slots, sizeof(*e->batch))))
             return mdi_fail(err, MDI_ENOMEM, "out of memory");
@@ -683,7 +786,8 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     pthread_mutex_lock(&e->mu);
     int rc = 0;
     if (e->closing || e->failed)
-        rc = mdi_fail(err, MDI_ESTATE, "the engine is %s", e->failed ? "stopped after a node failed" : "closing");
+        rc = e->failed ? mdi_fail(err, MDI_ESTATE, "the engine is stopped after a node failed: %.400s", e->fail_err)
+                       : mdi_fail(err, MDI_ESTATE, "the engine is closing");
     else if (e->q_len >= e->queue_max + (e->n_slots - e->slots_busy))
         /* requests submitted at once take the free slots first: only those
          * beyond them count against the queue, though the engine thread
@@ -730,6 +834,8 @@ void engine_get_stats(engine *e, engine_stats *st)
     st->compute_s = e->compute_s;
     st->wait_s = e->wait_s;
     st->failed = e->failed;
+    st->failovers = e->failovers;
+    st->failover_lost_s = e->failover_lost_s;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -749,9 +855,10 @@ json_t *engine_nodes_json(engine *e)
     json_object_set_new(s, "kv_bytes", json_integer((json_int_t)e->kv_bytes));
     json_object_set_new(s, "slots_busy", json_integer(e->slots_busy));
     json_object_set_new(s, "failed", json_boolean(e->failed));
-    pthread_mutex_unlock(&e->mu);
+    json_object_set_new(s, "failovers", json_integer(e->failovers));
+    json_object_set_new(s, "failover_lost_s", json_real(e->failover_lost_s));
     json_array_append_new(arr, s);
-    /* the secondaries as configured (fixed while the engine is open) */
+    /* the secondaries (a failover may put a spare in a place: under mu) */
     for (int i = 0; e->cl && i < e->cl->nc.n_secondary; i++) {
         const node_entry *n = &e->cl->nc.secondary[i];
         int b, en;
@@ -763,11 +870,23 @@ json_t *engine_nodes_json(engine *e)
         json_object_set_new(o, "addr", json_string(n->addr));
         json_object_set_new(o, "http_port", json_integer(n->http_port));
         json_object_set_new(o, "layers", json_pack("[i, i]", b, en));
-        /* its figures so far, from its GET / (bounded: a silent node
-         * leaves them out rather than holding the caller) */
+        char name[200];
+        cluster_node_name(e->cl, i, name, sizeof(name));
+        json_object_set_new(o, "name", json_string(name));
+        json_array_append_new(arr, o);
+    }
+    pthread_mutex_unlock(&e->mu);
+    /* each secondary's figures so far, from its GET / (outside the lock,
+     * bounded: a silent node leaves them out rather than holding the caller) */
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        if (i == 0) continue;
         json_t *status = NULL;
         char why[MDI_ERR_LEN];
-        if (control_client_status(n->addr, n->http_port, e->cl->nc.secret, ENGINE_STATUS_S, &status, why) == 0) {
+        if (control_client_status(json_string_value(json_object_get(o, "addr")),
+                                  (int)json_integer_value(json_object_get(o, "http_port")), e->cl->nc.secret,
+                                  ENGINE_STATUS_S, &status, why) == 0) {
             json_t *rs = json_object_get(status, "stats");
             const char *keys[] = {"compute_s", "wait_s", "tokens", "decode_batches", "batched_tokens"};
             for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
@@ -778,7 +897,6 @@ json_t *engine_nodes_json(engine *e)
             if (json_is_string(state)) json_object_set(o, "state", state);
         }
         json_decref(status);
-        json_array_append_new(arr, o);
     }
     return arr;
 }

@@ -44,9 +44,17 @@
  * a request's tokens depend only on its prompt, parameters and seed.
  *
  * Ring mode (nodes_config lists secondaries): engine_open opens the cluster
- * (cluster.h) with n_slots slots on every node; a node failure (named by
- * cluster_diagnose) ends every request with ENGINE_FINISH_ERROR, sets
- * engine_stats.failed, and engine_submit answers MDI_ESTATE from then on.
+ * (cluster.h) with n_slots slots on every node. A node failure is named by
+ * cluster_diagnose; with failover_timeout_s > 0 the cluster recovers
+ * (cluster_recover: the node back or a spare takes its layers, every node
+ * restarts its run, the ring closes again with the next epoch) and every
+ * request in a slot replays its prompt and the tokens it generated, so it
+ * goes on where it was: no token given changes or is given again (greedy
+ * output is that of a run without a failure; a sampler goes on from its
+ * state). One log line per failover names the node and the time lost;
+ * engine_stats counts them. Without failover, or when no node comes back
+ * in time, every request ends with ENGINE_FINISH_ERROR naming the node,
+ * engine_stats.failed is set, and engine_submit answers MDI_ESTATE.
  *
  * Threads: callbacks run on the engine thread and must not block (copy
  * what you need and return; never call engine_close from one).
@@ -81,6 +89,7 @@ typedef struct engine_config {
     int prefill_chunk;         /* prompt tokens per prefill step (0: ENGINE_DEFAULT_PREFILL_CHUNK) */
     double timeout_s;          /* a silent node is declared failed after this */
     double connect_timeout_s;  /* wait this long for secondaries not up yet (0: one try each) */
+    double failover_timeout_s; /* a failed node: wait this long for it or a spare (0: no failover) */
     int verbose;
     /* batch mode's extras (0 / NULL in a service) */
     const char *logits_out;    /* f32 logits of every step of the first request submitted */
@@ -135,6 +144,8 @@ typedef struct {
     long requests_total, requests_done, tokens_generated, prompt_tokens;
     double compute_s, wait_s;  /* the starter's, since open */
     int failed;                /* a node failed; the engine refuses new work */
+    int failovers;             /* node failures recovered from (a spare or the node back) */
+    double failover_lost_s;    /* seconds they cost, from detection to the ring closed again */
 } engine_stats;
 
 void engine_get_stats(engine *e, engine_stats *st);

@@ -273,6 +273,7 @@ void generate_engine_config(const starter_opts *o, struct engine_config *c)
     c->max_seq = o->max_seq_len;
     c->timeout_s = o->timeout_s;
     c->connect_timeout_s = o->connect_timeout_s;
+    c->failover_timeout_s = o->failover_timeout_s;
     c->verbose = o->verbose;
 }
 

@@ -192,7 +192,7 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
     }
 
     static const char *const root_keys[] = {"nodes", "secret", "link_bytes_per_s", NULL};
-    static const char *const nodes_keys[] = {"starter", "secondary", "secret", NULL};
+    static const char *const nodes_keys[] = {"starter", "secondary", "spare", "secret", NULL};
     nc_note_unused(c, root, root_keys, "top level");
     nc_note_unused(c, nodes, nodes_keys, "nodes");
 
@@ -215,6 +215,19 @@ int nodes_config_parse(nodes_config *c, json_t *root, const char *fname, char *e
         nc_note_node(c, json_array_get(sec, i), where, NULL);
     }
     c->n_secondary = (int)n;
+
+    json_t *sp = json_object_get(nodes, "spare");
+    if (sp && !json_is_array(sp)) return mdi_fail(err, MDI_EARG, "%s: nodes.spare: expected an array", fname);
+    size_t ns = sp ? json_array_size(sp) : 0;
+    if (ns > NODES_MAX_SPARE)
+        return mdi_fail(err, MDI_EARG, "%s: nodes.spare: %zu entries, at most %d supported", fname, ns, NODES_MAX_SPARE);
+    for (size_t i = 0; i < ns; i++) {
+        char where[48];
+        snprintf(where, sizeof(where), "nodes.spare[%zu]", i);
+        if ((rc = nc_node(&c->spare[i], json_array_get(sp, i), 0, fname, where, err))) return rc;
+        nc_note_node(c, json_array_get(sp, i), where, NULL);
+    }
+    c->n_spare = (int)ns;
 
     /* Per-node layer counts are all or nothing. */
     int with_layers = (c->starter.n_layers > 0);

@@ -12,7 +12,12 @@
  *        {"addr": "10.0.0.3",
  *         "communication": {"starter_addr": "10.0.0.2", "port": 8089},
  *         "inference": {"port_in": 5090, "port_out": 5091},
- *         "n_layers": 3, "n_threads": 4}, ...]}}
+ *         "n_layers": 3, "n_threads": 4}, ...],
+ *      "spare": [{"addr": ..., "communication": ..., "inference": ...}]}}
+ *
+ * "spare" (optional, ours) lists nodes of a secondary's shape, each started
+ * with bin/secondary CONFIG --spare I: when a secondary fails mid-run, the
+ * first spare to answer (or the node itself, back) takes its layers.
  *
  * communication.port is a secondary's HTTP control port; the starter runs
  * no HTTP server, so its own is accepted and unused. inference.port_in is
@@ -41,6 +46,7 @@
 #include <jansson.h>
 
 #define NODES_MAX_SECONDARY 31
+#define NODES_MAX_SPARE 8
 #define NODES_ADDR_LEN 128
 #define NODES_SECRET_LEN 256
 #define NODES_MAX_UNUSED 16
@@ -59,6 +65,8 @@ typedef struct {
     node_entry starter;
     node_entry secondary[NODES_MAX_SECONDARY];
     int n_secondary;
+    node_entry spare[NODES_MAX_SPARE]; /* "spare": nodes that take a failed secondary's place */
+    int n_spare;
     char secret[NODES_SECRET_LEN + 1]; /* "" when none */
     int per_node;       /* 1: a secondary's own file; only secondary[n_secondary - 1]
                          * is known, starter.addr is its starter_addr */

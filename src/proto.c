@@ -62,7 +62,7 @@ void proto_header_encode(const proto_header *h, uint8_t out[PROTO_HEADER_SIZE])
     put_u16(out + 22, h->flags);
     put_u64(out + 24, h->payload_len);
     put_u32(out + 32, h->seq);
-    put_u32(out + 36, h->reserved);
+    put_u32(out + 36, h->epoch);
 }
 
 void proto_header_decode(proto_header *h, const uint8_t in[PROTO_HEADER_SIZE])
@@ -77,7 +77,7 @@ void proto_header_decode(proto_header *h, const uint8_t in[PROTO_HEADER_SIZE])
     h->flags = get_u16(in + 22);
     h->payload_len = get_u64(in + 24);
     h->seq = get_u32(in + 32);
-    h->reserved = get_u32(in + 36);
+    h->epoch = get_u32(in + 36);
 }
 
 proto_header proto_header_make(int type)

@@ -15,7 +15,9 @@
  *       22    2 flags        PROTO_FLAG_*
  *       24    8 payload_len  bytes that follow the header
  *       32    4 seq          per-connection frame counter (diagnostics)
- *       36    4 reserved     zero
+ *       36    4 epoch        run epoch: 0 when the ring first closes, + 1 each
+ *                            time it closes again after a failover; a frame
+ *                            of another epoch than the run's ends the run
  *       40      payload      DATA: activations (n_tokens, dim) in dtype, row
  *                            after row: n_tokens * dtype_row_size(dtype, dim)
  *                            bytes exactly (a q8_0 row: dim/32 blocks of 34);
@@ -93,7 +95,7 @@ typedef struct __attribute__((packed)) {
     uint16_t flags;
     uint64_t payload_len;
     uint32_t seq;
-    uint32_t reserved;
+    uint32_t epoch;
 } proto_header;
 
 _Static_assert(sizeof(proto_header) == PROTO_HEADER_SIZE, "proto_header must be 40 bytes");

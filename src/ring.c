@@ -188,6 +188,14 @@ static void *ring_rx_main(void *arg)
             return NULL;
         }
         int type = f->h.type;
+        if (f->h.epoch != r->o.epoch) {
+            uint32_t ep = f->h.epoch;
+            queue_push(&r->free_q, f, 0);
+            ring_fail(r, "%s: receiving from %s: a %s frame of run epoch %u in run epoch %u (from before or "
+                      "after a failover): refused", r->o.name, r->o.prev_name, proto_type_name(type), ep,
+                      r->o.epoch);
+            return NULL;
+        }
         if (type == PROTO_HELLO) {
             queue_push(&r->free_q, f, 0);
             ring_fail(r, "%s: receiving from %s: unexpected HELLO in the middle of a run",
@@ -262,6 +270,7 @@ static void *ring_tx_main(void *arg)
             /* ... and tell it that we are. */
             if (time_now() - last_sent >= RING_KEEPALIVE_S) {
                 proto_frame ka = {.h = proto_header_make(PROTO_KEEPALIVE)};
+                ka.h.epoch = r->o.epoch;
                 rc = seal_write_frame(&r->tx_seal, fd, &ka, r->o.timeout_s, &r->cancel, err);
                 if (rc) {
                     if (rc != MDI_ESTATE)
@@ -279,6 +288,7 @@ static void *ring_tx_main(void *arg)
         if (rc != 0) return NULL;
         proto_frame *f = item;
         int type = f->h.type;
+        f->h.epoch = r->o.epoch;
         uint64_t n = PROTO_HEADER_SIZE + f->h.payload_len +
                      (r->tx_seal.on ? SEAL_FRAME_OVERHEAD(f->h.payload_len) : 0);
         rc = seal_write_frame(&r->tx_seal, fd, f, r->o.timeout_s, &r->cancel, err);

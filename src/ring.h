@@ -68,6 +68,8 @@
 
 typedef struct {
     int node_index;            /* 0 starter, 1 + i secondary i */
+    uint32_t epoch;            /* the run epoch: stamped on every frame sent,
+                                  required of every frame received */
     char name[64];             /* "secondary 0", for messages */
     int listen_fd;             /* borrowed; listening on port_in */
     struct lobby *lobby;       /* borrowed; the waiting room of listen_fd that

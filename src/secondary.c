@@ -46,6 +46,7 @@
 typedef struct {
     const char *nodes_config;
     int index;
+    int spare;              /* --spare I: nodes.spare[I], taking a failed secondary's place (-1: none) */
     const char *chunk;
     const char *cache_dir;
     int n_threads;
@@ -73,6 +74,7 @@ static void usage(FILE *f, const char *argv0)
             "\n"
             "Runs secondary node INDEX (its place in the configuration's \"secondary\" list).\n"
             "\n"
+            "  --spare I          run as nodes.spare[I] (no INDEX): takes a failed secondary's place\n"
             "  --chunk PATH       this node's chunk, given locally (never uploaded then)\n"
             "  --cache-dir DIR    where uploaded chunks are kept (default cache/secondaryINDEX)\n"
             "  --n-threads N      compute threads (default: the configuration's n_threads, else all cores)\n"
@@ -101,6 +103,7 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
 {
     memset(o, 0, sizeof(*o));
     o->index = -1;
+    o->spare = -1;
     o->dtype = DTYPE_COUNT;
     o->mmap_weights = -1;
     o->mlock = -1;
@@ -142,7 +145,7 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
             continue;
         }
         int takes = !strcmp(a, "--nodes-config") || !strcmp(a, "--chunk") || !strcmp(a, "--cache-dir") ||
-                    !strcmp(a, "--n-threads") || !strcmp(a, "--secret");
+                    !strcmp(a, "--n-threads") || !strcmp(a, "--secret") || !strcmp(a, "--spare");
         if (takes) {
             if (i + 1 >= argc) return mdi_fail(err, MDI_EARG, "%s: missing value", a);
             const char *v = argv[++i];
@@ -150,7 +153,13 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
             else if (!strcmp(a, "--chunk")) o->chunk = v;
             else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
             else if (!strcmp(a, "--secret")) o->secret = v;
-            else {
+            else if (!strcmp(a, "--spare")) {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*end || n < 0 || n >= NODES_MAX_SPARE)
+                    return mdi_fail(err, MDI_EARG, "--spare: expected 0..%d, got %s", NODES_MAX_SPARE - 1, v);
+                o->spare = (int)n;
+            } else {
                 char *end;
                 long n = strtol(v, &end, 10);
                 if (*end || n < 1 || n > 512) return mdi_fail(err, MDI_EARG, "--n-threads: expected 1..512, got %s", v);
@@ -170,6 +179,7 @@ static int parse_args(secondary_opts *o, int argc, char **argv, char *err)
         o->nodes_config = positional[0];
         index_s = positional[1];
     }
+    if (o->spare >= 0 && o->nodes_config && !index_s) index_s = "0"; /* a spare's place comes with /init */
     if (!o->nodes_config || !index_s)
         return mdi_fail(err, MDI_EARG, "expected the nodes configuration and this node's index (see --help)");
     char *end;
@@ -245,6 +255,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
     ro.node_index = index + 1;
+    ro.epoch = cfg->epoch;
     snprintf(ro.name, sizeof(ro.name), "secondary %d", index);
     ro.listen_fd = lb->listen_fd;
     ro.lobby = lb;
@@ -336,6 +347,11 @@ static void early_drop(early_conns *e, int i)
     seal_channel_clear(&e->ch[e->n]);
 }
 
+static void early_conns_clear(early_conns *e)
+{
+    while (e->n) early_drop(e, 0);
+}
+
 /* Takes, between runs, the connections the lobby has greeted as the
  * previous node (it never blocks, and refuses anything else with a log
  * line): they are kept, each with its channel (the oldest dropped when
@@ -386,7 +402,8 @@ int main(int argc, char **argv)
     int rc = parse_args(&o, argc, argv, err);
     if (rc == 1) return 0;
     char tag[32];
-    snprintf(tag, sizeof(tag), "secondary%d", o.index < 0 ? 0 : o.index);
+    if (o.spare >= 0) snprintf(tag, sizeof(tag), "spare%d", o.spare);
+    else snprintf(tag, sizeof(tag), "secondary%d", o.index < 0 ? 0 : o.index);
     log_set_tag(tag);
     if (rc) {
         log_error("%s", err);
@@ -398,7 +415,12 @@ int main(int argc, char **argv)
         return 2;
     }
     nodes_config_warn_unused(&nc, o.nodes_config);
-    if (o.index >= nc.n_secondary) {
+    if (o.spare >= 0 && (nc.per_node || o.spare >= nc.n_spare)) {
+        log_error("%s lists %d spare nodes; there is no spare %d", o.nodes_config, nc.per_node ? 0 : nc.n_spare,
+                  o.spare);
+        return 2;
+    }
+    if (o.spare < 0 && o.index >= nc.n_secondary) {
         log_error("%s lists %d secondary nodes; there is no secondary %d", o.nodes_config, nc.n_secondary, o.index);
         return 2;
     }
@@ -409,16 +431,18 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!keys.on) auth_warn_open();
-    const node_entry *self = &nc.secondary[o.index];
+    const node_entry *self = o.spare >= 0 ? &nc.spare[o.spare] : &nc.secondary[o.index];
     char name[160];
-    nodes_config_describe(&nc, o.index, name, sizeof(name));
+    if (o.spare >= 0) snprintf(name, sizeof(name), "spare %d (%s:%d)", o.spare, self->addr, self->http_port);
+    else nodes_config_describe(&nc, o.index, name, sizeof(name));
     int n_threads = o.n_threads ? o.n_threads : self->n_threads;
     if (!n_threads) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = ncpu > 0 ? (int)ncpu : 1;
     }
     char cache_default[64];
-    snprintf(cache_default, sizeof(cache_default), "cache/secondary%d", o.index);
+    if (o.spare >= 0) snprintf(cache_default, sizeof(cache_default), "cache/spare%d", o.spare);
+    else snprintf(cache_default, sizeof(cache_default), "cache/secondary%d", o.index);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -438,7 +462,7 @@ int main(int argc, char **argv)
         log_error("%s: inference.port_in: %s", name, err);
         goto done;
     }
-    control_server_opts co = {self->http_port, o.index, nc.secret,
+    control_server_opts co = {self->http_port, o.spare >= 0 ? -1 : o.index, nc.secret,
                               o.cache_dir ? o.cache_dir : cache_default, o.chunk, nc.starter.addr,
                               o.http_timeout_s};
     if (!(srv = control_server_start(&co, err))) {
@@ -459,6 +483,15 @@ int main(int argc, char **argv)
         run_config cfg;
         char chunk_path[PATH_MAX];
         control_cmd cmd = control_wait_command(srv, measuring ? 0 : SECONDARY_TICK_S, &cfg, chunk_path);
+        if (cmd == CONTROL_CMD_START && o.spare >= 0 && cfg.node_index != o.index) {
+            /* a spare takes the place /init gave it: greets that place's
+             * previous node on its ring port from now on */
+            early_conns_clear(&early);
+            o.index = cfg.node_index;
+            lb.self = (uint32_t)o.index + 1;
+            lb.expect = o.index;
+            log_info("spare %d takes the place of secondary %d", o.spare, o.index);
+        }
         accept_early(&lb, o.index, &early);
         if (cmd == CONTROL_CMD_START) {
             log_debug("run: layers [%d, %d) of %s, %d samples, max_seq %d, max_batch %d, previous %s:%d, "

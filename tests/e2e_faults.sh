@@ -50,7 +50,8 @@ wait_state() { # wait_state IDX STATE: up to 5 s
 cfg="$TMP/cfg3.json"
 mkcfg "$cfg" 2
 start_secondary "$cfg" 0 && start_secondary "$cfg" 1
-SLOW_ARGS=(--ckpt "$SLOW" --nodes-config "$cfg" --prompt-ids "$SLOW_IDS" --n-tokens 400 --n-samples 6 "${COMMON[@]}")
+# --failover-timeout 0: the failure ends the run (no failover; e2e_failover.sh has it)
+SLOW_ARGS=(--ckpt "$SLOW" --nodes-config "$cfg" --prompt-ids "$SLOW_IDS" --n-tokens 400 --n-samples 6 --failover-timeout 0 "${COMMON[@]}")
 ( wait_state 1 running && sleep 0.3 && kill -9 "$(sec_pid 1)" ) &
 killer=$!
 starter_expect "e2e_faults kill -9 of secondary 1 mid-run: starter names it" \

@@ -84,12 +84,13 @@ static void test_run_config_json(void)
 {
     run_config a, b;
     make_config(&a, "abc");
+    a.epoch = 3;
     json_t *j = run_config_to_json(&a);
     char err[MDI_ERR_LEN];
     int rc = run_config_from_json(&b, j, err);
     test_result(rc == 0 && b.layer_begin == 2 && b.layer_end == 5 && b.wire_dtype == DTYPE_BF16 &&
                 b.kv_dtype == DTYPE_F16 && b.dtype == DTYPE_COUNT && b.is_last && b.cfg.dim == 64 && b.cfg.norm_eps == a.cfg.norm_eps &&
-                !strcmp(b.chunk_sha256, a.chunk_sha256) && b.chunk_size == 3,
+                !strcmp(b.chunk_sha256, a.chunk_sha256) && b.chunk_size == 3 && b.epoch == 3,
                 "control run configuration JSON round trip", "rc %d: %s", rc, err);
     json_object_set_new(j, "dtype", json_string("q4_0"));
     rc = run_config_from_json(&b, j, err);

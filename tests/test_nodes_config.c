@@ -65,6 +65,23 @@ int main(void)
                  "\"inference\": {\"port_in\": 5001}}]}}",
                  "nodes.secondary[0].n_threads: expected a positive integer", "nodes_config zero threads");
 
+    /* spare nodes: a secondary's shape */
+    {
+        json_error_t je;
+        json_t *root = json_loads("{\"nodes\": {" STARTER ", \"secondary\": [" SEC("10.0.0.2", 8000, 5001) "], "
+                                  "\"spare\": [" SEC("10.0.0.9", 8009, 5009) "]}}", 0, &je);
+        int prc = root ? nodes_config_parse(&c, root, "cfg.json", err) : -1;
+        json_decref(root);
+        test_result(prc == 0 && c.n_spare == 1 && c.spare[0].http_port == 8009 && c.spare[0].port_in == 5009 &&
+                    !strcmp(c.spare[0].addr, "10.0.0.9") && c.n_unused == 0, "nodes_config spare nodes", "rc %d: %s",
+                    prc, err);
+    }
+    expect_error("{\"nodes\": {" STARTER ", \"secondary\": [" SEC("b", 8000, 5001) "], \"spare\": {}}}",
+                 "nodes.spare: expected an array", "nodes_config spare not a list");
+    expect_error("{\"nodes\": {" STARTER ", \"secondary\": [" SEC("b", 8000, 5001) "], \"spare\": "
+                 "[{\"addr\": \"c\", \"inference\": {\"port_in\": 5002}}]}}",
+                 "nodes.spare[0].communication: missing", "nodes_config spare without HTTP port");
+
     char name[160];
     nodes_config_load(&c, "settings-distr/config-3nodes-localhost.json", err);
     nodes_config_describe(&c, 1, name, sizeof(name));

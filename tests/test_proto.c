@@ -21,8 +21,10 @@ static void test_layout(void)
     h.flags = PROTO_FLAG_LOGITS;
     h.payload_len = 0x1122334455ull;
     h.seq = 7;
+    h.epoch = 0x0a0b0c0d;
     uint8_t raw[PROTO_HEADER_SIZE];
     proto_header_encode(&h, raw);
+    test_result(raw[36] == 0x0d && raw[39] == 0x0a, "proto run epoch at offset 36", "%02x %02x", raw[36], raw[39]);
     test_result(!memcmp(raw, "MDIR", 4), "proto magic bytes", "got %02x %02x %02x %02x", raw[0], raw[1], raw[2], raw[3]);
     test_result(raw[12] == 4 && raw[15] == 1, "proto little-endian pos", "bytes %02x..%02x", raw[12], raw[15]);
     test_result(raw[24] == 0x55 && raw[28] == 0x11, "proto payload_len at offset 24", "%02x %02x", raw[24], raw[28]);
