@@ -60,18 +60,33 @@ JSON
 }
 
 # start_secondary CFG INDEX [extra args...]: starts it in the background
-# (log in $TMP/secINDEX.log) and waits until its HTTP port answers.
+# (log in $TMP/secINDEX.log) and waits until its HTTP port answers. A port
+# that another process took since mkcfg chose it is chosen again (in CFG,
+# HTTP_PORT and RING_PORT), at most 3 times.
 start_secondary() {
     local cfg=$1 idx=$2; shift 2
-    "$BIN/secondary" "$cfg" "$idx" --cache-dir "$TMP/cache$idx" --n-threads 1 "$@" >>"$TMP/sec$idx.log" 2>&1 &
-    local pid=$!
-    PIDS="$PIDS $pid"
-    eval "SEC_PID_$idx=$pid"
-    local port=${HTTP_PORT[$idx]}
-    for _ in $(seq 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
+    local try
+    for try in 1 2 3; do
+        local mark
+        mark=0
+        [ -f "$TMP/sec$idx.log" ] && mark=$(wc -l <"$TMP/sec$idx.log")
+        "$BIN/secondary" "$cfg" "$idx" --cache-dir "$TMP/cache$idx" --n-threads 1 "$@" >>"$TMP/sec$idx.log" 2>&1 &
+        local pid=$!
+        PIDS="$PIDS $pid"
+        eval "SEC_PID_$idx=$pid"
+        local port=${HTTP_PORT[$idx]}
+        for _ in $(seq 100); do
+            curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null && return 0
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -0 "$pid" 2>/dev/null && return 1
+        tail -n +"$((mark + 1))" "$TMP/sec$idx.log" | grep -q "already in use" || return 1
+        local new=($(free_ports 2))
+        sed -i -e "s/\"port\": $port}/\"port\": ${new[0]}}/" \
+            -e "s/\"port_in\": ${RING_PORT[$idx]},/\"port_in\": ${new[1]},/" "$cfg"
+        HTTP_PORT[$idx]=${new[0]}
+        RING_PORT[$idx]=${new[1]}
     done
     return 1
 }
