@@ -1845,6 +1845,8 @@ void kernels_avx512_register(kernels_isa *k, const cpu_features *f)
     k->rows[DTYPE_F16] = avx512_rows_f16;
     if (f->avx512bf16)
         k->rows[DTYPE_BF16] = f->amx_bf16 ? amx_rows_bf16 : avx512bf16_rows_bf16;
+    if (f->avx512bf16 && f->amx_bf16)
+        k->prefill_rows_cols[DTYPE_BF16] = AMX_MAX_COLS;
     k->to_f32[DTYPE_BF16] = avx512_bf16_to_f32;
     k->to_f32[DTYPE_F16] = avx512_f16_to_f32;
     k->from_f32[DTYPE_BF16] = avx512_f32_to_bf16;

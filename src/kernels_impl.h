@@ -73,6 +73,11 @@ typedef struct {
     const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
     rows_fn rows[DTYPE_COUNT];
     const gemm_kernel *gemm[DTYPE_COUNT]; /* NULL: prefill uses rows */
+    /* > 0: for weights of this float type whose columns are a multiple of
+     * 32 and at most this many, prefill runs the rows kernel over the whole
+     * chunk (kernels_matvec_batch) instead of converting panels to F32 for
+     * sgemm: BF16 on AMX, whose tiles outrun sgemm at any prompt length */
+    int prefill_rows_cols[DTYPE_COUNT];
     to_f32_fn to_f32[DTYPE_COUNT];    /* weights to F32: embedding rows, prefill panels */
     from_f32_fn from_f32[DTYPE_COUNT]; /* activations to a vec_dot_type */
     float (*dot_f32)(const float *a, const float *b, int n);

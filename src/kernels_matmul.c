@@ -18,6 +18,11 @@
  * Which path is faster is measured by bin/bench_kernels (matmul_int8 and
  * matmul_dequant_sgemm rows); MATMUL_AUTO takes the faster one measured here:
  * integer tiles for short prompts, sgemm for long ones (matmul_pick).
+ *
+ * BF16 on a level whose rows kernel runs on AMX tiles (prefill_rows_cols)
+ * skips sgemm: the rows kernel takes the whole chunk (16 activation rows a
+ * tile), far ahead of converted panels at any length, and each row of Y is
+ * then bit for bit that token's decode matvec.
  */
 #include "kernels_impl.h"
 #include "util.h"
@@ -34,6 +39,7 @@ static float *matmul_xr;          /* X rounded to the vec_dot_type */
 static size_t matmul_xr_cap;      /* floats */
 static void *matmul_xp, *matmul_panels; /* the GEMM's repacked X, weight panels per thread */
 static size_t matmul_xp_cap, matmul_panels_cap;
+static kernels_scratch matmul_rows_scratch; /* X rounded for the rows kernel (matmul_rows) */
 
 void kernels_matmul_release(void)
 {
@@ -52,6 +58,9 @@ void kernels_matmul_release(void)
     free(matmul_panels);
     matmul_panels = NULL;
     matmul_panels_cap = 0;
+    free(matmul_rows_scratch.data);
+    matmul_rows_scratch.data = NULL;
+    matmul_rows_scratch.bytes = 0;
 }
 
 /* Grows *buf to hold need floats. */
@@ -278,6 +287,22 @@ static int matmul_pick(const mat_t *w, int n)
     return n < kernels_int8_prefill_below(w->dtype) ? MATMUL_INT8 : MATMUL_SGEMM;
 }
 
+/* The rows kernel over a whole prefill chunk (prefill_rows_cols): each
+ * row of Y is then what decode gives for that token. */
+static int matmul_by_rows(const mat_t *w)
+{
+    int max_cols = kernels_isa_get()->prefill_rows_cols[w->dtype];
+    return max_cols > 0 && w->cols % 32 == 0 && w->cols <= max_cols;
+}
+
+static void matmul_rows(float *y, const mat_t *w, const float *x, int n, const float *bias)
+{
+    size_t need = kernels_scratch_bytes(1, n, w->cols);
+    matmul_rows_scratch.data = bytes_reserve(&matmul_rows_scratch.data, &matmul_rows_scratch.bytes, need);
+    matvec_job j = { y, w, x, bias };
+    kernels_matvec_batch(&j, 1, n, &matmul_rows_scratch);
+}
+
 void kernels_matmul(float *y, const mat_t *w, const float *x, int n, const float *bias)
 {
     kernels_matmul_with(y, w, x, n, bias, MATMUL_AUTO);
@@ -288,6 +313,10 @@ void kernels_matmul_with(float *y, const mat_t *w, const float *x, int n, const 
     int rows = w->rows, cols = w->cols;
     if (n <= 0 || rows <= 0)
         return;
+    if (path == MATMUL_AUTO && !dtype_is_block(w->dtype) && matmul_by_rows(w)) {
+        matmul_rows(y, w, x, n, bias);
+        return;
+    }
     if (path == MATMUL_AUTO)
         path = dtype_is_block(w->dtype) ? matmul_pick(w, n) : MATMUL_SGEMM;
     if (path == MATMUL_INT8 && dtype_is_block(w->dtype)) {

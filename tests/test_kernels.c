@@ -638,6 +638,45 @@ static void test_matmul(void)
         }
 }
 
+/* BF16 prefill on a level with prefill_rows_cols (AMX): every row of the
+ * chunk's product is bit for bit that token's decode matvec. */
+static void test_matmul_bf16_rows(void)
+{
+    static const int ns[] = { 1, 5, 16, 33 };
+    int max_cols = kernels_isa_get()->prefill_rows_cols[DTYPE_BF16];
+    if (max_cols <= 0) {
+        test_skip("matmul bf16 by rows", "this level converts BF16 panels for sgemm");
+        return;
+    }
+    kernels_init(2);
+    test_mat t;
+    int rows = 300, cols = 512;
+    test_mat_make(&t, DTYPE_BF16, rows, cols);
+    kernels_scratch sc = { NULL, kernels_scratch_bytes(1, 1, cols) };
+    sc.data = malloc(sc.bytes);
+    for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+        int n = ns[ni];
+        float *x = malloc((size_t)n * cols * sizeof(float));
+        float *y = malloc((size_t)n * rows * sizeof(float));
+        float *y1 = malloc((size_t)rows * sizeof(float));
+        fill_uniform(x, (size_t)n * cols, 1.0f);
+        kernels_matmul(y, &t.m, x, n, NULL);
+        int same = 1;
+        for (int i = 0; i < n && same; i++) {
+            kernels_matvec(y1, &t.m, x + (size_t)i * cols, &sc);
+            same = memcmp(y1, y + (size_t)i * rows, (size_t)rows * sizeof(float)) == 0;
+        }
+        char name[96];
+        snprintf(name, sizeof(name), "matmul bf16 n=%d %dx%d: each row as its decode matvec", n, rows, cols);
+        test_result(same, name, "rows differ");
+        free(x);
+        free(y);
+        free(y1);
+    }
+    free(sc.data);
+    test_mat_free(&t);
+}
+
 /* ---- element-wise ---- */
 
 static void test_rmsnorm(void)
@@ -1396,6 +1435,7 @@ int main(int argc, char **argv)
         return test_failures;
     }
     test_matmul();
+    test_matmul_bf16_rows();
     test_rmsnorm();
     test_softmax();
     test_swiglu();
