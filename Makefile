@@ -84,7 +84,7 @@ asan:
 
 # ThreadSanitizer: the tests whose threads share state (the ring, the
 # control server); TSAN_TESTS is a tests/run.sh name filter.
-TSAN_TESTS ?= test_control|test_proto|test_queue|test_api|test_engine|e2e_engine|e2e_ring|e2e_faults|test_webui|e2e_failover
+TSAN_TESTS ?= test_control|test_proto|test_queue|test_api|test_engine|e2e_engine|e2e_ring|e2e_faults|test_webui|e2e_failover|e2e_serve_failover
 tsan:
 	$(MAKE) BUILD=build-tsan BIN=build-tsan/bin CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
 	    LDFLAGS="-fsanitize=thread" all

@@ -821,7 +821,8 @@ static int api_handle_health(http_request *req)
     api_server *a = api_from_request(req);
     engine_stats st;
     engine_get_stats(a->e, &st);
-    if (st.failed) return api_fail(req, EP_HEALTH, 503, NULL, NULL, "a node failed; the service takes no new work");
+    if (st.failed)
+        return api_fail(req, EP_HEALTH, 503, NULL, NULL, "a node failed; the service takes no new work: %s", st.failure);
     return api_reply(req, EP_HEALTH, 200,
                      json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "status", "ok", "slots_idle",
                                st.n_slots - st.slots_busy, "slots_busy", st.slots_busy, "queue_depth", st.queue_depth,

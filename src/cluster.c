@@ -172,8 +172,10 @@ static int pl_init_secondaries(cluster *p, int n_samples, char *err)
 /* ---- fault diagnosis ---- */
 
 /* A failure was seen (ring_err): find which node it was. The first
- * secondary whose HTTP port does not answer is the culprit; else the one
- * that reports an error of its own; else the ring's words stand. */
+ * secondary whose HTTP port does not answer, or that answers idle without
+ * an error of its own (restarted since it joined the run), is the culprit;
+ * else the one that reports an error of its own; else the ring's words
+ * stand. */
 int cluster_diagnose(cluster *p, int code, const char *ring_err, char *err, int *failed_node)
 {
     char name[160], why[MDI_ERR_LEN], reported[MDI_ERR_LEN] = "";
@@ -190,6 +192,15 @@ int cluster_diagnose(cluster *p, int code, const char *ring_err, char *err, int 
                             why, ring_err);
         }
         const char *last = json_string_value(json_object_get(st, "last_error"));
+        const char *state = json_string_value(json_object_get(st, "state"));
+        if (p->started[i] && state && !strcmp(state, "idle") && !last) {
+            /* answers, but out of the run without an error of its own:
+             * restarted since (a node whose run failed says why) */
+            json_decref(st);
+            pl_node_name(p, i, name, sizeof(name));
+            *failed_node = i;
+            return mdi_fail(err, code, "%s failed: restarted, no longer in the run (ring: %s)", name, ring_err);
+        }
         if (last && !reported[0]) {
             pl_node_name(p, i, name, sizeof(name));
             snprintf(reported, sizeof(reported), "%s reported: %s", name, last);

@@ -11,6 +11,10 @@
  *       "layers": [2, 4], "state": "running", "rss_bytes": 98765,
  *       "tokens_per_s": 800.0, "busy": 0.38, "error": null}, ...]}
  *
+ * The service's routes (webui_routes.c) add "slots" {n_slots, busy,
+ * queue_depth, queue_max} and "failovers" {count, lost_s, last: null or
+ * "secondary 1 (addr:port) replaced by spare 0: 0.412 s lost"}.
+ *
  * layers is [first, end) (null when not known yet); tokens_per_s counts the
  * rows run through the node's layers (prompt and generated tokens) and busy
  * the fraction of time its compute thread worked, both over the last

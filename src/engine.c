@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "control.h"
@@ -38,6 +39,10 @@ enum { RQ_WAITING, RQ_PREFILL, RQ_DECODE, RQ_RING };
 #define ENGINE_MAX_IN_FLIGHT 32
 /* engine_nodes_json asks each secondary for its figures, waiting this long at most. */
 #define ENGINE_STATUS_S 1.0
+/* A ring left failed (no node back within --failover-timeout): the loop
+ * probes the failed node and the spares again this often, and the ring
+ * closes again once one answers. */
+#define ENGINE_RETRY_S 2.0
 
 struct engine_request {
     engine_request *next;      /* the queue's link */
@@ -88,6 +93,10 @@ struct engine {
     double t_fail;             /* the failover under way: when the failure was seen */
     double fo_ring_done;       /* seconds from t_fail to the ring closed again */
     char fo_line[MDI_ERR_LEN]; /* its log line, printed once the replays are done */
+    char fo_what[200];         /* its node and what took its place, for fo_last */
+    char fo_last[200];         /* under mu: the last failover, its node and time lost */
+    int retry;                 /* under mu: failed, with failover: the loop retries cluster_recover */
+    double t_failed;           /* when the failure that left the ring failed was seen */
     int n_nodes, n_slots, queue_max, max_seq, prefill_chunk;
     forward_state fs;
     int have_fs;
@@ -434,6 +443,7 @@ static void engine_replay_done(engine *e, engine_request *r)
     log_info("%s, replay %.3f s): %.3f s lost", e->fo_line, now - e->t_fail - e->fo_ring_done, lost);
     pthread_mutex_lock(&e->mu);
     e->failover_lost_s += lost;
+    snprintf(e->fo_last, sizeof(e->fo_last), "%.160s: %.3f s lost", e->fo_what, lost);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -468,6 +478,7 @@ static int engine_ring_failover(engine *e, double t_fail, int node)
     snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u (detection %.3f s, "
              "waiting %.3f s, /init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, t_detect, rec.wait_s,
              rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
+    snprintf(e->fo_what, sizeof(e->fo_what), "%.120s replaced by %.30s", name, by);
     e->t_fail = t_fail;
     e->fo_ring_done = time_now() - t_fail;
     pthread_mutex_lock(&e->mu);
@@ -488,7 +499,11 @@ static void engine_ring_fail(engine *e, int code, const char *why, double t_fail
     int node = -1;
     cluster_diagnose(e->cl, code, why, e->fail_err, &node);
     if (engine_ring_failover(e, t_fail, node)) return;
+    /* with failover, the loop goes on trying: the node or a spare that
+     * answers later closes the ring again */
+    e->t_failed = t_fail;
     pthread_mutex_lock(&e->mu);
+    e->retry = e->c.failover_timeout_s > 0 && node >= 0;
     e->failed = 1;
     engine_request *q = e->q_head;
     e->q_head = e->q_tail = NULL;
@@ -502,6 +517,41 @@ static void engine_ring_fail(engine *e, int code, const char *why, double t_fail
         q = r->next;
         engine_end(e, r, ENGINE_FINISH_ERROR, e->fail_err);
     }
+}
+
+/* The ring left failed (e->retry): one look for the failed node back or
+ * a spare; when one answers, it takes the node's layers, the ring closes
+ * again and the engine takes work again (a failover, its time lost counted
+ * from the failure). */
+static void engine_ring_retry(engine *e)
+{
+    int node = e->failed_node;
+    char name[160], why[MDI_ERR_LEN];
+    cluster_node_name(e->cl, node, name, sizeof(name));
+    cluster_recovery rec;
+    if (cluster_recover(e->cl, node, 0, &rec, why) != 0) {
+        if (e->c.verbose) log_info("still failed: %s", why);
+        return;
+    }
+    char by[64];
+    if (rec.spare >= 0) snprintf(by, sizeof(by), "spare %d", rec.spare);
+    else snprintf(by, sizeof(by), "the same node back");
+    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u, after %.3f s failed "
+             "(/init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, time_now() - e->t_failed,
+             rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
+    snprintf(e->fo_what, sizeof(e->fo_what), "%.120s replaced by %.30s", name, by);
+    e->t_fail = e->t_failed;
+    e->fo_ring_done = time_now() - e->t_fail;
+    engine_ring_replay(e); /* no request left: the ring's counters reset */
+    e->failed_node = -1;
+    pthread_mutex_lock(&e->mu);
+    e->retry = 0;
+    e->failed = 0;
+    e->failovers++;
+    pthread_mutex_unlock(&e->mu);
+    engine_request none = {.replay = 1};
+    e->replaying = 1;
+    engine_replay_done(e, &none);
 }
 
 /* ---- the loop ---- */
@@ -523,6 +573,22 @@ static void *engine_main(void *arg)
     for (;;) {
         engine_request *ended = NULL; /* cancelled while queued */
         int n_admitted = 0, n_stopping = 0, closing;
+        if (e->failed) {
+            /* nothing runs (engine_submit refuses work): wait, then look
+             * for the node or a spare again */
+            pthread_mutex_lock(&e->mu);
+            if (!e->closing) {
+                struct timespec dl;
+                clock_gettime(CLOCK_REALTIME, &dl);
+                dl.tv_sec += (time_t)ENGINE_RETRY_S;
+                pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+            }
+            closing = e->closing;
+            pthread_mutex_unlock(&e->mu);
+            if (closing) break;
+            engine_ring_retry(e);
+            continue;
+        }
         pthread_mutex_lock(&e->mu);
         for (;;) {
             if (e->closing) break;
@@ -595,7 +661,7 @@ static void *engine_main(void *arg)
             if (!rc) rc = e->ring_rc;
             if (rc) {
                 engine_ring_fail(e, rc, e->ring_why, time_now());
-                if (e->failed) break;
+                if (e->failed && !e->retry) break;
             }
         } else {
             engine_local_prefill(e);
@@ -786,8 +852,10 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     pthread_mutex_lock(&e->mu);
     int rc = 0;
     if (e->closing || e->failed)
-        rc = e->failed ? mdi_fail(err, MDI_ESTATE, "the engine is stopped after a node failed: %.400s", e->fail_err)
-                       : mdi_fail(err, MDI_ESTATE, "the engine is closing");
+        rc = !e->failed ? mdi_fail(err, MDI_ESTATE, "the engine is closing")
+             : e->retry ? mdi_fail(err, MDI_ESTATE, "a node failed; waiting for it or a spare to take its place: %.400s",
+                                   e->fail_err)
+                        : mdi_fail(err, MDI_ESTATE, "the engine is stopped after a node failed: %.400s", e->fail_err);
     else if (e->q_len >= e->queue_max + (e->n_slots - e->slots_busy))
         /* requests submitted at once take the free slots first: only those
          * beyond them count against the queue, though the engine thread
@@ -836,6 +904,8 @@ void engine_get_stats(engine *e, engine_stats *st)
     st->failed = e->failed;
     st->failovers = e->failovers;
     st->failover_lost_s = e->failover_lost_s;
+    snprintf(st->failover_last, sizeof(st->failover_last), "%s", e->fo_last);
+    if (e->failed) snprintf(st->failure, sizeof(st->failure), "%s", e->fail_err);
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -54,7 +54,12 @@
  * state). One log line per failover names the node and the time lost;
  * engine_stats counts them. Without failover, or when no node comes back
  * in time, every request ends with ENGINE_FINISH_ERROR naming the node,
- * engine_stats.failed is set, and engine_submit answers MDI_ESTATE.
+ * engine_stats.failed is set, and engine_submit answers MDI_ESTATE naming
+ * it. With failover, the engine then goes on looking for the node or a
+ * spare every ENGINE_RETRY_S (engine.c) while it stays open: once one
+ * answers, it takes the node's layers, the ring closes again, failed is
+ * cleared and the engine takes work again (a service resumes; counted as
+ * a failover, its time lost from the failure on).
  *
  * Threads: callbacks run on the engine thread and must not block (copy
  * what you need and return; never call engine_close from one).
@@ -72,6 +77,7 @@
 #include "report.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "util.h"
 
 typedef struct engine engine;
 typedef struct engine_request engine_request;
@@ -145,7 +151,9 @@ typedef struct {
     double compute_s, wait_s;  /* the starter's, since open */
     int failed;                /* a node failed; the engine refuses new work */
     int failovers;             /* node failures recovered from (a spare or the node back) */
-    double failover_lost_s;    /* seconds they cost, from detection to the ring closed again */
+    double failover_lost_s;    /* seconds they cost, from detection to every replay done */
+    char failover_last[200];   /* "" or the last one: "secondary 1 (addr:port) replaced by spare 0: 0.412 s lost" */
+    char failure[MDI_ERR_LEN]; /* while failed: the failure, naming the node */
 } engine_stats;
 
 void engine_get_stats(engine *e, engine_stats *st);

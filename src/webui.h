@@ -35,11 +35,16 @@ const webui_asset *webui_find(const char *path);
 /* What the starter says of itself in the cluster view, asked at each
  * GET /api/cluster: its state ("running", "failed"), the rows run through
  * its layers so far and the seconds it computed so far (growing counters;
- * cluster_view.h turns them into rates), and its slots. */
+ * cluster_view.h turns them into rates), its slots, and the failovers
+ * (node failures recovered from: how many, the seconds they cost, the last
+ * one's node and time lost, "" when none). */
 typedef struct {
     const char *state;
     double tokens, busy_s;
     int n_slots, slots_busy, queue_depth, queue_max;
+    int failovers;
+    double failover_lost_s;
+    char failover_last[200];
 } webui_self;
 typedef void (*webui_self_fn)(void *ud, webui_self *out);
 

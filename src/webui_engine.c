@@ -2,6 +2,8 @@
  * webui_engine: the starter's own figures for the cluster view, from the
  * engine (webui.h). Apart so that the page's routes link without it.
  */
+#include <stdio.h>
+
 #include "engine.h"
 #include "webui.h"
 
@@ -18,4 +20,7 @@ void webui_self_from_engine(void *ud, webui_self *out)
     out->slots_busy = st.slots_busy;
     out->queue_depth = st.queue_depth;
     out->queue_max = st.queue_max;
+    out->failovers = st.failovers;
+    out->failover_lost_s = st.failover_lost_s;
+    snprintf(out->failover_last, sizeof(out->failover_last), "%s", st.failover_last);
 }

@@ -24,6 +24,9 @@ static int webui_handle_cluster(http_request *req)
     json_t *j = cluster_view_json(webui_cluster, me.state, me.tokens, me.busy_s);
     json_object_set_new(j, "slots", json_pack("{s:i, s:i, s:i, s:i}", "n_slots", me.n_slots, "busy", me.slots_busy,
                                               "queue_depth", me.queue_depth, "queue_max", me.queue_max));
+    json_object_set_new(j, "failovers", json_pack("{s:i, s:f, s:s?}", "count", me.failovers, "lost_s",
+                                                  me.failover_lost_s, "last",
+                                                  me.failover_last[0] ? me.failover_last : NULL));
     return http_reply_json(req, 200, j);
 }
 

@@ -138,9 +138,10 @@ else
     fail "e2e_serve 3 nodes: the service starts on the ring" "$(tail -5 "$TMP/serve3.log")"
 fi
 
-# A node that dies: requests get 503 naming it, /health says so, and the
+# A node that dies, without failover (--failover-timeout 0; tests/e2e_serve_failover.sh
+# covers failover): requests get 503 naming it, /health says so, and the
 # service still stops on SIGTERM.
-if start_service_retry "$TMP/serve3f.log" --nodes-config "$cfg"; then
+if start_service_retry "$TMP/serve3f.log" --nodes-config "$cfg" --failover-timeout 0; then
     kill -9 "$(sec_pid 1)"
     code=""
     for _ in $(seq 40); do

@@ -7,7 +7,8 @@
 // REFS.json: {"n_tokens", "prompts": [...], "texts": [...], "n_generated":
 // [...], "chat": {"messages", "text", "n_generated"}, "slots", "queue"}.
 // SECTIONS: comma-separated, of basic, concurrent, disconnect, overflow,
-// errors. Prints one PASS:/FAIL: line per check (tests/run.sh counts them).
+// errors, failover (tests/e2e_serve_failover.sh). Prints one PASS:/FAIL:
+// line per check (tests/run.sh counts them).
 import fs from 'node:fs';
 import OpenAI from 'openai';
 
@@ -255,7 +256,58 @@ async function errors() {
           sec.map((x) => x[0]).join(' | '));
 }
 
+// 4 streaming clients; once each has had tokens, the secondary MDI_KILL_PID
+// is killed (kill -9; MDI_KILLED_FILE, when set, is created then so that
+// the script can restart it): every client completes with the text it gets
+// without the failure, and the service counts one failover.
+async function failover() {
+  await idle();
+  const pid = Number(process.env.MDI_KILL_PID);
+  // the 4 prompts with the longest greedy outputs: still streaming at the kill
+  const order = refs.prompts.map((_, i) => i).sort((a, b) => refs.n_generated[b] - refs.n_generated[a]).slice(0, 4);
+  const st = order.map((i) => {
+    const s = { i, text: '', chunks: 0, finish: null, error: null };
+    s.promise = (async () => {
+      try {
+        const stream = await client.completions.create({ prompt: refs.prompts[i], max_tokens: N, temperature: 0,
+                                                         stream: true });
+        for await (const c of stream) {
+          if (!c.choices.length) continue;
+          s.text += c.choices[0].text;
+          s.chunks++;
+          if (c.choices[0].finish_reason) s.finish = c.choices[0].finish_reason;
+        }
+      } catch (e) {
+        s.error = e;
+      }
+    })();
+    return s;
+  });
+  const started = await waitFor(async () => st.every((s) => s.chunks >= 2 || s.error), 30000);
+  const midway = started && st.every((s) => s.finish === null && !s.error);
+  const seen = st.map((s) => s.chunks);
+  process.kill(pid, 'SIGKILL');
+  if (process.env.MDI_KILLED_FILE) fs.writeFileSync(process.env.MDI_KILLED_FILE, '');
+  await Promise.all(st.map((s) => s.promise));
+  check('the secondary killed mid-stream (every client had tokens, none had finished)', midway,
+        JSON.stringify(seen));
+  const bad = st.filter((s) => s.error || s.text !== refs.texts[s.i]);
+  check('4 streaming clients complete with exactly the text they get without the failure', bad.length === 0,
+        bad.map((s) => JSON.stringify([s.i, s.error ? String(s.error) : s.text, refs.texts[s.i]])).join(' '));
+  const n = await metric('mdi_failovers_total');
+  check('GET /metrics: mdi_failovers_total 1', n === 1, n);
+  const lost = await metric('mdi_failover_lost_seconds_total');
+  check('GET /metrics: the failover\'s time lost', lost > 0, lost);
+  const c = await (await fetch(base + '/api/cluster')).json();
+  check('GET /api/cluster: the failover, its node and time lost',
+        c.failovers && c.failovers.count === 1 && / secondary 1 .* replaced by .*: [0-9.]+ s lost$/.test(' ' + c.failovers.last),
+        JSON.stringify(c.failovers));
+  const h = await health();
+  check('the service is healthy after the failover', h.status === 'ok', JSON.stringify(h));
+}
+
 try {
+  if (sections.has('failover')) await failover();
   if (sections.has('basic')) await basic();
   if (sections.has('concurrent')) await concurrent();
   if (sections.has('disconnect')) await disconnect();

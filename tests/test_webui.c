@@ -4,6 +4,8 @@
  * 127.0.0.1: standalone, a running secondary with its live figures, one
  * that does not answer, and one behind the shared secret. */
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cluster_view.h"
@@ -281,6 +283,9 @@ static void fake_self(void *ud, webui_self *out)
     out->n_slots = 4;
     out->slots_busy = 1;
     out->queue_max = 16;
+    out->failovers = 1;
+    out->failover_lost_s = 0.5;
+    snprintf(out->failover_last, sizeof(out->failover_last), "secondary 1 (127.0.0.1:2) replaced by spare 0: 0.500 s lost");
 }
 
 static void test_routes(void)
@@ -326,6 +331,11 @@ static void test_routes(void)
     test_result(st == 200 && !strncmp(f.type, "application/json", 16) && layers_are(n0, 0, 5) && tok_s > 100 &&
                 json_integer_value(json_object_get(json_object_get(j, "slots"), "n_slots")) == 4,
                 "routes: GET /api/cluster with the starter's figures", "%ld %s: %s", st, f.type, f.data);
+    json_t *fo = json_object_get(j, "failovers");
+    const char *last = json_string_value(json_object_get(fo, "last"));
+    test_result(json_integer_value(json_object_get(fo, "count")) == 1 &&
+                json_number_value(json_object_get(fo, "lost_s")) == 0.5 && last && strstr(last, "secondary 1 "),
+                "routes: GET /api/cluster with the failovers (count, time lost, the last one's node)", "%s", f.data);
     json_decref(j);
     free(f.data);
     http_server_stop(s);

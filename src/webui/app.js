@@ -169,7 +169,12 @@ function showCluster(c) {
   const total = nodes.reduce((s, n) => s + (n.tokens_per_s || 0), 0);
   $("summary").textContent = nodes.length + (nodes.length === 1 ? " node" : " nodes") +
     (c.slots ? ", " + c.slots.busy + " of " + c.slots.n_slots + " slots busy, " + c.slots.queue_depth + " queued" : "") +
-    (c.secret ? ", secret set" : "");
+    (c.secret ? ", secret set" : "") +
+    (c.failovers && c.failovers.count ? ", " + c.failovers.count + (c.failovers.count === 1 ? " failover" : " failovers") +
+      " (" + c.failovers.lost_s.toFixed(2) + " s lost)" : "");
+  const fo = $("failovers");
+  fo.textContent = c.failovers && c.failovers.last ? "Last failover: " + c.failovers.last : "";
+  fo.hidden = !fo.textContent;
   const ring = $("ring");
   ring.textContent = "";
   ring.classList.remove("muted");
