@@ -118,7 +118,7 @@ static int api_fail(http_request *req, int endpoint, unsigned code, const char *
     return api_reply(req, endpoint, code, api_error_json(code, param, errcode, msg));
 }
 
-/* ---- chat templates ---- */
+/* ---- a growing text buffer (the metrics page) ---- */
 
 typedef struct {
     char *p;
@@ -146,6 +146,8 @@ static void buf_put(api_buf *b, const char *s, size_t n)
 }
 
 static void buf_puts(api_buf *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+/* ---- chat messages (rendered by tokenizer_chat_render) ---- */
 
 /* A message's text: a string, or an array of {"type": "text", "text"}
  * parts (joined), or null (an assistant turn with no text). New string. */
@@ -178,27 +180,15 @@ static char *api_message_text(json_t *content, size_t i, char *err)
     return b.p;
 }
 
-/* Python's str.strip(), as the templates apply to a message. */
-static void api_trim(const char **s, size_t *n)
-{
-    while (*n && (**s == ' ' || **s == '\n' || **s == '\t' || **s == '\r')) (*s)++, (*n)--;
-    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\n' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '\r'))
-        (*n)--;
-}
-
 char *api_render_chat(const tokenizer *tok, json_t *messages, int *add_bos, char *err)
 {
     if (!json_is_array(messages) || json_array_size(messages) == 0) {
         mdi_fail(err, MDI_EARG, "messages: expected a non-empty array of {\"role\", \"content\"}");
         return NULL;
     }
-    chat_family fam = tokenizer_chat_family(tok);
-    int bos_id = tokenizer_bos_id(tok);
-    const char *bos = bos_id >= 0 ? tokenizer_token(tok, bos_id) : "";
     size_t n = json_array_size(messages);
     char **texts = calloc(n, sizeof(char *));
     const char **roles = calloc(n, sizeof(char *));
-    api_buf b = { 0 };
     char *out = NULL;
     if (!texts || !roles) {
         mdi_fail(err, MDI_ENOMEM, "out of memory");
@@ -219,84 +209,12 @@ char *api_render_chat(const tokenizer *tok, json_t *messages, int *add_bos, char
         roles[i] = role;
         if (!(texts[i] = api_message_text(json_object_get(m, "content"), i, err))) goto done;
     }
-    *add_bos = 0;
-    buf_puts(&b, "");
-    switch (fam) {
-    case CHAT_LLAMA3:
-        buf_puts(&b, bos);
-        for (size_t i = 0; i < n; i++) {
-            const char *t = texts[i];
-            size_t len = strlen(t);
-            api_trim(&t, &len);
-            buf_puts(&b, "<|start_header_id|>");
-            buf_puts(&b, roles[i]);
-            buf_puts(&b, "<|end_header_id|>\n\n");
-            buf_put(&b, t, len);
-            buf_puts(&b, "<|eot_id|>");
-        }
-        buf_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-        break;
-    case CHAT_LLAMA2: {
-        /* <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ... */
-        const char *sys = NULL;
-        int open = 0;
-        for (size_t i = 0; i < n; i++) {
-            const char *t = texts[i];
-            size_t len = strlen(t);
-            api_trim(&t, &len);
-            if (!strcmp(roles[i], "system")) {
-                sys = texts[i];
-            } else if (!strcmp(roles[i], "user")) {
-                buf_puts(&b, bos);
-                buf_puts(&b, "[INST] ");
-                if (sys) {
-                    const char *st = sys;
-                    size_t sl = strlen(st);
-                    api_trim(&st, &sl);
-                    buf_puts(&b, "<<SYS>>\n");
-                    buf_put(&b, st, sl);
-                    buf_puts(&b, "\n<</SYS>>\n\n");
-                    sys = NULL;
-                }
-                buf_put(&b, t, len);
-                buf_puts(&b, " [/INST]");
-                open = 1;
-            } else {
-                buf_puts(&b, " ");
-                buf_put(&b, t, len);
-                buf_puts(&b, " </s>");
-                open = 0;
-            }
-        }
-        (void)open;
-        break;
-    }
-    case CHAT_CHATML:
-    default:
-        /* ChatML; also the fallback for a model without a template (as
-         * llama-server does), whose markers are then plain text. */
-        *add_bos = fam == CHAT_NONE && tokenizer_adds_bos(tok);
-        for (size_t i = 0; i < n; i++) {
-            buf_puts(&b, "<|im_start|>");
-            buf_puts(&b, roles[i]);
-            buf_puts(&b, "\n");
-            buf_puts(&b, texts[i]);
-            buf_puts(&b, "<|im_end|>\n");
-        }
-        buf_puts(&b, "<|im_start|>assistant\n");
-        break;
-    }
-    if (b.failed) {
+    if (!(out = tokenizer_chat_render(tok, roles, (const char *const *)texts, (int)n, add_bos)))
         mdi_fail(err, MDI_ENOMEM, "out of memory");
-        goto done;
-    }
-    out = b.p;
-    b.p = NULL;
 done:
     for (size_t i = 0; texts && i < n; i++) free(texts[i]);
     free(texts);
     free(roles);
-    free(b.p);
     return out;
 }
 

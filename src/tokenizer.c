@@ -1330,38 +1330,73 @@ static void trim_span(const char **s, size_t *n)
         (*n)--;
 }
 
-char *tokenizer_apply_chat(const tokenizer *t, const char *user_prompt)
+/* Appends s, trimmed as the templates' strip() does when trim. */
+static int chat_put(sbuf *b, const char *s, int trim)
+{
+    size_t n = strlen(s);
+    if (trim) trim_span(&s, &n);
+    return sbuf_put(b, s, n);
+}
+
+char *tokenizer_chat_render(const tokenizer *t, const char *const *roles, const char *const *texts, int n,
+                            int *add_bos)
 {
     const char *bos = t->bos_id >= 0 ? t->tokens[t->bos_id] : "";
-    const char *p = user_prompt;
-    size_t n = strlen(p);
-    const char *pre, *post;
+    sbuf b = { 0 };
+    int bad = sbuf_put(&b, "", 0);
+    *add_bos = 0;
     switch (t->chat) {
     case CHAT_LLAMA3:
-        trim_span(&p, &n);
-        pre = "<|start_header_id|>user<|end_header_id|>\n\n";
-        post = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        bad = bad || chat_put(&b, bos, 0);
+        for (int i = 0; i < n && !bad; i++)
+            bad = chat_put(&b, "<|start_header_id|>", 0) || chat_put(&b, roles[i], 0) ||
+                  chat_put(&b, "<|end_header_id|>\n\n", 0) || chat_put(&b, texts[i], 1) ||
+                  chat_put(&b, "<|eot_id|>", 0);
+        bad = bad || chat_put(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n", 0);
         break;
-    case CHAT_LLAMA2:
-        trim_span(&p, &n);
-        pre = "[INST] ";
-        post = " [/INST]";
+    case CHAT_LLAMA2: {
+        /* <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ... */
+        const char *sys = NULL;
+        for (int i = 0; i < n && !bad; i++) {
+            if (!strcmp(roles[i], "system")) {
+                sys = texts[i];
+            } else if (!strcmp(roles[i], "user")) {
+                bad = chat_put(&b, bos, 0) || chat_put(&b, "[INST] ", 0);
+                if (sys)
+                    bad = bad || chat_put(&b, "<<SYS>>\n", 0) || chat_put(&b, sys, 1) ||
+                          chat_put(&b, "\n<</SYS>>\n\n", 0);
+                sys = NULL;
+                bad = bad || chat_put(&b, texts[i], 1) || chat_put(&b, " [/INST]", 0);
+            } else {
+                bad = chat_put(&b, " ", 0) || chat_put(&b, texts[i], 1) || chat_put(&b, " </s>", 0);
+            }
+        }
         break;
-    case CHAT_CHATML:
-        bos = "";
-        pre = "<|im_start|>user\n";
-        post = "<|im_end|>\n<|im_start|>assistant\n";
-        break;
+    }
     default:
+        /* ChatML; also the fallback for a tokenizer without a template,
+         * whose markers are then plain text */
+        *add_bos = t->chat == CHAT_NONE && t->adds_bos;
+        for (int i = 0; i < n && !bad; i++)
+            bad = chat_put(&b, "<|im_start|>", 0) || chat_put(&b, roles[i], 0) || chat_put(&b, "\n", 0) ||
+                  chat_put(&b, texts[i], 0) || chat_put(&b, "<|im_end|>\n", 0);
+        bad = bad || chat_put(&b, "<|im_start|>assistant\n", 0);
+        break;
+    }
+    if (bad) {
+        free(b.p);
         return NULL;
     }
-    sbuf out = { 0 };
-    if (sbuf_put(&out, bos, strlen(bos)) || sbuf_put(&out, pre, strlen(pre)) || sbuf_put(&out, p, n) ||
-        sbuf_put(&out, post, strlen(post))) {
-        free(out.p);
+    return b.p;
+}
+
+char *tokenizer_apply_chat(const tokenizer *t, const char *user_prompt)
+{
+    if (t->chat == CHAT_NONE)
         return NULL;
-    }
-    return out.p;
+    const char *role = "user";
+    int add_bos;
+    return tokenizer_chat_render(t, &role, &user_prompt, 1, &add_bos);
 }
 
 int tokenizer_chat_end_id(const tokenizer *t)

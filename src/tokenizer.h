@@ -87,6 +87,13 @@ const char *chat_family_name(chat_family f);
  * The returned text starts with BOS's text where the template does, so
  * encode it with add_bos = 0 then. */
 char *tokenizer_apply_chat(const tokenizer *t, const char *user_prompt);
+/* A conversation (roles "system", "user", "assistant"; n messages) rendered
+ * with the template and followed by the assistant's turn opening (new
+ * string; NULL: out of memory). Without a known template it is ChatML, as
+ * llama-server does, and *add_bos says whether to encode it with BOS; with
+ * one, the text starts with BOS's text where the template does (*add_bos 0). */
+char *tokenizer_chat_render(const tokenizer *t, const char *const *roles, const char *const *texts, int n,
+                            int *add_bos);
 
 /* One user turn of a conversation as token ids (new array), the ids to
  * append to what the KV cache already holds: for a later turn (first = 0)
