@@ -79,21 +79,12 @@ for b in "$STARTER" "$SECONDARY" "$BIN/prepare_model"; do
     [ -x "$b" ] || { echo "bench_ring: $b not built (make first)" >&2; exit 1; }
 done
 mkdir -p plots checkpoints
-TMP=$(mktemp -d /tmp/mdi-bench-ring.XXXXXX)
-PIDS=""
 NETNS=""
-
-cleanup() {
-    local p n
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
+bench_cleanup_more() {
+    local n
     for n in $NETNS; do ip netns del "$n" 2>/dev/null; done
-    rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 143' INT TERM
-
-export OPENBLAS_NUM_THREADS=1
+bench_setup ring
 T0=$(date +%s)
 
 # ---- checkpoint and chunks

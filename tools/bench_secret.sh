@@ -56,17 +56,7 @@ for b in "$STARTER" "$SECONDARY" "$BIN/prepare_model" "$BIN/bench_seal"; do
     [ -x "$b" ] || { echo "bench_secret: $b not built (make first)" >&2; exit 1; }
 done
 mkdir -p plots checkpoints
-TMP=$(mktemp -d /tmp/mdi-bench-secret.XXXXXX)
-PIDS=""
-cleanup() {
-    local p
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 143' INT TERM
-export OPENBLAS_NUM_THREADS=1
+bench_setup secret
 T0=$(date +%s)
 
 # ---- checkpoints and chunks

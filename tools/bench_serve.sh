@@ -89,17 +89,7 @@ if [ $((CTX)) -lt $((WORDS + NTOK + 2)) ]; then
     echo "bench_serve: BENCH_SERVE_CTX $CTX is too short for $WORDS prompt words + $NTOK tokens" >&2; exit 1
 fi
 mkdir -p plots
-TMP=$(mktemp -d /tmp/mdi-bench-serve.XXXXXX)
-PIDS=""
-cleanup() {
-    local p
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 143' INT TERM
-export OPENBLAS_NUM_THREADS=1
+bench_setup serve
 # Written under $TMP and moved into plots/ at the end: a run that skips
 # everything leaves the last figures where they are.
 OUT_CSV=$CSV OUT_METRICS=$METRICS
