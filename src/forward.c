@@ -93,8 +93,9 @@ int forward_state_init_batch(forward_state *s, const model *m, int max_batch, in
     int max_cols = c->dim > q_dim ? c->dim : q_dim;
     if (c->hidden_dim > max_cols)
         max_cols = c->hidden_dim;
-    /* q, k and v read one activation of max_samples rows, quantized once */
-    s->xq.bytes = kernels_scratch_bytes(3, max_samples, max_cols);
+    /* q, k and v read one activation of up to R rows (a decode batch, or
+     * forward_layers_rows' chunk), quantized once */
+    s->xq.bytes = kernels_scratch_bytes(3, (int)R, max_cols);
     s->xq.data = malloc(s->xq.bytes);
     if (!s->xq.data || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 ||
         !s->rope_inv_freq || !s->rows || (m->slice.head && !s->logits)) {
@@ -374,6 +375,18 @@ void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, in
         s->rows[i].pos = pos + i;
     }
     layers_run(m, s, s->rows, n, x, n == 1);
+}
+
+void forward_layers_rows(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos)
+{
+    CHECK(n >= 1 && n <= s->max_batch && pos + n <= kv->max_seq);
+    for (int i = 0; i < n; i++) {
+        s->rows[i].kv = kv;
+        s->rows[i].pos = pos + i;
+    }
+    /* every row's k and v are stored before any row's attention reads the
+     * cache: row i sees rows 0 .. i-1 as its decode step did */
+    layers_run(m, s, s->rows, n, x, 1);
 }
 
 void forward_layers_batch(const model *m, forward_state *s, const forward_row *rows, int n, float *x)

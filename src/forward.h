@@ -98,6 +98,14 @@ void forward_embed(const model *m, const int *tokens, int n, float *x);
  * pos + n <= kv->max_seq. Appends to the cache. */
 void forward_layers(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos);
 
+/* forward_layers through the decode kernels: row i ends bit for bit as the
+ * decode step of that token alone (forward_layers with n = 1 at pos + i,
+ * after rows 0 .. i-1) leaves it, and so does the cache. A replay rebuilds
+ * a cache with it exactly as the decode steps made it, where forward_layers
+ * (n > 1: the prefill kernels, another order of sums) would round
+ * differently. n <= max_batch, pos + n <= kv->max_seq. */
+void forward_layers_rows(const model *m, forward_state *s, kv_cache *kv, float *x, int n, int pos);
+
 /* Runs the slice's layers on x (n, dim) in place, row i being one token
  * of the sample whose cache is rows[i].kv, at position rows[i].pos (each
  * cache appears once; n <= max_samples; rows[i].pos < its cache's

@@ -217,6 +217,54 @@ done:
     forward_state_free(&fs);
 }
 
+/* A replay: each sample's prompt prefilled, then its STEPS decode tokens
+ * at once through forward_layers_rows (more rows than the state's one
+ * sample), against the decode steps one by one: every row's hidden state
+ * and the logits after the last, bit for bit. (forward_layers, the
+ * prefill kernels, fails this for F32, F16 and BF16 weights.) */
+static void check_rows(const model *m, dtype_t kv_dtype, const reference *ref, const char *label)
+{
+    char err[MDI_ERR_LEN], name[160], where[160] = "";
+    forward_state fs;
+    kv_cache kv;
+    float x[16 * DIM];
+    int toks[STEPS];
+    int rc = forward_state_init_batch(&fs, m, 16, 1, MAX_SEQ, err);
+    if (!rc && (rc = kv_cache_init(&kv, m, MAX_SEQ, kv_dtype, err)))
+        forward_state_free(&fs);
+    snprintf(name, sizeof(name), "%s: decode tokens replayed as rows equal the steps", label);
+    if (rc) {
+        test_result(0, name, "%s", err);
+        return;
+    }
+    int same = 1;
+    for (int s = 0; s < SAMPLES && same; s++) {
+        prefill(m, &fs, &kv, s, x);
+        int pos = prompt_len(s);
+        for (int t = 0; t < STEPS; t++)
+            toks[t] = token_at(s, pos + t);
+        forward_embed(m, toks, STEPS, x);
+        forward_layers_rows(m, &fs, &kv, x, STEPS, pos);
+        for (int t = 0; t < STEPS && same; t++)
+            if (memcmp(x + (size_t)t * DIM, ref->hidden[s][t], sizeof(ref->hidden[s][t]))) {
+                same = 0;
+                snprintf(where, sizeof(where), "hidden state of sample %d, row %d", s, t);
+            }
+        if (same && memcmp(forward_head(m, &fs, x + (size_t)(STEPS - 1) * DIM), ref->logits[s][STEPS],
+                           sizeof(ref->logits[s][STEPS]))) {
+            same = 0;
+            snprintf(where, sizeof(where), "logits of sample %d after its last row", s);
+        }
+        if (same && kv.len != pos + STEPS) {
+            same = 0;
+            snprintf(where, sizeof(where), "cache of sample %d holds %d positions", s, kv.len);
+        }
+    }
+    test_result(same, name, "%s differs", where);
+    kv_cache_free(&kv);
+    forward_state_free(&fs);
+}
+
 static void test_dtype(dtype_t dt, reference *ref)
 {
     char err[MDI_ERR_LEN], name[160];
@@ -247,6 +295,7 @@ static void test_dtype(dtype_t dt, reference *ref)
                 continue;
             }
             check_batches(&m, kv_dtypes[k], ref, label);
+            check_rows(&m, kv_dtypes[k], ref, label);
         }
     }
     kernels_force_scalar(0);
