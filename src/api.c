@@ -816,7 +816,7 @@ static int api_handle_metrics(http_request *req)
     metric(&b, "mdi_slots_total", "gauge", "sample slots", st.n_slots);
     metric(&b, "mdi_nodes", "gauge", "nodes in the ring (1: standalone)", st.n_nodes);
     metric(&b, "mdi_failed", "gauge", "1 once a node has failed", st.failed);
-    metric(&b, "mdi_failovers_total", "counter", "node failures recovered from (a spare or the node back)",
+    metric(&b, "mdi_failovers_total", "counter", "ring failures recovered from (a spare, the node back, or the ring re-closed with the same nodes)",
            st.failovers);
     metric(&b, "mdi_failover_lost_seconds_total", "counter", "seconds the failovers cost, detection to ring closed",
            st.failover_lost_s);

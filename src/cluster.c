@@ -180,6 +180,7 @@ int cluster_diagnose(cluster *p, int code, const char *ring_err, char *err, int 
 {
     char name[160], why[MDI_ERR_LEN], reported[MDI_ERR_LEN] = "";
     *failed_node = -1;
+    p->failed_silent = 0;
     for (int i = 0; i < p->nc.n_secondary; i++) {
         const node_entry *e = pl_sec(p, i);
         json_t *st = NULL;
@@ -187,6 +188,7 @@ int cluster_diagnose(cluster *p, int code, const char *ring_err, char *err, int 
         if (rc) {
             pl_node_name(p, i, name, sizeof(name));
             *failed_node = i;
+            p->failed_silent = rc == MDI_ETIMEOUT;
             return mdi_fail(err, code, "%s failed: %s: %s (ring: %s)", name,
                             rc == MDI_ETIMEOUT ? "does not answer (hung?)" : "not reachable (process gone?)",
                             why, ring_err);
@@ -264,8 +266,12 @@ static int pl_start_ring(cluster *p, int n_samples, char *err)
             return mdi_fail(err, rc, "%s: start: %s", name, why);
         }
     }
-    /* Wait for the ring to close, watching the nodes while they load. */
-    double deadline = time_now() + CLUSTER_LOAD_S;
+    /* Wait for the ring to close, watching the nodes while they load.
+     * Once every node runs (loaded, its ring connections under way), the
+     * ring closes within the ring's timeout or never: a node whose
+     * connections are refused (a stale run epoch, a wrong secret) does not
+     * hold the starter for the whole load time. */
+    double deadline = time_now() + CLUSTER_LOAD_S, all_running = 0;
     while (time_now() < deadline) {
         rc = ring_wait_connected(&p->ring, 0.25, why);
         if (rc == 0) return 0;
@@ -273,6 +279,10 @@ static int pl_start_ring(cluster *p, int n_samples, char *err)
             int failed;
             return cluster_diagnose(p, rc, why, err, &failed);
         }
+        if (all_running > 0 && time_now() - all_running > p->o.timeout_s)
+            return mdi_fail(err, MDI_ETIMEOUT, "the ring did not close within %g s of every node running: %s",
+                            p->o.timeout_s, why);
+        int running = 0;
         for (int i = 0; i < p->nc.n_secondary; i++) {
             const node_entry *e = pl_sec(p, i);
             json_t *st = NULL;
@@ -288,13 +298,16 @@ static int pl_start_ring(cluster *p, int n_samples, char *err)
                 p->started[i] = 0;
                 return rc;
             }
+            running += state && !strcmp(state, "running");
             json_decref(st);
         }
+        if (running < p->nc.n_secondary) all_running = 0;
+        else if (all_running <= 0) all_running = time_now();
     }
-    return mdi_fail(err, MDI_ETIMEOUT, "the ring did not close within %.0f s", CLUSTER_LOAD_S);
+    return mdi_fail(err, MDI_ETIMEOUT, "the ring did not close within %.0f s: %s", CLUSTER_LOAD_S, why);
 }
 
-int cluster_send_frame(cluster *p, int s, int pos, int n, int logits, const float *rows, char *err)
+int cluster_send_frame(cluster *p, int s, int pos, int n, int flags, const float *rows, char *err)
 {
     double t = time_now();
     proto_frame *f = ring_frame_get(&p->ring, p->o.timeout_s);
@@ -304,7 +317,7 @@ int cluster_send_frame(cluster *p, int s, int pos, int n, int logits, const floa
     f->h.pos = (uint32_t)pos;
     f->h.n_tokens = (uint32_t)n;
     f->h.dtype = (uint16_t)p->o.wire_dtype;
-    f->h.flags = logits ? PROTO_FLAG_LOGITS : 0;
+    f->h.flags = (uint16_t)(flags & (PROTO_FLAG_LOGITS | PROTO_FLAG_ROWS));
     f->h.payload_len = (uint64_t)n * dtype_row_size(p->o.wire_dtype, p->cfg.dim);
     proto_pack(rows, (size_t)n * p->cfg.dim, p->o.wire_dtype, f->payload);
     p->compute_s += time_now() - t;
@@ -476,34 +489,48 @@ void cluster_close(cluster *p, int failed, int failed_node)
 }
 
 
+/* Candidate j (-1: the failed node itself, else spare j) answers GET / and
+ * can take the place: 1 (the node, still in the old run, told to leave it),
+ * 0 not now. *silent: it did not answer within the probe's time. */
+static int pl_try_replacement(cluster *p, int failed_node, int j, int *silent)
+{
+    char why[MDI_ERR_LEN];
+    const node_entry *e = j < 0 ? &p->orig[failed_node] : &p->nc.spare[j];
+    json_t *st = NULL;
+    int rc = control_client_status(e->addr, e->http_port, p->nc.secret, STARTUP_PROBE_S, &st, why);
+    if (silent) *silent = rc == MDI_ETIMEOUT;
+    if (rc != 0) return 0;
+    const char *state = json_string_value(json_object_get(st, "state"));
+    int idle = !state || !strcmp(state, "idle");
+    json_decref(st);
+    if (idle) return 1;
+    if (j >= 0) return 0;
+    /* the node itself, still in the old run (hung, then back) */
+    json_t *fin = NULL;
+    if (control_client_stop(e->addr, e->http_port, p->nc.secret, pl_probe_s(p) * 2, &fin, why) != 0) return 0;
+    json_decref(fin);
+    return 1;
+}
+
 /* Waits up to timeout_s for the failed node or an unused spare to answer
- * GET /; *spare: -1 (the node itself) or the spare's index. */
+ * GET /; *spare: -1 (the node itself) or the spare's index. The node comes
+ * first (its chunk is there) unless it is silent, hung rather than gone: a
+ * silent node costs a probe's time each look, so the spares are asked
+ * before it. */
 static int pl_wait_replacement(cluster *p, int failed_node, double timeout_s, int *spare, char *err)
 {
-    char why[MDI_ERR_LEN], name[160];
+    char name[160];
     double deadline = time_now() + timeout_s, backoff = STARTUP_BACKOFF_FIRST_S;
+    int node_silent = p->failed_silent;
     *spare = -1;
     for (;;) {
-        for (int j = -1; j < p->nc.n_spare; j++) {
-            if (j >= 0 && p->spare_used[j]) continue;
-            const node_entry *e = j < 0 ? &p->orig[failed_node] : &p->nc.spare[j];
-            json_t *st = NULL;
-            if (control_client_status(e->addr, e->http_port, p->nc.secret, STARTUP_PROBE_S, &st, why) != 0) continue;
-            const char *state = json_string_value(json_object_get(st, "state"));
-            int idle = !state || !strcmp(state, "idle");
-            json_decref(st);
-            if (!idle && j < 0) {
-                /* the node itself, still in the old run (hung, then back) */
-                json_t *fin = NULL;
-                if (control_client_stop(e->addr, e->http_port, p->nc.secret, pl_probe_s(p) * 2, &fin, why) != 0)
-                    continue;
-                json_decref(fin);
-            } else if (!idle) {
-                continue;
-            }
+        if (!node_silent && pl_try_replacement(p, failed_node, -1, &node_silent)) return 0;
+        for (int j = 0; j < p->nc.n_spare; j++) {
+            if (p->spare_used[j] || !pl_try_replacement(p, failed_node, j, NULL)) continue;
             *spare = j;
             return 0;
         }
+        if (node_silent && pl_try_replacement(p, failed_node, -1, &node_silent)) return 0;
         double left = deadline - time_now();
         if (left <= 0) break;
         double s = backoff < left ? backoff : left;
@@ -591,6 +618,14 @@ int cluster_open(cluster **out, const cluster_opts *o, char *err)
     }
     *out = p;
     return 0;
+}
+
+void cluster_get_places(cluster *c, int in_place[NODES_MAX_SECONDARY], int spare_used[NODES_MAX_SPARE])
+{
+    if (c->names_mu) pthread_mutex_lock(c->names_mu);
+    memcpy(in_place, c->in_place, sizeof(c->in_place));
+    memcpy(spare_used, c->spare_used, sizeof(c->spare_used));
+    if (c->names_mu) pthread_mutex_unlock(c->names_mu);
 }
 
 void cluster_node_layers(const cluster *c, int i, int *begin, int *end)

@@ -81,6 +81,7 @@ typedef struct cluster {
     int spare_used[NODES_MAX_SPARE];    /* took a failed node's place */
     node_entry orig[NODES_MAX_SECONDARY]; /* each secondary as configured */
     int in_place[NODES_MAX_SECONDARY];  /* 0, or 1 + the spare now in secondary i's place */
+    int failed_silent;                  /* the node cluster_diagnose named did not answer (hung) */
     unsigned epoch;            /* run epoch: 0 at open, +1 per failover */
     pthread_mutex_t *names_mu; /* NULL, or held while a failover puts another node in nc.secondary */
 } cluster;
@@ -89,9 +90,10 @@ typedef struct cluster {
  * node). The caller has called kernels_init. */
 int cluster_open(cluster **out, const cluster_opts *o, char *err);
 
-/* Sends rows (n, dim) at positions pos.. of slot s as a DATA frame
- * (logits: the last node sends the last row back for the head). */
-int cluster_send_frame(cluster *c, int s, int pos, int n, int logits, const float *rows, char *err);
+/* Sends rows (n, dim) at positions pos.. of slot s as a DATA frame with
+ * flags (PROTO_FLAG_LOGITS: the last node sends the last row back for the
+ * head; PROTO_FLAG_ROWS: the decode kernels, proto.h). */
+int cluster_send_frame(cluster *c, int s, int pos, int n, int flags, const float *rows, char *err);
 /* A frame without payload: PROTO_RELEASE (slot s) or PROTO_STOP. */
 int cluster_send_control(cluster *c, int type, int s, char *err);
 /* An ERROR frame's text as a failure (MDI_EPROTO). */
@@ -108,6 +110,13 @@ json_t *cluster_nodes_json(cluster *c);
 /* "secondary 1 (addr:port)", or "spare 0 (addr:port) in place of
  * secondary 1 (addr:port)" once a spare took its place. */
 void cluster_node_name(const cluster *c, int i, char *out, size_t cap);
+
+/* Which node stands in each place of the ring now (a failover may put a
+ * spare in one): in_place[i] 0 for secondary i as configured, else 1 + the
+ * spare in its place; spare_used[j] 1 once spare j took a place (it is no
+ * longer offered, even after failing in turn). Copied under names_mu: any
+ * thread may ask while c is open (not while holding names_mu). */
+void cluster_get_places(cluster *c, int in_place[NODES_MAX_SECONDARY], int spare_used[NODES_MAX_SPARE]);
 
 /* Secondary i's layer range [*begin, *end) (fixed once open). */
 void cluster_node_layers(const cluster *c, int i, int *begin, int *end);

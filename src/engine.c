@@ -85,7 +85,7 @@ struct engine {
     int in_flight;             /* ring: frames sent not yet back */
     int ring_rc;               /* ring: a failure seen, not yet diagnosed */
     char ring_why[MDI_ERR_LEN];
-    int failed_node;           /* the failed secondary, -1: unknown */
+    int failed_node;           /* written under mu: the failed secondary, -1: none named */
     char fail_err[MDI_ERR_LEN]; /* the failure, naming the node */
     int failovers;             /* under mu: ring failures recovered from */
     double failover_lost_s;    /* under mu: seconds they cost, detection to every replay done */
@@ -294,12 +294,20 @@ static int engine_ring_prefill(engine *e, int *sent, char *err)
         if (q && q->state == RQ_PREFILL && (!r || q->id < r->id)) r = q;
     }
     if (!r) return 0;
-    int off = r->prefilled;
-    int chunk = r->n_fill - off < e->prefill_chunk ? r->n_fill - off : e->prefill_chunk;
+    int off = r->prefilled, end = r->n_fill, rows = 0;
+    if (r->replay) {
+        /* the prompt in the chunks it was first prefilled in, then the
+         * generated tokens through the decode kernels: every cache and
+         * the logits after the last token bit for bit as before */
+        if (off < r->n_prompt) end = r->n_prompt;
+        else rows = 1;
+    }
+    int chunk = end - off < e->prefill_chunk ? end - off : e->prefill_chunk;
     int last = off + chunk == r->n_fill;
     double t = time_now();
     forward_embed(e->mp, r->ids + off, chunk, e->x);
-    forward_layers(e->mp, &e->fs, &e->slots[r->slot].kv, e->x, chunk, off);
+    if (rows) forward_layers_rows(e->mp, &e->fs, &e->slots[r->slot].kv, e->x, chunk, off);
+    else forward_layers(e->mp, &e->fs, &e->slots[r->slot].kv, e->x, chunk, off);
     double dt = time_now() - t;
     e->cl->compute_s += dt;
     e->prefill_tokens += chunk;
@@ -308,7 +316,8 @@ static int engine_ring_prefill(engine *e, int *sent, char *err)
     pthread_mutex_unlock(&e->mu);
     r->prefilled = off + chunk;
     if (last) r->state = RQ_RING;
-    int rc = cluster_send_frame(e->cl, r->slot, off, chunk, last, e->x, err);
+    int rc = cluster_send_frame(e->cl, r->slot, off, chunk,
+                                (last ? PROTO_FLAG_LOGITS : 0) | (rows ? PROTO_FLAG_ROWS : 0), e->x, err);
     if (!rc) e->in_flight++;
     *sent = !rc;
     return rc;
@@ -401,7 +410,7 @@ static int engine_ring_step(engine *e, int block, char *err)
     pthread_mutex_unlock(&e->mu);
     for (int j = 0; j < n_going && !rc; j++) {
         engine_request *r = e->slots[e->row_slot[j]].r;
-        rc = cluster_send_frame(c, r->slot, r->pos, 1, 1, e->x + (size_t)j * dim, err);
+        rc = cluster_send_frame(c, r->slot, r->pos, 1, PROTO_FLAG_LOGITS, e->x + (size_t)j * dim, err);
         r->pos++;
         if (!rc) e->in_flight++;
     }
@@ -447,38 +456,64 @@ static void engine_replay_done(engine *e, engine_request *r)
     pthread_mutex_unlock(&e->mu);
 }
 
-/* A node failed: with --failover-timeout, the cluster recovers (the node
- * back or a spare in its place, the ring closed again) and the requests
- * replay; returns 1 then. Else 0: e->fail_err names the node, and the
- * recovery's failure too. */
+/* What a failover did, for its log line and fo_last: "secondary 1
+ * (addr:port) replaced by spare 0" (name: the failed node's, taken before
+ * the recovery put another in its place), or, when no node was named, the
+ * ring closed again with the same nodes. */
+static void engine_failover_what(int node, const char *name, const cluster_recovery *rec, char *out, size_t cap)
+{
+    if (node < 0) {
+        snprintf(out, cap, "the ring re-closed, no node failed");
+        return;
+    }
+    if (rec->spare >= 0) snprintf(out, cap, "%.120s replaced by spare %d", name, rec->spare);
+    else snprintf(out, cap, "%.120s replaced by the same node back", name);
+}
+
+/* Appends "; failover: why" to e->fail_err (as much as fits). */
+static void engine_fail_err_append(engine *e, const char *why)
+{
+    static const char sep[] = "; failover: ";
+    size_t cap = sizeof(e->fail_err), l = strlen(e->fail_err), n = strlen(why);
+    if (l + sizeof(sep) >= cap) return;
+    memcpy(e->fail_err + l, sep, sizeof(sep));
+    l += sizeof(sep) - 1;
+    if (n > cap - 1 - l) n = cap - 1 - l;
+    memcpy(e->fail_err + l, why, n);
+    e->fail_err[l + n] = 0;
+}
+
+/* A node failed (node, or -1: the diagnosis named none, every secondary
+ * still answers): with --failover-timeout, the cluster recovers (the node
+ * back or a spare in its place, or with no node named the same nodes, the
+ * ring closed again) and the requests replay; returns 1 then. Else 0:
+ * e->fail_err names the node, and the recovery's failure too. */
 static int engine_ring_failover(engine *e, double t_fail, int node)
 {
-    if (e->c.failover_timeout_s <= 0 || node < 0) return 0;
-    char name[160], why[MDI_ERR_LEN];
-    cluster_node_name(e->cl, node, name, sizeof(name));
-    log_warn("%s; failing over (waiting up to %g s for it or a spare)", e->fail_err, e->c.failover_timeout_s);
+    if (e->c.failover_timeout_s <= 0) return 0;
+    char why[MDI_ERR_LEN];
+    if (node < 0 && e->replaying > 0) {
+        /* the ring closed again with the same nodes broke again while the
+         * requests replayed: a failure the replay repeats would loop here;
+         * the requests end and the loop retries later */
+        engine_fail_err_append(e, "the ring broke again before the last failover's replay was done");
+        return 0;
+    }
+    if (node < 0) log_warn("%s; no node named: closing the ring again with the same nodes", e->fail_err);
+    else log_warn("%s; failing over (waiting up to %g s for it or a spare)", e->fail_err, e->c.failover_timeout_s);
     double t_detect = time_now() - t_fail;
+    char name[160] = "";
+    if (node >= 0) cluster_node_name(e->cl, node, name, sizeof(name));
     cluster_recovery rec;
     int rc = cluster_recover(e->cl, node, e->c.failover_timeout_s, &rec, why);
     if (rc) {
-        static const char sep[] = "; failover: ";
-        size_t cap = sizeof(e->fail_err), l = strlen(e->fail_err), n = strlen(why);
-        if (l + sizeof(sep) < cap) {
-            memcpy(e->fail_err + l, sep, sizeof(sep));
-            l += sizeof(sep) - 1;
-            if (n > cap - 1 - l) n = cap - 1 - l;
-            memcpy(e->fail_err + l, why, n);
-            e->fail_err[l + n] = 0;
-        }
+        engine_fail_err_append(e, why);
         return 0;
     }
-    char by[64];
-    if (rec.spare >= 0) snprintf(by, sizeof(by), "spare %d", rec.spare);
-    else snprintf(by, sizeof(by), "the same node back");
-    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u (detection %.3f s, "
-             "waiting %.3f s, /init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, t_detect, rec.wait_s,
+    engine_failover_what(node, name, &rec, e->fo_what, sizeof(e->fo_what));
+    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.180s, epoch %u (detection %.3f s, "
+             "waiting %.3f s, /init%s %.3f s, ring %.3f s", e->fo_what, e->cl->epoch, t_detect, rec.wait_s,
              rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
-    snprintf(e->fo_what, sizeof(e->fo_what), "%.120s replaced by %.30s", name, by);
     e->t_fail = t_fail;
     e->fo_ring_done = time_now() - t_fail;
     pthread_mutex_lock(&e->mu);
@@ -503,13 +538,13 @@ static void engine_ring_fail(engine *e, int code, const char *why, double t_fail
      * answers later closes the ring again */
     e->t_failed = t_fail;
     pthread_mutex_lock(&e->mu);
-    e->retry = e->c.failover_timeout_s > 0 && node >= 0;
+    e->retry = e->c.failover_timeout_s > 0;
     e->failed = 1;
+    e->failed_node = node;
     engine_request *q = e->q_head;
     e->q_head = e->q_tail = NULL;
     e->q_len = 0;
     pthread_mutex_unlock(&e->mu);
-    e->failed_node = node;
     for (int k = 0; k < e->n_slots; k++)
         if (e->slots[k].r) engine_end(e, e->slots[k].r, ENGINE_FINISH_ERROR, e->fail_err);
     while (q) {
@@ -520,31 +555,28 @@ static void engine_ring_fail(engine *e, int code, const char *why, double t_fail
 }
 
 /* The ring left failed (e->retry): one look for the failed node back or
- * a spare; when one answers, it takes the node's layers, the ring closes
- * again and the engine takes work again (a failover, its time lost counted
- * from the failure). */
+ * a spare (no node named: the same nodes again); when one answers, it
+ * takes the node's layers, the ring closes again and the engine takes work
+ * again (a failover, its time lost counted from the failure). */
 static void engine_ring_retry(engine *e)
 {
     int node = e->failed_node;
-    char name[160], why[MDI_ERR_LEN];
-    cluster_node_name(e->cl, node, name, sizeof(name));
+    char name[160] = "", why[MDI_ERR_LEN];
+    if (node >= 0) cluster_node_name(e->cl, node, name, sizeof(name));
     cluster_recovery rec;
     if (cluster_recover(e->cl, node, 0, &rec, why) != 0) {
         if (e->c.verbose) log_info("still failed: %s", why);
         return;
     }
-    char by[64];
-    if (rec.spare >= 0) snprintf(by, sizeof(by), "spare %d", rec.spare);
-    else snprintf(by, sizeof(by), "the same node back");
-    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.160s replaced by %s, epoch %u, after %.3f s failed "
-             "(/init%s %.3f s, ring %.3f s", name, by, e->cl->epoch, time_now() - e->t_failed,
+    engine_failover_what(node, name, &rec, e->fo_what, sizeof(e->fo_what));
+    snprintf(e->fo_line, sizeof(e->fo_line), "failover: %.180s, epoch %u, after %.3f s failed "
+             "(/init%s %.3f s, ring %.3f s", e->fo_what, e->cl->epoch, time_now() - e->t_failed,
              rec.uploaded ? " and chunk upload" : "", rec.init_s, rec.ring_s);
-    snprintf(e->fo_what, sizeof(e->fo_what), "%.120s replaced by %.30s", name, by);
     e->t_fail = e->t_failed;
     e->fo_ring_done = time_now() - e->t_fail;
     engine_ring_replay(e); /* no request left: the ring's counters reset */
-    e->failed_node = -1;
     pthread_mutex_lock(&e->mu);
+    e->failed_node = -1;
     e->retry = 0;
     e->failed = 0;
     e->failovers++;
@@ -853,6 +885,8 @@ int engine_submit(engine *e, const int *ids, int n, const sample_params *sp, con
     int rc = 0;
     if (e->closing || e->failed)
         rc = !e->failed ? mdi_fail(err, MDI_ESTATE, "the engine is closing")
+             : e->retry && e->failed_node < 0
+                 ? mdi_fail(err, MDI_ESTATE, "the ring failed; closing it again with the same nodes: %.400s", e->fail_err)
              : e->retry ? mdi_fail(err, MDI_ESTATE, "a node failed; waiting for it or a spare to take its place: %.400s",
                                    e->fail_err)
                         : mdi_fail(err, MDI_ESTATE, "the engine is stopped after a node failed: %.400s", e->fail_err);
@@ -910,6 +944,15 @@ void engine_get_stats(engine *e, engine_stats *st)
 }
 
 const model_config *engine_model_config(const engine *e) { return &e->cfg; }
+
+int engine_get_places(engine *e, int in_place[NODES_MAX_SECONDARY], int spare_used[NODES_MAX_SPARE])
+{
+    /* e->cl lives from engine_open to engine_close; its names_mu is e->mu,
+     * which cluster_get_places takes */
+    if (!e->cl) return -1;
+    cluster_get_places(e->cl, in_place, spare_used);
+    return 0;
+}
 
 json_t *engine_nodes_json(engine *e)
 {

@@ -60,6 +60,14 @@
  * answers, it takes the node's layers, the ring closes again, failed is
  * cleared and the engine takes work again (a service resumes; counted as
  * a failover, its time lost from the failure on).
+ * A ring failure that names no node (every secondary still answers, say a
+ * connection between two of them dropped) is handled the same way with
+ * every node kept: with failover the ring closes again with the same
+ * nodes and the requests replay (logged and counted as a failover, "the
+ * ring re-closed, no node failed"); if that fails, or the ring breaks
+ * again before that replay is done (a failure that replaying repeats),
+ * the requests end with the error and the engine retries closing it
+ * every ENGINE_RETRY_S.
  *
  * Threads: callbacks run on the engine thread and must not block (copy
  * what you need and return; never call engine_close from one).
@@ -74,6 +82,7 @@
 #include <jansson.h>
 #include "kernels.h"
 #include "model.h"
+#include "nodes_config.h"
 #include "report.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -158,6 +167,10 @@ typedef struct {
 
 void engine_get_stats(engine *e, engine_stats *st);
 const model_config *engine_model_config(const engine *e);
+/* Ring mode: which node stands in each place of the ring now, a spare after
+ * a failover (cluster_get_places, cluster.h); 0, or -1 standalone. Any
+ * thread, like engine_get_stats. */
+int engine_get_places(engine *e, int in_place[NODES_MAX_SECONDARY], int spare_used[NODES_MAX_SPARE]);
 /* JSON array of per-node objects (role, index, addr, layers, ...), new. */
 json_t *engine_nodes_json(engine *e);
 

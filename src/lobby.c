@@ -32,6 +32,8 @@
 static void lobby_reject(lobby *l, const char *peer, const char *why)
 {
     double now = time_now();
+    l->n_rejected++;
+    snprintf(l->last_rejected, sizeof(l->last_rejected), "%.60s: %.190s", peer, why);
     if (now - l->log_start > LOBBY_LOG_WINDOW_S) {
         if (l->log_quiet)
             log_warn("%s: ring port: %d more connections rejected in %.0f s", l->name, l->log_quiet,
@@ -46,7 +48,7 @@ static void lobby_reject(lobby *l, const char *peer, const char *why)
 }
 
 void lobby_init(lobby *l, int listen_fd, double hello_timeout_s, const auth_keys *keys, uint32_t self, int expect,
-                const char *name)
+                long long expect_epoch, const char *name)
 {
     memset(l, 0, sizeof(*l));
     l->listen_fd = listen_fd;
@@ -54,6 +56,7 @@ void lobby_init(lobby *l, int listen_fd, double hello_timeout_s, const auth_keys
     l->keys = keys;
     l->self = self;
     l->expect = expect;
+    l->expect_epoch = expect_epoch;
     snprintf(l->name, sizeof(l->name), "%s", name);
 }
 
@@ -167,14 +170,15 @@ static int lobby_step(lobby *l, int i, seal_channel *ch)
     int rc;
     if (!g->challenged) {
         int done = 0;
-        rc = seal_accept_begin(g->fd, l->keys, l->self, l->expect, LOBBY_STEP_S, &g->pend, &done, &from, ch, why);
+        rc = seal_accept_begin(g->fd, l->keys, l->self, l->expect, l->expect_epoch, LOBBY_STEP_S, &g->pend, &done,
+                               &from, ch, why);
         if (rc == 0 && !done) {
             g->challenged = 1;
             g->deadline = time_now() + l->hello_timeout_s;
             return 0;
         }
     } else {
-        rc = seal_accept_finish(g->fd, l->keys, l->self, &g->pend, LOBBY_STEP_S, &from, ch, why);
+        rc = seal_accept_finish(g->fd, l->keys, l->self, l->expect_epoch, &g->pend, LOBBY_STEP_S, &from, ch, why);
     }
     if (rc == 0 && l->expect >= 0 && (int)from != l->expect) {
         rc = MDI_EPROTO;

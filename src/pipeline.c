@@ -75,7 +75,7 @@ static int pl_send_rows(pipeline *p, int pos, int n, int logits, char *err)
     double t = time_now();
     forward_layers(p->m, &p->fs, &p->kv, p->x, n, pos);
     p->c->compute_s += time_now() - t;
-    return cluster_send_frame(p->c, 0, pos, n, logits, p->x, err);
+    return cluster_send_frame(p->c, 0, pos, n, logits ? PROTO_FLAG_LOGITS : 0, p->x, err);
 }
 
 int pipeline_max_seq(const pipeline *p) { return p->max_seq; }

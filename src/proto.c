@@ -231,12 +231,20 @@ int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
     return rc;
 }
 
-int proto_hello_send(int fd, uint32_t node_index, double timeout_s, char *err)
+const char *proto_epoch_refusal(char *out, size_t n, uint32_t here, uint32_t theirs)
+{
+    snprintf(out, n, "run epoch %u here, the connection is for run epoch %u: %s", here, theirs,
+             theirs < here ? "from before a reconfiguration" : "from a reconfiguration this node has not seen");
+    return out;
+}
+
+int proto_hello_send(int fd, uint32_t node_index, uint32_t epoch, double timeout_s, char *err)
 {
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     if (!f) return mdi_fail(err, MDI_ENOMEM, "out of memory");
     f->h = proto_header_make(PROTO_HELLO);
     f->h.sample_id = node_index;
+    f->h.epoch = epoch;
     int rc = proto_write_frame(fd, f, timeout_s, NULL, err);
     if (rc) goto cleanup;
     rc = proto_read_frame(fd, f, NULL, timeout_s, timeout_s, NULL, err);
@@ -259,13 +267,15 @@ cleanup:
     return rc;
 }
 
-int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err)
+int proto_hello_accept(int fd, double timeout_s, long long expect_epoch, uint32_t *node_index, uint32_t *epoch,
+                       char *err)
 {
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     if (!f) return mdi_fail(err, MDI_ENOMEM, "out of memory");
     int rc = proto_read_frame(fd, f, NULL, timeout_s, timeout_s, NULL, err);
     if (rc) goto cleanup;
     const char *refusal = NULL;
+    char words[160];
     if (f->h.type != PROTO_HELLO) {
         rc = mdi_fail(err, MDI_EPROTO, "expected HELLO first, got %s", proto_type_name(f->h.type));
         refusal = "expected HELLO first";
@@ -277,6 +287,9 @@ int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u carries %llu bytes (an older node sending a secret?)",
                       f->h.sample_id, (unsigned long long)f->h.payload_len);
         refusal = "HELLO with a payload: this node speaks the secret's challenge-response; upgrade the peer";
+    } else if (expect_epoch != PROTO_EPOCH_ANY && (long long)f->h.epoch != expect_epoch) {
+        refusal = proto_epoch_refusal(words, sizeof(words), (uint32_t)expect_epoch, f->h.epoch);
+        rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", f->h.sample_id, refusal);
     }
     if (refusal) {
         proto_frame_set_text(f, PROTO_ERROR, refusal);
@@ -284,6 +297,7 @@ int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err
         goto cleanup;
     }
     if (node_index) *node_index = f->h.sample_id;
+    if (epoch) *epoch = f->h.epoch;
     f->h = proto_header_make(PROTO_HELLO);
     rc = proto_write_frame(fd, f, timeout_s, NULL, err);
 cleanup:

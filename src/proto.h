@@ -17,7 +17,9 @@
  *       32    4 seq          per-connection frame counter (diagnostics)
  *       36    4 epoch        run epoch: 0 when the ring first closes, + 1 each
  *                            time it closes again after a failover; a frame
- *                            of another epoch than the run's ends the run
+ *                            of another epoch than the run's ends the run;
+ *                            in the connecting side's HELLOs, the epoch of
+ *                            the run the connection is made for
  *       40      payload      DATA: activations (n_tokens, dim) in dtype, row
  *                            after row: n_tokens * dtype_row_size(dtype, dim)
  *                            bytes exactly (a q8_0 row: dim/32 blocks of 34);
@@ -30,8 +32,14 @@
  *                            secret).
  *
  * A connection opens with HELLO from the connecting side; the accepting
- * side answers HELLO (accepted) or ERROR (wrong version, node or secret)
- * and closes. Without a secret that is all, and frames follow as above.
+ * side answers HELLO (accepted) or ERROR (wrong version, node, secret or
+ * run epoch) and closes. A connection is made for one run epoch, the one
+ * its HELLO carries: a node in a run refuses a connection made for
+ * another (one left over from before a reconfiguration, or one from a
+ * node already past it), so that nothing from before a failover mixes
+ * with what comes after; a secondary between runs, which does not know
+ * the next run's epoch yet, greets any and keeps its epoch until the run
+ * starts (secondary.c). Without a secret that is all, and frames follow as above.
  * With a secret, the HELLOs carry PROTO_FLAG_SEALED and a challenge-
  * response instead, and every frame after them travels encrypted and
  * authenticated, header included; the secret itself never crosses the
@@ -80,6 +88,11 @@ typedef enum {
 #define PROTO_FLAG_LOGITS 0x1
 /* HELLO flag: a step of the challenge-response of seal.h. */
 #define PROTO_FLAG_SEALED 0x2
+/* DATA flag: tokens a sample already generated, replayed after a failover:
+ * every node runs them through the decode kernels row by row
+ * (forward_layers_rows), so that the caches it rebuilds and the logits
+ * after the last are bit for bit those the decode steps gave. */
+#define PROTO_FLAG_ROWS 0x4
 /* A frame's payload buffer has this many bytes past its cap: room for the
  * tag of a sealed payload (seal.h), so that sealing allocates nothing. */
 #define PROTO_FRAME_SLACK 16
@@ -143,16 +156,31 @@ int proto_read_frame(int fd, proto_frame *f, const proto_limits *lim,
 int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
                       const volatile int *cancel, char *err);
 
+/* The accepting side's expected run epoch that stands for "any" (a
+ * secondary between runs); otherwise a run epoch, 0 .. UINT32_MAX. */
+#define PROTO_EPOCH_ANY (-1LL)
+
+/* The words that refuse a connection made for run epoch theirs at a node
+ * in run epoch here (sent in the ERROR, quoted in log lines): "run epoch 3
+ * here, the connection is for run epoch 2: from before a reconfiguration".
+ * Writes at most n bytes into out and returns out. */
+const char *proto_epoch_refusal(char *out, size_t n, uint32_t here, uint32_t theirs);
+
 /* The plain handshake, of a cluster without a secret (seal_connect and
  * seal_accept call these when no secret is set, the challenge-response
- * otherwise). Connecting side: sends HELLO (node_index) and waits up to
- * timeout_s for the answer. Returns 0, MDI_EAUTH (the peer wants a
- * secret), MDI_EPROTO or a network error, with the peer's words in err. */
-int proto_hello_send(int fd, uint32_t node_index, double timeout_s, char *err);
+ * otherwise). Connecting side: sends HELLO (node_index, and the run epoch
+ * the connection is for) and waits up to timeout_s for the answer.
+ * Returns 0, MDI_EAUTH (the peer wants a secret), MDI_EPROTO or a network
+ * error, with the peer's words in err. */
+int proto_hello_send(int fd, uint32_t node_index, uint32_t epoch, double timeout_s, char *err);
 /* Accepting side: reads the HELLO within timeout_s, checks the version,
- * refuses a sealed one (the peer has a secret, this node none: MDI_EAUTH)
- * or one with a payload, answers. *node_index receives the sender's index. */
-int proto_hello_accept(int fd, double timeout_s, uint32_t *node_index, char *err);
+ * refuses a sealed one (the peer has a secret, this node none: MDI_EAUTH),
+ * one with a payload, or one for another run epoch than expect_epoch
+ * (PROTO_EPOCH_ANY: any; MDI_EPROTO, the refusal naming both epochs),
+ * answers. *node_index receives the sender's index and *epoch (may be NULL)
+ * the HELLO's run epoch. */
+int proto_hello_accept(int fd, double timeout_s, long long expect_epoch, uint32_t *node_index, uint32_t *epoch,
+                       char *err);
 
 /* 0 when activations of dim values can cross the wire as dtype (its row size
  * is defined: dim a multiple of its block size); else MDI_EARG and one line

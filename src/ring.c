@@ -64,14 +64,30 @@ static int ring_accept_prev(ring *r)
         net_peer_name(cand[n], cand_peer[n]);
         r->o.accepted_fd[i] = 0;
         seal_channel_clear(&r->o.accepted_seal[i]);
+        if (cand_seal[n].epoch != r->o.epoch) {
+            /* greeted before the run's epoch was known (the caller drops
+             * these already; no connection of another run is ever used) */
+            char why[160];
+            log_warn("%s: ring port: closed the connection from %s greeted as %s: %s", r->o.name, cand_peer[n],
+                     r->o.prev_name, proto_epoch_refusal(why, sizeof(why), r->o.epoch, cand_seal[n].epoch));
+            net_close(cand[n]);
+            seal_channel_clear(&cand_seal[n]);
+            continue;
+        }
         n++;
     }
     int wait_for_frame = n > 0;
     lobby own, *lb = r->o.lobby;
+    long long lobby_epoch = PROTO_EPOCH_ANY;
     if (!lb) {
         lobby_init(&own, r->o.listen_fd, hello_to, &r->keys, (uint32_t)r->o.node_index, r->o.prev_index,
-                   r->o.name);
+                   r->o.epoch, r->o.name);
         lb = &own;
+    } else {
+        /* the caller's lobby greets any epoch between runs: this run's only
+         * while it is the run's */
+        lobby_epoch = lb->expect_epoch;
+        lb->expect_epoch = r->o.epoch;
     }
     double deadline = time_now() + r->o.accept_timeout_s;
     /* Greeted, the previous node is bound by the idle timeout as in the run. */
@@ -111,7 +127,14 @@ static int ring_accept_prev(ring *r)
         }
         if (chosen >= 0) break;
         seal_channel ch;
-        int fd = lobby_wait(lb, wait_for_frame ? 0.02 : left, &r->cancel, peer, &ch, err);
+        unsigned refusals = lb->n_rejected;
+        /* in slices, so that a refusal is told (r->refused) while it waits */
+        int fd = lobby_wait(lb, wait_for_frame ? 0.02 : left < 0.25 ? left : 0.25, &r->cancel, peer, &ch, err);
+        if (lb->n_rejected != refusals) {
+            pthread_mutex_lock(&r->mu);
+            snprintf(r->refused, sizeof(r->refused), "%s", lb->last_rejected);
+            pthread_mutex_unlock(&r->mu);
+        }
         if (fd == MDI_ESTATE) break;
         if (fd == MDI_ETIMEOUT) continue;
         if (fd < 0) {
@@ -145,6 +168,7 @@ static int ring_accept_prev(ring *r)
         seal_channel_clear(&cand_seal[i]);
     }
     if (lb == &own) lobby_clear(&own);
+    else lb->expect_epoch = lobby_epoch;
     if (chosen < 0) return -1;
     pthread_mutex_lock(&r->mu);
     r->in_fd = cand[chosen];
@@ -240,8 +264,8 @@ static void *ring_tx_main(void *arg)
         }
     }
     if (fd < 0) return NULL;
-    int rc = seal_connect(fd, &r->keys, (uint32_t)r->o.node_index, (uint32_t)r->o.next_index, r->o.timeout_s,
-                          &r->tx_seal, err);
+    int rc = seal_connect(fd, &r->keys, (uint32_t)r->o.node_index, (uint32_t)r->o.next_index, r->o.epoch,
+                          r->o.timeout_s, &r->tx_seal, err);
     if (rc) {
         net_close(fd);
         ring_fail(r, "%s: handshake with %s at %s:%d: %s", r->o.name, r->o.next_name,
@@ -355,7 +379,8 @@ static int ring_compute_data(ring *r, proto_frame *f, char *why)
     kv_cache *kv = ring_frame_cache(r, f, why);
     if (!kv) return -1;
     proto_unpack(f->payload, (size_t)n * dim, (dtype_t)f->h.dtype, r->x);
-    forward_layers(m, &r->fs, kv, r->x, n, pos);
+    if (f->h.flags & PROTO_FLAG_ROWS) forward_layers_rows(m, &r->fs, kv, r->x, n, pos);
+    else forward_layers(m, &r->fs, kv, r->x, n, pos);
     const float *out = r->x;
     if (r->o.is_last && n > 1) {
         /* The starter needs only the last row for the head. */
@@ -590,9 +615,11 @@ int ring_wait_connected(ring *r, double timeout_s, char *err)
         if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0) break;
     int rc = 0;
     if (r->failed) rc = mdi_fail(err, MDI_ENET, "%s", r->error);
-    else if (!(r->rx_ready && r->tx_ready))
-        rc = mdi_fail(err, MDI_ETIMEOUT, "%s: ring not closed within %.1f s (%s)", r->o.name, timeout_s,
-                      !r->tx_ready ? "no handshake with the next node" : "the previous node did not connect");
+    else if (!r->tx_ready)
+        rc = mdi_fail(err, MDI_ETIMEOUT, "%s: no handshake with %s yet", r->o.name, r->o.next_name);
+    else if (!r->rx_ready)
+        rc = mdi_fail(err, MDI_ETIMEOUT, "%s: %s has not connected%s%s%s", r->o.name, r->o.prev_name,
+                      r->refused[0] ? " (the ring port refused " : "", r->refused, r->refused[0] ? ")" : "");
     pthread_mutex_unlock(&r->mu);
     return rc;
 }

@@ -19,6 +19,13 @@
  * frame is the run's; with none kept, the first greeted is. The run's
  * connection is never replaced: nobody is accepted after it.
  *
+ * Both connections are made for the run's epoch (ring_opts.epoch, proto.h):
+ * the sending thread's HELLO carries it (bound into the handshake with a
+ * secret), and the previous node's connection must carry it too: one made
+ * for another epoch is refused at its HELLO with ERROR naming both epochs
+ * (the connecting node's run fails with those words), so a node left over
+ * from before a failover never joins the ring that replaced it.
+ *
  * Frames live in a pool allocated at start (payload room for max_batch
  * rows of dim floats): the receiver takes a free frame, fills it, queues
  * it; the compute thread transforms it in place; the sender writes it and
@@ -68,13 +75,19 @@
 
 typedef struct {
     int node_index;            /* 0 starter, 1 + i secondary i */
-    uint32_t epoch;            /* the run epoch: stamped on every frame sent,
-                                  required of every frame received */
+    uint32_t epoch;            /* the run epoch: stamped on every frame sent
+                                  and on the HELLO of the connection to the
+                                  next node, required of every frame received
+                                  and of the previous node's connection (its
+                                  HELLO; an accepted_fd greeted for another
+                                  epoch is closed) */
     char name[64];             /* "secondary 0", for messages */
     int listen_fd;             /* borrowed; listening on port_in */
     struct lobby *lobby;       /* borrowed; the waiting room of listen_fd that
                                   outlives runs (secondary); NULL: one of the
-                                  ring's own for this run */
+                                  ring's own for this run. Its expect_epoch is
+                                  the run's while the ring waits for the
+                                  previous node, then put back */
     int accepted_fd[RING_EARLY_MAX]; /* > 0: connections already greeted as the
                                   previous node (taken over); the first to
                                   send a frame is the run's, the others are
@@ -130,6 +143,8 @@ typedef struct {
     int finished;              /* compute thread ended (STOP or error) */
     int failed;
     char error[MDI_ERR_LEN];
+    char refused[256];         /* the ring port's latest refusal while
+                                  waiting for the previous node, or "" */
     ring_stats stats;
     /* compute state (secondary) */
     forward_state fs;
@@ -145,7 +160,8 @@ typedef struct {
  * threads left running). */
 int ring_start(ring *r, const ring_opts *o, char *err);
 /* Waits until both connections are open and greeted, the ring failed, or
- * timeout_s passed. 0, MDI_ETIMEOUT, or the ring's error. */
+ * timeout_s passed. 0, MDI_ETIMEOUT (err: which connection is missing, and
+ * the ring port's latest refusal), or the ring's error. */
 int ring_wait_connected(ring *r, double timeout_s, char *err);
 
 /* Starter side. A free frame from the pool (NULL when the ring stopped or

@@ -35,26 +35,28 @@ static uint32_t seal_get_u32(const uint8_t *p)
 }
 
 /* HMAC(K, label || T), T as in seal.h. */
-static void seal_mac(const auth_keys *k, char label, uint32_t a, uint32_t b, const uint8_t na[SEAL_NONCE_SIZE],
-                     const uint8_t nb[SEAL_NONCE_SIZE], uint8_t out[32])
+static void seal_mac(const auth_keys *k, char label, uint32_t a, uint32_t b, uint32_t epoch,
+                     const uint8_t na[SEAL_NONCE_SIZE], const uint8_t nb[SEAL_NONCE_SIZE], uint8_t out[32])
 {
-    uint8_t t[1 + 11 + 8 + 2 * SEAL_NONCE_SIZE];
+    uint8_t t[1 + 11 + 12 + 2 * SEAL_NONCE_SIZE];
     t[0] = (uint8_t)label;
-    memcpy(t + 1, "mdi-ring-v1", 11);
+    memcpy(t + 1, "mdi-ring-v2", 11);
     seal_put_u32(t + 12, a);
     seal_put_u32(t + 16, b);
-    memcpy(t + 20, na, SEAL_NONCE_SIZE);
-    memcpy(t + 20 + SEAL_NONCE_SIZE, nb, SEAL_NONCE_SIZE);
+    seal_put_u32(t + 20, epoch);
+    memcpy(t + 24, na, SEAL_NONCE_SIZE);
+    memcpy(t + 24 + SEAL_NONCE_SIZE, nb, SEAL_NONCE_SIZE);
     crypto_auth_hmacsha256(out, t, sizeof(t), k->ring);
     sodium_memzero(t, sizeof(t));
 }
 
-/* Sends a HELLO of the handshake. */
-static int seal_send_hello(int fd, proto_frame *f, uint32_t self, const uint8_t *payload, size_t n,
+/* Sends a HELLO of the handshake of a connection for run epoch epoch. */
+static int seal_send_hello(int fd, proto_frame *f, uint32_t self, uint32_t epoch, const uint8_t *payload, size_t n,
                            double timeout_s, char *err)
 {
     f->h = proto_header_make(PROTO_HELLO);
     f->h.sample_id = self;
+    f->h.epoch = epoch;
     f->h.flags = PROTO_FLAG_SEALED;
     f->h.payload_len = n;
     if (n) memcpy(f->payload, payload, n);
@@ -91,26 +93,31 @@ static int seal_read_hello(int fd, proto_frame *f, size_t n, double timeout_s, c
     return 0;
 }
 
-static void seal_session_key(const auth_keys *k, uint32_t a, uint32_t b, const uint8_t na[SEAL_NONCE_SIZE],
-                             const uint8_t nb[SEAL_NONCE_SIZE], seal_channel *ch)
+static void seal_session_key(const auth_keys *k, uint32_t a, uint32_t b, uint32_t epoch,
+                             const uint8_t na[SEAL_NONCE_SIZE], const uint8_t nb[SEAL_NONCE_SIZE], seal_channel *ch)
 {
-    seal_mac(k, 'S', a, b, na, nb, ch->key);
+    seal_mac(k, 'S', a, b, epoch, na, nb, ch->key);
     ch->on = 1;
     ch->n = 0;
+    ch->epoch = epoch;
 }
 
-int seal_connect(int fd, const auth_keys *k, uint32_t self, uint32_t peer, double timeout_s, seal_channel *ch,
-                 char *err)
+int seal_connect(int fd, const auth_keys *k, uint32_t self, uint32_t peer, uint32_t epoch, double timeout_s,
+                 seal_channel *ch, char *err)
 {
     seal_channel_clear(ch);
-    if (!k->on) return proto_hello_send(fd, self, timeout_s, err);
+    if (!k->on) {
+        int rc = proto_hello_send(fd, self, epoch, timeout_s, err);
+        if (rc == 0) ch->epoch = epoch;
+        return rc;
+    }
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     if (!f) return mdi_fail(err, MDI_ENOMEM, "out of memory");
     uint8_t m1[SEAL_M1_SIZE], na[SEAL_NONCE_SIZE], nb[SEAL_NONCE_SIZE], mac[32];
     randombytes_buf(na, sizeof(na));
     seal_put_u32(m1, peer);
     memcpy(m1 + 4, na, sizeof(na));
-    int rc = seal_send_hello(fd, f, self, m1, sizeof(m1), timeout_s, err);
+    int rc = seal_send_hello(fd, f, self, epoch, m1, sizeof(m1), timeout_s, err);
     if (rc) goto cleanup;
     if ((rc = seal_read_hello(fd, f, SEAL_M2_SIZE, timeout_s, "challenge", err))) goto cleanup;
     if (f->h.sample_id != peer) {
@@ -119,16 +126,16 @@ int seal_connect(int fd, const auth_keys *k, uint32_t self, uint32_t peer, doubl
         goto cleanup;
     }
     memcpy(nb, f->payload, sizeof(nb));
-    seal_mac(k, 'B', self, peer, na, nb, mac);
+    seal_mac(k, 'B', self, peer, epoch, na, nb, mac);
     if (crypto_verify_32(mac, f->payload + SEAL_NONCE_SIZE) != 0) {
         seal_refuse(fd, f, "wrong secret: your proof does not verify with this node's secret");
         rc = mdi_fail(err, MDI_EAUTH, "wrong secret: node %u's proof does not verify with this node's secret", peer);
         goto cleanup;
     }
-    seal_mac(k, 'A', self, peer, na, nb, mac);
-    if ((rc = seal_send_hello(fd, f, self, mac, sizeof(mac), timeout_s, err))) goto cleanup;
+    seal_mac(k, 'A', self, peer, epoch, na, nb, mac);
+    if ((rc = seal_send_hello(fd, f, self, epoch, mac, sizeof(mac), timeout_s, err))) goto cleanup;
     if ((rc = seal_read_hello(fd, f, 0, timeout_s, "acceptance", err))) goto cleanup;
-    seal_session_key(k, self, peer, na, nb, ch);
+    seal_session_key(k, self, peer, epoch, na, nb, ch);
 cleanup:
     sodium_memzero(mac, sizeof(mac));
     proto_frame_free(f);
@@ -140,15 +147,16 @@ void seal_pending_clear(seal_pending *p)
     sodium_memzero(p, sizeof(*p));
 }
 
-int seal_accept_begin(int fd, const auth_keys *k, uint32_t self, int expect, double timeout_s, seal_pending *p,
-                      int *done, uint32_t *from, seal_channel *ch, char *err)
+int seal_accept_begin(int fd, const auth_keys *k, uint32_t self, int expect, long long expect_epoch,
+                      double timeout_s, seal_pending *p, int *done, uint32_t *from, seal_channel *ch, char *err)
 {
     seal_channel_clear(ch);
     seal_pending_clear(p);
     *done = 0;
     if (!k->on) {
-        int rc = proto_hello_accept(fd, timeout_s, from, err);
+        int rc = proto_hello_accept(fd, timeout_s, expect_epoch, from, &ch->epoch, err);
         if (rc == 0) *done = 1;
+        else seal_channel_clear(ch);
         return rc;
     }
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
@@ -191,21 +199,29 @@ int seal_accept_begin(int fd, const auth_keys *k, uint32_t self, int expect, dou
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u, expected node %d", a, expect);
         goto cleanup;
     }
+    if (expect_epoch != PROTO_EPOCH_ANY && (long long)f->h.epoch != expect_epoch) {
+        char text[160];
+        proto_epoch_refusal(text, sizeof(text), (uint32_t)expect_epoch, f->h.epoch);
+        seal_refuse(fd, f, text);
+        rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", a, text);
+        goto cleanup;
+    }
     p->a = a;
+    p->epoch = f->h.epoch;
     memcpy(p->na, f->payload + 4, sizeof(p->na));
     randombytes_buf(p->nb, sizeof(p->nb));
     uint8_t m2[SEAL_M2_SIZE];
     memcpy(m2, p->nb, sizeof(p->nb));
-    seal_mac(k, 'B', a, self, p->na, p->nb, m2 + SEAL_NONCE_SIZE);
-    rc = seal_send_hello(fd, f, self, m2, sizeof(m2), timeout_s, err);
+    seal_mac(k, 'B', a, self, p->epoch, p->na, p->nb, m2 + SEAL_NONCE_SIZE);
+    rc = seal_send_hello(fd, f, self, p->epoch, m2, sizeof(m2), timeout_s, err);
 cleanup:
     if (rc) seal_pending_clear(p);
     proto_frame_free(f);
     return rc;
 }
 
-int seal_accept_finish(int fd, const auth_keys *k, uint32_t self, seal_pending *p, double timeout_s,
-                       uint32_t *from, seal_channel *ch, char *err)
+int seal_accept_finish(int fd, const auth_keys *k, uint32_t self, long long expect_epoch, seal_pending *p,
+                       double timeout_s, uint32_t *from, seal_channel *ch, char *err)
 {
     seal_channel_clear(ch);
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
@@ -218,14 +234,23 @@ int seal_accept_finish(int fd, const auth_keys *k, uint32_t self, seal_pending *
         mdi_fail(err, rc, "HELLO from node %u: %s", a, why);
         goto cleanup;
     }
-    seal_mac(k, 'A', a, self, p->na, p->nb, mac);
+    seal_mac(k, 'A', a, self, p->epoch, p->na, p->nb, mac);
     if (crypto_verify_32(mac, f->payload) != 0) {
         seal_refuse(fd, f, "wrong secret");
         rc = mdi_fail(err, MDI_EAUTH, "wrong secret in HELLO from node %u (its proof does not verify)", a);
         goto cleanup;
     }
-    if ((rc = seal_send_hello(fd, f, self, NULL, 0, timeout_s, err))) goto cleanup;
-    seal_session_key(k, a, self, p->na, p->nb, ch);
+    /* The expectation may have been set since the first HELLO (a secondary
+     * whose run began meanwhile, lobby.h). */
+    if (expect_epoch != PROTO_EPOCH_ANY && (long long)p->epoch != expect_epoch) {
+        char text[160];
+        proto_epoch_refusal(text, sizeof(text), (uint32_t)expect_epoch, p->epoch);
+        seal_refuse(fd, f, text);
+        rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", a, text);
+        goto cleanup;
+    }
+    if ((rc = seal_send_hello(fd, f, self, p->epoch, NULL, 0, timeout_s, err))) goto cleanup;
+    seal_session_key(k, a, self, p->epoch, p->na, p->nb, ch);
     if (from) *from = a;
 cleanup:
     sodium_memzero(mac, sizeof(mac));
@@ -234,13 +259,13 @@ cleanup:
     return rc;
 }
 
-int seal_accept(int fd, const auth_keys *k, uint32_t self, int expect, double timeout_s, uint32_t *from,
-                seal_channel *ch, char *err)
+int seal_accept(int fd, const auth_keys *k, uint32_t self, int expect, long long expect_epoch, double timeout_s,
+                uint32_t *from, seal_channel *ch, char *err)
 {
     seal_pending p;
     int done = 0;
-    int rc = seal_accept_begin(fd, k, self, expect, timeout_s, &p, &done, from, ch, err);
-    if (rc == 0 && !done) rc = seal_accept_finish(fd, k, self, &p, timeout_s, from, ch, err);
+    int rc = seal_accept_begin(fd, k, self, expect, expect_epoch, timeout_s, &p, &done, from, ch, err);
+    if (rc == 0 && !done) rc = seal_accept_finish(fd, k, self, expect_epoch, &p, timeout_s, from, ch, err);
     return rc;
 }
 

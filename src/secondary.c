@@ -11,12 +11,14 @@
  *   bin/secondary settings-distr/secondary/node0.json 0   (MDI-LLM's per-node file)
  *                 [--mmap | --no-mmap] [--mlock]
  */
+#include <errno.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -227,20 +229,70 @@ typedef struct {
 
 /* One run: load the chunk, join the ring, serve until STOP, a failure or
  * PUT /stop, and return to idle. */
+/* The weights of the last run, kept loaded while the node idles: a run of
+ * the same chunk file (path, inode, size and modification time), slice,
+ * model configuration and locking starts without reading them again (the
+ * nodes that stay in the ring after a failover, the next run of a starter
+ * that comes back). A run of another chunk frees them first, so a node
+ * never holds two. */
+typedef struct {
+    int loaded;
+    model m;
+    char path[PATH_MAX];
+    struct stat st;
+    model_slice slice;
+    model_config cfg;
+    int locked;
+} kept_weights;
+
+static void kept_free(kept_weights *k)
+{
+    if (k->loaded) model_free(&k->m);
+    memset(k, 0, sizeof(*k));
+}
+
+/* k holds the weights a run of chunk_path, slice and cfg needs: kept, or
+ * loaded now (*load_s: the seconds it took, 0 when kept). */
+static int kept_load(kept_weights *k, const char *chunk_path, const model_config *cfg, const model_slice *slice,
+                     int lock, double *load_s, char *err)
+{
+    struct stat st;
+    *load_s = 0;
+    if (stat(chunk_path, &st) != 0) return mdi_fail(err, MDI_EIO, "%s: %s", chunk_path, strerror(errno));
+    if (k->loaded && !strcmp(k->path, chunk_path) && st.st_dev == k->st.st_dev && st.st_ino == k->st.st_ino &&
+        st.st_size == k->st.st_size && st.st_mtim.tv_sec == k->st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == k->st.st_mtim.tv_nsec && !memcmp(slice, &k->slice, sizeof(*slice)) &&
+        !memcmp(cfg, &k->cfg, sizeof(*cfg)) && lock == k->locked)
+        return 0;
+    kept_free(k);
+    double t0 = time_now();
+    int rc = model_load(&k->m, chunk_path, cfg, slice, err);
+    if (rc) return rc;
+    *load_s = time_now() - t0;
+    k->loaded = 1;
+    snprintf(k->path, sizeof(k->path), "%s", chunk_path);
+    k->st = st;
+    k->slice = *slice;
+    k->cfg = *cfg;
+    k->locked = lock;
+    char why[MDI_ERR_LEN];
+    if (lock && model_lock(&k->m, why) == 0)
+        log_warn("%s", why);
+    return 0;
+}
+
 static void serve_run(control_server *srv, const nodes_config *nc, const secondary_opts *o, lobby *lb,
-                      const early_conns *early, const run_config *cfg, const char *chunk_path)
+                      const early_conns *early, const run_config *cfg, const char *chunk_path, kept_weights *kw)
 {
     int index = o->index;
     char err[MDI_ERR_LEN];
-    model m;
-    memset(&m, 0, sizeof(m));
-    double t0 = time_now();
     /* This node's own flags win over the starter's. */
     int use_mmap = o->mmap_weights >= 0 ? o->mmap_weights : cfg->weights_mmap;
     int use_mlock = o->mlock >= 0 ? o->mlock : cfg->weights_mlock;
     model_slice slice = {cfg->layer_begin, cfg->layer_end, 0, 0, o->dtype != DTYPE_COUNT ? o->dtype : cfg->dtype,
                          use_mmap ? TSRC_MAP : TSRC_READ};
-    if (model_load(&m, chunk_path, &cfg->cfg, &slice, err) != 0) {
+    double load_s = 0;
+    if (kept_load(kw, chunk_path, &cfg->cfg, &slice, use_mlock, &load_s, err) != 0) {
         for (int i = 0; i < early->n; i++) net_close(early->fd[i]);
         log_error("loading %s: %s", chunk_path, err);
         char msg[MDI_ERR_LEN + 64];
@@ -248,9 +300,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
         control_set_state(srv, CONTROL_IDLE, msg);
         return;
     }
-    double load_s = time_now() - t0;
-    if (use_mlock && model_lock(&m, err) == 0)
-        log_warn("%s", err);
+    model *mp = &kw->m;
 
     ring_opts ro;
     memset(&ro, 0, sizeof(ro));
@@ -280,7 +330,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ro.limits.n_samples = (uint32_t)cfg->n_samples;
     ro.timeout_s = cfg->timeout_s;
     ro.idle_timeout_s = o->idle_timeout_s > 0 ? o->idle_timeout_s : SECONDARY_IDLE_S;
-    ro.m = &m;
+    ro.m = mp;
     ro.max_seq = cfg->max_seq;
     ro.wire_dtype = cfg->wire_dtype;
     ro.kv_dtype = cfg->kv_dtype;
@@ -288,15 +338,17 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     ring r;
     if (ring_start(&r, &ro, err) != 0) {
         log_error("%s", err);
-        model_free(&m);
         control_set_state(srv, CONTROL_IDLE, err);
         return;
     }
     control_set_state(srv, CONTROL_RUNNING, NULL);
-    log_info("running layers [%d, %d) of %s, %s, %d samples, wire %s, KV cache %s, weights %s%s (loaded in %.2f s)",
-             cfg->layer_begin, cfg->layer_end, cfg->model_name, m.dtypes, cfg->n_samples, dtype_name(cfg->wire_dtype),
+    char loaded[48];
+    if (load_s > 0) snprintf(loaded, sizeof(loaded), "loaded in %.2f s", load_s);
+    else snprintf(loaded, sizeof(loaded), "kept from the last run");
+    log_info("running layers [%d, %d) of %s, %s, %d samples, wire %s, KV cache %s, weights %s%s (%s)",
+             cfg->layer_begin, cfg->layer_end, cfg->model_name, mp->dtypes, cfg->n_samples, dtype_name(cfg->wire_dtype),
              dtype_name(cfg->kv_dtype), use_mmap ? "mapped" : "in anonymous memory", use_mlock ? ", locked" : "",
-             load_s);
+             loaded);
     run_config unused;
     char unused_path[PATH_MAX];
     const char *why = "stopped";
@@ -304,8 +356,8 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     live_window_init(&lw);
     for (;;) {
         control_cmd cmd = control_wait_command(srv, SECONDARY_TICK_S, &unused, unused_path);
-        control_set_stats(srv, run_stats_json(&r, &m, load_s, &lw));
-        control_set_memory(srv, ring_memory_bytes(&r, 0) + m.weight_bytes);
+        control_set_stats(srv, run_stats_json(&r, mp, load_s, &lw));
+        control_set_memory(srv, ring_memory_bytes(&r, 0) + mp->weight_bytes);
         if (cmd == CONTROL_CMD_STOP) { why = "PUT /stop"; break; }
         if (ring_finished(&r)) { why = "the ring ended"; break; }
         if (ring_error(&r, NULL)) { why = "a ring failure"; break; }
@@ -313,8 +365,7 @@ static void serve_run(control_server *srv, const nodes_config *nc, const seconda
     }
     int failed = ring_error(&r, err);
     ring_stop(&r);
-    control_set_stats(srv, run_stats_json(&r, &m, load_s, NULL));
-    model_free(&m);
+    control_set_stats(srv, run_stats_json(&r, mp, load_s, NULL));
     control_set_state(srv, CONTROL_IDLE, failed ? err : NULL);
     log_info("run over (%s)%s%s; idle", why, failed ? ": " : "", failed ? err : "");
     if (o->verbose) {
@@ -376,20 +427,28 @@ static void accept_early(lobby *lb, int index, early_conns *e)
     seal_channel_clear(&ch);
 }
 
-/* At /start: the kept connections whose peer has gone, or that are older
- * than any the run's previous node can have made (a run that never
- * started, or someone posing as that node), are dropped. */
-static void early_prune(early_conns *e)
+/* At /start: the kept connections whose peer has gone, that were made for
+ * another run epoch than this run's (from before a reconfiguration: a
+ * node of the ring a failover replaced), or that are older than any the
+ * run's previous node can have made (a run that never started, or someone
+ * posing as that node), are dropped. */
+static void early_prune(early_conns *e, uint32_t epoch)
 {
     for (int i = 0; i < e->n;) {
         int alive = early_alive(e->fd[i]);
         double age = time_now() - e->t[i];
-        if (alive && age <= SECONDARY_EARLY_S) {
+        int same_epoch = e->ch[i].epoch == epoch;
+        if (alive && same_epoch && age <= SECONDARY_EARLY_S) {
             i++;
             continue;
         }
-        if (alive) log_warn("ring port: dropped the connection from %s kept for %.0f s: too old for this run",
-                            e->peer[i], age);
+        char why[160];
+        if (alive && !same_epoch)
+            log_warn("ring port: dropped the connection from %s kept for the next run: %s", e->peer[i],
+                     proto_epoch_refusal(why, sizeof(why), epoch, e->ch[i].epoch));
+        else if (alive)
+            log_warn("ring port: dropped the connection from %s kept for %.0f s: too old for this run",
+                     e->peer[i], age);
         early_drop(e, i);
     }
 }
@@ -475,10 +534,14 @@ int main(int argc, char **argv)
     caps_measurer *measuring = caps_measure_begin(co.cache_dir, err);
     if (!measuring) log_warn("%s: capabilities not measured: %s", name, err);
     early_conns early = {.n = 0};
+    kept_weights kept;
+    memset(&kept, 0, sizeof(kept));
     lobby lb;
     char lobby_name[32];
     snprintf(lobby_name, sizeof(lobby_name), "secondary %d", o.index);
-    lobby_init(&lb, ring_fd, SECONDARY_HELLO_S, &keys, (uint32_t)o.index + 1, o.index, lobby_name);
+    /* between runs the next run's epoch is not known: any is greeted, and
+     * compared with the run's at /start (early_prune) */
+    lobby_init(&lb, ring_fd, SECONDARY_HELLO_S, &keys, (uint32_t)o.index + 1, o.index, PROTO_EPOCH_ANY, lobby_name);
     while (!quit_requested) {
         run_config cfg;
         char chunk_path[PATH_MAX];
@@ -498,8 +561,8 @@ int main(int argc, char **argv)
                       "next %s:%d, chunk %s", cfg.layer_begin, cfg.layer_end, cfg.model_name, cfg.n_samples,
                       cfg.max_seq, cfg.max_batch, cfg.prev_addr, cfg.prev_port, cfg.next_addr, cfg.next_port,
                       chunk_path);
-            early_prune(&early);
-            serve_run(srv, &nc, &o, &lb, &early, &cfg, chunk_path);
+            early_prune(&early, cfg.epoch);
+            serve_run(srv, &nc, &o, &lb, &early, &cfg, chunk_path, &kept);
             for (int i = 0; i < early.n; i++) seal_channel_clear(&early.ch[i]);
             early.n = 0;   /* the ring took them */
         } else if (measuring && caps_measure_step(measuring)) {
@@ -508,6 +571,7 @@ int main(int argc, char **argv)
         }
     }
     caps_measure_abort(measuring);
+    kept_free(&kept);
     while (early.n) early_drop(&early, 0);
     lobby_clear(&lb);
     log_info("shutting down");

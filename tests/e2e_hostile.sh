@@ -6,6 +6,8 @@
 #  - silent, half-HELLO and garbage connections held on the ring port
 #    while a run starts;
 #  - a HELLO posing as the previous node while a run is on;
+#  - a connection greeted between runs for another run epoch (one left
+#    over from before a reconfiguration): dropped at /start, logged;
 #  - a starter hung in the middle of a conversation (SIGSTOP): back to
 #    idle after --idle-timeout, while a quiet but live one is kept
 #    (keepalives);
@@ -99,6 +101,19 @@ wait_state idle
 check "e2e_hostile after the impostor: idle" $? "state $(status_field 0 state)"
 good_run "e2e_hostile after the impostor: the next run succeeds"
 unhold impostor
+
+# ---- a connection made for another run epoch ----
+# Between runs the secondary cannot know the next run's epoch and greets it;
+# at /start (run epoch 0) it is dropped with a line naming both epochs.
+holder stale hello "$RP" --index 0 --epoch 5 --hold 20
+wait_ready "$TMP/stale.txt" && grep -q "^HELLO$" "$TMP/stale.txt"
+check "e2e_hostile between runs a HELLO for run epoch 5 is greeted" $? "$(cat "$TMP/stale.txt")"
+sleep 0.3
+good_run "e2e_hostile a connection kept for run epoch 5: the run (epoch 0) succeeds"
+grep -q "dropped the connection from .* kept for the next run: run epoch 0 here, the connection is for run epoch 5" \
+    "$TMP/sec0.log"
+check "e2e_hostile ... and drops it at /start, naming both epochs" $? "$(grep 'ring port' "$TMP/sec0.log" | tail -2)"
+unhold stale
 
 # ---- a starter hung mid-conversation ----
 # Its input: a FIFO this script holds open, so the conversation waits.

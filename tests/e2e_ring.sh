@@ -36,7 +36,7 @@ for nodes in 2 3; do
     cfg="$TMP/cfg$nodes.json"
     mkcfg "$cfg" $nsec
     ok=0
-    for ((i = 0; i < nsec; i++)); do start_secondary "$cfg" $i || ok=1; done
+    for ((i = 0; i < nsec; i++)); do rm -f "$TMP/sec$i.log"; start_secondary "$cfg" $i || ok=1; done
     check "e2e_ring $nodes nodes: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
     for s in 1 2 3 4 5; do
         out="$TMP/d${nodes}_$s.json"
@@ -62,6 +62,11 @@ for nodes in 2 3; do
         [ "$c" = 1 ] && [ "$r" = 7 ] && [ "$st" = idle ]
         check "e2e_ring $nodes nodes: secondary $i served 7 runs, chunk sent once, idle" $? \
             "chunks_received $c, runs $r, state $st"
+        # its weights read once, kept loaded between the runs
+        l=$(grep -c 'weights .*(loaded in' "$TMP/sec$i.log"); k=$(grep -c 'kept from the last run' "$TMP/sec$i.log")
+        [ "$l" = 1 ] && [ "$k" = 6 ]
+        check "e2e_ring $nodes nodes: secondary $i loaded its weights once and kept them for 6 runs" $? \
+            "loaded $l times, kept $k times"
     done
     # Another model on the same secondaries, without restarting them.
     if [ $have_syn = 1 ]; then
@@ -73,6 +78,12 @@ for nodes in 2 3; do
         msg=$(same_ids "$TMP/syn_ref.json" "$TMP/syn_$nodes.json" 2>&1); same=$?
         check "e2e_ring $nodes nodes: synthetic tiny-llama on the same secondaries equal to standalone" \
             $((rc | same)) "$msg"
+        # another chunk: the kept weights give way to it
+        for ((i = 0; i < nsec; i++)); do
+            l=$(grep -c 'weights .*(loaded in' "$TMP/sec$i.log")
+            check "e2e_ring $nodes nodes: secondary $i loaded the other model's chunk" $([ "$l" = 2 ]; echo $?) \
+                "loaded $l times"
+        done
     else
         echo "SKIP: e2e_ring synthetic checkpoint: tools/gen_synthetic.py failed"
     fi

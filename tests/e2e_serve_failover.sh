@@ -2,14 +2,22 @@
 # e2e_serve_failover: bin/starter --serve on a 3-node ring (stories260K)
 # losing its last secondary (kill -9), driven by OpenAI's official client
 # (tests/serve_client.mjs, section failover):
-#   1. one spare listed and started, the secondary killed while 4 clients
+#   1. two spares listed and started, the secondary killed while 4 clients
 #      stream: all 4 complete with exactly the text they get without the
-#      failure; /metrics counts one failover, /api/cluster shows it;
+#      failure; /metrics counts one failover, /api/cluster shows it, with
+#      spare 0's address in the failed node's place (its layers, running),
+#      the failed node in no place, and spare 1 listed left, idle;
 #   2. no spare, the killed node restarted: the same;
 #   3. no spare and the node not back within --failover-timeout: the
 #      service stays up answering 503 naming the node (/health too); once
 #      the node is restarted the ring closes again and a request gets the
-#      greedy text.
+#      greedy text;
+#   4. no node lost: the ring connection from secondary 0 to secondary 1
+#      destroyed (ss -K; root and a kernel that allows it, else SKIP) while
+#      4 clients stream: the diagnosis names no node, the ring closes again
+#      with the same nodes, every client gets its text, /metrics and
+#      /api/cluster count one failover, "the ring re-closed, no node
+#      failed", and every place keeps its configured node.
 # The service runs with MDI_API_PACE_US (20 ms after each token, PACE_US=N
 # to change) so that the kill lands mid-stream.
 # Needs node and tests/node_modules/openai (.ci/run): a SKIP line without.
@@ -71,26 +79,30 @@ stop_service() {
     check "e2e_serve_failover $1: SIGTERM stops the service cleanly, exit 0" $rc "exit $rc: $(tail -3 "$2")"
 }
 
-# mkcfg_spare FILE: 2 secondaries and one spare on free ports (SPARE_HTTP).
+# mkcfg_spare FILE N: 2 secondaries and N spares on free ports
+# (SPARE_HTTP[j]).
 mkcfg_spare() {
     mkcfg "$1" 2
-    local p=($(free_ports 2))
-    SPARE_HTTP=${p[0]}
-    $PY - "$1" "${p[0]}" "${p[1]}" <<'PYEOF'
+    local p=($(free_ports $((2 * $2))))
+    SPARE_HTTP=()
+    for ((j = 0; j < $2; j++)); do SPARE_HTTP[$j]=${p[$((2 * j))]}; done
+    $PY - "$1" "${p[@]}" <<'PYEOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
-c["nodes"]["spare"] = [{"addr": "127.0.0.1", "communication": {"starter_addr": "127.0.0.1", "port": int(sys.argv[2])},
-                        "inference": {"port_in": int(sys.argv[3]), "port_out": 1}}]
+p = [int(x) for x in sys.argv[2:]]
+c["nodes"]["spare"] = [{"addr": "127.0.0.1", "communication": {"starter_addr": "127.0.0.1", "port": p[2 * j]},
+                        "inference": {"port_in": p[2 * j + 1], "port_out": 1}} for j in range(len(p) // 2)]
 json.dump(c, open(sys.argv[1], "w"))
 PYEOF
 }
 
+# start_spare CFG J
 start_spare() {
-    "$BIN/secondary" "$1" --spare 0 --cache-dir "$TMP/cache_spare" --n-threads 1 >>"$TMP/spare.log" 2>&1 &
+    "$BIN/secondary" "$1" --spare "$2" --cache-dir "$TMP/cache_spare$2" --n-threads 1 >>"$TMP/spare.log" 2>&1 &
     local pid=$!
     PIDS="$PIDS $pid"
     for _ in $(seq 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$SPARE_HTTP/" 2>/dev/null && return 0
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${SPARE_HTTP[$2]}/" 2>/dev/null && return 0
         kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.05
     done
@@ -113,15 +125,42 @@ client() { # LABEL SECTIONS [VAR=VALUE...]
 
 # 1. a spare takes the place
 cfg="$TMP/cfg_spare.json"
-mkcfg_spare "$cfg"
+mkcfg_spare "$cfg" 2
 ok=0
 for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
-start_spare "$cfg" || ok=1
+for j in 0 1; do start_spare "$cfg" $j || ok=1; done
 check "e2e_serve_failover spare: nodes start" $ok "$(cat "$TMP"/sec*.log "$TMP"/spare.log)"
 if start_service "$TMP/serve_spare.log" --nodes-config "$cfg" --failover-timeout 20; then
     client spare: failover MDI_KILL_PID="$(sec_pid 1)"
     grep -q 'failover: secondary 1 .* replaced by spare 0' "$TMP/serve_spare.log"
     check "e2e_serve_failover spare: the failover logged (node, time lost)" $? "$(grep -i fail "$TMP/serve_spare.log" | head -3)"
+    # The cluster view: the place's current node is spare 0, the dead
+    # secondary in no place, spare 1 left to fail over to.
+    curl -s --max-time 10 "$BASE/api/cluster" >"$TMP/cluster_spare.json"
+    $PY - "$TMP/cluster_spare.json" "$(find "$CK" -path '*3nodes/manifest.json' | head -1)" "${HTTP_PORT[1]}" \
+        "${SPARE_HTTP[0]}" "${SPARE_HTTP[1]}" >"$TMP/cluster_spare.out" 2>&1 <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+last = json.load(open(sys.argv[2]))["chunks"][-1]
+dead, sp0, sp1 = ("127.0.0.1:" + p for p in sys.argv[3:6])
+places = c["nodes"][1:]
+p1 = places[1]
+bad = []
+if p1["addr"] != sp0 or p1["spare"] != 0 or p1["in_place_of"] != dead or p1["index"] != 1 \
+        or p1["name"] != "spare 0 (in place of secondary 1)":
+    bad.append("place 1 is not spare 0 in place of secondary 1")
+if p1["state"] != "running" or p1["layers"] != [last["layer_begin"], last["layer_end"]] or not p1["rss_bytes"]:
+    bad.append("spare 0 not running the last chunk's layers with its memory")
+if any(n["addr"] == dead for n in places):
+    bad.append("the failed node still in a place")
+if [(s["index"], s["addr"], s["state"], s["used"]) for s in c["spares"]] != [(1, sp1, "idle", False)]:
+    bad.append("spares left: not spare 1 idle")
+if bad:
+    print("; ".join(bad), json.dumps(c))
+    sys.exit(1)
+PYEOF
+    check "e2e_serve_failover spare: /api/cluster shows spare 0 in secondary 1's place (layers, running), the failed node in no place, spare 1 left idle" \
+        $? "$(cat "$TMP/cluster_spare.out")"
     grep -h 'failover: ' "$TMP/serve_spare.log" | sed 's/^.*failover: /INFO: e2e_serve_failover spare: /' | head -1
     stop_service spare "$TMP/serve_spare.log"
 else
@@ -130,12 +169,18 @@ fi
 stop_secondaries
 rm -f "$TMP"/sec*.log "$TMP"/spare.log
 
+# ring_up CFG NAME: a configuration of 2 secondaries written to CFG, both
+# started (checked as NAME).
+ring_up() {
+    mkcfg "$1" 2
+    local ok=0 i
+    for i in 0 1; do start_secondary "$1" $i || ok=1; done
+    check "e2e_serve_failover $2: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
+}
+
 # 2. no spare: the killed node restarted
 cfg="$TMP/cfg_restart.json"
-mkcfg "$cfg" 2
-ok=0
-for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
-check "e2e_serve_failover restart: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
+ring_up "$cfg" "restart"
 if start_service "$TMP/serve_restart.log" --nodes-config "$cfg" --failover-timeout 20; then
     killed="$TMP/killed"
     rm -f "$killed"
@@ -158,10 +203,7 @@ rm -f "$TMP"/sec*.log
 
 # 3. no spare, the node not back in time: 503 naming it, then back
 cfg="$TMP/cfg_back.json"
-mkcfg "$cfg" 2
-ok=0
-for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
-check "e2e_serve_failover back later: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
+ring_up "$cfg" "back later"
 if start_service "$TMP/serve_back.log" --nodes-config "$cfg" --failover-timeout 1; then
     kill -9 "$(sec_pid 1)"
     code=""
@@ -211,6 +253,37 @@ PYEOF
     stop_service "back later" "$TMP/serve_back.log"
 else
     fail "e2e_serve_failover back later: the service starts" "$(tail -5 "$TMP/serve_back.log")"
+fi
+stop_secondaries
+check "e2e_serve_failover back later: secondaries exit on SIGTERM" $? "a secondary outlived SIGTERM"
+rm -f "$TMP"/sec*.log
+
+# 4. a ring link cut, no node lost
+if ! tcp_cut_works; then
+    echo "SKIP: e2e_serve_failover ring cut: ss -K cannot destroy a TCP connection here (needs root)"
+    exit 0
+fi
+cfg="$TMP/cfg_cut.json"
+ring_up "$cfg" "ring cut"
+if start_service "$TMP/serve_cut.log" --nodes-config "$cfg" --failover-timeout 20; then
+    client "ring cut:" failover MDI_CUT_CMD="$(tcp_cut_cmd "${RING_PORT[1]}")" \
+        MDI_FAILOVER_LAST=' the ring re-closed, no node failed: [0-9.]+ s lost$'
+    grep -q 'failover: the ring re-closed, no node failed' "$TMP/serve_cut.log" &&
+        ! grep -q 'replaced by' "$TMP/serve_cut.log"
+    check "e2e_serve_failover ring cut: logged as a failover with no node replaced" $? \
+        "$(grep -iE 'fail|ring' "$TMP/serve_cut.log" | head -4)"
+    curl -s --max-time 10 "$BASE/api/cluster" | $PY -c '
+import json, sys
+c = json.load(sys.stdin)
+want = ["127.0.0.1:" + p for p in sys.argv[1:]]
+ok = [n["addr"] for n in c["nodes"][1:]] == want and all(n["spare"] is None and n["state"] == "running" for n in c["nodes"][1:])
+sys.exit(0 if ok else print(json.dumps(c)) or 1)' "${HTTP_PORT[0]}" "${HTTP_PORT[1]}" >"$TMP/cluster_cut.out" 2>&1
+    check "e2e_serve_failover ring cut: /api/cluster: each place keeps its configured node, running" $? \
+        "$(cat "$TMP/cluster_cut.out")"
+    grep -h 'failover: ' "$TMP/serve_cut.log" | sed 's/^.*failover: /INFO: e2e_serve_failover ring cut: /' | head -1
+    stop_service "ring cut" "$TMP/serve_cut.log"
+else
+    fail "e2e_serve_failover ring cut: the service starts" "$(tail -5 "$TMP/serve_cut.log")"
 fi
 stop_secondaries
 check "e2e_serve_failover: secondaries exit on SIGTERM" $? "a secondary outlived SIGTERM"

@@ -7,8 +7,9 @@ Ring port:
   silent      opens --n connections and says nothing
   partial     opens --n connections and sends the first 20 bytes of a HELLO
   garbage     opens --n connections and sends bytes that are not a frame
-  hello       one connection that sends a HELLO as node --index and prints the
-              answer's frame type ("HELLO", "ERROR", "closed")
+  hello       one connection that sends a HELLO as node --index, for run epoch
+              --epoch (default 0), and prints the answer's frame type
+              ("HELLO", "ERROR", "closed")
   challenge   opens --n connections that each begin the handshake of a node
               with a secret as node --index (a sealed HELLO meant for node
               --index + 1), read the challenge and then say nothing; with
@@ -45,8 +46,8 @@ TYPES = {1: "HELLO", 2: "DATA", 3: "RELEASE", 4: "STOP", 5: "ERROR"}
 SEALED = 0x2
 
 
-def header(ftype, index=0, payload_len=0, flags=0):
-    return struct.pack("<IHHIIIHHQII", MAGIC, VERSION, ftype, index, 0, 0, 0, flags, payload_len, 0, 0)
+def header(ftype, index=0, payload_len=0, flags=0, epoch=0):
+    return struct.pack("<IHHIIIHHQII", MAGIC, VERSION, ftype, index, 0, 0, 0, flags, payload_len, 0, epoch)
 
 
 def connect(a, i=0):
@@ -94,7 +95,7 @@ def recv_all(s, n):
 def mode_hello(a):
     s = connect(a)
     secret = a.secret.encode()
-    s.sendall(header(HELLO, a.index, len(secret)) + secret)
+    s.sendall(header(HELLO, a.index, len(secret), epoch=a.epoch) + secret)
     try:
         h = recv_all(s, 40)
     except OSError:
@@ -205,10 +206,10 @@ def mode_challenge(a):
     for i in range(a.n):
         try:
             s = connect(a, i)
-            s.sendall(header(HELLO, a.index, 36, SEALED) + struct.pack("<I", a.index + 1) + os.urandom(32))
+            s.sendall(header(HELLO, a.index, 36, SEALED, a.epoch) + struct.pack("<I", a.index + 1) + os.urandom(32))
             seen.append(answer_type(s))
             if a.prove:
-                s.sendall(header(HELLO, a.index, 32, SEALED) + os.urandom(32))
+                s.sendall(header(HELLO, a.index, 32, SEALED, a.epoch) + os.urandom(32))
                 seen.append(answer_type(s))
             socks.append(s)
         except OSError:
@@ -225,6 +226,7 @@ def main():
     p.add_argument("--hold", type=float, default=60)
     p.add_argument("--src", default="")
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--epoch", type=int, default=0)
     p.add_argument("--secret", default="")
     p.add_argument("--every", type=float, default=1.0)
     p.add_argument("--size", type=int, default=1000)

@@ -26,12 +26,29 @@ check() { # check NAME CONDITION-STATUS DETAIL
     if [ "$2" -eq 0 ]; then pass "$1"; else fail "$1" "$3"; fi
 }
 
-# N distinct free TCP ports (bound at once, so they differ).
+# N distinct free TCP ports (bound at once, so they differ), below the
+# kernel's ephemeral range when there is room: a port from that range may
+# be taken by then as the source port of some connection (a test's hostile
+# clients open hundreds), and a node that listens on it fails to start.
 free_ports() {
     $PY - "$1" <<'PYEOF'
-import socket, sys
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    lo = 0
 socks = []
-for _ in range(int(sys.argv[1])):
+if lo - 10000 >= 2000:
+    for p in random.sample(range(10000, lo), min(lo - 10000, 400)):
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", p))
+        except OSError:
+            s.close(); continue
+        socks.append(s)
+        if len(socks) == n: break
+while len(socks) < n:
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PYEOF
@@ -141,6 +158,32 @@ prepare() {
         "$BIN/prepare_model" "$src" --n-nodes "$n" --out "$out" --no-progress >>"$TMP/prepare.log" 2>&1 || return 1
     done
 }
+
+# tcp_cut_works: 0 when `ss -K` can destroy a TCP connection here (root,
+# and a kernel built with CONFIG_INET_DIAG_DESTROY), tried on a loopback
+# connection of its own: the peer must see it end within 2 s.
+tcp_cut_works() {
+    command -v ss >/dev/null || return 1
+    $PY - <<'PYEOF' 2>/dev/null
+import socket, subprocess, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+port = srv.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port)); s, _ = srv.accept()
+subprocess.run(["ss", "-K", "-tn", "state", "established", "( dport = :%d )" % port], capture_output=True)
+s.settimeout(2)
+try:
+    sys.exit(0 if s.recv(1) == b"" else 1)
+except socket.timeout:
+    sys.exit(1)
+except OSError:
+    sys.exit(0)
+PYEOF
+}
+
+# tcp_cut_cmd PORT: the command that destroys the established connections
+# to port PORT on this host (a ring link: the node that connects to the
+# next node's inference port_in), printing each one cut.
+tcp_cut_cmd() { echo "ss -K -tnH state established '( dport = :$1 )'"; }
 
 # run_with_timeout SECONDS CMD...: the command, killed after SECONDS (exit 124).
 run_with_timeout() { timeout -k 2 "$@"; }

@@ -9,6 +9,7 @@
 // SECTIONS: comma-separated, of basic, concurrent, disconnect, overflow,
 // errors, failover (tests/e2e_serve_failover.sh). Prints one PASS:/FAIL:
 // line per check (tests/run.sh counts them).
+import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import OpenAI from 'openai';
 
@@ -258,11 +259,16 @@ async function errors() {
 
 // 4 streaming clients; once each has had tokens, the secondary MDI_KILL_PID
 // is killed (kill -9; MDI_KILLED_FILE, when set, is created then so that
-// the script can restart it): every client completes with the text it gets
+// the script can restart it), or, with MDI_CUT_CMD, that shell command
+// runs instead (it breaks the ring without killing a node; the failover
+// then names no node, MDI_FAILOVER_LAST: a regular expression its
+// description must match): every client completes with the text it gets
 // without the failure, and the service counts one failover.
 async function failover() {
   await idle();
   const pid = Number(process.env.MDI_KILL_PID);
+  const cut = process.env.MDI_CUT_CMD;
+  const lastRe = new RegExp(process.env.MDI_FAILOVER_LAST || ' secondary 1 .* replaced by .*: [0-9.]+ s lost$');
   // the 4 prompts with the longest greedy outputs: still streaming at the kill
   const order = refs.prompts.map((_, i) => i).sort((a, b) => refs.n_generated[b] - refs.n_generated[a]).slice(0, 4);
   const st = order.map((i) => {
@@ -286,11 +292,20 @@ async function failover() {
   const started = await waitFor(async () => st.every((s) => s.chunks >= 2 || s.error), 30000);
   const midway = started && st.every((s) => s.finish === null && !s.error);
   const seen = st.map((s) => s.chunks);
-  process.kill(pid, 'SIGKILL');
+  let cutOut = '';
+  if (cut) {
+    try {
+      cutOut = execSync(cut, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      cutOut = 'failed: ' + String(e.stderr || e);
+    }
+  } else {
+    process.kill(pid, 'SIGKILL');
+  }
   if (process.env.MDI_KILLED_FILE) fs.writeFileSync(process.env.MDI_KILLED_FILE, '');
   await Promise.all(st.map((s) => s.promise));
-  check('the secondary killed mid-stream (every client had tokens, none had finished)', midway,
-        JSON.stringify(seen));
+  check((cut ? 'the ring cut' : 'the secondary killed') + ' mid-stream (every client had tokens, none had finished)',
+        midway && !cutOut.startsWith('failed: '), JSON.stringify(seen) + ' ' + cutOut);
   const bad = st.filter((s) => s.error || s.text !== refs.texts[s.i]);
   check('4 streaming clients complete with exactly the text they get without the failure', bad.length === 0,
         bad.map((s) => JSON.stringify([s.i, s.error ? String(s.error) : s.text, refs.texts[s.i]])).join(' '));
@@ -300,7 +315,7 @@ async function failover() {
   check('GET /metrics: the failover\'s time lost', lost > 0, lost);
   const c = await (await fetch(base + '/api/cluster')).json();
   check('GET /api/cluster: the failover, its node and time lost',
-        c.failovers && c.failovers.count === 1 && / secondary 1 .* replaced by .*: [0-9.]+ s lost$/.test(' ' + c.failovers.last),
+        c.failovers && c.failovers.count === 1 && lastRe.test(' ' + c.failovers.last),
         JSON.stringify(c.failovers));
   const h = await health();
   check('the service is healthy after the failover', h.status === 'ok', JSON.stringify(h));

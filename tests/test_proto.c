@@ -157,16 +157,37 @@ static void test_read(void)
 
 typedef struct {
     int fd;
+    long long expect_epoch;
     int rc;
-    uint32_t index;
+    uint32_t index, epoch;
     char err[MDI_ERR_LEN];
 } hello_side;
 
 static void *hello_acceptor(void *arg)
 {
     hello_side *h = arg;
-    h->rc = proto_hello_accept(h->fd, 1, &h->index, h->err);
+    h->rc = proto_hello_accept(h->fd, 1, h->expect_epoch, &h->index, &h->epoch, h->err);
     return NULL;
+}
+
+/* A plain HELLO for run epoch `epoch` to an acceptor expecting expect. */
+static void hello_epoch_case(uint32_t epoch, long long expect, int want, const char *words, const char *name)
+{
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    hello_side acc = {.fd = sv[1], .expect_epoch = expect, .epoch = 12345};
+    pthread_t th;
+    pthread_create(&th, NULL, hello_acceptor, &acc);
+    char err[MDI_ERR_LEN] = "";
+    int rc = proto_hello_send(sv[0], 3, epoch, 1, err);
+    pthread_join(th, NULL);
+    int ok = rc == want && acc.rc == want;
+    if (want == 0) ok = ok && acc.index == 3 && acc.epoch == epoch;
+    else ok = ok && strstr(err, "refused by peer") && strstr(err, words) && strstr(acc.err, words) &&
+              strstr(acc.err, "node 3");
+    test_result(ok, name, "sender rc %d (%s), acceptor rc %d (%s), epoch %u", rc, err, acc.rc, acc.err, acc.epoch);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 /* The plain HELLO (no secret: seal.h has the challenge-response). */
@@ -174,11 +195,11 @@ static void test_hello(void)
 {
     int sv[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
-    hello_side acc = {.fd = sv[1]};
+    hello_side acc = {.fd = sv[1], .expect_epoch = PROTO_EPOCH_ANY};
     pthread_t th;
     pthread_create(&th, NULL, hello_acceptor, &acc);
     char err[MDI_ERR_LEN] = "";
-    int rc = proto_hello_send(sv[0], 3, 1, err);
+    int rc = proto_hello_send(sv[0], 3, 0, 1, err);
     pthread_join(th, NULL);
     test_result(rc == 0 && acc.rc == 0 && acc.index == 3, "proto HELLO without secret",
                 "sender rc %d (%s), acceptor rc %d (%s), index %u", rc, err, acc.rc, acc.err, acc.index);
@@ -187,7 +208,7 @@ static void test_hello(void)
 
     /* An older node's HELLO carrying its secret: refused, never compared. */
     socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
-    acc = (hello_side){.fd = sv[1]};
+    acc = (hello_side){.fd = sv[1], .expect_epoch = PROTO_EPOCH_ANY};
     pthread_create(&th, NULL, hello_acceptor, &acc);
     proto_frame *f = proto_frame_new(PROTO_TEXT_MAX);
     proto_frame_set_text(f, PROTO_HELLO, "s3cret");
@@ -199,6 +220,14 @@ static void test_hello(void)
     proto_frame_free(f);
     close(sv[0]);
     close(sv[1]);
+
+    /* The run epoch the connection is made for. */
+    hello_epoch_case(2, 2, 0, "", "proto HELLO of the expected run epoch greeted");
+    hello_epoch_case(7, PROTO_EPOCH_ANY, 0, "", "proto HELLO: an acceptor taking any epoch greets it and tells it");
+    hello_epoch_case(2, 3, MDI_EPROTO, "run epoch 3 here, the connection is for run epoch 2: from before a reconfiguration",
+                     "proto HELLO of an older run epoch refused, both epochs named on both sides");
+    hello_epoch_case(4, 3, MDI_EPROTO, "run epoch 3 here, the connection is for run epoch 4",
+                     "proto HELLO of a later run epoch refused");
 }
 
 static void test_pack(void)

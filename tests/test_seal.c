@@ -1,13 +1,16 @@
 /* test_seal: the ring's challenge-response (right and wrong secret, a side
- * without one, a HELLO for another node, a recorded handshake replayed) and
- * sealed frames (round trip; nothing in clear; altered, replayed, reordered
- * and dropped frames refused). */
+ * without one, a HELLO for another node, a recorded handshake replayed),
+ * the run epoch a connection is made for (plain and sealed, at the
+ * handshake and in a lobby; an epoch altered on the way), and sealed
+ * frames (round trip; nothing in clear; altered, replayed, reordered and
+ * dropped frames refused). */
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "lobby.h"
 #include "net.h"
 #include "seal.h"
 #include "test.h"
@@ -20,6 +23,7 @@ typedef struct {
     const auth_keys *k;
     uint32_t self;
     int expect;
+    long long expect_epoch;    /* 0 unless set: the epoch seal_connect is given below */
     int rc;
     uint32_t from;
     seal_channel ch;
@@ -29,7 +33,7 @@ typedef struct {
 static void *acceptor_main(void *arg)
 {
     acceptor *a = arg;
-    a->rc = seal_accept(a->fd, a->k, a->self, a->expect, 2, &a->from, &a->ch, a->err);
+    a->rc = seal_accept(a->fd, a->k, a->self, a->expect, a->expect_epoch, 2, &a->from, &a->ch, a->err);
     return NULL;
 }
 
@@ -44,7 +48,7 @@ static void handshake_case(const auth_keys *ka, const auth_keys *kb, uint32_t a,
     pthread_create(&th, NULL, acceptor_main, &acc);
     seal_channel ch;
     char err[MDI_ERR_LEN] = "";
-    int rc = seal_connect(sv[0], ka, a, to, 2, &ch, err);
+    int rc = seal_connect(sv[0], ka, a, to, 0, 2, &ch, err);
     pthread_join(th, NULL);
     int ok = rc == want_a && acc.rc == want_b;
     if (ok && rc == 0)
@@ -60,6 +64,7 @@ typedef struct {
     int from, to;
     uint8_t buf[4096];
     size_t len;
+    int edit_epoch;            /* > 0: the first frame's epoch becomes edit_epoch - 1 */
 } tap;
 
 static void *tap_main(void *arg)
@@ -67,14 +72,49 @@ static void *tap_main(void *arg)
     tap *t = arg;
     uint8_t b[512];
     for (;;) {
-        ssize_t n = read(t->from, b, sizeof(b));
+        /* the first frame's header whole, then whatever comes */
+        ssize_t n = t->len == 0 && t->edit_epoch ? (net_read_full(t->from, b, PROTO_HEADER_SIZE, 2, NULL, NULL, NULL)
+                                                        ? -1 : PROTO_HEADER_SIZE)
+                                                 : read(t->from, b, sizeof(b));
         if (n <= 0) break;
+        if (t->len == 0 && t->edit_epoch) {
+            proto_header h;
+            proto_header_decode(&h, b);
+            h.epoch = (uint32_t)(t->edit_epoch - 1);
+            proto_header_encode(&h, b);
+        }
         if (t->len + (size_t)n <= sizeof(t->buf)) memcpy(t->buf + t->len, b, (size_t)n);
         t->len += (size_t)n;
         if (write(t->to, b, (size_t)n) != n) break;
     }
     shutdown(t->to, SHUT_WR);
     return NULL;
+}
+
+/* A handshake from node 1 (epoch epoch) to acc's node through two taps,
+ * up (towards acc) and down: the connecting side's result and err; acc,
+ * up and down hold theirs. ab and tb stay open for the caller to close. */
+static int relay_handshake(acceptor *acc, tap *up, tap *down, uint32_t epoch, int ab[2], int tb[2],
+                           seal_channel *ch, char *err)
+{
+    socketpair(AF_UNIX, SOCK_STREAM, 0, ab);   /* A <-> tap */
+    socketpair(AF_UNIX, SOCK_STREAM, 0, tb);   /* tap <-> B */
+    acc->fd = tb[1];
+    up->from = ab[1];
+    up->to = tb[0];
+    down->from = tb[0];
+    down->to = ab[1];
+    pthread_t th, t1, t2;
+    pthread_create(&th, NULL, acceptor_main, acc);
+    pthread_create(&t1, NULL, tap_main, up);
+    pthread_create(&t2, NULL, tap_main, down);
+    int rc = seal_connect(ab[0], acc->k, 1, 2, epoch, 2, ch, err);
+    pthread_join(th, NULL);
+    shutdown(ab[0], SHUT_RDWR);
+    shutdown(tb[1], SHUT_RDWR);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    return rc;
 }
 
 static void test_handshake(void)
@@ -94,22 +134,12 @@ static void test_handshake(void)
     /* A recorded handshake replayed to the same node: its nonce is new, the
      * recorded proof does not verify. */
     int ab[2], tb[2];
-    socketpair(AF_UNIX, SOCK_STREAM, 0, ab);   /* A <-> tap */
-    socketpair(AF_UNIX, SOCK_STREAM, 0, tb);   /* tap <-> B */
-    acceptor acc = {.fd = tb[1], .k = &k_right, .self = 2, .expect = 1};
-    tap up = {.from = ab[1], .to = tb[0]}, down = {.from = tb[0], .to = ab[1]};
-    pthread_t th, t1, t2;
-    pthread_create(&th, NULL, acceptor_main, &acc);
-    pthread_create(&t1, NULL, tap_main, &up);
-    pthread_create(&t2, NULL, tap_main, &down);
+    acceptor acc = {.k = &k_right, .self = 2, .expect = 1};
+    tap up = {.len = 0}, down = {.len = 0};
     seal_channel ch;
     char err[MDI_ERR_LEN] = "";
-    int rc = seal_connect(ab[0], &k_right, 1, 2, 2, &ch, err);
-    pthread_join(th, NULL);
-    shutdown(ab[0], SHUT_RDWR);
-    shutdown(tb[1], SHUT_RDWR);
-    pthread_join(t1, NULL);
-    pthread_join(t2, NULL);
+    int rc = relay_handshake(&acc, &up, &down, 0, ab, tb, &ch, err);
+    pthread_t th;
     test_result(rc == 0 && acc.rc == 0, "seal handshake through a recording relay", "rc %d (%s), %d (%s)", rc, err,
                 acc.rc, acc.err);
     int sv[2];
@@ -132,6 +162,8 @@ static void test_handshake(void)
  * whole handshake done in steps gives the keys of seal_accept. */
 typedef struct {
     int fd;
+    const auth_keys *k;        /* NULL: the right secret */
+    uint32_t epoch;
     int rc;
     seal_channel ch;
     char err[MDI_ERR_LEN];
@@ -140,7 +172,7 @@ typedef struct {
 static void *connector_main(void *arg)
 {
     connector *c = arg;
-    c->rc = seal_connect(c->fd, &k_right, 1, 2, 2, &c->ch, c->err);
+    c->rc = seal_connect(c->fd, c->k ? c->k : &k_right, 1, 2, c->epoch, 2, &c->ch, c->err);
     return NULL;
 }
 
@@ -162,8 +194,9 @@ static void test_accept_steps(void)
     uint32_t from = 99;
     int done = -1;
     char err[MDI_ERR_LEN] = "";
-    int rc = wait_readable(sv[1]) ? seal_accept_begin(sv[1], &k_right, 2, 1, 2, &p, &done, &from, &ch, err) : -1;
-    int rc2 = rc == 0 && done == 0 && wait_readable(sv[1]) ? seal_accept_finish(sv[1], &k_right, 2, &p, 2, &from, &ch, err)
+    int rc = wait_readable(sv[1]) ? seal_accept_begin(sv[1], &k_right, 2, 1, 0, 2, &p, &done, &from, &ch, err) : -1;
+    int rc2 = rc == 0 && done == 0 && wait_readable(sv[1]) ? seal_accept_finish(sv[1], &k_right, 2, 0, &p, 2, &from,
+                                                                                &ch, err)
                                                           : -1;
     pthread_join(th, NULL);
     test_result(rc == 0 && done == 0 && rc2 == 0 && con.rc == 0 && from == 1 && ch.on &&
@@ -185,7 +218,7 @@ static void test_accept_steps(void)
     proto_write_frame(sv[0], f, 1, NULL, NULL);
     double t = time_now();
     done = -1;
-    rc = seal_accept_begin(sv[1], &k_right, 2, 1, 2, &p, &done, &from, &ch, err);
+    rc = seal_accept_begin(sv[1], &k_right, 2, 1, 0, 2, &p, &done, &from, &ch, err);
     double dt = time_now() - t;
     int answered = proto_read_frame(sv[0], f, NULL, 1, 1, NULL, NULL) == 0 && f->h.type == PROTO_HELLO &&
                    f->h.payload_len == SEAL_NONCE_SIZE + 32;
@@ -203,12 +236,138 @@ static void test_accept_steps(void)
     f->h.sample_id = 1;
     proto_write_frame(sv[0], f, 1, NULL, NULL);
     done = -1;
-    rc = seal_accept_begin(sv[1], &k_none, 2, 1, 2, &p, &done, &from, &ch, err);
+    rc = seal_accept_begin(sv[1], &k_none, 2, 1, 0, 2, &p, &done, &from, &ch, err);
     test_result(rc == 0 && done == 1 && from == 1 && !ch.on, "seal accept without a secret: one step, plain",
                 "rc %d (%s), done %d", rc, err, done);
     proto_frame_free(f);
     close(sv[0]);
     close(sv[1]);
+}
+
+/* ---- run epochs ---- */
+
+#define WORDS_OLDER "run epoch 3 here, the connection is for run epoch 2: from before a reconfiguration"
+
+/* Node 1 connects to node 2 for run epoch `epoch`; node 2 expects
+ * expect_epoch. Both sides with keys k. */
+static void epoch_case(const auth_keys *k, uint32_t epoch, long long expect_epoch, int want, const char *name)
+{
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    acceptor acc = {.fd = sv[1], .k = k, .self = 2, .expect = 1, .expect_epoch = expect_epoch};
+    pthread_t th;
+    pthread_create(&th, NULL, acceptor_main, &acc);
+    seal_channel ch;
+    char err[MDI_ERR_LEN] = "";
+    int rc = seal_connect(sv[0], k, 1, 2, epoch, 2, &ch, err);
+    pthread_join(th, NULL);
+    int ok = rc == want && acc.rc == want;
+    if (ok && want == 0)
+        ok = ch.epoch == epoch && acc.ch.epoch == epoch && ch.on == k->on && acc.ch.on == k->on &&
+             memcmp(ch.key, acc.ch.key, 32) == 0;
+    else if (ok)
+        ok = strstr(err, "refused by peer: " WORDS_OLDER) && strstr(acc.err, "HELLO from node 1: " WORDS_OLDER);
+    test_result(ok, name, "connecting rc %d (%s), accepting rc %d (%s), epochs %u %u", rc, err, acc.rc, acc.err,
+                ch.epoch, acc.ch.epoch);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A lobby on a real port: node 1 connects for run epoch `epoch`; 1 when it
+ * was greeted with that epoch in the channel, 0 when refused with the
+ * words naming both epochs (only when want_greeted is 0), -1 otherwise. */
+static int lobby_case(lobby *l, int port, const auth_keys *k, uint32_t epoch, int want_greeted, char *why)
+{
+    char err[MDI_ERR_LEN] = "", peer[NET_ADDR_LEN];
+    connector c = {.fd = net_connect("127.0.0.1", port, 2, err), .k = k, .epoch = epoch};
+    pthread_t th;
+    pthread_create(&th, NULL, connector_main, &c);
+    seal_channel ch;
+    memset(&ch, 0, sizeof(ch));
+    int fd = lobby_wait(l, want_greeted ? 2 : 0.5, NULL, peer, &ch, err);
+    pthread_join(th, NULL);
+    int got = -1;
+    if (fd >= 0 && c.rc == 0 && ch.epoch == epoch && c.ch.epoch == epoch && ch.on == k->on) got = 1;
+    if (fd == MDI_ETIMEOUT && c.rc == MDI_EPROTO && strstr(c.err, "for run epoch") && strstr(c.err, "here")) got = 0;
+    snprintf(why, MDI_ERR_LEN, "lobby_wait %d (%.200s), epoch %u; connecting rc %d (%.200s)", fd, fd < 0 ? err : "",
+             ch.epoch, c.rc, c.err);
+    if (fd >= 0) net_close(fd);
+    net_close(c.fd);
+    return got;
+}
+
+static void test_epoch(void)
+{
+    epoch_case(&k_none, 3, 3, 0, "epoch: plain HELLO of the expected run epoch greeted");
+    epoch_case(&k_right, 3, 3, 0, "epoch: sealed HELLO of the expected run epoch greeted, keys agree");
+    epoch_case(&k_none, 2, 3, MDI_EPROTO, "epoch: plain HELLO of another run epoch refused, both epochs named");
+    epoch_case(&k_right, 2, 3, MDI_EPROTO, "epoch: sealed HELLO of another run epoch refused, both epochs named");
+    epoch_case(&k_none, 9, PROTO_EPOCH_ANY, 0, "epoch: plain, any epoch taken and told");
+    epoch_case(&k_right, 9, PROTO_EPOCH_ANY, 0, "epoch: sealed, any epoch taken and told");
+
+    /* A relay rewrites the epoch of the first HELLO (2 -> 3, the epoch the
+     * accepting node expects): the epoch is in the transcript, so the
+     * proofs fail and nothing is accepted. */
+    int ab[2], tb[2];
+    acceptor acc = {.k = &k_right, .self = 2, .expect = 1, .expect_epoch = 3};
+    tap up = {.edit_epoch = 3 + 1}, down = {.len = 0};
+    seal_channel ch;
+    char err[MDI_ERR_LEN] = "";
+    int rc = relay_handshake(&acc, &up, &down, 2, ab, tb, &ch, err);
+    pthread_t th;
+    test_result(rc == MDI_EAUTH && strstr(err, "does not verify") && acc.rc == MDI_EAUTH,
+                "epoch: an epoch altered on the way fails the proof (sealed)", "rc %d (%s), %d (%s)", rc, err, acc.rc,
+                acc.err);
+    for (int i = 0; i < 2; i++) {
+        close(ab[i]);
+        close(tb[i]);
+    }
+
+    /* Challenged while any epoch was taken, proved after the run's epoch
+     * became known: refused at the proof. */
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    connector con = {.fd = sv[0], .epoch = 2};
+    pthread_create(&th, NULL, connector_main, &con);
+    seal_pending p;
+    uint32_t from = 0;
+    int done = -1;
+    rc = wait_readable(sv[1]) ? seal_accept_begin(sv[1], &k_right, 2, 1, PROTO_EPOCH_ANY, 2, &p, &done, &from, &ch, err)
+                              : -1;
+    int rc2 = rc == 0 && done == 0 && wait_readable(sv[1]) ? seal_accept_finish(sv[1], &k_right, 2, 3, &p, 2, &from,
+                                                                                &ch, err)
+                                                          : -1;
+    pthread_join(th, NULL);
+    test_result(rc == 0 && rc2 == MDI_EPROTO && strstr(err, WORDS_OLDER) && con.rc == MDI_EPROTO &&
+                    strstr(con.err, WORDS_OLDER) && !ch.on,
+                "epoch: challenged under any epoch, refused at the proof once the run's is expected",
+                "rc %d, %d (%s); connecting rc %d (%s)", rc, rc2, err, con.rc, con.err);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* The lobby: expecting epoch 3, then any (a secondary between runs). */
+    int lfd = net_listen(0, 16, err);
+    int port = lfd >= 0 ? net_local_port(lfd) : -1;
+    const auth_keys *keys[2] = {&k_none, &k_right};
+    for (int i = 0; i < 2 && port > 0; i++) {
+        char why[MDI_ERR_LEN];
+        lobby l;
+        lobby_init(&l, lfd, 2, keys[i], 2, 1, 3, "test lobby");
+        int got = lobby_case(&l, port, keys[i], 2, 0, why);
+        test_result(got == 0, i ? "epoch: lobby expecting run epoch 3 refuses a sealed connection for 2"
+                                : "epoch: lobby expecting run epoch 3 refuses a plain connection for 2", "%s", why);
+        got = lobby_case(&l, port, keys[i], 3, 1, why);
+        test_result(got == 1, i ? "epoch: lobby expecting run epoch 3 greets a sealed connection for 3"
+                                : "epoch: lobby expecting run epoch 3 greets a plain connection for 3", "%s", why);
+        l.expect_epoch = PROTO_EPOCH_ANY;
+        got = lobby_case(&l, port, keys[i], 5, 1, why);
+        test_result(got == 1, i ? "epoch: lobby taking any epoch greets a sealed connection and tells its epoch 5"
+                                : "epoch: lobby taking any epoch greets a plain connection and tells its epoch 5",
+                    "%s", why);
+        lobby_clear(&l);
+    }
+    test_result(port > 0, "epoch: lobby on a port of its own", "%s", err);
+    if (lfd >= 0) net_close(lfd);
 }
 
 /* ---- frames ---- */
@@ -430,6 +589,7 @@ int main(void)
                 "auth keys: per secret, per use, cached", "keys do not differ as they should");
     test_handshake();
     test_accept_steps();
+    test_epoch();
     test_frames();
     test_http();
     return test_failures;

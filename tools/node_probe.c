@@ -8,9 +8,10 @@
  *       PUT /stop, prints the status after it
  *   bin/node_probe --secret S sign METHOD PATH [BODY]
  *       prints the header line "X-MDI-Auth: ..." of one request, for curl -H
- *   bin/node_probe [--secret S] hello HOST RING_PORT SELF TO
+ *   bin/node_probe [--secret S] hello HOST RING_PORT SELF TO [EPOCH]
  *       the ring handshake as node SELF towards node TO (0 starter, 1 + i
- *       secondary i): says whether the node accepted it, then hangs up
+ *       secondary i), for run epoch EPOCH (default 0): says whether the
+ *       node accepted it, then hangs up
  *
  * The secret may also come from $MDI_SECRET (kept out of the process list).
  */
@@ -28,7 +29,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: node_probe [--secret S] status|stop HOST PORT\n"
                     "       node_probe [--secret S] sign METHOD PATH [BODY]\n"
-                    "       node_probe [--secret S] hello HOST RING_PORT SELF TO\n"
+                    "       node_probe [--secret S] hello HOST RING_PORT SELF TO [EPOCH]\n"
                     "(the secret may also come from $MDI_SECRET)\n");
     return 2;
 }
@@ -70,7 +71,9 @@ int main(int argc, char **argv)
         seal_channel ch;
         int fd = auth_keys_derive(&k, secret, err);
         if (fd == 0) fd = net_connect(host, port, 5, err);
-        int rc = fd < 0 ? fd : seal_connect(fd, &k, (uint32_t)atoi(argv[i + 3]), (uint32_t)atoi(argv[i + 4]), 5, &ch, err);
+        uint32_t epoch = argc - i > 5 ? (uint32_t)strtoul(argv[i + 5], NULL, 10) : 0;
+        int rc = fd < 0 ? fd : seal_connect(fd, &k, (uint32_t)atoi(argv[i + 3]), (uint32_t)atoi(argv[i + 4]), epoch, 5,
+                                            &ch, err);
         if (fd >= 0) net_close(fd);
         if (rc) {
             fprintf(stderr, "node_probe: %s:%d: %s\n", host, port, err);

@@ -3,7 +3,8 @@
  * limits, until the first error; with bit 3 set, through a sealed channel
  * as seal_read_frame reads them); odd, the accepting side of the handshake
  * (seal_accept: the plain HELLO without a secret, the challenge-response
- * with one). The rest is written
+ * with one, bit 1; expecting node 0, bit 2; expecting run epoch 0, bit 3,
+ * else any). The rest is written
  * to one end of a socket pair, whose writing side is then shut: the reader
  * sees exactly those bytes and an end of stream, so no read waits. */
 #include "fuzz.h"
@@ -71,7 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         uint32_t idx;
         seal_channel ch;
-        seal_accept(sv[1], mode & 2 ? &secret_keys : &open_keys, 1, mode & 4 ? 0 : -1, 0.2, &idx, &ch, err);
+        seal_accept(sv[1], mode & 2 ? &secret_keys : &open_keys, 1, mode & 4 ? 0 : -1,
+                    mode & 8 ? 0 : PROTO_EPOCH_ANY, 0.2, &idx, &ch, err);
     }
     close(sv[0]);
     close(sv[1]);
