@@ -79,13 +79,16 @@ static json_t *cluster_view_layers(int begin, int end)
     return begin >= 0 && end > begin ? json_pack("[i, i]", begin, end) : json_null();
 }
 
-/* Secondary i as its GET / describes it. */
-static json_t *cluster_view_secondary(cluster_view *c, int i)
+static void cluster_view_addr(const node_entry *ne, char *out, size_t cap)
 {
-    const node_entry *ne = &c->nc.secondary[i];
-    char addr[NODES_ADDR_LEN + 8], err[MDI_ERR_LEN];
-    snprintf(addr, sizeof(addr), "%s:%d", ne->addr, ne->http_port);
-    json_t *o = json_pack("{s:s, s:i, s:s}", "role", "secondary", "index", i, "addr", addr);
+    snprintf(out, cap, "%s:%d", ne->addr, ne->http_port);
+}
+
+/* The node ne as its GET / describes it, into o: layers, state, rss_bytes,
+ * tokens_per_s, busy, error. */
+static json_t *cluster_view_probe(cluster_view *c, const node_entry *ne, json_t *o)
+{
+    char err[MDI_ERR_LEN];
     json_t *st = NULL;
     if (control_client_status(ne->addr, ne->http_port, c->nc.secret, c->timeout_s, &st, err) != 0) {
         json_object_set_new(o, "layers", json_null());
@@ -115,7 +118,34 @@ static json_t *cluster_view_secondary(cluster_view *c, int i)
     return o;
 }
 
-json_t *cluster_view_json(cluster_view *c, const char *state, double tokens, double busy_s)
+/* Place i of the ring: the configured secondary i, or spare in_place - 1
+ * standing in its place since a failover. */
+static json_t *cluster_view_secondary(cluster_view *c, int i, int in_place)
+{
+    const node_entry *ne = in_place ? &c->nc.spare[in_place - 1] : &c->nc.secondary[i];
+    char addr[NODES_ADDR_LEN + 8], orig[NODES_ADDR_LEN + 8], name[96];
+    cluster_view_addr(ne, addr, sizeof(addr));
+    cluster_view_addr(&c->nc.secondary[i], orig, sizeof(orig));
+    if (in_place) snprintf(name, sizeof(name), "spare %d (in place of secondary %d)", in_place - 1, i);
+    else snprintf(name, sizeof(name), "secondary %d", i);
+    json_t *o = json_pack("{s:s, s:i, s:s, s:s}", "role", "secondary", "index", i, "name", name, "addr", addr);
+    json_object_set_new(o, "spare", in_place ? json_integer(in_place - 1) : json_null());
+    json_object_set_new(o, "in_place_of", in_place ? json_string(orig) : json_null());
+    return cluster_view_probe(c, ne, o);
+}
+
+/* Spare j, standing in no place: what is left to fail over to (used: it
+ * took a place once and failed in turn, no longer offered). */
+static json_t *cluster_view_spare(cluster_view *c, int j, int used)
+{
+    char addr[NODES_ADDR_LEN + 8];
+    cluster_view_addr(&c->nc.spare[j], addr, sizeof(addr));
+    json_t *o = json_pack("{s:s, s:i, s:s, s:b}", "role", "spare", "index", j, "addr", addr, "used", used);
+    return cluster_view_probe(c, &c->nc.spare[j], o);
+}
+
+json_t *cluster_view_json(cluster_view *c, const char *state, double tokens, double busy_s, const int *in_place,
+                          const int *spare_used)
 {
     double tok_s, busy;
     char self_addr[sizeof(c->self_addr)];
@@ -131,14 +161,25 @@ json_t *cluster_view_json(cluster_view *c, const char *state, double tokens, dou
                              (json_int_t)mem_current_rss(), "tokens_per_s", tok_s, "busy", busy, "error");
     json_array_append_new(nodes, self);
     int self_end = c->standalone ? c->n_layers : c->nc.starter.n_layers > 0 ? c->nc.starter.n_layers : -1;
+    /* which spare stands where (indices out of this configuration's
+     * range read as none) */
+    int place[NODES_MAX_SECONDARY] = {0}, in_a_place[NODES_MAX_SPARE] = {0};
+    for (int i = 0; in_place && i < c->nc.n_secondary; i++)
+        if (in_place[i] > 0 && in_place[i] <= c->nc.n_spare) {
+            place[i] = in_place[i];
+            in_a_place[in_place[i] - 1] = 1;
+        }
     for (int i = 0; !c->standalone && i < c->nc.n_secondary; i++) {
-        json_t *o = cluster_view_secondary(c, i);
+        json_t *o = cluster_view_secondary(c, i, place[i]);
         /* The starter's layers end where the first secondary's begin. */
         json_t *first = json_array_get(json_object_get(o, "layers"), 0);
         if (i == 0 && json_is_integer(first)) self_end = (int)json_integer_value(first);
         json_array_append_new(nodes, o);
     }
     json_object_set_new(self, "layers", cluster_view_layers(0, self_end));
-    return json_pack("{s:s, s:i, s:b, s:o}", "model", c->model_name, "n_layers", c->n_layers, "secret",
-                     c->nc.secret[0] != 0, "nodes", nodes);
+    json_t *spares = json_array();
+    for (int j = 0; !c->standalone && j < c->nc.n_spare; j++)
+        if (!in_a_place[j]) json_array_append_new(spares, cluster_view_spare(c, j, spare_used && spare_used[j]));
+    return json_pack("{s:s, s:i, s:b, s:o, s:o}", "model", c->model_name, "n_layers", c->n_layers, "secret",
+                     c->nc.secret[0] != 0, "nodes", nodes, "spares", spares);
 }

@@ -37,7 +37,9 @@ const webui_asset *webui_find(const char *path);
  * its layers so far and the seconds it computed so far (growing counters;
  * cluster_view.h turns them into rates), its slots, and the failovers
  * (node failures recovered from: how many, the seconds they cost, the last
- * one's node and time lost, "" when none). */
+ * one's node and time lost, "" when none), and, when have_places, which
+ * node stands in each place of the ring (cluster_view_json's in_place and
+ * spare_used). */
 typedef struct {
     const char *state;
     double tokens, busy_s;
@@ -45,6 +47,8 @@ typedef struct {
     int failovers;
     double failover_lost_s;
     char failover_last[200];
+    int have_places;
+    int in_place[NODES_MAX_SECONDARY], spare_used[NODES_MAX_SPARE];
 } webui_self;
 typedef void (*webui_self_fn)(void *ud, webui_self *out);
 

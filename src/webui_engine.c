@@ -23,4 +23,5 @@ void webui_self_from_engine(void *ud, webui_self *out)
     out->failovers = st.failovers;
     out->failover_lost_s = st.failover_lost_s;
     snprintf(out->failover_last, sizeof(out->failover_last), "%s", st.failover_last);
+    out->have_places = engine_get_places(ud, out->in_place, out->spare_used) == 0;
 }

@@ -21,7 +21,8 @@ static int webui_handle_cluster(http_request *req)
     if (!webui_cluster) return http_reply_error(req, 503, "no cluster view in this service");
     webui_self me = {.state = "running"};
     if (webui_self_get) webui_self_get(webui_self_ud, &me);
-    json_t *j = cluster_view_json(webui_cluster, me.state, me.tokens, me.busy_s);
+    json_t *j = cluster_view_json(webui_cluster, me.state, me.tokens, me.busy_s, me.have_places ? me.in_place : NULL,
+                                  me.have_places ? me.spare_used : NULL);
     json_object_set_new(j, "slots", json_pack("{s:i, s:i, s:i, s:i}", "n_slots", me.n_slots, "busy", me.slots_busy,
                                               "queue_depth", me.queue_depth, "queue_max", me.queue_max));
     json_object_set_new(j, "failovers", json_pack("{s:i, s:f, s:s?}", "count", me.failovers, "lost_s",

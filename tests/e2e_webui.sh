@@ -4,7 +4,8 @@
 # headless Chromium with playwright-core: the page loads with no console
 # error, a chat message gets a streamed answer (several pieces), the
 # cluster view shows every node with the layer range of its chunk (from the
-# manifest) and its figures; a screenshot goes to plots/webui.png.
+# manifest) and its figures, and the spare listed (never started:
+# unreachable); a screenshot goes to plots/webui.png.
 # Also without a browser: GET / and the assets with their types, and
 # GET /api/cluster.
 #
@@ -27,6 +28,14 @@ MANIFEST=$(find "$CK" -path '*3nodes/manifest.json' | head -1)
 
 cfg="$TMP/cfg.json"
 mkcfg "$cfg" 2
+# one spare listed, never started: the view lists it, unreachable
+$PY - "$cfg" $(free_ports 2) <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["nodes"]["spare"] = [{"addr": "127.0.0.1", "communication": {"starter_addr": "127.0.0.1", "port": int(sys.argv[2])},
+                        "inference": {"port_in": int(sys.argv[3]), "port_out": 1}}]
+json.dump(c, open(sys.argv[1], "w"))
+PYEOF
 ok=0
 for i in 0 1; do start_secondary "$cfg" $i || ok=1; done
 check "e2e_webui: secondaries start" $ok "$(cat "$TMP"/sec*.log)"
@@ -67,11 +76,17 @@ got = json.load(open(sys.argv[2]))
 got_nodes = [{"role": n["role"], "index": n["index"], "layers": n["layers"]} for n in got["nodes"]]
 if got_nodes != want or any(n["state"] != "running" or not n["rss_bytes"] for n in got["nodes"]):
     print("MISMATCH", json.dumps(got), file=sys.stderr)
+if any(n.get("spare") is not None or n.get("in_place_of") is not None for n in got["nodes"][1:]):
+    print("MISMATCH: a spare in a place before any failover", json.dumps(got), file=sys.stderr)
+sp = got.get("spares")
+if not sp or len(sp) != 1 or sp[0]["role"] != "spare" or sp[0]["index"] != 0 or sp[0]["state"] != "unreachable" \
+        or sp[0]["used"]:
+    print("MISMATCH: spares", json.dumps(sp), file=sys.stderr)
 print(json.dumps(want))
 PYEOF
 ) 2>"$TMP/cluster.err"
 [ ! -s "$TMP/cluster.err" ]
-check "e2e_webui: GET /api/cluster: every node running with its chunk's layers" $? "$(cat "$TMP/cluster.err")"
+check "e2e_webui: GET /api/cluster: every node running with its chunk's layers, the spare listed unreachable" $? "$(cat "$TMP/cluster.err")"
 
 # The browser.
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
@@ -82,7 +97,7 @@ elif [ ! -d tests/node_modules/playwright-core ]; then
 else
     mkdir -p plots
     (cd tests && CHROMIUM="$CHROMIUM" run_with_timeout 150 node webui_check.mjs "$URL/" "$EXPECTED" \
-        ../plots/webui.png) >"$TMP/browser.out" 2>"$TMP/browser.err"
+        ../plots/webui.png 1) >"$TMP/browser.out" 2>"$TMP/browser.err"
     rc=$?
     cat "$TMP/browser.out"
     grep -q '^FAIL:' "$TMP/browser.out" || [ $rc -eq 0 ] ||

@@ -2,7 +2,8 @@
  * live figures over a window (live.h), and the cluster view the service
  * answers at GET /api/cluster (cluster_view.h) against real control servers on
  * 127.0.0.1: standalone, a running secondary with its live figures, one
- * that does not answer, and one behind the shared secret. */
+ * that does not answer, one behind the shared secret, and a spare standing
+ * in a failed secondary's place with the spares left listed. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,10 +108,10 @@ static void test_cluster_standalone(void)
 {
     cluster_view *c = cluster_view_new(NULL, "stories260K", 5, "127.0.0.1:0", 0);
     cluster_view_set_self_addr(c, "127.0.0.1:8080");
-    json_t *st = cluster_view_json(c, "running", 0, 0);
+    json_t *st = cluster_view_json(c, "running", 0, 0, NULL, NULL);
     usleep(150 * 1000);
     json_decref(st);
-    st = cluster_view_json(c, "running", 30, 0.075);
+    st = cluster_view_json(c, "running", 30, 0.075, NULL, NULL);
     json_t *n0 = node_at(st, 0);
     test_result(json_array_size(json_object_get(st, "nodes")) == 1 && !strcmp(str(n0, "role"), "starter") &&
                 !strcmp(str(n0, "addr"), "127.0.0.1:8080") && layers_are(n0, 0, 5) &&
@@ -162,7 +163,7 @@ static void test_cluster_ring(void)
     }
     nc.starter.n_layers = 2;
     cluster_view *c = cluster_view_new(&nc, "stories260K", 5, "127.0.0.1:8080", 1);
-    json_t *st = cluster_view_json(c, "running", 0, 0);
+    json_t *st = cluster_view_json(c, "running", 0, 0, NULL, NULL);
     json_t *n0 = node_at(st, 0), *n1 = node_at(st, 1), *n2 = node_at(st, 2), *n3 = node_at(st, 3);
     char want_addr[64];
     snprintf(want_addr, sizeof(want_addr), "127.0.0.1:%d", ports[0]);
@@ -183,6 +184,73 @@ static void test_cluster_ring(void)
     control_server_stop(s1);
 }
 
+/* After a failover: spare 0 stands in place 1 (whose secondary is gone),
+ * spare 1 is left, spare 2 took a place once and is gone too. */
+static void test_cluster_spares(void)
+{
+    control_server *s0 = start_server(0, NULL), *sp0 = start_server(1, NULL), *sp1 = start_server(1, NULL);
+    if (!s0 || !sp0 || !sp1) {
+        test_result(0, "cluster: control servers for the spares start", "see INFO");
+        control_server_stop(s0);
+        control_server_stop(sp0);
+        control_server_stop(sp1);
+        return;
+    }
+    int fd = net_listen(0, 1, NULL);
+    int gone_port = net_local_port(fd);
+    net_close(fd);
+    nodes_config nc;
+    memset(&nc, 0, sizeof(nc));
+    nc.n_secondary = 2;
+    nc.n_spare = 3;
+    int sec_ports[2] = {control_server_port(s0), gone_port};
+    int spare_ports[3] = {control_server_port(sp0), control_server_port(sp1), gone_port};
+    for (int i = 0; i < 2; i++) {
+        snprintf(nc.secondary[i].addr, sizeof(nc.secondary[i].addr), "127.0.0.1");
+        nc.secondary[i].http_port = sec_ports[i];
+    }
+    for (int j = 0; j < 3; j++) {
+        snprintf(nc.spare[j].addr, sizeof(nc.spare[j].addr), "127.0.0.1");
+        nc.spare[j].http_port = spare_ports[j];
+    }
+    cluster_view *c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
+    int in_place[NODES_MAX_SECONDARY] = {0, 1}, spare_used[NODES_MAX_SPARE] = {1, 0, 1};
+    json_t *st = cluster_view_json(c, "running", 0, 0, in_place, spare_used);
+    json_t *p0 = node_at(st, 1), *p1 = node_at(st, 2), *spares = json_object_get(st, "spares");
+    char sp0_addr[64], sp1_addr[64], gone_addr[64];
+    snprintf(sp0_addr, sizeof(sp0_addr), "127.0.0.1:%d", spare_ports[0]);
+    snprintf(sp1_addr, sizeof(sp1_addr), "127.0.0.1:%d", spare_ports[1]);
+    snprintf(gone_addr, sizeof(gone_addr), "127.0.0.1:%d", gone_port);
+    test_result(json_array_size(json_object_get(st, "nodes")) == 3 && !strcmp(str(p0, "name"), "secondary 0") &&
+                json_is_null(json_object_get(p0, "spare")) && json_is_null(json_object_get(p0, "in_place_of")),
+                "cluster: a place with its configured secondary", "%s", dump(st));
+    test_result(json_integer_value(json_object_get(p1, "index")) == 1 && !strcmp(str(p1, "addr"), sp0_addr) &&
+                !strcmp(str(p1, "name"), "spare 0 (in place of secondary 1)") &&
+                json_integer_value(json_object_get(p1, "spare")) == 0 &&
+                !strcmp(str(p1, "in_place_of"), gone_addr) && !strcmp(str(p1, "state"), "idle"),
+                "cluster: a spare in a failed secondary's place, its address and state", "%s", dump(p1));
+    json_t *s1 = json_array_get(spares, 0), *s2 = json_array_get(spares, 1);
+    test_result(json_array_size(spares) == 2 && json_integer_value(json_object_get(s1, "index")) == 1 &&
+                !strcmp(str(s1, "role"), "spare") && !strcmp(str(s1, "addr"), sp1_addr) &&
+                !strcmp(str(s1, "state"), "idle") && json_is_false(json_object_get(s1, "used")) &&
+                json_integer_value(json_object_get(s2, "index")) == 2 &&
+                !strcmp(str(s2, "state"), "unreachable") && json_is_true(json_object_get(s2, "used")),
+                "cluster: the spares in no place listed, idle or unreachable, used once or not", "%s", dump(spares));
+    json_decref(st);
+    /* a spare index out of this configuration's range reads as none */
+    in_place[0] = 9;
+    in_place[1] = 0;
+    st = cluster_view_json(c, "running", 0, 0, in_place, NULL);
+    test_result(!strcmp(str(node_at(st, 1), "name"), "secondary 0") && !strcmp(str(node_at(st, 2), "addr"), gone_addr)
+                && json_array_size(json_object_get(st, "spares")) == 3,
+                "cluster: an out-of-range spare index in a place reads as the configured secondary", "%s", dump(st));
+    json_decref(st);
+    cluster_view_free(c);
+    control_server_stop(s0);
+    control_server_stop(sp0);
+    control_server_stop(sp1);
+}
+
 static void test_cluster_secret(void)
 {
     control_server *s = start_server(0, "s3cr3t");
@@ -197,14 +265,14 @@ static void test_cluster_secret(void)
     nc.secondary[0].http_port = control_server_port(s);
     snprintf(nc.secret, sizeof(nc.secret), "s3cr3t");
     cluster_view *c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
-    json_t *st = cluster_view_json(c, "running", 0, 0);
+    json_t *st = cluster_view_json(c, "running", 0, 0, NULL, NULL);
     test_result(!strcmp(str(node_at(st, 1), "state"), "idle") && json_is_true(json_object_get(st, "secret")),
                 "cluster: the starter signs its status requests", "%s", dump(st));
     json_decref(st);
     cluster_view_free(c);
     snprintf(nc.secret, sizeof(nc.secret), "wrong");
     c = cluster_view_new(&nc, "m", 5, "127.0.0.1:8080", 1);
-    st = cluster_view_json(c, "running", 0, 0);
+    st = cluster_view_json(c, "running", 0, 0, NULL, NULL);
     test_result(!strcmp(str(node_at(st, 1), "state"), "unreachable") && strstr(str(node_at(st, 1), "error"), "401"),
                 "cluster: a wrong secret is refused", "%s", dump(st));
     json_decref(st);
@@ -220,7 +288,7 @@ static void test_cluster_secret(void)
         fclose(f);
     }
     c = cluster_view_open(path, "m", 5, "127.0.0.1:8080", 1, err);
-    st = c ? cluster_view_json(c, "running", 0, 0) : NULL;
+    st = c ? cluster_view_json(c, "running", 0, 0, NULL, NULL) : NULL;
     test_result(st && !strcmp(str(node_at(st, 1), "state"), "idle"), "cluster: from a nodes configuration file",
                 "%s", c ? dump(st) : err);
     json_decref(st);
@@ -350,6 +418,7 @@ int main(void)
     test_cluster_standalone();
     test_cluster_ring();
     test_cluster_secret();
+    test_cluster_spares();
     test_routes();
     return test_failures;
 }

@@ -1,13 +1,16 @@
 // Drives the web UI in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core) and prints PASS:/FAIL: lines for tests/e2e_webui.sh:
-//   node tests/webui_check.mjs URL EXPECTED_NODES_JSON SCREENSHOT.png
+//   node tests/webui_check.mjs URL EXPECTED_NODES_JSON SCREENSHOT.png [N_SPARES]
 // EXPECTED_NODES_JSON: [{"role": "starter", "index": 0, "layers": [0, 2]}, ...]
+// N_SPARES: spares listed in the configuration, none started (0 when left out).
 // Checks: the page loads with no console error and no failed request; a chat
 // message gets a streamed answer (non-empty, several pieces on screen one
-// after another); the cluster view shows every node with its layer range.
+// after another); the cluster view shows every node with its layer range,
+// and the spares below, each unreachable.
 import { chromium } from "playwright-core";
 
-const [url, expectedJson, shot] = process.argv.slice(2);
+const [url, expectedJson, shot, nSparesArg] = process.argv.slice(2);
+const nSpares = Number(nSparesArg || 0);
 const expected = JSON.parse(expectedJson);
 const chromePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
@@ -53,6 +56,13 @@ try {
           JSON.stringify(got) === JSON.stringify(want), `got ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
     check("every node is running", rows.length > 0 && rows.every((r) => r.state === "running"),
           JSON.stringify(rows));
+    const spares = await page.$$eval("#nodes tr.spare", (trs) => trs.map((tr) => ({
+        index: Number(tr.dataset.index), name: tr.children[0].textContent, state: tr.children[3].textContent,
+    })));
+    check(`the spares listed (${nSpares}), unreachable`,
+          spares.length === nSpares && spares.every((s, i) => s.index === i && s.name === "spare " + i &&
+                                                          s.state === "unreachable"),
+          JSON.stringify(spares));
     const polls0 = Number(await page.evaluate(() => document.body.dataset.clusterPolls || 0));
     await page.waitForTimeout(2200);
     const polls1 = Number(await page.evaluate(() => document.body.dataset.clusterPolls || 0));

@@ -159,8 +159,42 @@ function cell(row, text, cls) {
   return td;
 }
 
+// A place's name says when a spare stands in it: "spare 0 (in place of
+// secondary 1)".
 function nodeName(n) {
-  return n.role === "starter" ? "starter" : "secondary " + n.index;
+  if (n.role === "starter") return "starter";
+  return n.name || n.role + " " + n.index;
+}
+
+// One row of the node table (a place of the ring or a spare left), and its
+// error below it.
+function nodeRow(body, n, cls) {
+  const tr = document.createElement("tr");
+  tr.className = cls;
+  tr.dataset.role = n.role;
+  tr.dataset.index = String(n.index);
+  if (n.spare != null) tr.dataset.spare = String(n.spare);
+  cell(tr, nodeName(n) + (n.role === "spare" && n.used ? " (used, failed)" : ""));
+  const addr = cell(tr, n.addr || "");
+  if (n.in_place_of) addr.title = "in place of " + n.in_place_of;
+  cell(tr, n.layers ? "[" + n.layers[0] + ", " + n.layers[1] + ")" : n.role === "spare" ? "–" : "?", "layers");
+  cell(tr, n.state, "state-" + n.state);
+  cell(tr, mib(n.rss_bytes), "num");
+  cell(tr, (n.tokens_per_s || 0).toFixed(1), "num");
+  const busy = cell(tr, "", "num");
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  const fill = document.createElement("span");
+  fill.style.width = Math.round(100 * (n.busy || 0)) + "%";
+  bar.appendChild(fill);
+  busy.append(bar, " " + Math.round(100 * (n.busy || 0)) + "%");
+  body.appendChild(tr);
+  if (n.error) {
+    const er = document.createElement("tr");
+    const td = cell(er, n.error, "error");
+    td.colSpan = 7;
+    body.appendChild(er);
+  }
 }
 
 function showCluster(c) {
@@ -190,32 +224,17 @@ function showCluster(c) {
   });
   const body = document.querySelector("#nodes tbody");
   body.textContent = "";
-  for (const n of nodes) {
-    const tr = document.createElement("tr");
-    tr.className = "node";
-    tr.dataset.role = n.role;
-    tr.dataset.index = String(n.index);
-    cell(tr, nodeName(n));
-    cell(tr, n.addr || "");
-    cell(tr, n.layers ? "[" + n.layers[0] + ", " + n.layers[1] + ")" : "?", "layers");
-    cell(tr, n.state, "state-" + n.state);
-    cell(tr, mib(n.rss_bytes), "num");
-    cell(tr, (n.tokens_per_s || 0).toFixed(1), "num");
-    const busy = cell(tr, "", "num");
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    const fill = document.createElement("span");
-    fill.style.width = Math.round(100 * (n.busy || 0)) + "%";
-    bar.appendChild(fill);
-    busy.append(bar, " " + Math.round(100 * (n.busy || 0)) + "%");
-    body.appendChild(tr);
-    if (n.error) {
-      const er = document.createElement("tr");
-      const td = cell(er, n.error, "error");
-      td.colSpan = 7;
-      body.appendChild(er);
-    }
+  for (const n of nodes) nodeRow(body, n, n.spare != null ? "node in-place" : "node");
+  // The spares standing in no place: what is left to fail over to.
+  const spares = c.spares || [];
+  if (spares.length) {
+    const head = document.createElement("tr");
+    head.className = "spares-head";
+    const td = cell(head, "spares left to fail over to", "muted small");
+    td.colSpan = 7;
+    body.appendChild(head);
   }
+  for (const n of spares) nodeRow(body, n, "spare");
   document.body.dataset.clusterPolls = String(Number(document.body.dataset.clusterPolls || 0) + 1);
   document.body.dataset.tokensPerS = total.toFixed(1);
 }
