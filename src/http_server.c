@@ -24,6 +24,11 @@
 
 #define HS_TIMEOUT_S 10.0
 #define HS_CONN_MAX 64
+/* MHD counts a connection until its thread is joined, the policy below
+ * until it closes: MHD's own limit sits this much above conn_max, so that
+ * connections closed but not yet reaped never take the reserved room, and
+ * the policy (which logs whom it refuses) is what refuses. */
+#define HS_CONN_SLACK 16
 #define HS_MAX_RESERVED_IP 8
 
 struct http_server {
@@ -635,7 +640,7 @@ http_server *http_server_start(const http_server_opts *o, char *err)
                                  MHD_OPTION_EXTERNAL_LOGGER, &hs_mhd_log, NULL,
                                  MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(s->timeout_s + 0.999),
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->conn_max,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)(s->conn_max + HS_CONN_SLACK),
                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(o->per_addr_max > 0 ? o->per_addr_max : 0),
                                  MHD_OPTION_NOTIFY_CONNECTION, &hs_notify_connection, s,
                                  MHD_OPTION_NOTIFY_COMPLETED, &hs_completed, s,
