@@ -13,7 +13,7 @@
 #
 #   apt-get install -y gcc-aarch64-linux-gnu qemu-user
 #   dpkg --add-architecture arm64 && apt-get update
-#   apt-get install -y libopenblas-dev:arm64 libjansson-dev:arm64
+#   apt-get install -y libc6-dev:arm64 libopenblas-dev:arm64 libjansson-dev:arm64
 #
 # ARM64_CFLAGS adds flags to every aarch64 compile, e.g. -I for the arm64
 # headers of libcurl, libmicrohttpd or PCRE2 unpacked elsewhere; a src/*.c
@@ -42,6 +42,12 @@ for v in openblas-pthread openblas-openmp openblas-serial; do
 done
 if [ -z "$BLAS_LIB" ]; then
     echo "SKIP: arm64: no arm64 OpenBLAS under $MULTIARCH (apt-get install libopenblas-dev:arm64)"
+    exit 0
+fi
+
+if [ ! -f /usr/include/aarch64-linux-gnu/bits/libc-header-start.h ] &&
+   [ ! -f /usr/aarch64-linux-gnu/include/bits/libc-header-start.h ]; then
+    echo "SKIP: arm64: no arm64 C library headers (apt-get install libc6-dev:arm64)"
     exit 0
 fi
 

@@ -14,9 +14,16 @@
 # order, so logits differ by float rounding: with F32 weights about 1e-6 of
 # max |logit| (bound 1e-4). With block types the activations are quantized
 # (Q8_0, Q8_K) before each matrix, and a value that rounding moves across a
-# quantization boundary changes by one step, which shows in the logits:
-# measured up to 9e-3 (bound 3e-2, stated loosely on purpose: the greedy
-# tokens must be equal, and the qwen2 files check the same bytes exactly).
+# quantization boundary changes by one step, which shows in the logits of
+# the decode steps: measured up to 3.2e-2 of max |logit| (q4_k on an AVX2
+# machine, 9e-3 on an AVX-512 one, whose OpenBLAS rounds the prefill
+# otherwise), bound 6e-2, stated loosely on purpose: a wrong row order or
+# block layout is off by about 1 from the first logits on, and the qwen2
+# files check the same bytes exactly. With noise of that size, the greedy
+# tokens of a random synthetic model may part where its top two logits
+# nearly tie: there the tokens must be equal wherever the safetensors run's
+# top-two margin exceeds twice the bound, the logits compared up to where
+# they part.
 #
 # Also: prepare_model splits a GGUF into chunks that keep each tensor's
 # type and bytes, and a 3-node ring over them equals the standalone GGUF
@@ -63,6 +70,44 @@ if e > float(sys.argv[3]):
 PYEOF
 }
 
+# close_greedy A B A.json B.json BOUND: the same greedy run on two
+# numerically different paths. Per generated position, while the tokens
+# agree: max |a - b| / max |a| <= BOUND. Where they part, A's top-two
+# margin there (over max |a|) must be <= 2 * BOUND: a near-tie the noise
+# may flip; after it the sequences differ and nothing more is compared.
+close_greedy() {
+    $PY - "$@" <<'PYEOF'
+import json, sys
+import numpy as np
+ta = json.load(open(sys.argv[3]))["samples"][0]["generated_ids"]
+tb = json.load(open(sys.argv[4]))["samples"][0]["generated_ids"]
+bound = float(sys.argv[5])
+a = np.fromfile(sys.argv[1], dtype=np.float32)
+b = np.fromfile(sys.argv[2], dtype=np.float32)
+if not ta or a.size == 0 or a.size != b.size or a.size % len(ta):
+    print("logits sizes %d and %d for %d tokens" % (a.size, b.size, len(ta))); sys.exit(1)
+a = a.reshape(len(ta), -1); b = b.reshape(len(ta), -1)
+if len(ta) != len(tb):
+    print("%d and %d tokens" % (len(ta), len(tb))); sys.exit(1)
+worst = 0.0
+for i in range(len(ta)):
+    top = float(np.max(np.abs(a[i])))
+    e = float(np.max(np.abs(a[i] - b[i]))) / top
+    worst = max(worst, e)
+    if e > bound:
+        print("position %d: normalised max error %.3g > %g" % (i, e, bound)); sys.exit(1)
+    if ta[i] != tb[i]:
+        s = np.sort(a[i])
+        margin = float(s[-1] - s[-2]) / top
+        if margin > 2 * bound:
+            print("position %d: tokens %d and %d with a top-two margin of %.3g > %g" % (i, ta[i], tb[i], margin, 2 * bound))
+            sys.exit(1)
+        print("equal for %d of %d tokens (a near-tie, margin %.3g, parts them), max error %.3g" % (i, len(ta), margin, worst))
+        sys.exit(0)
+print("equal for all %d tokens, max error %.3g" % (len(ta), worst))
+PYEOF
+}
+
 # run NAME CKPT [args]: a standalone greedy run, NAME.logits and NAME.json.
 run() {
     local name=$1 ck=$2; shift 2
@@ -85,6 +130,15 @@ for arch in llama qwen2 qwen3; do
         st1=$?
         run "gg-$arch-$dt" "$g"
         st2=$?
+        if [ $arch = llama ] && [ $dt != f32 ]; then
+            msg=$(close_greedy "$TMP/st-$arch-$dt.logits" "$TMP/gg-$arch-$dt.logits" \
+                "$TMP/st-$arch-$dt.json" "$TMP/gg-$arch-$dt.json" 6e-2 2>&1); st=$?
+            [ $((st1 | st2)) -ne 0 ] && msg="exit $st1/$st2: $(tail -3 "$TMP/starter.log")"
+            check "e2e_gguf $arch $dt: greedy tokens equal the safetensors run's but at a near-tie, logits within 6e-2 (interleaved RoPE)" \
+                $((st1 | st2 | st)) "$msg"
+            [ $((st1 | st2 | st)) -eq 0 ] && echo "INFO: e2e_gguf $arch $dt: $msg"
+            continue
+        fi
         msg=$(same_ids "$TMP/st-$arch-$dt.json" "$TMP/gg-$arch-$dt.json" 2>&1); same=$?
         [ $((st1 | st2)) -ne 0 ] && msg="exit $st1/$st2: $(tail -3 "$TMP/starter.log")"
         check "e2e_gguf $arch $dt: the GGUF's greedy tokens equal the safetensors run's" $((st1 | st2 | same)) "$msg"
@@ -92,10 +146,8 @@ for arch in llama qwen2 qwen3; do
             cmp -s "$TMP/st-$arch-$dt.logits" "$TMP/gg-$arch-$dt.logits"
             check "e2e_gguf $arch $dt: logits equal bit for bit" $? "logits differ"
         else
-            bound=3e-2
-            [ $dt = f32 ] && bound=1e-4
-            msg=$(close "$TMP/st-$arch-$dt.logits" "$TMP/gg-$arch-$dt.logits" $bound); st=$?
-            check "e2e_gguf $arch $dt: logits within $bound (interleaved RoPE)" $st "$msg"
+            msg=$(close "$TMP/st-$arch-$dt.logits" "$TMP/gg-$arch-$dt.logits" 1e-4); st=$?
+            check "e2e_gguf $arch $dt: logits within 1e-4 (interleaved RoPE)" $st "$msg"
         fi
     done
 done
