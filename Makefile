@@ -130,6 +130,8 @@ bench: all
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_ring.sh
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_batch.sh
 	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_serve.sh
+	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_split.sh
+	@BUILD=$(BUILD) BIN=$(BIN) tools/bench_failover.sh
 
 demo: all
 	@BIN=$(BIN) MODEL=$(MODEL) tools/demo.sh

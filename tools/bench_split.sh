@@ -6,6 +6,7 @@
 #
 #   tools/bench_split.sh
 #   BENCH_SPLIT_N_TOKENS=8 BENCH_SPLIT_REPS=1 tools/bench_split.sh     (a short check)
+#   KEEP_TMP=1 tools/bench_split.sh       (the nodes' logs kept in /tmp)
 #
 # The slow node runs BENCH_SPLIT_SLOW_SHARE (default 0.25) of the time,
 # by one of (BENCH_SPLIT_SLOW):
@@ -63,7 +64,7 @@ cleanup() {
     done
     wait 2>/dev/null
     [ -n "$CG" ] && rmdir "$CG" 2>/dev/null
-    rm -rf "$TMP"
+    [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap "exit 143" TERM INT
