@@ -242,9 +242,8 @@ static void *ring_rx_main(void *arg)
 
 /* ---- sending thread ---- */
 
-static void *ring_tx_main(void *arg)
+static void *ring_tx_run(ring *r)
 {
-    ring *r = arg;
     char err[MDI_ERR_LEN];
     /* The next node may still be starting: retry refused connections
      * until the deadline. */
@@ -330,6 +329,19 @@ static void *ring_tx_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         if (type == PROTO_STOP || type == PROTO_ERROR) return NULL;
     }
+}
+
+/* The sending thread: tx_done once it ended, so that the end of a run
+ * (ring_finished) waits for the STOP to be written to the next node. */
+static void *ring_tx_main(void *arg)
+{
+    ring *r = arg;
+    ring_tx_run(r);
+    pthread_mutex_lock(&r->mu);
+    r->tx_done = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
 }
 
 /* ---- compute thread (secondary) ---- */
@@ -664,7 +676,7 @@ void ring_frame_put(ring *r, proto_frame *f)
 int ring_finished(ring *r)
 {
     pthread_mutex_lock(&r->mu);
-    int f = r->finished;
+    int f = r->finished && r->tx_done;
     pthread_mutex_unlock(&r->mu);
     return f;
 }

@@ -141,6 +141,7 @@ typedef struct {
     pthread_cond_t cv;
     int rx_ready, tx_ready;    /* handshakes done */
     int finished;              /* compute thread ended (STOP or error) */
+    int tx_done;               /* sending thread ended (STOP written or error) */
     int failed;
     char error[MDI_ERR_LEN];
     char refused[256];         /* the ring port's latest refusal while
@@ -173,7 +174,10 @@ int ring_send(ring *r, proto_frame *f, char *err);
 int ring_recv(ring *r, proto_frame **f, double timeout_s, char *err);
 void ring_frame_put(ring *r, proto_frame *f);
 
-/* 1 once the compute thread ended (secondary): STOP passed or a failure. */
+/* 1 once the run's end has passed through this node (secondary): the
+ * compute thread ended (a STOP or a failure) and so did the sending thread,
+ * the STOP written to the next node (or a failure): a node that stops its
+ * ring then never drops the STOP on its way round. */
 int ring_finished(ring *r);
 /* 1 and the first error's text when the ring failed. */
 int ring_error(ring *r, char *err);
