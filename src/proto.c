@@ -231,11 +231,13 @@ int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
     return rc;
 }
 
-const char *proto_epoch_refusal(char *out, size_t n, uint32_t here, uint32_t theirs)
+int proto_epoch_refused(long long expect, uint32_t theirs, char *out, size_t n)
 {
-    snprintf(out, n, "run epoch %u here, the connection is for run epoch %u: %s", here, theirs,
-             theirs < here ? "from before a reconfiguration" : "from a reconfiguration this node has not seen");
-    return out;
+    if (expect == PROTO_EPOCH_ANY || expect == (long long)theirs) return 0;
+    snprintf(out, n, "run epoch %lld here, the connection is for run epoch %u: %s", expect, theirs,
+             (long long)theirs < expect ? "from before a reconfiguration"
+                                        : "from a reconfiguration this node has not seen");
+    return 1;
 }
 
 int proto_hello_send(int fd, uint32_t node_index, uint32_t epoch, double timeout_s, char *err)
@@ -287,8 +289,8 @@ int proto_hello_accept(int fd, double timeout_s, long long expect_epoch, uint32_
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u carries %llu bytes (an older node sending a secret?)",
                       f->h.sample_id, (unsigned long long)f->h.payload_len);
         refusal = "HELLO with a payload: this node speaks the secret's challenge-response; upgrade the peer";
-    } else if (expect_epoch != PROTO_EPOCH_ANY && (long long)f->h.epoch != expect_epoch) {
-        refusal = proto_epoch_refusal(words, sizeof(words), (uint32_t)expect_epoch, f->h.epoch);
+    } else if (proto_epoch_refused(expect_epoch, f->h.epoch, words, sizeof(words))) {
+        refusal = words;
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", f->h.sample_id, refusal);
     }
     if (refusal) {

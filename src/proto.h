@@ -160,11 +160,12 @@ int proto_write_frame(int fd, const proto_frame *f, double timeout_s,
  * secondary between runs); otherwise a run epoch, 0 .. UINT32_MAX. */
 #define PROTO_EPOCH_ANY (-1LL)
 
-/* The words that refuse a connection made for run epoch theirs at a node
- * in run epoch here (sent in the ERROR, quoted in log lines): "run epoch 3
- * here, the connection is for run epoch 2: from before a reconfiguration".
- * Writes at most n bytes into out and returns out. */
-const char *proto_epoch_refusal(char *out, size_t n, uint32_t here, uint32_t theirs);
+/* Whether a node expecting run epoch expect (PROTO_EPOCH_ANY: any) refuses
+ * a connection made for run epoch theirs: 0, or 1 with the words that
+ * refuse it in out (at most n bytes; sent in the ERROR, quoted in log
+ * lines): "run epoch 3 here, the connection is for run epoch 2: from
+ * before a reconfiguration". */
+int proto_epoch_refused(long long expect, uint32_t theirs, char *out, size_t n);
 
 /* The plain handshake, of a cluster without a secret (seal_connect and
  * seal_accept call these when no secret is set, the challenge-response

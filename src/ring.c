@@ -64,12 +64,12 @@ static int ring_accept_prev(ring *r)
         net_peer_name(cand[n], cand_peer[n]);
         r->o.accepted_fd[i] = 0;
         seal_channel_clear(&r->o.accepted_seal[i]);
-        if (cand_seal[n].epoch != r->o.epoch) {
+        char why[160];
+        if (proto_epoch_refused(r->o.epoch, cand_seal[n].epoch, why, sizeof(why))) {
             /* greeted before the run's epoch was known (the caller drops
              * these already; no connection of another run is ever used) */
-            char why[160];
             log_warn("%s: ring port: closed the connection from %s greeted as %s: %s", r->o.name, cand_peer[n],
-                     r->o.prev_name, proto_epoch_refusal(why, sizeof(why), r->o.epoch, cand_seal[n].epoch));
+                     r->o.prev_name, why);
             net_close(cand[n]);
             seal_channel_clear(&cand_seal[n]);
             continue;

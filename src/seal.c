@@ -199,9 +199,8 @@ int seal_accept_begin(int fd, const auth_keys *k, uint32_t self, int expect, lon
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u, expected node %d", a, expect);
         goto cleanup;
     }
-    if (expect_epoch != PROTO_EPOCH_ANY && (long long)f->h.epoch != expect_epoch) {
-        char text[160];
-        proto_epoch_refusal(text, sizeof(text), (uint32_t)expect_epoch, f->h.epoch);
+    char text[160];
+    if (proto_epoch_refused(expect_epoch, f->h.epoch, text, sizeof(text))) {
         seal_refuse(fd, f, text);
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", a, text);
         goto cleanup;
@@ -242,9 +241,8 @@ int seal_accept_finish(int fd, const auth_keys *k, uint32_t self, long long expe
     }
     /* The expectation may have been set since the first HELLO (a secondary
      * whose run began meanwhile, lobby.h). */
-    if (expect_epoch != PROTO_EPOCH_ANY && (long long)p->epoch != expect_epoch) {
-        char text[160];
-        proto_epoch_refusal(text, sizeof(text), (uint32_t)expect_epoch, p->epoch);
+    char text[160];
+    if (proto_epoch_refused(expect_epoch, p->epoch, text, sizeof(text))) {
         seal_refuse(fd, f, text);
         rc = mdi_fail(err, MDI_EPROTO, "HELLO from node %u: %s", a, text);
         goto cleanup;

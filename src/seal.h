@@ -83,7 +83,7 @@ int seal_connect(int fd, const auth_keys *k, uint32_t self, uint32_t peer, uint3
  * peer's index in *from and the connection's run epoch in ch->epoch (both
  * authenticated with a secret) and *ch ready for receiving, or an error as
  * above after answering ERROR (for another epoch: MDI_EPROTO, the words of
- * proto_epoch_refusal). */
+ * proto_epoch_refused). */
 int seal_accept(int fd, const auth_keys *k, uint32_t self, int expect, long long expect_epoch, double timeout_s,
                 uint32_t *from, seal_channel *ch, char *err);
 

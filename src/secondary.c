@@ -437,15 +437,14 @@ static void early_prune(early_conns *e, uint32_t epoch)
     for (int i = 0; i < e->n;) {
         int alive = early_alive(e->fd[i]);
         double age = time_now() - e->t[i];
-        int same_epoch = e->ch[i].epoch == epoch;
-        if (alive && same_epoch && age <= SECONDARY_EARLY_S) {
+        char why[160];
+        int stale = proto_epoch_refused(epoch, e->ch[i].epoch, why, sizeof(why));
+        if (alive && !stale && age <= SECONDARY_EARLY_S) {
             i++;
             continue;
         }
-        char why[160];
-        if (alive && !same_epoch)
-            log_warn("ring port: dropped the connection from %s kept for the next run: %s", e->peer[i],
-                     proto_epoch_refusal(why, sizeof(why), epoch, e->ch[i].epoch));
+        if (alive && stale)
+            log_warn("ring port: dropped the connection from %s kept for the next run: %s", e->peer[i], why);
         else if (alive)
             log_warn("ring port: dropped the connection from %s kept for %.0f s: too old for this run",
                      e->peer[i], age);
